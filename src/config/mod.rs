@@ -1,0 +1,235 @@
+//! The config file: loading (with `${VAR}` expansion), the validated model the rest of
+//! switchyard uses, and error reports that name the key and the line of every problem.
+pub mod address;
+pub mod expand;
+pub mod schema;
+pub mod validate;
+pub mod value;
+
+use address::Address;
+use std::fmt;
+use std::path::Path;
+use std::time::Duration;
+
+#[derive(Debug, Clone, PartialEq)]
+pub struct Server {
+    pub listen: Address,
+    pub workers: usize,
+    pub connect_timeout: Duration,
+    pub request_header_timeout: Duration,
+    pub upstream_timeout: Duration,
+    pub idle_timeout: Duration,
+    pub max_header_bytes: usize,
+    pub max_connections: usize,
+    pub drain_timeout: Duration,
+    pub access_log: bool,
+    pub gateway_header: String,
+}
+
+impl Default for Server {
+    fn default() -> Self {
+        Server {
+            listen: Address {
+                host: "0.0.0.0".into(),
+                port: 8080,
+            },
+            workers: 0,
+            connect_timeout: Duration::from_secs(2),
+            request_header_timeout: Duration::from_secs(10),
+            upstream_timeout: Duration::from_secs(30),
+            idle_timeout: Duration::from_secs(60),
+            max_header_bytes: 65536,
+            max_connections: 10000,
+            drain_timeout: Duration::from_secs(30),
+            access_log: true,
+            gateway_header: "switchyard".into(),
+        }
+    }
+}
+
+/// `[gateway]`: active health-check timings shared by every checked address.
+#[derive(Debug, Clone, PartialEq)]
+pub struct Gateway {
+    pub health_check_interval: Duration,
+    pub health_check_timeout: Duration,
+    pub max_consecutive_failures: u32,
+    pub down_check_interval: Duration,
+    pub stop_ping_after_failures: u32,
+}
+
+impl Default for Gateway {
+    fn default() -> Self {
+        Gateway {
+            health_check_interval: Duration::from_secs(30),
+            health_check_timeout: Duration::from_secs(5),
+            max_consecutive_failures: 3,
+            down_check_interval: Duration::from_secs(120),
+            stop_ping_after_failures: 10,
+        }
+    }
+}
+
+#[derive(Debug, Clone, PartialEq)]
+pub struct Target {
+    pub address: Address,
+    pub health_check_endpoint: Option<String>,
+}
+
+#[derive(Debug, Clone, PartialEq)]
+pub struct PathRoute {
+    pub path: String,
+    pub address: Address,
+    pub health_check_endpoint: Option<String>,
+}
+
+#[derive(Debug, Clone, PartialEq)]
+pub struct Backend {
+    pub name: String,
+    pub addresses: Vec<Address>,
+    pub health_check_endpoint: Option<String>,
+}
+
+#[derive(Debug, Clone, PartialEq)]
+pub struct Route {
+    pub path: String,
+    /// Upper-case method names; empty means any method.
+    pub methods: Vec<String>,
+    pub backend: String,
+    pub permission: Option<String>,
+}
+
+/// A validated configuration.
+#[derive(Debug, Clone, PartialEq)]
+pub struct Config {
+    pub server: Server,
+    pub admin_listen: Address,
+    pub gateway: Gateway,
+    pub targets: Vec<Target>,
+    pub path_routes: Vec<PathRoute>,
+    pub backends: Vec<Backend>,
+    pub routes: Vec<Route>,
+}
+
+impl Default for Config {
+    fn default() -> Self {
+        Config {
+            server: Server::default(),
+            admin_listen: Address {
+                host: "127.0.0.1".into(),
+                port: 9901,
+            },
+            gateway: Gateway::default(),
+            targets: vec![],
+            path_routes: vec![],
+            backends: vec![],
+            routes: vec![],
+        }
+    }
+}
+
+/// One problem in a config file.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Problem {
+    pub line: Option<usize>,
+    pub key: String,
+    pub message: String,
+}
+
+/// Every problem found in a config file.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct ConfigError {
+    pub file: String,
+    pub problems: Vec<Problem>,
+}
+
+impl fmt::Display for ConfigError {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        for (i, p) in self.problems.iter().enumerate() {
+            if i > 0 {
+                writeln!(f)?;
+            }
+            match p.line {
+                Some(l) => write!(f, "{}:{}: {}: {}", self.file, l, p.key, p.message)?,
+                None => write!(f, "{}: {}: {}", self.file, p.key, p.message)?,
+            }
+        }
+        Ok(())
+    }
+}
+
+impl std::error::Error for ConfigError {}
+
+/// 1-based line of a byte offset.
+pub fn line_of(src: &str, offset: usize) -> usize {
+    src.as_bytes()[..offset.min(src.len())]
+        .iter()
+        .filter(|b| **b == b'\n')
+        .count()
+        + 1
+}
+
+/// Reads and validates a config file.
+pub fn load(path: &Path) -> Result<Config, ConfigError> {
+    let name = path.display().to_string();
+    let src = std::fs::read_to_string(path).map_err(|e| ConfigError {
+        file: name.clone(),
+        problems: vec![Problem {
+            line: None,
+            key: "file".into(),
+            message: format!("cannot read: {e}"),
+        }],
+    })?;
+    parse(&src, &name, Box::new(|k| std::env::var(k).ok()))
+}
+
+/// Parses and validates config text; `env` supplies `${VAR}` values.
+pub fn parse(
+    src: &str,
+    file: &str,
+    env: Box<dyn Fn(&str) -> Option<String>>,
+) -> Result<Config, ConfigError> {
+    let raw: Result<schema::RawConfig, toml::de::Error> =
+        value::with_env(env, || toml::from_str(src));
+    let raw = raw.map_err(|e| ConfigError {
+        file: file.to_string(),
+        problems: vec![Problem {
+            line: e.span().map(|s| line_of(src, s.start)),
+            key: key_from_toml_error(src, &e),
+            message: e.message().trim().to_string(),
+        }],
+    })?;
+    validate::validate(raw, src).map_err(|problems| ConfigError {
+        file: file.to_string(),
+        problems,
+    })
+}
+
+/// The key a toml error is about: the `key =` at the start of the error's line, if any.
+fn key_from_toml_error(src: &str, e: &toml::de::Error) -> String {
+    let Some(span) = e.span() else {
+        return "file".into();
+    };
+    let start = src[..span.start.min(src.len())]
+        .rfind('\n')
+        .map_or(0, |i| i + 1);
+    let line = src[start..].lines().next().unwrap_or("");
+    match line.split_once('=') {
+        Some((k, _)) if !k.trim().is_empty() => k.trim().to_string(),
+        _ => line.trim().to_string(),
+    }
+}
+
+impl Config {
+    /// The short summary `switchyard check` prints.
+    pub fn summary(&self) -> String {
+        format!(
+            "listeners: http {}, admin {}\nroutes: {} pattern routes, {} path routes\npools: {} backends, catch-all of {} targets\nshards: 0",
+            self.server.listen,
+            self.admin_listen,
+            self.routes.len(),
+            self.path_routes.len(),
+            self.backends.len(),
+            self.targets.len()
+        )
+    }
+}

@@ -1,0 +1,94 @@
+//! The config file as written: serde structs that mirror SPEC §2 key for key. Unknown keys
+//! are refused here; meaning and cross-references are checked in `validate`.
+use super::value::{List, Secs, Val};
+use serde::Deserialize;
+
+#[derive(Debug, Deserialize, Default)]
+#[serde(deny_unknown_fields)]
+pub struct RawConfig {
+    /// The older format's top-level listen address, taken as `[server] listen`.
+    pub listen: Option<Val<String>>,
+    pub server: Option<RawServer>,
+    pub admin: Option<RawAdmin>,
+    #[serde(default)]
+    pub targets: Vec<RawTarget>,
+    #[serde(default)]
+    pub path_routes: Vec<RawPathRoute>,
+    #[serde(default)]
+    pub backends: Vec<RawBackend>,
+    #[serde(default)]
+    pub routes: Vec<RawRoute>,
+    pub gateway: Option<RawGateway>,
+    /// Sections that later work builds; refused with "not supported yet" until then.
+    pub shards: Option<toml::Spanned<toml::Value>>,
+    pub api_keys: Option<toml::Spanned<toml::Value>>,
+    pub tcp: Option<toml::Spanned<toml::Value>>,
+    pub store: Option<toml::Spanned<toml::Value>>,
+}
+
+#[derive(Debug, Deserialize, Default)]
+#[serde(deny_unknown_fields)]
+pub struct RawServer {
+    pub listen: Option<Val<String>>,
+    pub workers: Option<Val<usize>>,
+    pub connect_timeout: Option<Val<Secs>>,
+    pub request_header_timeout: Option<Val<Secs>>,
+    pub upstream_timeout: Option<Val<Secs>>,
+    pub idle_timeout: Option<Val<Secs>>,
+    pub max_header_bytes: Option<Val<usize>>,
+    pub max_connections: Option<Val<usize>>,
+    pub drain_timeout: Option<Val<Secs>>,
+    pub access_log: Option<Val<bool>>,
+    pub gateway_header: Option<Val<String>>,
+}
+
+#[derive(Debug, Deserialize, Default)]
+#[serde(deny_unknown_fields)]
+pub struct RawAdmin {
+    pub listen: Option<Val<String>>,
+}
+
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct RawTarget {
+    pub address: Val<String>,
+    pub health_check_endpoint: Option<Val<String>>,
+}
+
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct RawPathRoute {
+    pub path: Val<String>,
+    pub address: Val<String>,
+    pub health_check_endpoint: Option<Val<String>>,
+}
+
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct RawBackend {
+    pub name: Val<String>,
+    pub addresses: List,
+    pub health_check_endpoint: Option<Val<String>>,
+}
+
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct RawRoute {
+    pub path: Val<String>,
+    pub methods: Option<List>,
+    pub backend: Val<String>,
+    pub permission: Option<Val<String>>,
+}
+
+#[derive(Debug, Deserialize, Default)]
+#[serde(deny_unknown_fields)]
+pub struct RawGateway {
+    pub enabled: Option<Val<bool>>,
+    pub health_check_interval: Option<Val<Secs>>,
+    pub health_check_timeout: Option<Val<Secs>>,
+    pub max_consecutive_failures: Option<Val<u32>>,
+    pub down_check_interval: Option<Val<Secs>>,
+    pub stop_ping_after_failures: Option<Val<u32>>,
+    pub allow_registration_from: Option<List>,
+    pub registration_rate_limit: Option<Val<u32>>,
+}

@@ -1,0 +1,338 @@
+//! Turns the config as written into the validated model: defaults, address and pattern
+//! checks, cross-references. Collects every problem instead of stopping at the first.
+use super::address::{self, Address};
+use super::schema::RawConfig;
+use super::value::{List, Secs, Val};
+use super::{line_of, Backend, Config, Gateway, PathRoute, Problem, Route, Server, Target};
+use crate::routing::pattern::Pattern;
+use std::collections::{HashMap, HashSet};
+
+struct Checker<'s> {
+    src: &'s str,
+    problems: Vec<Problem>,
+}
+
+impl Checker<'_> {
+    fn problem(&mut self, span: Option<&std::ops::Range<usize>>, key: &str, message: String) {
+        self.problems.push(Problem {
+            line: span.map(|s| line_of(self.src, s.start)),
+            key: key.to_string(),
+            message,
+        });
+    }
+
+    fn address(&mut self, v: &Val<String>, key: &str, allow_zero: bool) -> Option<Address> {
+        match address::parse(v.value.trim(), allow_zero) {
+            Ok(a) => Some(a),
+            Err(e) => {
+                self.problem(Some(&v.span), key, e);
+                None
+            }
+        }
+    }
+
+    fn endpoint(&mut self, v: &Option<Val<String>>, key: &str) -> Option<String> {
+        let v = v.as_ref()?;
+        if !v.value.starts_with('/') || v.value.contains([' ', '\r', '\n']) {
+            self.problem(Some(&v.span), key, format!("{:?} must be a path starting with /", v.value));
+            return None;
+        }
+        Some(v.value.clone())
+    }
+
+    fn positive(&mut self, v: &Option<Val<Secs>>, key: &str, default: std::time::Duration) -> std::time::Duration {
+        match v {
+            None => default,
+            Some(v) if v.value.0.is_zero() => {
+                self.problem(Some(&v.span), key, "must be greater than 0".into());
+                default
+            }
+            Some(v) => v.value.0,
+        }
+    }
+
+    fn not_yet(&mut self, span: std::ops::Range<usize>, key: &str) {
+        self.problem(
+            Some(&span),
+            key,
+            "not supported yet in this version of switchyard".into(),
+        );
+    }
+}
+
+fn valid_method(m: &str) -> bool {
+    !m.is_empty()
+        && m.bytes()
+            .all(|b| b.is_ascii_alphanumeric() || b"!#$%&'*+-.^_`|~".contains(&b))
+}
+
+pub fn validate(raw: RawConfig, src: &str) -> Result<Config, Vec<Problem>> {
+    let mut c = Checker {
+        src,
+        problems: Vec::new(),
+    };
+    let mut cfg = Config::default();
+
+    let rs = raw.server.unwrap_or_default();
+    if let (Some(top), Some(inner)) = (&raw.listen, &rs.listen) {
+        c.problem(
+            Some(&top.span),
+            "listen",
+            format!("given both here and as [server] listen (line {})", line_of(src, inner.span.start)),
+        );
+    }
+    let d = Server::default();
+    let listen = rs.listen.as_ref().or(raw.listen.as_ref());
+    cfg.server = Server {
+        listen: listen
+            .and_then(|l| c.address(l, "server.listen", true))
+            .unwrap_or(d.listen),
+        workers: rs.workers.as_ref().map_or(0, |v| v.value),
+        connect_timeout: c.positive(&rs.connect_timeout, "server.connect_timeout", d.connect_timeout),
+        request_header_timeout: c.positive(&rs.request_header_timeout, "server.request_header_timeout", d.request_header_timeout),
+        upstream_timeout: c.positive(&rs.upstream_timeout, "server.upstream_timeout", d.upstream_timeout),
+        idle_timeout: c.positive(&rs.idle_timeout, "server.idle_timeout", d.idle_timeout),
+        max_header_bytes: rs.max_header_bytes.as_ref().map_or(d.max_header_bytes, |v| v.value),
+        max_connections: rs.max_connections.as_ref().map_or(d.max_connections, |v| v.value),
+        drain_timeout: rs.drain_timeout.as_ref().map_or(d.drain_timeout, |v| v.value.0),
+        access_log: rs.access_log.as_ref().map_or(d.access_log, |v| v.value),
+        gateway_header: rs.gateway_header.as_ref().map_or(d.gateway_header.clone(), |v| v.value.clone()),
+    };
+    if let Some(v) = &rs.max_header_bytes {
+        if !(1024..=1 << 20).contains(&v.value) {
+            c.problem(Some(&v.span), "server.max_header_bytes", "must be between 1024 and 1048576".into());
+        }
+    }
+    if let Some(v) = &rs.max_connections {
+        if v.value == 0 {
+            c.problem(Some(&v.span), "server.max_connections", "must be at least 1".into());
+        }
+    }
+    if let Some(v) = &rs.workers {
+        if v.value > 1024 {
+            c.problem(Some(&v.span), "server.workers", "at most 1024".into());
+        }
+    }
+    if let Some(v) = &rs.gateway_header {
+        if v.value.is_empty() || !v.value.bytes().all(|b| (b' '..=b'~').contains(&b)) {
+            c.problem(Some(&v.span), "server.gateway_header", "must be non-empty printable ASCII".into());
+        }
+    }
+    if let Some(a) = raw.admin.as_ref().and_then(|a| a.listen.as_ref()) {
+        if let Some(addr) = c.address(a, "admin.listen", true) {
+            cfg.admin_listen = addr;
+        }
+    }
+    if cfg.admin_listen == cfg.server.listen && cfg.server.listen.port != 0 {
+        c.problem(None, "admin.listen", "must differ from server.listen: the admin API never shares the data port".into());
+    }
+
+    if let Some(g) = &raw.gateway {
+        let d = Gateway::default();
+        cfg.gateway = Gateway {
+            health_check_interval: c.positive(&g.health_check_interval, "gateway.health_check_interval", d.health_check_interval),
+            health_check_timeout: c.positive(&g.health_check_timeout, "gateway.health_check_timeout", d.health_check_timeout),
+            max_consecutive_failures: g.max_consecutive_failures.as_ref().map_or(d.max_consecutive_failures, |v| v.value),
+            down_check_interval: c.positive(&g.down_check_interval, "gateway.down_check_interval", d.down_check_interval),
+            stop_ping_after_failures: g.stop_ping_after_failures.as_ref().map_or(d.stop_ping_after_failures, |v| v.value),
+        };
+        if let Some(v) = &g.max_consecutive_failures {
+            if v.value == 0 {
+                c.problem(Some(&v.span), "gateway.max_consecutive_failures", "must be at least 1".into());
+            }
+        }
+        if let Some(v) = &g.stop_ping_after_failures {
+            if v.value < cfg.gateway.max_consecutive_failures {
+                c.problem(Some(&v.span), "gateway.stop_ping_after_failures", "must be at least max_consecutive_failures".into());
+            }
+        }
+        if let Some(v) = &g.enabled {
+            c.not_yet(v.span.clone(), "gateway.enabled");
+        }
+        if let Some(List(v)) = &g.allow_registration_from {
+            c.not_yet(v.first().map_or(0..0, |x| x.span.clone()), "gateway.allow_registration_from");
+        }
+        if let Some(v) = &g.registration_rate_limit {
+            c.not_yet(v.span.clone(), "gateway.registration_rate_limit");
+        }
+    }
+    for (name, sec) in [("shards", &raw.shards), ("api_keys", &raw.api_keys), ("tcp", &raw.tcp), ("store", &raw.store)] {
+        if let Some(s) = sec {
+            c.not_yet(s.span(), name);
+        }
+    }
+
+    let mut seen_targets = HashSet::new();
+    for (i, t) in raw.targets.iter().enumerate() {
+        let key = format!("targets[{i}].address");
+        if let Some(a) = c.address(&t.address, &key, false) {
+            if !seen_targets.insert(a.clone()) {
+                c.problem(Some(&t.address.span), &key, format!("duplicate target {a}"));
+            }
+            let hc = c.endpoint(&t.health_check_endpoint, &format!("targets[{i}].health_check_endpoint"));
+            cfg.targets.push(Target { address: a, health_check_endpoint: hc });
+        }
+    }
+
+    let mut seen_prefix: HashMap<String, usize> = HashMap::new();
+    for (i, p) in raw.path_routes.iter().enumerate() {
+        let key = format!("path_routes[{i}].path");
+        let path = p.path.value.trim();
+        let norm = format!("/{}", path.trim_matches('/'));
+        if !path.starts_with('/') || path.contains(['*', '?', '#', ' ']) || path.contains("//") {
+            c.problem(Some(&p.path.span), &key, format!("{path:?} must be a path prefix starting with / (patterns belong in [[routes]])"));
+        } else if let Some(prev) = seen_prefix.insert(norm.clone(), i) {
+            c.problem(Some(&p.path.span), &key, format!("duplicate path route {norm} (also path_routes[{prev}])"));
+        }
+        let addr = c.address(&p.address, &format!("path_routes[{i}].address"), false);
+        let hc = c.endpoint(&p.health_check_endpoint, &format!("path_routes[{i}].health_check_endpoint"));
+        if let Some(address) = addr {
+            cfg.path_routes.push(PathRoute { path: norm, address, health_check_endpoint: hc });
+        }
+    }
+
+    let mut backend_names = HashSet::new();
+    for (i, b) in raw.backends.iter().enumerate() {
+        let name = b.name.value.trim().to_string();
+        if name.is_empty() || !name.bytes().all(|x| x.is_ascii_alphanumeric() || b"-_.".contains(&x)) {
+            c.problem(Some(&b.name.span), &format!("backends[{i}].name"), format!("{name:?}: use letters, digits, - _ ."));
+        } else if !backend_names.insert(name.clone()) {
+            c.problem(Some(&b.name.span), &format!("backends[{i}].name"), format!("duplicate backend {name:?}"));
+        }
+        let mut addresses = Vec::new();
+        for (j, a) in b.addresses.0.iter().enumerate() {
+            if let Some(a) = c.address(a, &format!("backends[{i}].addresses[{j}]"), false) {
+                addresses.push(a);
+            }
+        }
+        if b.addresses.0.is_empty() {
+            c.problem(Some(&b.name.span), &format!("backends[{i}].addresses"), "needs at least one address".into());
+        }
+        let hc = c.endpoint(&b.health_check_endpoint, &format!("backends[{i}].health_check_endpoint"));
+        cfg.backends.push(Backend { name, addresses, health_check_endpoint: hc });
+    }
+
+    let mut seen_routes: Vec<(Pattern, Vec<String>, usize)> = Vec::new();
+    for (i, r) in raw.routes.iter().enumerate() {
+        let key = format!("routes[{i}]");
+        let pattern = match Pattern::parse(r.path.value.trim()) {
+            Ok(p) => Some(p),
+            Err(e) => {
+                c.problem(Some(&r.path.span), &format!("{key}.path"), e);
+                None
+            }
+        };
+        let mut methods = Vec::new();
+        for m in r.methods.iter().flat_map(|l| l.0.iter()) {
+            let up = m.value.trim().to_ascii_uppercase();
+            if !valid_method(&up) {
+                c.problem(Some(&m.span), &format!("{key}.methods"), format!("{:?} is not a method", m.value));
+            } else if !methods.contains(&up) {
+                methods.push(up);
+            }
+        }
+        if let Some(l) = &r.methods {
+            if l.0.is_empty() {
+                c.problem(Some(&r.path.span), &format!("{key}.methods"), "empty list: leave it out to allow any method".into());
+            }
+        }
+        let backend = r.backend.value.trim().to_string();
+        if !backend_names.contains(&backend) {
+            c.problem(Some(&r.backend.span), &format!("{key}.backend"), format!("unknown backend {backend:?}"));
+        }
+        let permission = r.permission.as_ref().map(|p| p.value.trim().to_string());
+        if let Some(p) = &r.permission {
+            c.not_yet(p.span.clone(), &format!("{key}.permission"));
+        }
+        if let Some(p) = pattern {
+            let overlaps = |other: &Vec<String>| {
+                methods.is_empty() && other.is_empty()
+                    || methods.iter().any(|m| other.contains(m))
+            };
+            if let Some((_, _, j)) = seen_routes.iter().find(|(q, ms, _)| *q == p && overlaps(ms)) {
+                c.problem(Some(&r.path.span), &format!("{key}.path"), format!("duplicate route {p} (also routes[{j}])"));
+            }
+            seen_routes.push((p.clone(), methods.clone(), i));
+            cfg.routes.push(Route { path: p.to_string(), methods, backend, permission });
+        }
+    }
+
+    if c.problems.is_empty() {
+        Ok(cfg)
+    } else {
+        Err(c.problems)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use crate::config::{parse, Config};
+
+    fn env(k: &str) -> Option<String> {
+        (k == "API_PORT").then(|| "9001".to_string())
+    }
+
+    fn ok(src: &str) -> Config {
+        match parse(src, "t.toml", Box::new(env)) {
+            Ok(c) => c,
+            Err(e) => panic!("{e}"),
+        }
+    }
+
+    fn err(src: &str) -> String {
+        parse(src, "t.toml", Box::new(env)).unwrap_err().to_string()
+    }
+
+    #[test]
+    fn older_format_runs_unchanged() {
+        let c = ok("listen = \"0.0.0.0:8000\"\n[[targets]]\naddress = \"http-api-1:8001\"\nhealth_check_endpoint = \"/healthz\"\n[[path_routes]]\npath = \"/files\"\naddress = \"object-storage:8007\"\n");
+        assert_eq!(c.server.listen.port, 8000);
+        assert_eq!(c.targets.len(), 1);
+        assert_eq!(c.path_routes[0].path, "/files");
+    }
+
+    #[test]
+    fn env_numbers_and_fractions() {
+        let c = ok("[server]\nlisten = \"127.0.0.1:${API_PORT}\"\nconnect_timeout = 0.2\nmax_connections = \"${CONN:-50}\"\n");
+        assert_eq!(c.server.listen.port, 9001);
+        assert_eq!(c.server.connect_timeout.as_millis(), 200);
+        assert_eq!(c.server.max_connections, 50);
+    }
+
+    #[test]
+    fn unknown_key_names_key_and_line() {
+        let e = err("[server]\nlisten = \"127.0.0.1:1\"\nlisen = 3\n");
+        assert!(e.contains("t.toml:3:"), "{e}");
+        assert!(e.contains("lisen"), "{e}");
+    }
+
+    #[test]
+    fn every_semantic_problem_is_reported() {
+        let e = err("[[backends]]\nname = \"c\"\naddresses = [\"nope\"]\n\n[[routes]]\npath = \"/a/*\"\nbackend = \"x\"\n\n[[routes]]\npath = \"/a/*\"\nbackend = \"c\"\n[[routes]]\npath = \"/a/*\"\nbackend = \"c\"\n");
+        assert!(e.contains("t.toml:3: backends[0].addresses[0]"), "{e}");
+        assert!(e.contains("t.toml:7: routes[0].backend: unknown backend \"x\""), "{e}");
+        assert!(e.contains("t.toml:13: routes[2].path: duplicate route /a/*"), "{e}");
+        assert_eq!(e.lines().count(), 4, "{e}");
+    }
+
+    #[test]
+    fn later_sections_are_refused_not_ignored() {
+        let e = err("[[shards]]\nname = \"g\"\n");
+        assert!(e.contains("shards: not supported yet"), "{e}");
+    }
+
+    #[test]
+    fn route_methods_split_duplicates() {
+        let c = ok("[[backends]]\nname = \"c\"\naddresses = \"127.0.0.1:1, 127.0.0.1:2\"\n[[routes]]\npath = \"/a/*\"\nmethods = [\"get\"]\nbackend = \"c\"\n[[routes]]\npath = \"/a/*\"\nmethods = [\"POST\"]\nbackend = \"c\"\n");
+        assert_eq!(c.routes[0].methods, ["GET"]);
+        assert_eq!(c.backends[0].addresses.len(), 2);
+    }
+
+    #[test]
+    fn bad_values_name_their_line() {
+        let e = err("[server]\n\nidle_timeout = \"soon\"\n");
+        assert!(e.contains("t.toml:3:"), "{e}");
+        let e = err("[[targets]]\naddress = \"${MISSING}\"\n");
+        assert!(e.contains("MISSING is not set"), "{e}");
+    }
+}

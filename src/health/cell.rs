@@ -1,0 +1,85 @@
+//! The per-address health cell: atomics written by one checker and read by the data plane and
+//! the admin listener without locks.
+use std::sync::atomic::{AtomicU32, AtomicU64, AtomicU8, Ordering::Relaxed};
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+#[repr(u8)]
+pub enum Status {
+    Unknown = 0,
+    Up = 1,
+    Down = 2,
+}
+
+impl Status {
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Status::Unknown => "UNKNOWN",
+            Status::Up => "UP",
+            Status::Down => "DOWN",
+        }
+    }
+}
+
+#[derive(Debug, Default)]
+pub struct HealthCell {
+    status: AtomicU8,
+    failures: AtomicU32,
+    /// Unix time of the last completed check in milliseconds; 0 = never.
+    last_check_ms: AtomicU64,
+    /// Duration of the last successful check in microseconds.
+    response_us: AtomicU64,
+    /// Whether checking has stopped after `stop_ping_after_failures`.
+    stopped: AtomicU8,
+}
+
+impl HealthCell {
+    pub fn new(initial: Status) -> Self {
+        let c = HealthCell::default();
+        c.status.store(initial as u8, Relaxed);
+        c
+    }
+
+    #[inline]
+    pub fn status(&self) -> Status {
+        match self.status.load(Relaxed) {
+            1 => Status::Up,
+            2 => Status::Down,
+            _ => Status::Unknown,
+        }
+    }
+
+    pub fn set_status(&self, s: Status) {
+        self.status.store(s as u8, Relaxed);
+    }
+
+    pub fn failures(&self) -> u32 {
+        self.failures.load(Relaxed)
+    }
+
+    pub fn set_failures(&self, n: u32) {
+        self.failures.store(n, Relaxed);
+    }
+
+    pub fn last_check_ms(&self) -> u64 {
+        self.last_check_ms.load(Relaxed)
+    }
+
+    pub fn response_us(&self) -> u64 {
+        self.response_us.load(Relaxed)
+    }
+
+    pub fn record_check(&self, unix_ms: u64, response_us: Option<u64>) {
+        self.last_check_ms.store(unix_ms, Relaxed);
+        if let Some(us) = response_us {
+            self.response_us.store(us, Relaxed);
+        }
+    }
+
+    pub fn stopped(&self) -> bool {
+        self.stopped.load(Relaxed) != 0
+    }
+
+    pub fn set_stopped(&self, v: bool) {
+        self.stopped.store(u8::from(v), Relaxed);
+    }
+}

@@ -1,0 +1,281 @@
+//! Request head parsing: finds the end of the head within the size limit and parses it with
+//! httparse into byte ranges, so the connection can keep its buffer and reuse the index.
+use super::name_is;
+use std::ops::Range;
+
+/// Most headers a request head may carry; more is a 431.
+pub const MAX_HEADERS: usize = 128;
+
+/// One header as ranges into the head buffer.
+#[derive(Clone, Debug, Default)]
+pub struct HeaderRange {
+    pub name: Range<usize>,
+    pub value: Range<usize>,
+}
+
+/// A parsed request head; every range points into the buffer it was parsed from.
+#[derive(Debug, Default)]
+pub struct RequestHead {
+    pub method: Range<usize>,
+    pub target: Range<usize>,
+    /// 0 for HTTP/1.0, 1 for HTTP/1.1.
+    pub minor_version: u8,
+    pub headers: Vec<HeaderRange>,
+    /// Length of the head including the blank line.
+    pub len: usize,
+}
+
+impl RequestHead {
+    pub fn method<'b>(&self, buf: &'b [u8]) -> &'b [u8] {
+        &buf[self.method.clone()]
+    }
+    pub fn target<'b>(&self, buf: &'b [u8]) -> &'b [u8] {
+        &buf[self.target.clone()]
+    }
+    /// The first header value with this (lowercase) name.
+    pub fn header<'b>(&self, buf: &'b [u8], lower: &str) -> Option<&'b [u8]> {
+        self.headers
+            .iter()
+            .find(|h| name_is(&buf[h.name.clone()], lower))
+            .map(|h| &buf[h.value.clone()])
+    }
+}
+
+/// Why a head could not be parsed; each maps to one status in SPEC §4.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum HeadError {
+    /// Not HTTP: bad request line, bad header syntax, bare LF, control bytes.
+    Malformed(&'static str),
+    /// The request line alone is longer than the limit (414).
+    UriTooLong,
+    /// The head is larger than the limit, or has too many headers (431).
+    TooLarge,
+}
+
+/// The outcome of looking at the bytes received so far.
+#[derive(Debug, PartialEq, Eq)]
+pub enum Scan {
+    /// The head is not complete yet; read more.
+    Partial,
+    /// The head ends at this offset (just past the blank line).
+    Complete(usize),
+}
+
+/// Finds the end of the head (CRLF CRLF) in `buf`, enforcing `max` bytes. `from` is where the
+/// previous scan stopped, so a head arriving in many reads is scanned once overall.
+pub fn scan(buf: &[u8], from: usize, max: usize) -> Result<Scan, HeadError> {
+    let start = from.saturating_sub(3);
+    let limit = buf.len().min(max);
+    let mut i = start;
+    while i < limit {
+        match memchr_lf(&buf[i..limit]) {
+            None => break,
+            Some(off) => {
+                let lf = i + off;
+                if lf >= 3 && &buf[lf - 3..=lf] == b"\r\n\r\n" {
+                    return Ok(Scan::Complete(lf + 1));
+                }
+                // A bare LF anywhere in the head is refused: parsers that accept it disagree
+                // about where lines end, which is how requests get smuggled.
+                if lf == 0 || buf[lf - 1] != b'\r' {
+                    return Err(HeadError::Malformed("bare LF in head"));
+                }
+                i = lf + 1;
+            }
+        }
+    }
+    if buf.len() >= max {
+        let line_done = buf[..max].windows(2).any(|w| w == b"\r\n");
+        return Err(if line_done {
+            HeadError::TooLarge
+        } else {
+            HeadError::UriTooLong
+        });
+    }
+    Ok(Scan::Partial)
+}
+
+#[inline]
+fn memchr_lf(s: &[u8]) -> Option<usize> {
+    s.iter().position(|b| *b == b'\n')
+}
+
+/// Parses a complete head (`buf[..len]` as found by [`scan`]) into `out`, reusing its vectors.
+pub fn parse(buf: &[u8], len: usize, out: &mut RequestHead) -> Result<(), HeadError> {
+    let mut raw = [httparse::EMPTY_HEADER; MAX_HEADERS];
+    let mut req = httparse::Request::new(&mut raw);
+    let head = &buf[..len];
+    match req.parse(head) {
+        Ok(httparse::Status::Complete(n)) if n == len => {}
+        Ok(_) => return Err(HeadError::Malformed("incomplete request head")),
+        Err(httparse::Error::TooManyHeaders) => return Err(HeadError::TooLarge),
+        Err(httparse::Error::Version) => return Err(HeadError::Malformed("unsupported HTTP version")),
+        Err(httparse::Error::Token) => return Err(HeadError::Malformed("invalid method")),
+        Err(httparse::Error::HeaderName) => return Err(HeadError::Malformed("invalid header name")),
+        Err(httparse::Error::HeaderValue) => {
+            return Err(HeadError::Malformed("invalid byte in header value"))
+        }
+        Err(_) => return Err(HeadError::Malformed("malformed request head")),
+    }
+    let base = head.as_ptr() as usize;
+    let range = |s: &[u8]| {
+        let start = s.as_ptr() as usize - base;
+        start..start + s.len()
+    };
+    let method = req.method.ok_or(HeadError::Malformed("missing method"))?;
+    let target = req.path.ok_or(HeadError::Malformed("missing target"))?;
+    out.method = range(method.as_bytes());
+    out.target = range(target.as_bytes());
+    out.minor_version = req.version.ok_or(HeadError::Malformed("missing version"))?;
+    out.len = len;
+    out.headers.clear();
+    for h in req.headers.iter() {
+        if h.name.is_empty() {
+            return Err(HeadError::Malformed("empty header name"));
+        }
+        // httparse trims the value; an empty range for an empty value still points inside.
+        let value = if h.value.is_empty() {
+            0..0
+        } else {
+            range(h.value)
+        };
+        out.headers.push(HeaderRange {
+            name: range(h.name.as_bytes()),
+            value,
+        });
+    }
+    Ok(())
+}
+
+/// The path part of a request target (origin-form or absolute-form), without the query.
+/// Returns None for targets that have no path (authority-form, `*`).
+pub fn route_path(target: &[u8]) -> Option<&[u8]> {
+    let origin = origin_tail(target)?;
+    let end = origin
+        .iter()
+        .position(|b| *b == b'?' || *b == b'#')
+        .unwrap_or(origin.len());
+    Some(if end == 0 { b"/" } else { &origin[..end] })
+}
+
+/// The part of a target that a backend receives: the target itself in origin-form; for an
+/// absolute-form `http://host/p?q` target what follows the authority (`/p?q`, or `?q` / empty
+/// when the path is empty: the caller then writes the `/`). None for other forms.
+pub fn origin_tail(target: &[u8]) -> Option<&[u8]> {
+    if target.first() == Some(&b'/') {
+        return Some(target);
+    }
+    let starts = |p: &str| {
+        target.len() >= p.len() && target[..p.len()].eq_ignore_ascii_case(p.as_bytes())
+    };
+    let rest = if starts("http://") {
+        &target[7..]
+    } else if starts("https://") {
+        &target[8..]
+    } else {
+        return None;
+    };
+    let i = rest
+        .iter()
+        .position(|b| *b == b'/' || *b == b'?')
+        .unwrap_or(rest.len());
+    Some(&rest[i..])
+}
+
+/// True if a path has `.` or `..` segments, literal or percent-encoded. Such paths are refused:
+/// a backend that normalizes them would serve a resource that routing (and its permission
+/// check) never saw.
+pub fn has_dot_segment(path: &[u8]) -> bool {
+    path.split(|b| *b == b'/').any(|seg| {
+        let mut dots = 0;
+        let mut i = 0;
+        while i < seg.len() {
+            if seg[i] == b'.' {
+                dots += 1;
+                i += 1;
+            } else if seg.len() >= i + 3 && seg[i] == b'%' && seg[i + 1] == b'2' && (seg[i + 2] | 0x20) == b'e' {
+                dots += 1;
+                i += 3;
+            } else {
+                return false;
+            }
+        }
+        dots == 1 || dots == 2
+    })
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn parse_all(s: &[u8]) -> Result<RequestHead, HeadError> {
+        let len = match scan(s, 0, 65536)? {
+            Scan::Complete(n) => n,
+            Scan::Partial => panic!("partial"),
+        };
+        let mut h = RequestHead::default();
+        parse(s, len, &mut h)?;
+        Ok(h)
+    }
+
+    #[test]
+    fn parses_simple_head() {
+        let s = b"GET /a?b=1 HTTP/1.1\r\nHost: x\r\nX-A:  v \r\n\r\nBODY";
+        let h = parse_all(s).unwrap();
+        assert_eq!(h.method(s), b"GET");
+        assert_eq!(h.target(s), b"/a?b=1");
+        assert_eq!(h.minor_version, 1);
+        assert_eq!(h.header(s, "x-a"), Some(&b"v"[..]));
+        assert_eq!(h.len, s.len() - 4);
+    }
+
+    #[test]
+    fn scan_is_incremental() {
+        let s = b"GET / HTTP/1.1\r\nHost: x\r\n\r\n";
+        for cut in 0..s.len() {
+            assert_eq!(scan(&s[..cut], 0, 1000), Ok(Scan::Partial), "cut {cut}");
+            assert_eq!(scan(s, cut, 1000), Ok(Scan::Complete(s.len())), "from {cut}");
+        }
+    }
+
+    #[test]
+    fn rejects_bare_lf_and_folding_and_space_before_colon() {
+        assert!(matches!(scan(b"GET / HTTP/1.1\nHost: x\r\n\r\n", 0, 100), Err(HeadError::Malformed(_))));
+        assert!(matches!(scan(b"GET / HTTP/1.1\r\nHost: x\n\n", 0, 100), Err(HeadError::Malformed(_))));
+        assert!(parse_all(b"GET / HTTP/1.1\r\nHost: x\r\nA: b\r\n c\r\n\r\n").is_err());
+        assert!(parse_all(b"GET / HTTP/1.1\r\nHost : x\r\n\r\n").is_err());
+        assert!(parse_all(b"GET / HTTP/1.1\r\nHost: x\0y\r\n\r\n").is_err());
+        assert!(parse_all(b"GET / HTTP/1.1\r\nHost: x\ry\r\n\r\n").is_err());
+        assert!(parse_all(b"GET / HTTP/2.0\r\nHost: x\r\n\r\n").is_err());
+    }
+
+    #[test]
+    fn limits_give_414_or_431() {
+        let long_line = [b"GET /".as_slice(), &[b'a'; 200]].concat();
+        assert_eq!(scan(&long_line, 0, 100), Err(HeadError::UriTooLong));
+        let mut big = b"GET / HTTP/1.1\r\n".to_vec();
+        big.extend_from_slice(&[b'a'; 200]);
+        assert_eq!(scan(&big, 0, 100), Err(HeadError::TooLarge));
+    }
+
+    #[test]
+    fn route_path_strips_query_and_handles_absolute_form() {
+        assert_eq!(route_path(b"/a/b?x=1"), Some(&b"/a/b"[..]));
+        assert_eq!(route_path(b"http://h:1/a?x"), Some(&b"/a"[..]));
+        assert_eq!(route_path(b"http://h:1"), Some(&b"/"[..]));
+        assert_eq!(route_path(b"http://h:1?q"), Some(&b"/"[..]));
+        assert_eq!(route_path(b"h:443"), None);
+        assert_eq!(route_path(b"*"), None);
+    }
+
+    #[test]
+    fn dot_segments_are_detected() {
+        assert!(has_dot_segment(b"/a/../b"));
+        assert!(has_dot_segment(b"/a/%2e%2E/b"));
+        assert!(has_dot_segment(b"/a/./b"));
+        assert!(has_dot_segment(b"/a/.."));
+        assert!(!has_dot_segment(b"/a/.well-known/b"));
+        assert!(!has_dot_segment(b"/a/.../b"));
+        assert!(!has_dot_segment(b"/a/b.c"));
+    }
+}

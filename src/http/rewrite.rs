@@ -1,0 +1,324 @@
+//! Rewrites heads as they cross the proxy: the request head a backend receives and the
+//! response head a client receives (hop-by-hop headers out, forwarding headers in).
+use super::head::{HeaderRange, RequestHead};
+use super::response::ResponseHead;
+use super::{list_items, name_is};
+use std::io::Write;
+
+/// Headers that describe one connection and never cross the proxy (RFC 9110 §7.6.1).
+fn is_hop_by_hop(name: &[u8]) -> bool {
+    const HOP: [&str; 8] = [
+        "connection",
+        "keep-alive",
+        "proxy-connection",
+        "te",
+        "trailer",
+        "transfer-encoding",
+        "upgrade",
+        "proxy-authenticate",
+    ];
+    HOP.iter().any(|h| name_is(name, h))
+}
+
+/// Headers the request rewrite sets itself; a client's copy is dropped (or, for
+/// X-Forwarded-For, folded into ours) so that it cannot be spoofed.
+fn is_set_by_gateway(name: &[u8]) -> bool {
+    const SET: [&str; 8] = [
+        "content-length",
+        "x-forwarded-for",
+        "x-forwarded-proto",
+        "x-forwarded-host",
+        "x-request-id",
+        "x-api-key",
+        "x-api-key-name",
+        "x-shard",
+    ];
+    SET.iter().any(|h| name_is(name, h))
+}
+
+/// Header names listed in `Connection`, which are hop-by-hop for this message only. A client
+/// cannot use this to strip Host: the names the gateway needs are never taken from here.
+fn connection_listed(buf: &[u8], headers: &[HeaderRange], name: &[u8]) -> bool {
+    if name_is(name, "host") {
+        return false;
+    }
+    headers
+        .iter()
+        .filter(|h| name_is(&buf[h.name.clone()], "connection"))
+        .flat_map(|h| list_items(&buf[h.value.clone()]))
+        .any(|tok| tok.eq_ignore_ascii_case(name))
+}
+
+/// What the gateway adds to a forwarded request.
+pub struct Forward<'a> {
+    pub client_ip: &'a str,
+    pub proto: &'a str,
+    pub request_id: &'a [u8],
+    pub api_key_name: Option<&'a str>,
+    pub shard: Option<u32>,
+    /// Body framing to announce: Some(n) for Content-Length, None with `chunked` for chunked.
+    pub content_length: Option<u64>,
+    pub chunked: bool,
+    /// Forward `Upgrade` and `Connection: upgrade` (the client asked to switch protocols).
+    pub upgrade: bool,
+}
+
+/// Writes the head a backend receives into `out` (cleared first).
+pub fn request_head(buf: &[u8], head: &RequestHead, fwd: &Forward<'_>, out: &mut Vec<u8>) {
+    out.clear();
+    out.extend_from_slice(head.method(buf));
+    out.push(b' ');
+    let target = head.target(buf);
+    match super::head::origin_tail(target) {
+        Some(tail) => {
+            if tail.first() != Some(&b'/') {
+                out.push(b'/');
+            }
+            out.extend_from_slice(tail);
+        }
+        // authority-form (CONNECT) and `*` (OPTIONS) go as they came.
+        None => out.extend_from_slice(target),
+    }
+    out.extend_from_slice(b" HTTP/1.1\r\n");
+    let has_connection = head
+        .headers
+        .iter()
+        .any(|h| name_is(&buf[h.name.clone()], "connection"));
+    let mut xff_seen = false;
+    let mut host: &[u8] = b"";
+    let mut upgrade_value: &[u8] = b"";
+    for h in &head.headers {
+        let name = &buf[h.name.clone()];
+        let value = &buf[h.value.clone()];
+        if name_is(name, "x-forwarded-for") {
+            xff_seen = true;
+            continue;
+        }
+        if name_is(name, "upgrade") {
+            upgrade_value = value;
+        } else if name_is(name, "host") {
+            host = value;
+        }
+        if is_hop_by_hop(name)
+            || is_set_by_gateway(name)
+            || (has_connection && connection_listed(buf, &head.headers, name))
+        {
+            continue;
+        }
+        out.extend_from_slice(name);
+        out.extend_from_slice(b": ");
+        out.extend_from_slice(value);
+        out.extend_from_slice(b"\r\n");
+    }
+    // Earlier hops first, in the order the client sent them, then this hop's client.
+    out.extend_from_slice(b"X-Forwarded-For: ");
+    if xff_seen {
+        for h in &head.headers {
+            if name_is(&buf[h.name.clone()], "x-forwarded-for") && !h.value.is_empty() {
+                out.extend_from_slice(&buf[h.value.clone()]);
+                out.extend_from_slice(b", ");
+            }
+        }
+    }
+    out.extend_from_slice(fwd.client_ip.as_bytes());
+    out.extend_from_slice(b"\r\n");
+    out.extend_from_slice(b"X-Forwarded-Proto: ");
+    out.extend_from_slice(fwd.proto.as_bytes());
+    out.extend_from_slice(b"\r\n");
+    if !host.is_empty() {
+        out.extend_from_slice(b"X-Forwarded-Host: ");
+        out.extend_from_slice(host);
+        out.extend_from_slice(b"\r\n");
+    }
+    out.extend_from_slice(b"X-Request-Id: ");
+    out.extend_from_slice(fwd.request_id);
+    out.extend_from_slice(b"\r\n");
+    if let Some(name) = fwd.api_key_name {
+        out.extend_from_slice(b"X-Api-Key-Name: ");
+        out.extend_from_slice(name.as_bytes());
+        out.extend_from_slice(b"\r\n");
+    }
+    if let Some(n) = fwd.shard {
+        let _ = write!(out, "X-Shard: {n}\r\n");
+    }
+    if let Some(n) = fwd.content_length {
+        let _ = write!(out, "Content-Length: {n}\r\n");
+    } else if fwd.chunked {
+        out.extend_from_slice(b"Transfer-Encoding: chunked\r\n");
+    }
+    if fwd.upgrade && !upgrade_value.is_empty() {
+        out.extend_from_slice(b"Connection: upgrade\r\nUpgrade: ");
+        out.extend_from_slice(upgrade_value);
+        out.extend_from_slice(b"\r\n");
+    }
+    out.extend_from_slice(b"\r\n");
+}
+
+/// How the client side of a response is framed and what the gateway adds.
+pub struct Reply<'a> {
+    pub gateway: &'a str,
+    /// Time from sending the request to the response head, for `Server-Timing`.
+    pub upstream_ms: f64,
+    pub content_length: Option<u64>,
+    pub chunked: bool,
+    /// Closing after this response: `Connection: close`.
+    pub close: bool,
+    /// An HTTP/1.0 client that asked for keep-alive gets `Connection: keep-alive`.
+    pub keep_alive_1_0: bool,
+    /// A 101 (or a tunnel): keep Upgrade and send `Connection: upgrade`.
+    pub switching: bool,
+}
+
+/// Writes the head a client receives into `out` (cleared first).
+pub fn response_head(buf: &[u8], head: &ResponseHead, reply: &Reply<'_>, out: &mut Vec<u8>) {
+    out.clear();
+    let _ = write!(out, "HTTP/1.1 {} ", head.status);
+    out.extend_from_slice(&buf[head.reason.clone()]);
+    out.extend_from_slice(b"\r\n");
+    let has_connection = head
+        .headers
+        .iter()
+        .any(|h| name_is(&buf[h.name.clone()], "connection"));
+    for h in &head.headers {
+        let name = &buf[h.name.clone()];
+        let keep_upgrade = reply.switching && name_is(name, "upgrade");
+        if !keep_upgrade
+            && (is_hop_by_hop(name)
+                || name_is(name, "content-length")
+                || (has_connection && connection_listed(buf, &head.headers, name)))
+        {
+            continue;
+        }
+        out.extend_from_slice(name);
+        out.extend_from_slice(b": ");
+        out.extend_from_slice(&buf[h.value.clone()]);
+        out.extend_from_slice(b"\r\n");
+    }
+    if let Some(n) = reply.content_length {
+        let _ = write!(out, "Content-Length: {n}\r\n");
+    } else if reply.chunked {
+        out.extend_from_slice(b"Transfer-Encoding: chunked\r\n");
+    }
+    out.extend_from_slice(b"X-Gateway: ");
+    out.extend_from_slice(reply.gateway.as_bytes());
+    let _ = write!(out, "\r\nServer-Timing: upstream;dur={:.3}\r\n", reply.upstream_ms);
+    if reply.switching {
+        out.extend_from_slice(b"Connection: upgrade\r\n");
+    } else if reply.close {
+        out.extend_from_slice(b"Connection: close\r\n");
+    } else if reply.keep_alive_1_0 {
+        out.extend_from_slice(b"Connection: keep-alive\r\n");
+    }
+    out.extend_from_slice(b"\r\n");
+}
+
+/// A bare interim response (100 Continue and friends) as relayed to the client.
+pub fn interim_head(buf: &[u8], head: &ResponseHead, out: &mut Vec<u8>) {
+    out.clear();
+    let _ = write!(out, "HTTP/1.1 {} ", head.status);
+    out.extend_from_slice(&buf[head.reason.clone()]);
+    out.extend_from_slice(b"\r\n");
+    for h in &head.headers {
+        let name = &buf[h.name.clone()];
+        if is_hop_by_hop(name) {
+            continue;
+        }
+        out.extend_from_slice(name);
+        out.extend_from_slice(b": ");
+        out.extend_from_slice(&buf[h.value.clone()]);
+        out.extend_from_slice(b"\r\n");
+    }
+    out.extend_from_slice(b"\r\n");
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::http::head::{parse, scan, Scan};
+
+    fn rewrite(s: &str, fwd: &Forward<'_>) -> String {
+        let b = s.as_bytes();
+        let Ok(Scan::Complete(n)) = scan(b, 0, 65536) else {
+            panic!()
+        };
+        let mut h = RequestHead::default();
+        parse(b, n, &mut h).unwrap();
+        let mut out = Vec::new();
+        request_head(b, &h, fwd, &mut out);
+        String::from_utf8(out).unwrap()
+    }
+
+    fn fwd() -> Forward<'static> {
+        Forward {
+            client_ip: "10.1.2.3",
+            proto: "http",
+            request_id: b"rid",
+            api_key_name: None,
+            shard: None,
+            content_length: None,
+            chunked: false,
+            upgrade: false,
+        }
+    }
+
+    #[test]
+    fn strips_hop_by_hop_and_adds_forwarding() {
+        let out = rewrite(
+            "GET /a?x HTTP/1.1\r\nHost: h\r\nConnection: keep-alive, X-Secret\r\nX-Secret: s\r\nKeep-Alive: 5\r\nX-API-Key: k\r\nX-Shard: 9\r\nAccept: */*\r\n\r\n",
+            &fwd(),
+        );
+        assert!(out.starts_with("GET /a?x HTTP/1.1\r\nHost: h\r\nAccept: */*\r\n"), "{out}");
+        for gone in ["X-Secret", "Keep-Alive", "X-API-Key", "Connection", "X-Shard"] {
+            assert!(!out.contains(gone), "{gone} in {out}");
+        }
+        assert!(out.contains("X-Forwarded-For: 10.1.2.3\r\n"));
+        assert!(out.contains("X-Forwarded-Proto: http\r\n"));
+        assert!(out.contains("X-Forwarded-Host: h\r\n"));
+        assert!(out.contains("X-Request-Id: rid\r\n"));
+        assert!(out.ends_with("\r\n\r\n"));
+    }
+
+    #[test]
+    fn appends_to_existing_forwarded_for() {
+        let out = rewrite(
+            "GET / HTTP/1.1\r\nX-Forwarded-For: 1.1.1.1\r\nX-Forwarded-For: 2.2.2.2\r\nHost: h\r\n\r\n",
+            &fwd(),
+        );
+        assert!(out.contains("X-Forwarded-For: 1.1.1.1, 2.2.2.2, 10.1.2.3\r\n"), "{out}");
+        let out = rewrite("GET / HTTP/1.1\r\nHost: h\r\nX-Forwarded-For: 1.1.1.1\r\n\r\n", &fwd());
+        assert!(out.contains("X-Forwarded-For: 1.1.1.1, 10.1.2.3\r\n"), "{out}");
+    }
+
+    #[test]
+    fn connection_cannot_strip_host() {
+        let out = rewrite("GET / HTTP/1.1\r\nHost: h\r\nConnection: host\r\n\r\n", &fwd());
+        assert!(out.contains("Host: h\r\n"));
+    }
+
+    #[test]
+    fn absolute_form_becomes_origin_form() {
+        let out = rewrite("GET http://h/p?q HTTP/1.1\r\nHost: h\r\n\r\n", &fwd());
+        assert!(out.starts_with("GET /p?q HTTP/1.1\r\n"), "{out}");
+        let out = rewrite("GET http://h?q HTTP/1.1\r\nHost: h\r\n\r\n", &fwd());
+        assert!(out.starts_with("GET /?q HTTP/1.1\r\n"), "{out}");
+        let out = rewrite("GET http://h HTTP/1.1\r\nHost: h\r\n\r\n", &fwd());
+        assert!(out.starts_with("GET / HTTP/1.1\r\n"), "{out}");
+    }
+
+    #[test]
+    fn framing_and_upgrade_are_rewritten() {
+        let mut f = fwd();
+        f.chunked = true;
+        f.upgrade = true;
+        f.shard = Some(2);
+        f.api_key_name = Some("blog");
+        let out = rewrite(
+            "GET /ws HTTP/1.1\r\nHost: h\r\nTransfer-Encoding: chunked\r\nConnection: Upgrade\r\nUpgrade: websocket\r\n\r\n",
+            &f,
+        );
+        assert!(out.contains("Transfer-Encoding: chunked\r\n"));
+        assert!(out.contains("Connection: upgrade\r\nUpgrade: websocket\r\n"));
+        assert!(out.contains("X-Shard: 2\r\n"));
+        assert!(out.contains("X-Api-Key-Name: blog\r\n"));
+    }
+}

@@ -1,0 +1,207 @@
+//! The one builder of routing tables: config (and, later, registrations) plus the upstream
+//! set in, a complete immutable table out. Reload, registration and store events all use it.
+use super::pattern::{Pattern, PatternTrie};
+use super::prefix::PrefixTrie;
+use super::select::Pool;
+use super::table::{rank, Rule, RuleKind, Table};
+use crate::config::Config;
+use crate::upstream::set::UpstreamSet;
+use crate::upstream::Upstream;
+use std::collections::{HashMap, HashSet};
+use std::sync::atomic::AtomicU64;
+use std::sync::Arc;
+
+/// Builds a table from `cfg`. Upstreams come from `set`, so cells are shared with earlier
+/// tables; afterwards the set forgets upstreams this table no longer uses.
+pub fn build(cfg: &Config, set: &UpstreamSet) -> Table {
+    let mut used: Vec<Arc<Upstream>> = Vec::new();
+    let mut get = |a: &crate::config::address::Address, ep: Option<&str>| {
+        let u = set.get(a, ep);
+        if !used.iter().any(|x| Arc::ptr_eq(x, &u)) {
+            used.push(u.clone());
+        }
+        u
+    };
+
+    let mut pools: HashMap<&str, Arc<Pool>> = HashMap::new();
+    for b in &cfg.backends {
+        let ups = b
+            .addresses
+            .iter()
+            .map(|a| get(a, b.health_check_endpoint.as_deref()))
+            .collect();
+        pools.insert(&b.name, Arc::new(Pool::new(b.name.clone(), ups)));
+    }
+
+    let mut routes = Vec::new();
+    let mut route_trie = PatternTrie::default();
+    for (i, r) in cfg.routes.iter().enumerate() {
+        let (Ok(pattern), Some(pool)) = (Pattern::parse(&r.path), pools.get(r.backend.as_str()))
+        else {
+            // validate() has refused such a config; a table is never built from it.
+            continue;
+        };
+        route_trie.insert(&pattern, routes.len() as u32);
+        routes.push(Rule {
+            kind: RuleKind::Route,
+            label: r.path.clone(),
+            origin: format!("routes[{i}]"),
+            pool: pool.clone(),
+            permission: r.permission.clone(),
+            methods: r.methods.iter().map(|m| m.as_bytes().into()).collect(),
+            rank: rank(&pattern, !r.methods.is_empty(), true, i),
+            pattern: Some(pattern),
+            requests: AtomicU64::new(0),
+        });
+    }
+
+    let mut path_routes = Vec::new();
+    let mut prefix_trie = PrefixTrie::default();
+    let mut path_routed = HashSet::new();
+    for (i, p) in cfg.path_routes.iter().enumerate() {
+        if !prefix_trie.insert(&p.path, path_routes.len() as u32) {
+            continue;
+        }
+        path_routed.insert(&p.address);
+        let u = get(&p.address, p.health_check_endpoint.as_deref());
+        path_routes.push(Rule {
+            kind: RuleKind::PathRoute,
+            label: p.path.clone(),
+            origin: format!("path_routes[{i}]"),
+            pool: Arc::new(Pool::new(p.address.to_string(), vec![u])),
+            permission: None,
+            methods: vec![],
+            pattern: None,
+            rank: 0,
+            requests: AtomicU64::new(0),
+        });
+    }
+
+    // SPEC §3 step 4: an address that a path route uses is not part of the catch-all pool.
+    let catch: Vec<_> = cfg
+        .targets
+        .iter()
+        .filter(|t| !path_routed.contains(&t.address))
+        .map(|t| get(&t.address, t.health_check_endpoint.as_deref()))
+        .collect();
+    let catch_all = (!catch.is_empty()).then(|| Rule {
+        kind: RuleKind::CatchAll,
+        label: "catch-all".into(),
+        origin: "targets".into(),
+        pool: Arc::new(Pool::new("targets".into(), catch)),
+        permission: None,
+        methods: vec![],
+        pattern: None,
+        rank: 0,
+        requests: AtomicU64::new(0),
+    });
+
+    set.retain(&used);
+    Table {
+        server: Arc::new(cfg.server.clone()),
+        routes,
+        route_trie,
+        path_routes,
+        prefix_trie,
+        catch_all,
+        ready: true,
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::config::parse;
+    use crate::routing::Decision;
+
+    fn table(src: &str) -> Table {
+        let cfg = parse(src, "t", Box::new(|_| None)).unwrap();
+        build(&cfg, &UpstreamSet::default())
+    }
+
+    fn pick(t: &Table, method: &str, path: &str) -> String {
+        match t.route(method.as_bytes(), Some(path.as_bytes())) {
+            Decision::Forward { rule, mut candidates } => format!(
+                "{} {}",
+                rule.label,
+                candidates.next().map_or("-".into(), |u| u.label.to_string())
+            ),
+            Decision::NotFound => "404".into(),
+        }
+    }
+
+    const CFG: &str = r#"
+[[targets]]
+address = "127.0.0.1:8001"
+[[targets]]
+address = "127.0.0.1:8002"
+[[targets]]
+address = "127.0.0.1:8007"
+[[path_routes]]
+path = "/files"
+address = "127.0.0.1:8007"
+[[backends]]
+name = "comments"
+addresses = ["127.0.0.1:7812"]
+[[backends]]
+name = "replies"
+addresses = ["127.0.0.1:7900"]
+[[routes]]
+path = "/api/comments/*"
+backend = "comments"
+[[routes]]
+path = "/api/comments/*/reply"
+methods = ["POST"]
+backend = "replies"
+[[routes]]
+path = "/only-get"
+methods = ["GET"]
+backend = "comments"
+"#;
+
+    #[test]
+    fn spec_order_of_rules() {
+        let t = table(CFG);
+        assert_eq!(pick(&t, "GET", "/api/comments/x"), "/api/comments/* 127.0.0.1:7812");
+        assert_eq!(pick(&t, "POST", "/api/comments/x/reply"), "/api/comments/*/reply 127.0.0.1:7900");
+        assert_eq!(pick(&t, "GET", "/api/comments/x/reply"), "/api/comments/* 127.0.0.1:7812");
+        assert_eq!(pick(&t, "GET", "/files/a.txt"), "/files 127.0.0.1:8007");
+        assert!(pick(&t, "GET", "/filesystem").starts_with("catch-all"));
+        assert_eq!(pick(&t, "POST", "/only-get"), "404");
+    }
+
+    #[test]
+    fn catch_all_leaves_out_path_routed_addresses_and_rotates() {
+        let t = table(CFG);
+        let mut seen = HashSet::new();
+        for _ in 0..6 {
+            seen.insert(pick(&t, "GET", "/x"));
+        }
+        let expect: HashSet<String> = ["catch-all 127.0.0.1:8001", "catch-all 127.0.0.1:8002"]
+            .iter()
+            .map(|s| s.to_string())
+            .collect();
+        assert_eq!(seen, expect);
+    }
+
+    #[test]
+    fn nothing_matches_is_404() {
+        let t = table("[[path_routes]]\npath = \"/a\"\naddress = \"127.0.0.1:1\"\n");
+        assert_eq!(pick(&t, "GET", "/b"), "404");
+        assert!(matches!(t.route(b"CONNECT", None), Decision::NotFound));
+    }
+
+    #[test]
+    fn health_survives_rebuild() {
+        let set = UpstreamSet::default();
+        let cfg = parse(CFG, "t", Box::new(|_| None)).unwrap();
+        let t1 = build(&cfg, &set);
+        t1.catch_all.as_ref().unwrap().pool.upstreams[0]
+            .health
+            .set_status(crate::health::Status::Down);
+        let t2 = build(&cfg, &set);
+        let u = &t2.catch_all.as_ref().unwrap().pool.upstreams[0];
+        assert_eq!(u.status(), crate::health::Status::Down);
+        assert_eq!(set.take_fresh().len(), 5);
+    }
+}

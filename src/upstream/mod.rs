@@ -1,0 +1,58 @@
+//! One backend address as the data plane sees it: its health cell, its idle connection pool,
+//! its resolved addresses and its counters. Shared by every pool and table that names it.
+pub mod dns;
+pub mod pool;
+pub mod set;
+
+use crate::config::address::Address;
+use crate::health::{HealthCell, Status};
+use std::sync::atomic::{AtomicU64, Ordering::Relaxed};
+
+#[derive(Debug, Default)]
+pub struct UpstreamStats {
+    pub requests: AtomicU64,
+    pub connect_failures: AtomicU64,
+    pub active: AtomicU64,
+}
+
+#[derive(Debug)]
+pub struct Upstream {
+    pub address: Address,
+    pub label: Box<str>,
+    /// None: not actively checked, and so always taken as UP (HAProxy's server without
+    /// `check`).
+    pub health_endpoint: Option<String>,
+    pub health: HealthCell,
+    pub idle: pool::IdlePool,
+    pub dns: dns::Resolved,
+    pub stats: UpstreamStats,
+}
+
+impl Upstream {
+    pub fn new(address: Address, health_endpoint: Option<String>) -> Self {
+        let initial = if health_endpoint.is_some() {
+            Status::Unknown
+        } else {
+            Status::Up
+        };
+        let label = address.to_string().into_boxed_str();
+        Upstream {
+            dns: dns::Resolved::new(&address),
+            address,
+            label,
+            health_endpoint,
+            health: HealthCell::new(initial),
+            idle: pool::IdlePool::new(),
+            stats: UpstreamStats::default(),
+        }
+    }
+
+    #[inline]
+    pub fn status(&self) -> Status {
+        self.health.status()
+    }
+
+    pub fn count_request(&self) {
+        self.stats.requests.fetch_add(1, Relaxed);
+    }
+}

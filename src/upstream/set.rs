@@ -1,0 +1,57 @@
+//! The control plane's index of upstreams, keyed by address and health endpoint, so that a
+//! rebuilt table points at the same cells and health survives reloads and registrations.
+use super::Upstream;
+use crate::config::address::Address;
+use std::collections::HashMap;
+use std::sync::{Arc, Mutex};
+
+type Key = (Address, Option<String>);
+
+#[derive(Debug, Default)]
+pub struct UpstreamSet {
+    inner: Mutex<Inner>,
+}
+
+#[derive(Debug, Default)]
+struct Inner {
+    map: HashMap<Key, Arc<Upstream>>,
+    fresh: Vec<Arc<Upstream>>,
+}
+
+impl UpstreamSet {
+    /// The upstream for this address and endpoint, created (and remembered as fresh, for the
+    /// health checker to pick up) if new.
+    pub fn get(&self, address: &Address, endpoint: Option<&str>) -> Arc<Upstream> {
+        let mut inner = self.inner.lock().unwrap_or_else(|p| p.into_inner());
+        let key = (address.clone(), endpoint.map(str::to_string));
+        if let Some(u) = inner.map.get(&key) {
+            return u.clone();
+        }
+        let u = Arc::new(Upstream::new(address.clone(), endpoint.map(str::to_string)));
+        inner.map.insert(key, u.clone());
+        inner.fresh.push(u.clone());
+        u
+    }
+
+    /// Forgets every upstream the newest table does not use (their checkers then stop).
+    pub fn retain(&self, used: &[Arc<Upstream>]) {
+        let mut inner = self.inner.lock().unwrap_or_else(|p| p.into_inner());
+        inner
+            .map
+            .retain(|_, u| used.iter().any(|x| Arc::ptr_eq(x, u)));
+        inner.fresh.retain(|u| used.iter().any(|x| Arc::ptr_eq(x, u)));
+    }
+
+    /// Upstreams created since the last call.
+    pub fn take_fresh(&self) -> Vec<Arc<Upstream>> {
+        let mut inner = self.inner.lock().unwrap_or_else(|p| p.into_inner());
+        std::mem::take(&mut inner.fresh)
+    }
+
+    pub fn all(&self) -> Vec<Arc<Upstream>> {
+        let inner = self.inner.lock().unwrap_or_else(|p| p.into_inner());
+        let mut v: Vec<_> = inner.map.values().cloned().collect();
+        v.sort_by(|a, b| a.label.cmp(&b.label));
+        v
+    }
+}
