@@ -1,7 +1,15 @@
 //! switchyard: a load balancer and API gateway. The library holds everything; `main.rs` only
 //! parses the command line and wires signals. Tests, benches and fuzz targets use this crate.
+pub mod admin;
+pub mod cli;
+pub mod clock;
 pub mod config;
+pub mod demo;
 pub mod health;
 pub mod http;
+pub mod metrics;
+pub mod proxy;
 pub mod routing;
+pub mod server;
+pub mod state;
 pub mod upstream;

@@ -63,7 +63,9 @@ pub fn parse(s: &str, allow_zero: bool) -> Result<Address, String> {
             return Err(format!("{s:?}: write IPv6 addresses as [addr]:port"));
         }
         if host.parse::<IpAddr>().is_err() && !valid_dns_name(host) {
-            return Err(format!("{s:?}: {host:?} is neither an IP address nor a DNS name"));
+            return Err(format!(
+                "{s:?}: {host:?} is neither an IP address nor a DNS name"
+            ));
         }
         (host, &s[i + 1..])
     };
@@ -85,7 +87,10 @@ mod tests {
 
     #[test]
     fn parses_forms() {
-        assert_eq!(parse("127.0.0.1:80", false).unwrap().to_string(), "127.0.0.1:80");
+        assert_eq!(
+            parse("127.0.0.1:80", false).unwrap().to_string(),
+            "127.0.0.1:80"
+        );
         assert_eq!(parse("[::1]:80", false).unwrap().to_string(), "[::1]:80");
         let a = parse("gateway-3.gateway-internal:3000", false).unwrap();
         assert_eq!(a.host, "gateway-3.gateway-internal");
@@ -95,7 +100,17 @@ mod tests {
 
     #[test]
     fn refuses_bad_forms() {
-        for bad in ["nohost", "h:", "h:70000", ":80", "a b:80", "::1:80", "[::1]80", "h:0", "http://h:80"] {
+        for bad in [
+            "nohost",
+            "h:",
+            "h:70000",
+            ":80",
+            "a b:80",
+            "::1:80",
+            "[::1]80",
+            "h:0",
+            "http://h:80",
+        ] {
             assert!(parse(bad, false).is_err(), "{bad}");
         }
         assert!(parse("127.0.0.1:0", true).is_ok());

@@ -183,11 +183,7 @@ pub fn load(path: &Path) -> Result<Config, ConfigError> {
 }
 
 /// Parses and validates config text; `env` supplies `${VAR}` values.
-pub fn parse(
-    src: &str,
-    file: &str,
-    env: Box<dyn Fn(&str) -> Option<String>>,
-) -> Result<Config, ConfigError> {
+pub fn parse(src: &str, file: &str, env: value::EnvLookup) -> Result<Config, ConfigError> {
     let raw: Result<schema::RawConfig, toml::de::Error> =
         value::with_env(env, || toml::from_str(src));
     let raw = raw.map_err(|e| ConfigError {

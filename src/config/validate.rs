@@ -34,13 +34,22 @@ impl Checker<'_> {
     fn endpoint(&mut self, v: &Option<Val<String>>, key: &str) -> Option<String> {
         let v = v.as_ref()?;
         if !v.value.starts_with('/') || v.value.contains([' ', '\r', '\n']) {
-            self.problem(Some(&v.span), key, format!("{:?} must be a path starting with /", v.value));
+            self.problem(
+                Some(&v.span),
+                key,
+                format!("{:?} must be a path starting with /", v.value),
+            );
             return None;
         }
         Some(v.value.clone())
     }
 
-    fn positive(&mut self, v: &Option<Val<Secs>>, key: &str, default: std::time::Duration) -> std::time::Duration {
+    fn positive(
+        &mut self,
+        v: &Option<Val<Secs>>,
+        key: &str,
+        default: std::time::Duration,
+    ) -> std::time::Duration {
         match v {
             None => default,
             Some(v) if v.value.0.is_zero() => {
@@ -78,7 +87,10 @@ pub fn validate(raw: RawConfig, src: &str) -> Result<Config, Vec<Problem>> {
         c.problem(
             Some(&top.span),
             "listen",
-            format!("given both here and as [server] listen (line {})", line_of(src, inner.span.start)),
+            format!(
+                "given both here and as [server] listen (line {})",
+                line_of(src, inner.span.start)
+            ),
         );
     }
     let d = Server::default();
@@ -88,24 +100,56 @@ pub fn validate(raw: RawConfig, src: &str) -> Result<Config, Vec<Problem>> {
             .and_then(|l| c.address(l, "server.listen", true))
             .unwrap_or(d.listen),
         workers: rs.workers.as_ref().map_or(0, |v| v.value),
-        connect_timeout: c.positive(&rs.connect_timeout, "server.connect_timeout", d.connect_timeout),
-        request_header_timeout: c.positive(&rs.request_header_timeout, "server.request_header_timeout", d.request_header_timeout),
-        upstream_timeout: c.positive(&rs.upstream_timeout, "server.upstream_timeout", d.upstream_timeout),
+        connect_timeout: c.positive(
+            &rs.connect_timeout,
+            "server.connect_timeout",
+            d.connect_timeout,
+        ),
+        request_header_timeout: c.positive(
+            &rs.request_header_timeout,
+            "server.request_header_timeout",
+            d.request_header_timeout,
+        ),
+        upstream_timeout: c.positive(
+            &rs.upstream_timeout,
+            "server.upstream_timeout",
+            d.upstream_timeout,
+        ),
         idle_timeout: c.positive(&rs.idle_timeout, "server.idle_timeout", d.idle_timeout),
-        max_header_bytes: rs.max_header_bytes.as_ref().map_or(d.max_header_bytes, |v| v.value),
-        max_connections: rs.max_connections.as_ref().map_or(d.max_connections, |v| v.value),
-        drain_timeout: rs.drain_timeout.as_ref().map_or(d.drain_timeout, |v| v.value.0),
+        max_header_bytes: rs
+            .max_header_bytes
+            .as_ref()
+            .map_or(d.max_header_bytes, |v| v.value),
+        max_connections: rs
+            .max_connections
+            .as_ref()
+            .map_or(d.max_connections, |v| v.value),
+        drain_timeout: rs
+            .drain_timeout
+            .as_ref()
+            .map_or(d.drain_timeout, |v| v.value.0),
         access_log: rs.access_log.as_ref().map_or(d.access_log, |v| v.value),
-        gateway_header: rs.gateway_header.as_ref().map_or(d.gateway_header.clone(), |v| v.value.clone()),
+        gateway_header: rs
+            .gateway_header
+            .as_ref()
+            .map_or(d.gateway_header.clone(), |v| v.value.clone()),
     };
     if let Some(v) = &rs.max_header_bytes {
         if !(1024..=1 << 20).contains(&v.value) {
-            c.problem(Some(&v.span), "server.max_header_bytes", "must be between 1024 and 1048576".into());
+            c.problem(
+                Some(&v.span),
+                "server.max_header_bytes",
+                "must be between 1024 and 1048576".into(),
+            );
         }
     }
     if let Some(v) = &rs.max_connections {
         if v.value == 0 {
-            c.problem(Some(&v.span), "server.max_connections", "must be at least 1".into());
+            c.problem(
+                Some(&v.span),
+                "server.max_connections",
+                "must be at least 1".into(),
+            );
         }
     }
     if let Some(v) = &rs.workers {
@@ -115,7 +159,11 @@ pub fn validate(raw: RawConfig, src: &str) -> Result<Config, Vec<Problem>> {
     }
     if let Some(v) = &rs.gateway_header {
         if v.value.is_empty() || !v.value.bytes().all(|b| (b' '..=b'~').contains(&b)) {
-            c.problem(Some(&v.span), "server.gateway_header", "must be non-empty printable ASCII".into());
+            c.problem(
+                Some(&v.span),
+                "server.gateway_header",
+                "must be non-empty printable ASCII".into(),
+            );
         }
     }
     if let Some(a) = raw.admin.as_ref().and_then(|a| a.listen.as_ref()) {
@@ -124,39 +172,77 @@ pub fn validate(raw: RawConfig, src: &str) -> Result<Config, Vec<Problem>> {
         }
     }
     if cfg.admin_listen == cfg.server.listen && cfg.server.listen.port != 0 {
-        c.problem(None, "admin.listen", "must differ from server.listen: the admin API never shares the data port".into());
+        c.problem(
+            None,
+            "admin.listen",
+            "must differ from server.listen: the admin API never shares the data port".into(),
+        );
     }
 
     if let Some(g) = &raw.gateway {
         let d = Gateway::default();
         cfg.gateway = Gateway {
-            health_check_interval: c.positive(&g.health_check_interval, "gateway.health_check_interval", d.health_check_interval),
-            health_check_timeout: c.positive(&g.health_check_timeout, "gateway.health_check_timeout", d.health_check_timeout),
-            max_consecutive_failures: g.max_consecutive_failures.as_ref().map_or(d.max_consecutive_failures, |v| v.value),
-            down_check_interval: c.positive(&g.down_check_interval, "gateway.down_check_interval", d.down_check_interval),
-            stop_ping_after_failures: g.stop_ping_after_failures.as_ref().map_or(d.stop_ping_after_failures, |v| v.value),
+            health_check_interval: c.positive(
+                &g.health_check_interval,
+                "gateway.health_check_interval",
+                d.health_check_interval,
+            ),
+            health_check_timeout: c.positive(
+                &g.health_check_timeout,
+                "gateway.health_check_timeout",
+                d.health_check_timeout,
+            ),
+            max_consecutive_failures: g
+                .max_consecutive_failures
+                .as_ref()
+                .map_or(d.max_consecutive_failures, |v| v.value),
+            down_check_interval: c.positive(
+                &g.down_check_interval,
+                "gateway.down_check_interval",
+                d.down_check_interval,
+            ),
+            stop_ping_after_failures: g
+                .stop_ping_after_failures
+                .as_ref()
+                .map_or(d.stop_ping_after_failures, |v| v.value),
         };
         if let Some(v) = &g.max_consecutive_failures {
             if v.value == 0 {
-                c.problem(Some(&v.span), "gateway.max_consecutive_failures", "must be at least 1".into());
+                c.problem(
+                    Some(&v.span),
+                    "gateway.max_consecutive_failures",
+                    "must be at least 1".into(),
+                );
             }
         }
         if let Some(v) = &g.stop_ping_after_failures {
             if v.value < cfg.gateway.max_consecutive_failures {
-                c.problem(Some(&v.span), "gateway.stop_ping_after_failures", "must be at least max_consecutive_failures".into());
+                c.problem(
+                    Some(&v.span),
+                    "gateway.stop_ping_after_failures",
+                    "must be at least max_consecutive_failures".into(),
+                );
             }
         }
         if let Some(v) = &g.enabled {
             c.not_yet(v.span.clone(), "gateway.enabled");
         }
         if let Some(List(v)) = &g.allow_registration_from {
-            c.not_yet(v.first().map_or(0..0, |x| x.span.clone()), "gateway.allow_registration_from");
+            c.not_yet(
+                v.first().map_or(0..0, |x| x.span.clone()),
+                "gateway.allow_registration_from",
+            );
         }
         if let Some(v) = &g.registration_rate_limit {
             c.not_yet(v.span.clone(), "gateway.registration_rate_limit");
         }
     }
-    for (name, sec) in [("shards", &raw.shards), ("api_keys", &raw.api_keys), ("tcp", &raw.tcp), ("store", &raw.store)] {
+    for (name, sec) in [
+        ("shards", &raw.shards),
+        ("api_keys", &raw.api_keys),
+        ("tcp", &raw.tcp),
+        ("store", &raw.store),
+    ] {
         if let Some(s) = sec {
             c.not_yet(s.span(), name);
         }
@@ -169,8 +255,14 @@ pub fn validate(raw: RawConfig, src: &str) -> Result<Config, Vec<Problem>> {
             if !seen_targets.insert(a.clone()) {
                 c.problem(Some(&t.address.span), &key, format!("duplicate target {a}"));
             }
-            let hc = c.endpoint(&t.health_check_endpoint, &format!("targets[{i}].health_check_endpoint"));
-            cfg.targets.push(Target { address: a, health_check_endpoint: hc });
+            let hc = c.endpoint(
+                &t.health_check_endpoint,
+                &format!("targets[{i}].health_check_endpoint"),
+            );
+            cfg.targets.push(Target {
+                address: a,
+                health_check_endpoint: hc,
+            });
         }
     }
 
@@ -182,22 +274,45 @@ pub fn validate(raw: RawConfig, src: &str) -> Result<Config, Vec<Problem>> {
         if !path.starts_with('/') || path.contains(['*', '?', '#', ' ']) || path.contains("//") {
             c.problem(Some(&p.path.span), &key, format!("{path:?} must be a path prefix starting with / (patterns belong in [[routes]])"));
         } else if let Some(prev) = seen_prefix.insert(norm.clone(), i) {
-            c.problem(Some(&p.path.span), &key, format!("duplicate path route {norm} (also path_routes[{prev}])"));
+            c.problem(
+                Some(&p.path.span),
+                &key,
+                format!("duplicate path route {norm} (also path_routes[{prev}])"),
+            );
         }
         let addr = c.address(&p.address, &format!("path_routes[{i}].address"), false);
-        let hc = c.endpoint(&p.health_check_endpoint, &format!("path_routes[{i}].health_check_endpoint"));
+        let hc = c.endpoint(
+            &p.health_check_endpoint,
+            &format!("path_routes[{i}].health_check_endpoint"),
+        );
         if let Some(address) = addr {
-            cfg.path_routes.push(PathRoute { path: norm, address, health_check_endpoint: hc });
+            cfg.path_routes.push(PathRoute {
+                path: norm,
+                address,
+                health_check_endpoint: hc,
+            });
         }
     }
 
     let mut backend_names = HashSet::new();
     for (i, b) in raw.backends.iter().enumerate() {
         let name = b.name.value.trim().to_string();
-        if name.is_empty() || !name.bytes().all(|x| x.is_ascii_alphanumeric() || b"-_.".contains(&x)) {
-            c.problem(Some(&b.name.span), &format!("backends[{i}].name"), format!("{name:?}: use letters, digits, - _ ."));
+        if name.is_empty()
+            || !name
+                .bytes()
+                .all(|x| x.is_ascii_alphanumeric() || b"-_.".contains(&x))
+        {
+            c.problem(
+                Some(&b.name.span),
+                &format!("backends[{i}].name"),
+                format!("{name:?}: use letters, digits, - _ ."),
+            );
         } else if !backend_names.insert(name.clone()) {
-            c.problem(Some(&b.name.span), &format!("backends[{i}].name"), format!("duplicate backend {name:?}"));
+            c.problem(
+                Some(&b.name.span),
+                &format!("backends[{i}].name"),
+                format!("duplicate backend {name:?}"),
+            );
         }
         let mut addresses = Vec::new();
         for (j, a) in b.addresses.0.iter().enumerate() {
@@ -206,10 +321,21 @@ pub fn validate(raw: RawConfig, src: &str) -> Result<Config, Vec<Problem>> {
             }
         }
         if b.addresses.0.is_empty() {
-            c.problem(Some(&b.name.span), &format!("backends[{i}].addresses"), "needs at least one address".into());
+            c.problem(
+                Some(&b.name.span),
+                &format!("backends[{i}].addresses"),
+                "needs at least one address".into(),
+            );
         }
-        let hc = c.endpoint(&b.health_check_endpoint, &format!("backends[{i}].health_check_endpoint"));
-        cfg.backends.push(Backend { name, addresses, health_check_endpoint: hc });
+        let hc = c.endpoint(
+            &b.health_check_endpoint,
+            &format!("backends[{i}].health_check_endpoint"),
+        );
+        cfg.backends.push(Backend {
+            name,
+            addresses,
+            health_check_endpoint: hc,
+        });
     }
 
     let mut seen_routes: Vec<(Pattern, Vec<String>, usize)> = Vec::new();
@@ -226,19 +352,31 @@ pub fn validate(raw: RawConfig, src: &str) -> Result<Config, Vec<Problem>> {
         for m in r.methods.iter().flat_map(|l| l.0.iter()) {
             let up = m.value.trim().to_ascii_uppercase();
             if !valid_method(&up) {
-                c.problem(Some(&m.span), &format!("{key}.methods"), format!("{:?} is not a method", m.value));
+                c.problem(
+                    Some(&m.span),
+                    &format!("{key}.methods"),
+                    format!("{:?} is not a method", m.value),
+                );
             } else if !methods.contains(&up) {
                 methods.push(up);
             }
         }
         if let Some(l) = &r.methods {
             if l.0.is_empty() {
-                c.problem(Some(&r.path.span), &format!("{key}.methods"), "empty list: leave it out to allow any method".into());
+                c.problem(
+                    Some(&r.path.span),
+                    &format!("{key}.methods"),
+                    "empty list: leave it out to allow any method".into(),
+                );
             }
         }
         let backend = r.backend.value.trim().to_string();
         if !backend_names.contains(&backend) {
-            c.problem(Some(&r.backend.span), &format!("{key}.backend"), format!("unknown backend {backend:?}"));
+            c.problem(
+                Some(&r.backend.span),
+                &format!("{key}.backend"),
+                format!("unknown backend {backend:?}"),
+            );
         }
         let permission = r.permission.as_ref().map(|p| p.value.trim().to_string());
         if let Some(p) = &r.permission {
@@ -246,14 +384,25 @@ pub fn validate(raw: RawConfig, src: &str) -> Result<Config, Vec<Problem>> {
         }
         if let Some(p) = pattern {
             let overlaps = |other: &Vec<String>| {
-                methods.is_empty() && other.is_empty()
-                    || methods.iter().any(|m| other.contains(m))
+                methods.is_empty() && other.is_empty() || methods.iter().any(|m| other.contains(m))
             };
-            if let Some((_, _, j)) = seen_routes.iter().find(|(q, ms, _)| *q == p && overlaps(ms)) {
-                c.problem(Some(&r.path.span), &format!("{key}.path"), format!("duplicate route {p} (also routes[{j}])"));
+            if let Some((_, _, j)) = seen_routes
+                .iter()
+                .find(|(q, ms, _)| *q == p && overlaps(ms))
+            {
+                c.problem(
+                    Some(&r.path.span),
+                    &format!("{key}.path"),
+                    format!("duplicate route {p} (also routes[{j}])"),
+                );
             }
             seen_routes.push((p.clone(), methods.clone(), i));
-            cfg.routes.push(Route { path: p.to_string(), methods, backend, permission });
+            cfg.routes.push(Route {
+                path: p.to_string(),
+                methods,
+                backend,
+                permission,
+            });
         }
     }
 
@@ -310,8 +459,14 @@ mod tests {
     fn every_semantic_problem_is_reported() {
         let e = err("[[backends]]\nname = \"c\"\naddresses = [\"nope\"]\n\n[[routes]]\npath = \"/a/*\"\nbackend = \"x\"\n\n[[routes]]\npath = \"/a/*\"\nbackend = \"c\"\n[[routes]]\npath = \"/a/*\"\nbackend = \"c\"\n");
         assert!(e.contains("t.toml:3: backends[0].addresses[0]"), "{e}");
-        assert!(e.contains("t.toml:7: routes[0].backend: unknown backend \"x\""), "{e}");
-        assert!(e.contains("t.toml:13: routes[2].path: duplicate route /a/*"), "{e}");
+        assert!(
+            e.contains("t.toml:7: routes[0].backend: unknown backend \"x\""),
+            "{e}"
+        );
+        assert!(
+            e.contains("t.toml:13: routes[2].path: duplicate route /a/*"),
+            "{e}"
+        );
         assert_eq!(e.lines().count(), 4, "{e}");
     }
 

@@ -122,21 +122,24 @@ impl FromScalar for Secs {
                 .map_err(|_| format!("expected seconds, got {t:?}"))?,
             Scalar::Bool(_) => return Err("expected seconds, got a boolean".into()),
         };
-        if !f.is_finite() || f < 0.0 || f > 1e9 {
+        if !f.is_finite() || !(0.0..=1e9).contains(&f) {
             return Err(format!("{f} is not a valid number of seconds"));
         }
         Ok(Secs(Duration::from_secs_f64(f)))
     }
 }
 
+/// Where `${VAR}` values come from.
+pub type EnvLookup = Box<dyn Fn(&str) -> Option<String>>;
+
 thread_local! {
     /// The environment lookup used while deserializing; the loader sets it for one parse.
-    static LOOKUP: std::cell::RefCell<Option<Box<dyn Fn(&str) -> Option<String>>>> =
+    static LOOKUP: std::cell::RefCell<Option<EnvLookup>> =
         const { std::cell::RefCell::new(None) };
 }
 
 /// Runs `f` with `lookup` as the source of `${VAR}` values.
-pub fn with_env<R>(lookup: Box<dyn Fn(&str) -> Option<String>>, f: impl FnOnce() -> R) -> R {
+pub fn with_env<R>(lookup: EnvLookup, f: impl FnOnce() -> R) -> R {
     LOOKUP.with(|l| *l.borrow_mut() = Some(lookup));
     let r = f();
     LOOKUP.with(|l| *l.borrow_mut() = None);

@@ -30,6 +30,12 @@ pub struct HealthCell {
     response_us: AtomicU64,
     /// Whether checking has stopped after `stop_ping_after_failures`.
     stopped: AtomicU8,
+    /// A checker task is running for this cell.
+    checking: AtomicU8,
+    /// Unix ms since when the status is UP; 0 when it is not.
+    up_since_ms: AtomicU64,
+    checks_ok: AtomicU64,
+    checks_failed: AtomicU64,
 }
 
 impl HealthCell {
@@ -77,6 +83,47 @@ impl HealthCell {
 
     pub fn stopped(&self) -> bool {
         self.stopped.load(Relaxed) != 0
+    }
+
+    /// Claims the right to run the checker; false if one is already running.
+    pub fn try_start_checking(&self) -> bool {
+        let started = self.checking.swap(1, Relaxed) == 0;
+        if started {
+            self.set_stopped(false);
+        }
+        started
+    }
+
+    pub fn stop_checking(&self) {
+        self.checking.store(0, Relaxed);
+    }
+
+    /// Sets the status and when it changed (for uptime).
+    pub fn set_status_at(&self, s: Status, unix_ms: u64) {
+        self.set_status(s);
+        self.up_since_ms
+            .store(if s == Status::Up { unix_ms.max(1) } else { 0 }, Relaxed);
+    }
+
+    /// Unix ms since the address is UP, 0 if it is not.
+    pub fn up_since_ms(&self) -> u64 {
+        self.up_since_ms.load(Relaxed)
+    }
+
+    pub fn count_check(&self, ok: bool) {
+        if ok {
+            self.checks_ok.fetch_add(1, Relaxed);
+        } else {
+            self.checks_failed.fetch_add(1, Relaxed);
+        }
+    }
+
+    /// (successful, failed) checks so far.
+    pub fn checks(&self) -> (u64, u64) {
+        (
+            self.checks_ok.load(Relaxed),
+            self.checks_failed.load(Relaxed),
+        )
     }
 
     pub fn set_stopped(&self, v: bool) {

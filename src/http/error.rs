@@ -117,7 +117,13 @@ mod tests {
 
     #[test]
     fn error_is_json_with_request_id() {
-        let r = response(ErrorKind::NoRoute, "no \"route\"", "rid-1", "switchyard", false);
+        let r = response(
+            ErrorKind::NoRoute,
+            "no \"route\"",
+            "rid-1",
+            "switchyard",
+            false,
+        );
         let s = String::from_utf8(r).unwrap();
         assert!(s.starts_with("HTTP/1.1 404 Not Found\r\n"));
         let body = s.split("\r\n\r\n").nth(1).unwrap();

@@ -220,7 +220,8 @@ mod tests {
         assert!(f.keep_alive);
         let f = framing("POST / HTTP/1.1\r\nHost: a\r\nContent-Length: 5\r\n\r\n").unwrap();
         assert_eq!(f.body, Body::Length(5));
-        let f = framing("POST / HTTP/1.1\r\nHost: a\r\nTransfer-Encoding: Chunked\r\n\r\n").unwrap();
+        let f =
+            framing("POST / HTTP/1.1\r\nHost: a\r\nTransfer-Encoding: Chunked\r\n\r\n").unwrap();
         assert_eq!(f.body, Body::Chunked);
         let f = framing("GET / HTTP/1.0\r\n\r\n").unwrap();
         assert!(!f.keep_alive);
@@ -257,15 +258,24 @@ mod tests {
     #[test]
     fn tab_and_space_around_chunked_are_ows() {
         // OWS around a field value is not part of it (RFC 9110 §5.5); httparse trims it.
-        let f = framing("POST / HTTP/1.1\r\nHost: a\r\nTransfer-Encoding:\tchunked \r\n\r\n").unwrap();
+        let f =
+            framing("POST / HTTP/1.1\r\nHost: a\r\nTransfer-Encoding:\tchunked \r\n\r\n").unwrap();
         assert_eq!(f.body, Body::Chunked);
     }
 
     #[test]
     fn expect_and_upgrade() {
-        let f = framing("POST / HTTP/1.1\r\nHost: a\r\nExpect: 100-continue\r\nContent-Length: 3\r\n\r\n").unwrap();
+        let f = framing(
+            "POST / HTTP/1.1\r\nHost: a\r\nExpect: 100-continue\r\nContent-Length: 3\r\n\r\n",
+        )
+        .unwrap();
         assert!(f.expect_continue);
-        assert_eq!(framing("GET / HTTP/1.1\r\nHost: a\r\nExpect: tea\r\n\r\n").unwrap_err().status, 417);
+        assert_eq!(
+            framing("GET / HTTP/1.1\r\nHost: a\r\nExpect: tea\r\n\r\n")
+                .unwrap_err()
+                .status,
+            417
+        );
         let f = framing("GET / HTTP/1.1\r\nHost: a\r\nConnection: keep-alive, Upgrade\r\nUpgrade: websocket\r\n\r\n").unwrap();
         assert!(f.upgrade);
         let f = framing("GET / HTTP/1.1\r\nHost: a\r\nUpgrade: websocket\r\n\r\n").unwrap();

@@ -109,9 +109,13 @@ pub fn parse(buf: &[u8], len: usize, out: &mut RequestHead) -> Result<(), HeadEr
         Ok(httparse::Status::Complete(n)) if n == len => {}
         Ok(_) => return Err(HeadError::Malformed("incomplete request head")),
         Err(httparse::Error::TooManyHeaders) => return Err(HeadError::TooLarge),
-        Err(httparse::Error::Version) => return Err(HeadError::Malformed("unsupported HTTP version")),
+        Err(httparse::Error::Version) => {
+            return Err(HeadError::Malformed("unsupported HTTP version"))
+        }
         Err(httparse::Error::Token) => return Err(HeadError::Malformed("invalid method")),
-        Err(httparse::Error::HeaderName) => return Err(HeadError::Malformed("invalid header name")),
+        Err(httparse::Error::HeaderName) => {
+            return Err(HeadError::Malformed("invalid header name"))
+        }
         Err(httparse::Error::HeaderValue) => {
             return Err(HeadError::Malformed("invalid byte in header value"))
         }
@@ -165,9 +169,8 @@ pub fn origin_tail(target: &[u8]) -> Option<&[u8]> {
     if target.first() == Some(&b'/') {
         return Some(target);
     }
-    let starts = |p: &str| {
-        target.len() >= p.len() && target[..p.len()].eq_ignore_ascii_case(p.as_bytes())
-    };
+    let starts =
+        |p: &str| target.len() >= p.len() && target[..p.len()].eq_ignore_ascii_case(p.as_bytes());
     let rest = if starts("http://") {
         &target[7..]
     } else if starts("https://") {
@@ -193,7 +196,11 @@ pub fn has_dot_segment(path: &[u8]) -> bool {
             if seg[i] == b'.' {
                 dots += 1;
                 i += 1;
-            } else if seg.len() >= i + 3 && seg[i] == b'%' && seg[i + 1] == b'2' && (seg[i + 2] | 0x20) == b'e' {
+            } else if seg.len() >= i + 3
+                && seg[i] == b'%'
+                && seg[i + 1] == b'2'
+                && (seg[i + 2] | 0x20) == b'e'
+            {
                 dots += 1;
                 i += 3;
             } else {
@@ -234,14 +241,24 @@ mod tests {
         let s = b"GET / HTTP/1.1\r\nHost: x\r\n\r\n";
         for cut in 0..s.len() {
             assert_eq!(scan(&s[..cut], 0, 1000), Ok(Scan::Partial), "cut {cut}");
-            assert_eq!(scan(s, cut, 1000), Ok(Scan::Complete(s.len())), "from {cut}");
+            assert_eq!(
+                scan(s, cut, 1000),
+                Ok(Scan::Complete(s.len())),
+                "from {cut}"
+            );
         }
     }
 
     #[test]
     fn rejects_bare_lf_and_folding_and_space_before_colon() {
-        assert!(matches!(scan(b"GET / HTTP/1.1\nHost: x\r\n\r\n", 0, 100), Err(HeadError::Malformed(_))));
-        assert!(matches!(scan(b"GET / HTTP/1.1\r\nHost: x\n\n", 0, 100), Err(HeadError::Malformed(_))));
+        assert!(matches!(
+            scan(b"GET / HTTP/1.1\nHost: x\r\n\r\n", 0, 100),
+            Err(HeadError::Malformed(_))
+        ));
+        assert!(matches!(
+            scan(b"GET / HTTP/1.1\r\nHost: x\n\n", 0, 100),
+            Err(HeadError::Malformed(_))
+        ));
         assert!(parse_all(b"GET / HTTP/1.1\r\nHost: x\r\nA: b\r\n c\r\n\r\n").is_err());
         assert!(parse_all(b"GET / HTTP/1.1\r\nHost : x\r\n\r\n").is_err());
         assert!(parse_all(b"GET / HTTP/1.1\r\nHost: x\0y\r\n\r\n").is_err());

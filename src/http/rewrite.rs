@@ -201,7 +201,11 @@ pub fn response_head(buf: &[u8], head: &ResponseHead, reply: &Reply<'_>, out: &m
     }
     out.extend_from_slice(b"X-Gateway: ");
     out.extend_from_slice(reply.gateway.as_bytes());
-    let _ = write!(out, "\r\nServer-Timing: upstream;dur={:.3}\r\n", reply.upstream_ms);
+    let _ = write!(
+        out,
+        "\r\nServer-Timing: upstream;dur={:.3}\r\n",
+        reply.upstream_ms
+    );
     if reply.switching {
         out.extend_from_slice(b"Connection: upgrade\r\n");
     } else if reply.close {
@@ -267,8 +271,17 @@ mod tests {
             "GET /a?x HTTP/1.1\r\nHost: h\r\nConnection: keep-alive, X-Secret\r\nX-Secret: s\r\nKeep-Alive: 5\r\nX-API-Key: k\r\nX-Shard: 9\r\nAccept: */*\r\n\r\n",
             &fwd(),
         );
-        assert!(out.starts_with("GET /a?x HTTP/1.1\r\nHost: h\r\nAccept: */*\r\n"), "{out}");
-        for gone in ["X-Secret", "Keep-Alive", "X-API-Key", "Connection", "X-Shard"] {
+        assert!(
+            out.starts_with("GET /a?x HTTP/1.1\r\nHost: h\r\nAccept: */*\r\n"),
+            "{out}"
+        );
+        for gone in [
+            "X-Secret",
+            "Keep-Alive",
+            "X-API-Key",
+            "Connection",
+            "X-Shard",
+        ] {
             assert!(!out.contains(gone), "{gone} in {out}");
         }
         assert!(out.contains("X-Forwarded-For: 10.1.2.3\r\n"));
@@ -284,14 +297,26 @@ mod tests {
             "GET / HTTP/1.1\r\nX-Forwarded-For: 1.1.1.1\r\nX-Forwarded-For: 2.2.2.2\r\nHost: h\r\n\r\n",
             &fwd(),
         );
-        assert!(out.contains("X-Forwarded-For: 1.1.1.1, 2.2.2.2, 10.1.2.3\r\n"), "{out}");
-        let out = rewrite("GET / HTTP/1.1\r\nHost: h\r\nX-Forwarded-For: 1.1.1.1\r\n\r\n", &fwd());
-        assert!(out.contains("X-Forwarded-For: 1.1.1.1, 10.1.2.3\r\n"), "{out}");
+        assert!(
+            out.contains("X-Forwarded-For: 1.1.1.1, 2.2.2.2, 10.1.2.3\r\n"),
+            "{out}"
+        );
+        let out = rewrite(
+            "GET / HTTP/1.1\r\nHost: h\r\nX-Forwarded-For: 1.1.1.1\r\n\r\n",
+            &fwd(),
+        );
+        assert!(
+            out.contains("X-Forwarded-For: 1.1.1.1, 10.1.2.3\r\n"),
+            "{out}"
+        );
     }
 
     #[test]
     fn connection_cannot_strip_host() {
-        let out = rewrite("GET / HTTP/1.1\r\nHost: h\r\nConnection: host\r\n\r\n", &fwd());
+        let out = rewrite(
+            "GET / HTTP/1.1\r\nHost: h\r\nConnection: host\r\n\r\n",
+            &fwd(),
+        );
         assert!(out.contains("Host: h\r\n"));
     }
 

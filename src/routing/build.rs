@@ -99,6 +99,7 @@ pub fn build(cfg: &Config, set: &UpstreamSet) -> Table {
     set.retain(&used);
     Table {
         server: Arc::new(cfg.server.clone()),
+        gateway: cfg.gateway.clone(),
         routes,
         route_trie,
         path_routes,
@@ -121,10 +122,15 @@ mod tests {
 
     fn pick(t: &Table, method: &str, path: &str) -> String {
         match t.route(method.as_bytes(), Some(path.as_bytes())) {
-            Decision::Forward { rule, mut candidates } => format!(
+            Decision::Forward {
+                rule,
+                mut candidates,
+            } => format!(
                 "{} {}",
                 rule.label,
-                candidates.next().map_or("-".into(), |u| u.label.to_string())
+                candidates
+                    .next()
+                    .map_or("-".into(), |u| u.label.to_string())
             ),
             Decision::NotFound => "404".into(),
         }
@@ -162,9 +168,18 @@ backend = "comments"
     #[test]
     fn spec_order_of_rules() {
         let t = table(CFG);
-        assert_eq!(pick(&t, "GET", "/api/comments/x"), "/api/comments/* 127.0.0.1:7812");
-        assert_eq!(pick(&t, "POST", "/api/comments/x/reply"), "/api/comments/*/reply 127.0.0.1:7900");
-        assert_eq!(pick(&t, "GET", "/api/comments/x/reply"), "/api/comments/* 127.0.0.1:7812");
+        assert_eq!(
+            pick(&t, "GET", "/api/comments/x"),
+            "/api/comments/* 127.0.0.1:7812"
+        );
+        assert_eq!(
+            pick(&t, "POST", "/api/comments/x/reply"),
+            "/api/comments/*/reply 127.0.0.1:7900"
+        );
+        assert_eq!(
+            pick(&t, "GET", "/api/comments/x/reply"),
+            "/api/comments/* 127.0.0.1:7812"
+        );
         assert_eq!(pick(&t, "GET", "/files/a.txt"), "/files 127.0.0.1:8007");
         assert!(pick(&t, "GET", "/filesystem").starts_with("catch-all"));
         assert_eq!(pick(&t, "POST", "/only-get"), "404");

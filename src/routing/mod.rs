@@ -1,6 +1,7 @@
 //! The routing table and everything it is made of: patterns, prefixes, pools and candidate
 //! selection. Pure data and lookups; the only I/O types here are the upstreams it points to.
 pub mod build;
+pub mod explain;
 pub mod fxhash;
 pub mod pattern;
 pub mod prefix;

@@ -49,7 +49,10 @@ impl Pattern {
     }
 
     pub fn literal_count(&self) -> usize {
-        self.segs.iter().filter(|s| matches!(s, Seg::Lit(_))).count()
+        self.segs
+            .iter()
+            .filter(|s| matches!(s, Seg::Lit(_)))
+            .count()
     }
 
     /// Direct match, used by `switchyard route` and tests; the table uses the trie.
@@ -183,7 +186,10 @@ mod tests {
         assert!(Pattern::parse("/a//b").is_err());
         assert!(Pattern::parse("/a/b*").is_err());
         assert!(Pattern::parse("/a?x").is_err());
-        assert_eq!(Pattern::parse("/a/").unwrap(), Pattern::parse("/a").unwrap());
+        assert_eq!(
+            Pattern::parse("/a/").unwrap(),
+            Pattern::parse("/a").unwrap()
+        );
         assert_eq!(Pattern::parse("/a/*/b/*").unwrap().to_string(), "/a/*/b/*");
         assert_eq!(Pattern::parse("/a/*/b/*").unwrap().literal_count(), 2);
     }

@@ -113,7 +113,11 @@ mod tests {
     fn round_robin_rotates_over_up() {
         let p = Pool::new(
             "p".into(),
-            vec![up("10.0.0.1:1", Status::Up), up("10.0.0.2:1", Status::Down), up("10.0.0.3:1", Status::Up)],
+            vec![
+                up("10.0.0.1:1", Status::Up),
+                up("10.0.0.2:1", Status::Down),
+                up("10.0.0.3:1", Status::Up),
+            ],
         );
         assert_eq!(labels(p.candidates()), ["10.0.0.1:1", "10.0.0.3:1"]);
         assert_eq!(labels(p.candidates()), ["10.0.0.3:1", "10.0.0.1:1"]);
@@ -123,7 +127,13 @@ mod tests {
 
     #[test]
     fn unknown_only_while_nothing_is_up() {
-        let p = Pool::new("p".into(), vec![up("10.0.0.1:1", Status::Unknown), up("10.0.0.2:1", Status::Up)]);
+        let p = Pool::new(
+            "p".into(),
+            vec![
+                up("10.0.0.1:1", Status::Unknown),
+                up("10.0.0.2:1", Status::Up),
+            ],
+        );
         assert_eq!(labels(p.candidates()), ["10.0.0.2:1"]);
         p.upstreams[1].health.set_status(Status::Down);
         assert_eq!(labels(p.candidates()), ["10.0.0.1:1"]);

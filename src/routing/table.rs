@@ -4,7 +4,7 @@ use super::pattern::{Pattern, PatternTrie};
 use super::prefix::PrefixTrie;
 use super::select::{Candidates, Pool};
 use super::Segments;
-use crate::config::Server;
+use crate::config::{Gateway, Server};
 use std::sync::atomic::AtomicU64;
 use std::sync::Arc;
 
@@ -75,6 +75,7 @@ pub enum Decision<'t> {
 #[derive(Debug)]
 pub struct Table {
     pub server: Arc<Server>,
+    pub gateway: Gateway,
     pub routes: Vec<Rule>,
     pub(super) route_trie: PatternTrie,
     pub path_routes: Vec<Rule>,

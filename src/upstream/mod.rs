@@ -36,12 +36,16 @@ impl Upstream {
             Status::Up
         };
         let label = address.to_string().into_boxed_str();
+        let health = HealthCell::new(Status::Unknown);
+        if initial == Status::Up {
+            health.set_status_at(Status::Up, crate::clock::unix_ms());
+        }
         Upstream {
             dns: dns::Resolved::new(&address),
             address,
             label,
             health_endpoint,
-            health: HealthCell::new(initial),
+            health,
             idle: pool::IdlePool::new(),
             stats: UpstreamStats::default(),
         }

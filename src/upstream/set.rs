@@ -39,7 +39,9 @@ impl UpstreamSet {
         inner
             .map
             .retain(|_, u| used.iter().any(|x| Arc::ptr_eq(x, u)));
-        inner.fresh.retain(|u| used.iter().any(|x| Arc::ptr_eq(x, u)));
+        inner
+            .fresh
+            .retain(|u| used.iter().any(|x| Arc::ptr_eq(x, u)));
     }
 
     /// Upstreams created since the last call.

@@ -1,0 +1,63 @@
+//! The `GET /health` document (SPEC §5): overall status, and every checked address with its
+//! status, last check, response time and consecutive failures.
+use crate::clock::rfc3339;
+use crate::health::Status;
+use crate::state::Shared;
+use crate::upstream::Upstream;
+use serde_json::{json, Map, Value};
+
+pub fn address_json(u: &Upstream) -> Value {
+    let mut m = Map::new();
+    m.insert("status".into(), json!(u.status().as_str()));
+    m.insert("url".into(), json!(format!("http://{}", u.label)));
+    let last = u.health.last_check_ms();
+    if last > 0 {
+        m.insert("last_ping".into(), json!(rfc3339(last)));
+        m.insert(
+            "response_time_ms".into(),
+            json!(u.health.response_us() / 1000),
+        );
+    }
+    m.insert("consecutive_failures".into(), json!(u.health.failures()));
+    m.insert("checked".into(), json!(u.health_endpoint.is_some()));
+    if u.health.stopped() {
+        m.insert("checks_stopped".into(), json!(true));
+    }
+    Value::Object(m)
+}
+
+pub fn health(shared: &Shared) -> Value {
+    let table = shared.table.load();
+    let mut all_up = true;
+    let mut targets = Map::new();
+    if let Some(rule) = &table.catch_all {
+        for u in &rule.pool.upstreams {
+            all_up &= u.status() == Status::Up;
+            targets.insert(u.label.to_string(), address_json(u));
+        }
+    }
+    let mut backends = Map::new();
+    for p in table.pools() {
+        if table
+            .catch_all
+            .as_ref()
+            .is_some_and(|r| std::sync::Arc::ptr_eq(&r.pool, p))
+        {
+            continue;
+        }
+        let mut addrs = Map::new();
+        for u in &p.upstreams {
+            all_up &= u.status() == Status::Up;
+            addrs.insert(u.label.to_string(), address_json(u));
+        }
+        backends.insert(p.name.clone(), Value::Object(addrs));
+    }
+    json!({
+        "status": if all_up { "healthy" } else { "degraded" },
+        "service": "switchyard",
+        "version": env!("CARGO_PKG_VERSION"),
+        "services": {},
+        "targets": targets,
+        "backends": backends,
+    })
+}

@@ -1,0 +1,79 @@
+//! Checker tasks: one per checked upstream, driving the state machine with real probes and
+//! publishing the result in the upstream's health cell. A task ends when its upstream is no
+//! longer used by any table, or when checking stops after too many failures.
+use super::probe;
+use super::state::{Machine, Timings};
+use super::Status;
+use crate::clock::unix_ms;
+use crate::config::Gateway;
+use crate::state::Shared;
+use crate::upstream::Upstream;
+use std::sync::{Arc, Weak};
+
+/// Starts checking every checked upstream that has no checker running (new ones, and those
+/// whose checking had stopped: a reload or a new registration starts them again).
+pub fn spawn_fresh(shared: &Arc<Shared>, gateway: &Gateway) {
+    shared.upstreams.take_fresh();
+    for u in shared.upstreams.all() {
+        if u.health_endpoint.is_some() && u.health.try_start_checking() {
+            let timings = Timings::from(gateway);
+            tokio::spawn(run(Arc::downgrade(&u), Arc::downgrade(shared), timings));
+        }
+    }
+}
+
+async fn run(weak: Weak<Upstream>, shared: Weak<Shared>, mut timings: Timings) {
+    let mut machine = match weak.upgrade() {
+        Some(u) => Machine::resume(u.status()),
+        None => return,
+    };
+    loop {
+        let Some(u) = weak.upgrade() else { return };
+        let Some(endpoint) = u.health_endpoint.clone() else {
+            return;
+        };
+        if let Some(sh) = shared.upgrade() {
+            timings = Timings::from(&sh.table.load().gateway);
+        }
+        let result = probe::check(&u, &endpoint, timings.timeout).await;
+        let now = unix_ms();
+        match &result {
+            Ok(rt) => u.health.record_check(now, Some(rt.as_micros() as u64)),
+            Err(reason) => {
+                u.health.record_check(now, None);
+                log::warn!(
+                    "health check {}{} failed ({}/{}): {reason}",
+                    u.label,
+                    endpoint,
+                    machine.failures + 1,
+                    timings.fall
+                );
+            }
+        }
+        let transition = machine.record(result.is_ok(), &timings);
+        u.health.set_failures(machine.failures);
+        u.health.count_check(result.is_ok());
+        if let Some(t) = transition {
+            u.health.set_status_at(t.to, now);
+            match t.to {
+                Status::Down => log::error!(
+                    "{} is DOWN after {} failed checks",
+                    u.label,
+                    machine.failures
+                ),
+                _ => log::info!("{} is {} (was {})", u.label, t.to.as_str(), t.from.as_str()),
+            }
+        }
+        let Some(delay) = machine.next_delay(&timings) else {
+            log::warn!(
+                "{}: {} consecutive failed checks, checking stops until a reload or re-registration",
+                u.label, machine.failures
+            );
+            u.health.set_stopped(true);
+            u.health.stop_checking();
+            return;
+        };
+        drop(u);
+        tokio::time::sleep(delay).await;
+    }
+}

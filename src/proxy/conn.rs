@@ -1,0 +1,726 @@
+//! One client connection: read a head, check it, route it, forward it, stream the answer back,
+//! and start over for the next request on the same connection, routed on its own.
+use super::body::{self, CopyError};
+use super::io::{read_head, write_all, ReadHeadError};
+use super::request_id;
+use super::upstream::{checkout, ConnectError};
+use crate::http::error::{self, ErrorKind};
+use crate::http::framing::{self, Body};
+use crate::http::head::{self, HeadError, RequestHead};
+use crate::http::response::{self, ResponseHead};
+use crate::http::rewrite::{self, Forward, Reply};
+use crate::http::{list_items, name_is};
+use crate::routing::{Decision, Rule};
+use crate::state::Shared;
+use crate::upstream::Upstream;
+use bytes::{Buf, BytesMut};
+use std::net::SocketAddr;
+use std::sync::atomic::Ordering::Relaxed;
+use std::sync::Arc;
+use std::time::Duration;
+use tokio::io::AsyncWriteExt;
+use tokio::net::TcpStream;
+use tokio::sync::watch;
+use tokio::time::Instant;
+
+/// How long to wait for a backend's `100 Continue` before sending our own (as curl does).
+const EXPECT_WAIT: Duration = Duration::from_secs(1);
+/// Body bytes sent in the same write as the head when they are already at hand.
+const COALESCE: usize = 16 * 1024;
+
+enum Next {
+    KeepAlive,
+    Close,
+    /// The connection became a tunnel to this upstream stream.
+    Tunnel(TcpStream),
+}
+
+struct Conn {
+    shared: Arc<Shared>,
+    client: TcpStream,
+    peer_ip: String,
+    buf: BytesMut,
+    head: RequestHead,
+    out: Vec<u8>,
+    up_buf: BytesMut,
+    resp: ResponseHead,
+    rid: Vec<u8>,
+    shutdown: watch::Receiver<bool>,
+    served: u64,
+    /// `METHOD target` for the access log, filled only when it is on.
+    line: String,
+}
+
+/// Serves one accepted client connection until it closes.
+pub async fn serve(shared: Arc<Shared>, client: TcpStream, peer: SocketAddr) {
+    let _ = client.set_nodelay(true);
+    let shutdown = shared.shutdown.subscribe();
+    let mut c = Conn {
+        shared,
+        client,
+        peer_ip: peer.ip().to_string(),
+        buf: BytesMut::with_capacity(4096),
+        head: RequestHead::default(),
+        out: Vec::with_capacity(1024),
+        up_buf: BytesMut::new(),
+        resp: ResponseHead::default(),
+        rid: Vec::with_capacity(40),
+        shutdown,
+        served: 0,
+        line: String::new(),
+    };
+    loop {
+        match c.one().await {
+            Next::KeepAlive => c.served += 1,
+            Next::Close => break,
+            Next::Tunnel(upstream) => {
+                let idle = c.shared.table.load().server.idle_timeout;
+                if let Err(e) =
+                    super::tunnel::splice(c.client, &mut c.buf, upstream, &mut c.up_buf, idle).await
+                {
+                    log::debug!("tunnel ended: {e}");
+                }
+                return;
+            }
+        }
+    }
+    let _ = c.client.shutdown().await;
+}
+
+/// What the access log and metrics hear about a finished exchange.
+struct Done<'a> {
+    status: u16,
+    rule: Option<&'a Rule>,
+    upstream: Option<&'a Upstream>,
+}
+
+impl Conn {
+    fn rid_str(&self) -> String {
+        String::from_utf8_lossy(&self.rid).into_owned()
+    }
+
+    async fn fail(&mut self, kind: ErrorKind, message: &str, close: bool) -> Next {
+        let gateway = self.shared.table.load().server.gateway_header.clone();
+        let r = error::response(kind, message, &self.rid_str(), &gateway, close);
+        let _ = write_all(&mut self.client, &r, Duration::from_secs(5)).await;
+        self.log(
+            Done {
+                status: kind.status(),
+                rule: None,
+                upstream: None,
+            },
+            Instant::now(),
+        );
+        if close {
+            Next::Close
+        } else {
+            Next::KeepAlive
+        }
+    }
+
+    fn log(&self, d: Done<'_>, started: Instant) {
+        self.shared
+            .metrics
+            .observe(d.rule, d.upstream, d.status, started.elapsed());
+        if !self.shared.table.load().server.access_log {
+            return;
+        }
+        log::info!(
+            target: "access",
+            "{} \"{}\" {} rule={} upstream={} {:.1}ms rid={}",
+            self.peer_ip,
+            self.line,
+            d.status,
+            d.rule.map_or("-", |r| r.label.as_str()),
+            d.upstream.map_or("-", |u| &*u.label),
+            started.elapsed().as_secs_f64() * 1000.0,
+            String::from_utf8_lossy(&self.rid),
+        );
+    }
+
+    async fn one(&mut self) -> Next {
+        let table = self.shared.table.load_full();
+        let s = table.server.clone();
+        self.line.clear();
+        self.rid.clear();
+
+        // 1. The head: idle keep-alive waits end quietly; a slow head is a 408.
+        let first_wait = if self.served == 0 {
+            s.request_header_timeout
+        } else {
+            s.idle_timeout
+        };
+        let idle_wait = self.buf.is_empty();
+        let first_byte = Instant::now() + first_wait;
+        let read = {
+            let fut = read_head(
+                &mut self.client,
+                &mut self.buf,
+                s.max_header_bytes,
+                first_byte,
+                s.request_header_timeout,
+            );
+            if idle_wait && self.served > 0 {
+                if *self.shutdown.borrow() {
+                    return Next::Close;
+                }
+                tokio::select! {
+                    r = fut => r,
+                    _ = self.shutdown.changed() => return Next::Close,
+                }
+            } else {
+                fut.await
+            }
+        };
+        let len = match read {
+            Ok(n) => n,
+            Err(ReadHeadError::Closed | ReadHeadError::Io(_)) => return Next::Close,
+            Err(ReadHeadError::Truncated) => return Next::Close,
+            Err(ReadHeadError::Timeout) => {
+                if self.buf.is_empty() && self.served > 0 {
+                    return Next::Close;
+                }
+                request_id::generate(&mut self.rid);
+                return self
+                    .fail(
+                        ErrorKind::RequestTimeout,
+                        "request head not received in time",
+                        true,
+                    )
+                    .await;
+            }
+            Err(ReadHeadError::Head(e)) => {
+                request_id::generate(&mut self.rid);
+                return self.head_error(e).await;
+            }
+        };
+        let started = Instant::now();
+        if let Err(e) = head::parse(&self.buf, len, &mut self.head) {
+            request_id::generate(&mut self.rid);
+            return self.head_error(e).await;
+        }
+        match self.head.header(&self.buf, "x-request-id") {
+            Some(v) if request_id::acceptable(v) => self.rid.extend_from_slice(v),
+            _ => request_id::generate(&mut self.rid),
+        }
+        if s.access_log {
+            self.line
+                .push_str(&String::from_utf8_lossy(self.head.method(&self.buf)));
+            self.line.push(' ');
+            self.line
+                .push_str(&String::from_utf8_lossy(self.head.target(&self.buf)));
+        }
+
+        // 2. Framing and smuggling checks: nothing reaches a backend before these pass.
+        let fr = match framing::request(&self.buf, &self.head) {
+            Ok(f) => f,
+            Err(e) => {
+                let kind = if e.status == 417 {
+                    ErrorKind::ExpectationFailed
+                } else {
+                    ErrorKind::BadRequest
+                };
+                return self.fail(kind, e.message, true).await;
+            }
+        };
+        let method = self.head.method(&self.buf);
+        let target = self.head.target(&self.buf);
+        let is_head = method == b"HEAD";
+        let is_connect = method == b"CONNECT";
+        let path = head::route_path(target);
+        if path.is_none() && !is_connect && target != b"*" {
+            return self
+                .fail(ErrorKind::BadRequest, "invalid request target", true)
+                .await;
+        }
+        if path.is_some_and(head::has_dot_segment) {
+            return self
+                .fail(
+                    ErrorKind::BadRequest,
+                    "dot segments (. or ..) are not allowed in paths",
+                    true,
+                )
+                .await;
+        }
+        let minor = self.head.minor_version;
+        let has_body = fr.body != Body::None;
+
+        // 3. Route.
+        let (rule, candidates) = match table.route(method, path) {
+            Decision::Forward { rule, candidates } => (rule, candidates),
+            Decision::NotFound => {
+                let close = has_body || !fr.keep_alive;
+                return self
+                    .fail(ErrorKind::NoRoute, "no route matches this request", close)
+                    .await;
+            }
+        };
+        rule.requests.fetch_add(1, Relaxed);
+
+        // 4. Connect: the first candidate that accepts; connect failures move on.
+        let mut co = match checkout(candidates, s.connect_timeout, s.idle_timeout).await {
+            Ok(c) => c,
+            Err(ConnectError::NoCandidates) => {
+                let msg = format!(
+                    "no healthy address for {} {}",
+                    rule.kind.as_str(),
+                    rule.label
+                );
+                return self
+                    .fail(
+                        ErrorKind::ServiceUnavailable,
+                        &msg,
+                        has_body || !fr.keep_alive,
+                    )
+                    .await;
+            }
+            Err(ConnectError::AllFailed(e)) => {
+                let msg = format!(
+                    "no address of {} {} could be reached ({e})",
+                    rule.kind.as_str(),
+                    rule.label
+                );
+                return self
+                    .fail(
+                        ErrorKind::ServiceUnavailable,
+                        &msg,
+                        has_body || !fr.keep_alive,
+                    )
+                    .await;
+            }
+        };
+        let upstream = co.upstream.clone();
+        upstream.count_request();
+
+        // 5. The head the backend sees, with the first body bytes when they are here.
+        let fwd = Forward {
+            client_ip: &self.peer_ip,
+            proto: "http",
+            request_id: &self.rid,
+            api_key_name: None,
+            shard: None,
+            content_length: match fr.body {
+                Body::Length(n) => Some(n),
+                _ => None,
+            },
+            chunked: fr.body == Body::Chunked,
+            upgrade: fr.upgrade,
+        };
+        rewrite::request_head(&self.buf, &self.head, &fwd, &mut self.out);
+        self.buf.advance(len);
+        let mut body_left = match fr.body {
+            Body::Length(n) => n,
+            _ => 0,
+        };
+        if !fr.expect_continue && body_left > 0 {
+            let k = (self.buf.len() as u64).min(body_left) as usize;
+            if k <= COALESCE {
+                self.out.extend_from_slice(&self.buf[..k]);
+                self.buf.advance(k);
+                body_left -= k as u64;
+            }
+        }
+        if write_all(&mut co.stream, &self.out, s.idle_timeout)
+            .await
+            .is_err()
+        {
+            let msg = format!(
+                "{} closed the connection before the request was sent",
+                upstream.label
+            );
+            return self
+                .upstream_fail(ErrorKind::BadGateway, &msg, rule, &upstream, started)
+                .await;
+        }
+        let sent_at = Instant::now();
+
+        // 6. Expect: 100-continue, then the request body.
+        let mut client_close = !fr.keep_alive;
+        let mut reusable = true;
+        let mut have_final = false;
+        let mut sent_continue = false;
+        if fr.expect_continue {
+            let wait = Instant::now() + EXPECT_WAIT.min(s.upstream_timeout);
+            match read_head(
+                &mut co.stream,
+                &mut self.up_buf,
+                s.max_header_bytes,
+                wait,
+                EXPECT_WAIT,
+            )
+            .await
+            {
+                Ok(n) => match response::parse(&self.up_buf, n, &mut self.resp) {
+                    Ok(()) if (100..200).contains(&self.resp.status) && self.resp.status != 101 => {
+                        rewrite::interim_head(&self.up_buf, &self.resp, &mut self.out);
+                        self.up_buf.advance(n);
+                        if write_all(&mut self.client, &self.out, s.idle_timeout)
+                            .await
+                            .is_err()
+                        {
+                            return Next::Close;
+                        }
+                        sent_continue = true;
+                    }
+                    Ok(()) => {
+                        // A final answer without 100: the body is not sent, and the client
+                        // connection cannot be reused since it may send it anyway.
+                        have_final = true;
+                        client_close = true;
+                        reusable = false;
+                    }
+                    Err(_) => {
+                        let msg = format!("{} sent an invalid response", upstream.label);
+                        return self
+                            .upstream_fail(ErrorKind::BadGateway, &msg, rule, &upstream, started)
+                            .await;
+                    }
+                },
+                Err(ReadHeadError::Timeout) => {
+                    if write_all(
+                        &mut self.client,
+                        b"HTTP/1.1 100 Continue\r\n\r\n",
+                        s.idle_timeout,
+                    )
+                    .await
+                    .is_err()
+                    {
+                        return Next::Close;
+                    }
+                    sent_continue = true;
+                }
+                Err(_) => {
+                    let msg = format!("{} closed the connection", upstream.label);
+                    return self
+                        .upstream_fail(ErrorKind::BadGateway, &msg, rule, &upstream, started)
+                        .await;
+                }
+            }
+        }
+        if !have_final {
+            let sent = match fr.body {
+                Body::Length(_) if body_left > 0 => {
+                    body::copy_length(
+                        &mut self.client,
+                        &mut self.buf,
+                        &mut co.stream,
+                        body_left,
+                        s.idle_timeout,
+                    )
+                    .await
+                }
+                Body::Chunked => {
+                    body::copy_chunked(
+                        &mut self.client,
+                        &mut self.buf,
+                        &mut co.stream,
+                        s.idle_timeout,
+                    )
+                    .await
+                }
+                _ => Ok(()),
+            };
+            match sent {
+                Ok(()) => {}
+                Err(CopyError::Invalid(m)) => {
+                    return self
+                        .upstream_fail(ErrorKind::BadRequest, m, rule, &upstream, started)
+                        .await;
+                }
+                Err(CopyError::SourceEof | CopyError::Source(_)) => return Next::Close,
+                Err(CopyError::Sink(_)) => {
+                    let msg = format!(
+                        "{} closed the connection while receiving the body",
+                        upstream.label
+                    );
+                    return self
+                        .upstream_fail(ErrorKind::BadGateway, &msg, rule, &upstream, started)
+                        .await;
+                }
+            }
+        }
+
+        // 7. The response head; interim answers are relayed, a stall is a 504.
+        let deadline = sent_at + s.upstream_timeout;
+        loop {
+            if !have_final {
+                let n = match read_head(
+                    &mut co.stream,
+                    &mut self.up_buf,
+                    s.max_header_bytes,
+                    deadline,
+                    s.upstream_timeout,
+                )
+                .await
+                {
+                    Ok(n) => n,
+                    Err(ReadHeadError::Timeout) => {
+                        let msg = format!(
+                            "{} did not answer within {:?}",
+                            upstream.label, s.upstream_timeout
+                        );
+                        return self
+                            .upstream_fail(
+                                ErrorKind::GatewayTimeout,
+                                &msg,
+                                rule,
+                                &upstream,
+                                started,
+                            )
+                            .await;
+                    }
+                    Err(_) => {
+                        let msg = format!(
+                            "{} closed the connection or sent an invalid response head",
+                            upstream.label
+                        );
+                        return self
+                            .upstream_fail(ErrorKind::BadGateway, &msg, rule, &upstream, started)
+                            .await;
+                    }
+                };
+                if response::parse(&self.up_buf, n, &mut self.resp).is_err() {
+                    let msg = format!("{} sent an invalid response head", upstream.label);
+                    return self
+                        .upstream_fail(ErrorKind::BadGateway, &msg, rule, &upstream, started)
+                        .await;
+                }
+            }
+            have_final = false;
+            let st = self.resp.status;
+            if (100..200).contains(&st) && st != 101 {
+                let skip = st == 100 && (sent_continue || !fr.expect_continue) || minor == 0;
+                if !skip {
+                    rewrite::interim_head(&self.up_buf, &self.resp, &mut self.out);
+                    if write_all(&mut self.client, &self.out, s.idle_timeout)
+                        .await
+                        .is_err()
+                    {
+                        return Next::Close;
+                    }
+                }
+                self.up_buf.advance(self.resp.len);
+                continue;
+            }
+            break;
+        }
+        let upstream_ms = sent_at.elapsed().as_secs_f64() * 1000.0;
+        let status = self.resp.status;
+
+        // 8. Tunnels: a 101 to an upgrade, a 2xx to CONNECT.
+        if (status == 101 && fr.upgrade) || (is_connect && (200..300).contains(&status)) {
+            let reply = Reply {
+                gateway: &s.gateway_header,
+                upstream_ms,
+                content_length: None,
+                chunked: false,
+                close: false,
+                keep_alive_1_0: false,
+                switching: status == 101,
+            };
+            rewrite::response_head(&self.up_buf, &self.resp, &reply, &mut self.out);
+            self.up_buf.advance(self.resp.len);
+            if write_all(&mut self.client, &self.out, s.idle_timeout)
+                .await
+                .is_err()
+            {
+                return Next::Close;
+            }
+            self.log(
+                Done {
+                    status,
+                    rule: Some(rule),
+                    upstream: Some(&upstream),
+                },
+                started,
+            );
+            return Next::Tunnel(co.stream);
+        }
+        if status == 101 {
+            let msg = format!("{} switched protocols without being asked", upstream.label);
+            return self
+                .upstream_fail(ErrorKind::BadGateway, &msg, rule, &upstream, started)
+                .await;
+        }
+
+        // 9. The response: framing towards the client, then the body.
+        let rbody = match framing::response(&self.up_buf, &self.resp.headers, status, is_head) {
+            Ok(b) => b,
+            Err(m) => {
+                let msg = format!("{} sent an invalid response: {m}", upstream.label);
+                return self
+                    .upstream_fail(ErrorKind::BadGateway, &msg, rule, &upstream, started)
+                    .await;
+            }
+        };
+        let backend_close = self.resp.minor_version == 0
+            || self.resp.headers.iter().any(|h| {
+                name_is(&self.up_buf[h.name.clone()], "connection")
+                    && list_items(&self.up_buf[h.value.clone()])
+                        .any(|t| t.eq_ignore_ascii_case(b"close"))
+            });
+        client_close |= self.shared.draining();
+        let (content_length, chunked) = match rbody {
+            Body::Length(n) => (Some(n), false),
+            Body::None if is_head || status == 304 || status == 204 || status < 200 => {
+                (None, false)
+            }
+            Body::None => (Some(0), false),
+            Body::Chunked | Body::UntilClose if minor == 1 => (None, true),
+            Body::Chunked | Body::UntilClose => {
+                client_close = true;
+                (None, false)
+            }
+        };
+        let reply = Reply {
+            gateway: &s.gateway_header,
+            upstream_ms,
+            content_length,
+            chunked,
+            close: client_close,
+            keep_alive_1_0: minor == 0 && !client_close,
+            switching: false,
+        };
+        rewrite::response_head(&self.up_buf, &self.resp, &reply, &mut self.out);
+        self.up_buf.advance(self.resp.len);
+        let mut resp_left = match rbody {
+            Body::Length(n) => n,
+            _ => 0,
+        };
+        if resp_left > 0 {
+            let k = (self.up_buf.len() as u64).min(resp_left) as usize;
+            if k <= COALESCE {
+                self.out.extend_from_slice(&self.up_buf[..k]);
+                self.up_buf.advance(k);
+                resp_left -= k as u64;
+            }
+        }
+        if write_all(&mut self.client, &self.out, s.idle_timeout)
+            .await
+            .is_err()
+        {
+            return Next::Close;
+        }
+        let copied = match rbody {
+            Body::Length(_) if resp_left > 0 => {
+                body::copy_length(
+                    &mut co.stream,
+                    &mut self.up_buf,
+                    &mut self.client,
+                    resp_left,
+                    s.idle_timeout,
+                )
+                .await
+            }
+            Body::Chunked if minor == 1 => {
+                body::copy_chunked(
+                    &mut co.stream,
+                    &mut self.up_buf,
+                    &mut self.client,
+                    s.idle_timeout,
+                )
+                .await
+            }
+            Body::Chunked => {
+                body::copy_chunked_decoded(
+                    &mut co.stream,
+                    &mut self.up_buf,
+                    &mut self.client,
+                    s.idle_timeout,
+                )
+                .await
+            }
+            Body::UntilClose => {
+                reusable = false;
+                body::copy_until_close(
+                    &mut co.stream,
+                    &mut self.up_buf,
+                    &mut self.client,
+                    s.idle_timeout,
+                    minor == 1,
+                    &mut self.out,
+                )
+                .await
+            }
+            _ => Ok(()),
+        };
+        if let Err(e) = copied {
+            // The head is out: the only honest signal left is closing the connection.
+            log::warn!("response body from {} broken off: {e:?}", upstream.label);
+            self.log(
+                Done {
+                    status,
+                    rule: Some(rule),
+                    upstream: Some(&upstream),
+                },
+                started,
+            );
+            return Next::Close;
+        }
+        if reusable && !backend_close && self.up_buf.is_empty() {
+            upstream.idle.release(co.stream);
+        }
+        self.up_buf.clear();
+        self.log(
+            Done {
+                status,
+                rule: Some(rule),
+                upstream: Some(&upstream),
+            },
+            started,
+        );
+        if client_close {
+            Next::Close
+        } else {
+            Next::KeepAlive
+        }
+    }
+
+    async fn head_error(&mut self, e: HeadError) -> Next {
+        match e {
+            HeadError::Malformed(m) => self.fail(ErrorKind::BadRequest, m, true).await,
+            HeadError::UriTooLong => {
+                self.fail(
+                    ErrorKind::UriTooLong,
+                    "request line longer than max_header_bytes",
+                    true,
+                )
+                .await
+            }
+            HeadError::TooLarge => {
+                self.fail(
+                    ErrorKind::HeadersTooLarge,
+                    "request head larger than max_header_bytes",
+                    true,
+                )
+                .await
+            }
+        }
+    }
+
+    /// Answers an upstream failure before any of the response reached the client; the
+    /// upstream connection is dropped, never pooled.
+    async fn upstream_fail(
+        &mut self,
+        kind: ErrorKind,
+        message: &str,
+        rule: &Rule,
+        upstream: &Upstream,
+        started: Instant,
+    ) -> Next {
+        log::warn!("{message}");
+        self.up_buf.clear();
+        let gateway = self.shared.table.load().server.gateway_header.clone();
+        let r = error::response(kind, message, &self.rid_str(), &gateway, true);
+        let _ = write_all(&mut self.client, &r, Duration::from_secs(5)).await;
+        self.log(
+            Done {
+                status: kind.status(),
+                rule: Some(rule),
+                upstream: Some(upstream),
+            },
+            started,
+        );
+        Next::Close
+    }
+}

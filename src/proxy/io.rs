@@ -1,0 +1,87 @@
+//! Socket reads and writes with deadlines, into reusable buffers; the one place that turns
+//! timeouts and early EOFs into the errors the connection loop maps to status codes.
+use crate::http::head::{self, HeadError, Scan};
+use bytes::BytesMut;
+use std::time::Duration;
+use tokio::io::{AsyncRead, AsyncReadExt, AsyncWrite, AsyncWriteExt};
+use tokio::time::{timeout_at, Instant};
+
+/// Bytes requested from the kernel per read.
+pub const READ_CHUNK: usize = 16 * 1024;
+
+#[derive(Debug)]
+pub enum ReadHeadError {
+    /// EOF before any byte of a head: the peer is done.
+    Closed,
+    /// EOF after part of a head.
+    Truncated,
+    Timeout,
+    Io(std::io::Error),
+    Head(HeadError),
+}
+
+/// Reads more bytes into `buf`; Ok(0) at EOF.
+pub async fn read_some<S: AsyncRead + Unpin>(
+    s: &mut S,
+    buf: &mut BytesMut,
+    deadline: Instant,
+) -> std::io::Result<usize> {
+    if buf.capacity() - buf.len() < 1024 {
+        buf.reserve(READ_CHUNK);
+    }
+    match timeout_at(deadline, s.read_buf(buf)).await {
+        Ok(r) => r,
+        Err(_) => Err(std::io::ErrorKind::TimedOut.into()),
+    }
+}
+
+/// Reads until `buf` holds a complete head and returns its length. The first byte must come
+/// before `first_byte`; the whole head within `whole` after that first byte.
+pub async fn read_head<S: AsyncRead + Unpin>(
+    s: &mut S,
+    buf: &mut BytesMut,
+    max: usize,
+    first_byte: Instant,
+    whole: Duration,
+) -> Result<usize, ReadHeadError> {
+    let mut scanned = 0;
+    let mut deadline = if buf.is_empty() {
+        first_byte
+    } else {
+        Instant::now() + whole
+    };
+    loop {
+        if !buf.is_empty() {
+            match head::scan(buf, scanned, max).map_err(ReadHeadError::Head)? {
+                Scan::Complete(n) => return Ok(n),
+                Scan::Partial => scanned = buf.len(),
+            }
+        }
+        let was_empty = buf.is_empty();
+        match read_some(s, buf, deadline).await {
+            Ok(0) if was_empty => return Err(ReadHeadError::Closed),
+            Ok(0) => return Err(ReadHeadError::Truncated),
+            Ok(_) => {
+                if was_empty {
+                    deadline = Instant::now() + whole;
+                }
+            }
+            Err(e) if e.kind() == std::io::ErrorKind::TimedOut => {
+                return Err(ReadHeadError::Timeout)
+            }
+            Err(e) => return Err(ReadHeadError::Io(e)),
+        }
+    }
+}
+
+/// `write_all` with a deadline.
+pub async fn write_all<S: AsyncWrite + Unpin>(
+    s: &mut S,
+    data: &[u8],
+    idle: Duration,
+) -> std::io::Result<()> {
+    match tokio::time::timeout(idle, s.write_all(data)).await {
+        Ok(r) => r,
+        Err(_) => Err(std::io::ErrorKind::TimedOut.into()),
+    }
+}

@@ -1,0 +1,76 @@
+//! Listening sockets (socket2: reuse-address, a deep backlog) and the accept loop, which holds
+//! a permit per connection so that beyond `max_connections` new ones wait in the kernel queue.
+use crate::config::address::Address;
+use crate::state::{ConnGuard, Shared};
+use socket2::{Domain, Protocol, Socket, Type};
+use std::net::{SocketAddr, ToSocketAddrs};
+use std::sync::Arc;
+use tokio::net::TcpListener;
+use tokio::sync::Semaphore;
+
+/// Binds a listening socket for `addr` (a name is resolved once, here).
+pub fn bind(addr: &Address) -> std::io::Result<TcpListener> {
+    let sa: SocketAddr = (addr.host.as_str(), addr.port)
+        .to_socket_addrs()?
+        .next()
+        .ok_or_else(|| std::io::Error::other(format!("{addr} resolves to no address")))?;
+    let socket = Socket::new(Domain::for_address(sa), Type::STREAM, Some(Protocol::TCP))?;
+    socket.set_reuse_address(true)?;
+    socket.set_nonblocking(true)?;
+    socket.bind(&sa.into())?;
+    socket.listen(4096)?;
+    TcpListener::from_std(socket.into())
+}
+
+/// Accepts connections, serving each with `serve`; with `stop_on_drain` it stops when the
+/// drain begins (the data port), without it it keeps going (the admin port must still answer
+/// `/ready` with 503 while draining).
+pub async fn accept_loop<F, Fut>(
+    shared: Arc<Shared>,
+    listener: TcpListener,
+    max_connections: usize,
+    stop_on_drain: bool,
+    serve: F,
+) where
+    F: Fn(Arc<Shared>, tokio::net::TcpStream, SocketAddr) -> Fut,
+    Fut: std::future::Future<Output = ()> + Send + 'static,
+{
+    let permits = Arc::new(Semaphore::new(max_connections));
+    let mut shutdown = shared.shutdown.subscribe();
+    loop {
+        let permit = tokio::select! {
+            p = permits.clone().acquire_owned() => match p {
+                Ok(p) => p,
+                Err(_) => break,
+            },
+            _ = drained(&mut shutdown, stop_on_drain) => break,
+        };
+        let (stream, peer) = tokio::select! {
+            r = listener.accept() => match r {
+                Ok(x) => x,
+                Err(e) => {
+                    // EMFILE and friends: back off instead of spinning.
+                    log::warn!("accept failed: {e}");
+                    tokio::time::sleep(std::time::Duration::from_millis(50)).await;
+                    continue;
+                }
+            },
+            _ = drained(&mut shutdown, stop_on_drain) => break,
+        };
+        let guard = ConnGuard::new(shared.clone());
+        let fut = serve(shared.clone(), stream, peer);
+        tokio::spawn(async move {
+            fut.await;
+            drop(guard);
+            drop(permit);
+        });
+    }
+}
+
+/// Resolves once the drain has begun; never, when `enabled` is false.
+async fn drained(rx: &mut tokio::sync::watch::Receiver<bool>, enabled: bool) {
+    if !enabled {
+        return std::future::pending().await;
+    }
+    let _ = rx.wait_for(|v| *v).await;
+}

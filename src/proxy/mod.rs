@@ -1,0 +1,9 @@
+//! The data plane: listeners, the per-connection request loop, upstream connections, body
+//! streaming and tunnels. It reads shared state (the table, health cells) and never writes it.
+pub mod body;
+pub mod conn;
+pub mod io;
+pub mod listener;
+pub mod request_id;
+pub mod tunnel;
+pub mod upstream;

@@ -1,0 +1,66 @@
+//! Request ids: kept from the client when sane, else generated from a per-process random seed
+//! and a counter (unique within a process, unguessable across restarts, no allocation).
+use std::hash::{BuildHasher, Hasher};
+use std::io::Write;
+use std::sync::atomic::{AtomicU64, Ordering::Relaxed};
+use std::sync::OnceLock;
+
+static COUNTER: AtomicU64 = AtomicU64::new(0);
+
+fn seed() -> u64 {
+    static SEED: OnceLock<u64> = OnceLock::new();
+    *SEED.get_or_init(|| {
+        let mut h = std::collections::hash_map::RandomState::new().build_hasher();
+        h.write_u128(
+            std::time::SystemTime::now()
+                .duration_since(std::time::UNIX_EPOCH)
+                .map_or(0, |d| d.as_nanos()),
+        );
+        h.write_u32(std::process::id());
+        h.finish()
+    })
+}
+
+fn mix(mut z: u64) -> u64 {
+    z = z.wrapping_add(0x9e37_79b9_7f4a_7c15);
+    z = (z ^ (z >> 30)).wrapping_mul(0xbf58_476d_1ce4_e5b9);
+    z = (z ^ (z >> 27)).wrapping_mul(0x94d0_49bb_1331_11eb);
+    z ^ (z >> 31)
+}
+
+/// A client-sent id is kept if it is 1..=200 visible ASCII characters.
+pub fn acceptable(v: &[u8]) -> bool {
+    !v.is_empty() && v.len() <= 200 && v.iter().all(|b| (0x21..=0x7e).contains(b))
+}
+
+/// Writes a new 32-hex-digit id into `out` (cleared first).
+pub fn generate(out: &mut Vec<u8>) {
+    out.clear();
+    let n = COUNTER.fetch_add(1, Relaxed);
+    let s = seed();
+    let _ = write!(
+        out,
+        "{:016x}{:016x}",
+        mix(s ^ n),
+        mix(n.wrapping_add(s.rotate_left(17)))
+    );
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn ids_are_distinct_and_hex() {
+        let mut a = Vec::new();
+        let mut b = Vec::new();
+        generate(&mut a);
+        generate(&mut b);
+        assert_ne!(a, b);
+        assert_eq!(a.len(), 32);
+        assert!(a.iter().all(u8::is_ascii_hexdigit));
+        assert!(acceptable(b"abc-123"));
+        assert!(!acceptable(b"a b"));
+        assert!(!acceptable(b""));
+    }
+}

@@ -1,0 +1,101 @@
+//! `switchyard route`: which rule a request would take, why, and in which order its addresses
+//! would be tried, from the table alone, without sending anything.
+use super::table::{RuleKind, Table};
+use super::Segments;
+use crate::http::head;
+use std::fmt::Write;
+
+pub fn explain(table: &Table, method: &str, target: &str, _headers: &[(String, String)]) -> String {
+    let mut out = String::new();
+    let _ = writeln!(out, "request: {method} {target}");
+    let path = head::route_path(target.as_bytes());
+    let Some(path_bytes) = path else {
+        let _ = writeln!(out, "result: 400 bad_request (target has no path)");
+        return out;
+    };
+    if head::has_dot_segment(path_bytes) {
+        let _ = writeln!(out, "result: 400 bad_request (dot segments are refused)");
+        return out;
+    }
+    let segs = Segments::new(path_bytes);
+    let mut matched: Vec<&super::Rule> = table
+        .routes
+        .iter()
+        .filter(|r| {
+            r.pattern
+                .as_ref()
+                .is_some_and(|p| p.matches(segs.as_slice()))
+        })
+        .collect();
+    matched.sort_by_key(|r| std::cmp::Reverse(r.rank));
+    for r in &matched {
+        let methods = if r.methods.is_empty() {
+            "any method".to_string()
+        } else {
+            r.methods
+                .iter()
+                .map(|m| String::from_utf8_lossy(m).into_owned())
+                .collect::<Vec<_>>()
+                .join(",")
+        };
+        let _ = writeln!(
+            out,
+            "  pattern {} ({}, {methods}) matches the path",
+            r.label, r.origin
+        );
+    }
+    let Some(rule) = table.find(method.as_bytes(), Some(path_bytes)) else {
+        if matched.is_empty() {
+            let _ = writeln!(
+                out,
+                "result: 404 no_route (no route, path route or catch-all target matches)"
+            );
+        } else {
+            let _ = writeln!(
+                out,
+                "result: 404 no_route (only routes for other methods match; no fall-through)"
+            );
+        }
+        return out;
+    };
+    let why = match rule.kind {
+        RuleKind::Route => {
+            "step 1: the most specific matching pattern route (more literal segments, then methods)"
+        }
+        RuleKind::PathRoute => "step 3: the longest path prefix on a segment boundary",
+        RuleKind::CatchAll => "step 4: nothing more specific matched; round robin over [[targets]]",
+    };
+    let _ = writeln!(
+        out,
+        "rule: {} {} ({})",
+        rule.kind.as_str(),
+        rule.label,
+        rule.origin
+    );
+    let _ = writeln!(out, "why: {why}");
+    if let Some(p) = &rule.permission {
+        let _ = writeln!(out, "permission: {p} (an X-API-Key holding it is required)");
+    }
+    let _ = writeln!(
+        out,
+        "pool: {} ({} address(es))",
+        rule.pool.name,
+        rule.pool.upstreams.len()
+    );
+    let _ = writeln!(
+        out,
+        "candidates, in the order they would be tried (health is not checked offline):"
+    );
+    let n = rule.pool.upstreams.len();
+    for (i, u) in rule.pool.upstreams.iter().enumerate() {
+        let check = u
+            .health_endpoint
+            .as_deref()
+            .map_or("not checked".to_string(), |e| format!("checked at {e}"));
+        let _ = writeln!(out, "  {}. {} ({check})", i + 1, u.label);
+    }
+    if n > 1 {
+        let _ = writeln!(out, "  (round robin: each request starts at the next address; a connect failure moves to the next)");
+    }
+    out
+}

@@ -1,0 +1,136 @@
+//! Wiring: from a validated config to running listeners, and the control-plane reactions to
+//! signals (SIGHUP reload, SIGTERM/SIGINT drain). No request handling lives here.
+use crate::config::{self, Config};
+use crate::proxy::{conn, listener};
+use crate::routing::build::build;
+use crate::state::Shared;
+use crate::upstream::set::UpstreamSet;
+use std::net::SocketAddr;
+use std::path::PathBuf;
+use std::sync::Arc;
+use std::time::Duration;
+
+/// A started switchyard: its shared state and the addresses it actually listens on.
+pub struct Running {
+    pub shared: Arc<Shared>,
+    pub http_addr: SocketAddr,
+    pub admin_addr: SocketAddr,
+    tasks: Vec<tokio::task::JoinHandle<()>>,
+}
+
+/// Binds the listeners and starts serving `cfg`.
+pub async fn start(cfg: Config) -> std::io::Result<Running> {
+    let upstreams = UpstreamSet::default();
+    let table = build(&cfg, &upstreams);
+    let shared = Shared::new(table, upstreams);
+    let http = listener::bind(&cfg.server.listen).map_err(|e| {
+        std::io::Error::new(
+            e.kind(),
+            format!("cannot listen on {}: {e}", cfg.server.listen),
+        )
+    })?;
+    let admin = listener::bind(&cfg.admin_listen).map_err(|e| {
+        std::io::Error::new(
+            e.kind(),
+            format!("cannot listen on {} (admin): {e}", cfg.admin_listen),
+        )
+    })?;
+    let http_addr = http.local_addr()?;
+    let admin_addr = admin.local_addr()?;
+    let tasks = vec![
+        tokio::spawn(listener::accept_loop(
+            shared.clone(),
+            http,
+            cfg.server.max_connections,
+            true,
+            conn::serve,
+        )),
+        tokio::spawn(listener::accept_loop(
+            shared.clone(),
+            admin,
+            256,
+            false,
+            crate::admin::serve,
+        )),
+    ];
+    crate::health::checker::spawn_fresh(&shared, &cfg.gateway);
+    log::info!("http listener on {http_addr}");
+    log::info!("admin listener on {admin_addr}");
+    Ok(Running {
+        shared,
+        http_addr,
+        admin_addr,
+        tasks,
+    })
+}
+
+/// Applies a new config: one table build, one swap. Health of addresses that stay is kept.
+pub fn apply(shared: &Arc<Shared>, cfg: &Config) {
+    let table = build(cfg, &shared.upstreams);
+    shared.table.store(Arc::new(table));
+    crate::health::checker::spawn_fresh(shared, &cfg.gateway);
+}
+
+/// Reads, validates and applies the config file; an invalid file changes nothing.
+pub fn reload(shared: &Arc<Shared>, path: &std::path::Path) -> bool {
+    match config::load(path) {
+        Ok(cfg) => {
+            let old = shared.table.load();
+            if old.server.listen != cfg.server.listen {
+                log::warn!("reload: a changed [server] listen takes effect at the next restart");
+            }
+            apply(shared, &cfg);
+            log::info!("reloaded {}", path.display());
+            true
+        }
+        Err(e) => {
+            for line in e.to_string().lines() {
+                log::error!("reload refused, still running the previous config: {line}");
+            }
+            false
+        }
+    }
+}
+
+impl Running {
+    /// Stops accepting, lets open connections finish up to `drain`, then returns.
+    pub async fn drain(self, drain: Duration) {
+        self.shared.begin_drain();
+        // Only the data listener stops; the admin one keeps answering /ready (503).
+        if let Some(t) = self.tasks.first() {
+            t.abort();
+        }
+        let deadline = tokio::time::Instant::now() + drain;
+        while self.shared.open() > 0 && tokio::time::Instant::now() < deadline {
+            tokio::time::sleep(Duration::from_millis(20)).await;
+        }
+        let left = self.shared.open();
+        if left > 0 {
+            log::warn!("drain timeout: closing {left} connection(s) still open");
+        }
+    }
+}
+
+/// Runs until SIGTERM/SIGINT; SIGHUP reloads `path`.
+pub async fn run(cfg: Config, path: Option<PathBuf>) -> std::io::Result<()> {
+    use tokio::signal::unix::{signal, SignalKind};
+    let mut hup = signal(SignalKind::hangup())?;
+    let mut term = signal(SignalKind::terminate())?;
+    let mut int = signal(SignalKind::interrupt())?;
+    let running = start(cfg).await?;
+    loop {
+        tokio::select! {
+            _ = hup.recv() => match &path {
+                Some(p) => { reload(&running.shared, p); }
+                None => log::info!("SIGHUP ignored: no config file to reload"),
+            },
+            _ = term.recv() => break,
+            _ = int.recv() => break,
+        }
+    }
+    let drain = running.shared.table.load().server.drain_timeout;
+    log::info!("draining (up to {drain:?})");
+    running.drain(drain).await;
+    log::info!("stopped");
+    Ok(())
+}

@@ -1,0 +1,61 @@
+//! The state shared by the data plane and the control plane: the current routing table, the
+//! upstream set, and the lifecycle flags. The data plane only reads it.
+use crate::routing::Table;
+use crate::upstream::set::UpstreamSet;
+use arc_swap::ArcSwap;
+use std::sync::atomic::{AtomicU64, Ordering::Relaxed};
+use std::sync::Arc;
+use std::time::Instant;
+use tokio::sync::watch;
+
+pub struct Shared {
+    pub table: ArcSwap<Table>,
+    pub upstreams: UpstreamSet,
+    /// Set once on SIGTERM/SIGINT: listeners stop, `/ready` answers 503, connections close
+    /// after their current request.
+    pub shutdown: watch::Sender<bool>,
+    pub open_connections: AtomicU64,
+    pub started: Instant,
+    pub metrics: crate::metrics::Metrics,
+}
+
+impl Shared {
+    pub fn new(table: Table, upstreams: UpstreamSet) -> Arc<Self> {
+        Arc::new(Shared {
+            table: ArcSwap::from_pointee(table),
+            upstreams,
+            shutdown: watch::channel(false).0,
+            open_connections: AtomicU64::new(0),
+            started: Instant::now(),
+            metrics: crate::metrics::Metrics::default(),
+        })
+    }
+
+    pub fn draining(&self) -> bool {
+        *self.shutdown.borrow()
+    }
+
+    pub fn begin_drain(&self) {
+        self.shutdown.send_replace(true);
+    }
+
+    pub fn open(&self) -> u64 {
+        self.open_connections.load(Relaxed)
+    }
+}
+
+/// Counts a connection as open for as long as it lives.
+pub struct ConnGuard(Arc<Shared>);
+
+impl ConnGuard {
+    pub fn new(s: Arc<Shared>) -> Self {
+        s.open_connections.fetch_add(1, Relaxed);
+        ConnGuard(s)
+    }
+}
+
+impl Drop for ConnGuard {
+    fn drop(&mut self) {
+        self.0.open_connections.fetch_sub(1, Relaxed);
+    }
+}
