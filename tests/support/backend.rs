@@ -28,6 +28,9 @@ pub fn pattern(n: usize) -> Vec<u8> {
     (0..n).map(|i| (i % 251) as u8).collect()
 }
 
+/// A request head as the backend saw it: method, target, headers (names lowercased).
+pub type Seen = (String, String, Vec<(String, String)>);
+
 #[derive(Default)]
 pub struct Stats {
     /// Requests other than health checks.
@@ -38,7 +41,7 @@ pub struct Stats {
     /// TCP connections accepted.
     pub connections: AtomicUsize,
     /// Heads of the requests received, in order (method, target, headers lowercased).
-    pub seen: Mutex<Vec<(String, String, Vec<(String, String)>)>>,
+    pub seen: Mutex<Vec<Seen>>,
 }
 
 pub struct Backend {
