@@ -98,6 +98,20 @@ pub struct Route {
     pub permission: Option<String>,
 }
 
+/// `[[shards]]`: requests matching `path` go to the pod their key hashes to.
+#[derive(Debug, Clone, PartialEq)]
+pub struct Shard {
+    pub name: String,
+    pub path: String,
+    pub key: crate::routing::shard::KeySource,
+    pub hash: crate::routing::shard::HashKind,
+    /// One address per pod, by ordinal.
+    pub addresses: Vec<Address>,
+    pub health_check_endpoint: Option<String>,
+    /// `on_unavailable = "reject"`: 503 instead of failing over to the next pod.
+    pub reject: bool,
+}
+
 /// A validated configuration.
 #[derive(Debug, Clone, PartialEq)]
 pub struct Config {
@@ -108,6 +122,7 @@ pub struct Config {
     pub path_routes: Vec<PathRoute>,
     pub backends: Vec<Backend>,
     pub routes: Vec<Route>,
+    pub shards: Vec<Shard>,
 }
 
 impl Default for Config {
@@ -123,6 +138,7 @@ impl Default for Config {
             path_routes: vec![],
             backends: vec![],
             routes: vec![],
+            shards: vec![],
         }
     }
 }
@@ -219,13 +235,22 @@ impl Config {
     /// The short summary `switchyard check` prints.
     pub fn summary(&self) -> String {
         format!(
-            "listeners: http {}, admin {}\nroutes: {} pattern routes, {} path routes\npools: {} backends, catch-all of {} targets\nshards: 0",
+            "listeners: http {}, admin {}\nroutes: {} pattern routes, {} path routes\npools: {} backends, catch-all of {} targets\nshards: {}",
             self.server.listen,
             self.admin_listen,
             self.routes.len(),
             self.path_routes.len(),
             self.backends.len(),
-            self.targets.len()
+            self.targets.len(),
+            if self.shards.is_empty() {
+                "0".to_string()
+            } else {
+                self.shards
+                    .iter()
+                    .map(|s| format!("{} ({} pods, {}, key {})", s.name, s.addresses.len(), s.hash.as_str(), s.key))
+                    .collect::<Vec<_>>()
+                    .join(", ")
+            }
         )
     }
 }

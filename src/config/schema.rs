@@ -19,8 +19,9 @@ pub struct RawConfig {
     #[serde(default)]
     pub routes: Vec<RawRoute>,
     pub gateway: Option<RawGateway>,
+    #[serde(default)]
+    pub shards: Vec<RawShard>,
     /// Sections that later work builds; refused with "not supported yet" until then.
-    pub shards: Option<toml::Spanned<toml::Value>>,
     pub api_keys: Option<toml::Spanned<toml::Value>>,
     pub tcp: Option<toml::Spanned<toml::Value>>,
     pub store: Option<toml::Spanned<toml::Value>>,
@@ -91,4 +92,18 @@ pub struct RawGateway {
     pub stop_ping_after_failures: Option<Val<u32>>,
     pub allow_registration_from: Option<List>,
     pub registration_rate_limit: Option<Val<u32>>,
+}
+
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct RawShard {
+    pub name: Val<String>,
+    pub path: Val<String>,
+    pub key: Val<String>,
+    pub pods: Option<Val<u32>>,
+    pub address: Option<Val<String>>,
+    pub addresses: Option<List>,
+    pub hash: Option<Val<String>>,
+    pub health_check_endpoint: Option<Val<String>>,
+    pub on_unavailable: Option<Val<String>>,
 }

@@ -82,7 +82,8 @@ pub fn validate(raw: RawConfig, src: &str) -> Result<Config, Vec<Problem>> {
     };
     let mut cfg = Config::default();
 
-    let rs = raw.server.unwrap_or_default();
+    let default_server = Default::default();
+    let rs = raw.server.as_ref().unwrap_or(&default_server);
     if let (Some(top), Some(inner)) = (&raw.listen, &rs.listen) {
         c.problem(
             Some(&top.span),
@@ -238,7 +239,6 @@ pub fn validate(raw: RawConfig, src: &str) -> Result<Config, Vec<Problem>> {
         }
     }
     for (name, sec) in [
-        ("shards", &raw.shards),
         ("api_keys", &raw.api_keys),
         ("tcp", &raw.tcp),
         ("store", &raw.store),
@@ -406,10 +406,169 @@ pub fn validate(raw: RawConfig, src: &str) -> Result<Config, Vec<Problem>> {
         }
     }
 
+    shards(&mut c, &raw, &mut cfg);
+
     if c.problems.is_empty() {
         Ok(cfg)
     } else {
         Err(c.problems)
+    }
+}
+
+/// Most pods a shard may have.
+const MAX_PODS: u32 = 4096;
+
+fn shards(c: &mut Checker<'_>, raw: &RawConfig, cfg: &mut Config) {
+    use crate::routing::shard::{HashKind, KeySource};
+    let mut names = HashSet::new();
+    let mut paths: Vec<(Pattern, usize)> = Vec::new();
+    for (i, s) in raw.shards.iter().enumerate() {
+        let key = format!("shards[{i}]");
+        let name = s.name.value.trim().to_string();
+        if name.is_empty() || !names.insert(name.clone()) {
+            c.problem(
+                Some(&s.name.span),
+                &format!("{key}.name"),
+                format!("{name:?} is empty or used twice"),
+            );
+        }
+        let pattern = match Pattern::parse(s.path.value.trim()) {
+            Ok(p) => {
+                if let Some((_, j)) = paths.iter().find(|(q, _)| *q == p) {
+                    c.problem(
+                        Some(&s.path.span),
+                        &format!("{key}.path"),
+                        format!("{p} is also the path of shards[{j}]"),
+                    );
+                }
+                paths.push((p.clone(), i));
+                Some(p)
+            }
+            Err(e) => {
+                c.problem(Some(&s.path.span), &format!("{key}.path"), e);
+                None
+            }
+        };
+        let source = KeySource::parse(s.key.value.trim())
+            .map_err(|e| c.problem(Some(&s.key.span), &format!("{key}.key"), e))
+            .ok();
+        let hash = match &s.hash {
+            None => Some(HashKind::Md5),
+            Some(h) => HashKind::parse(h.value.trim()).or_else(|| {
+                c.problem(
+                    Some(&h.span),
+                    &format!("{key}.hash"),
+                    format!("{:?}: expected md5, discord, jump or rendezvous", h.value),
+                );
+                None
+            }),
+        };
+        let reject = match &s.on_unavailable {
+            None => false,
+            Some(v) => match v.value.trim() {
+                "failover" => false,
+                "reject" => true,
+                other => {
+                    c.problem(
+                        Some(&v.span),
+                        &format!("{key}.on_unavailable"),
+                        format!("{other:?}: expected failover or reject"),
+                    );
+                    false
+                }
+            },
+        };
+        let mut addresses = Vec::new();
+        match (&s.address, &s.addresses) {
+            (Some(t), None) => {
+                let pods = match &s.pods {
+                    Some(p) if (1..=MAX_PODS).contains(&p.value) => p.value,
+                    Some(p) => {
+                        c.problem(
+                            Some(&p.span),
+                            &format!("{key}.pods"),
+                            format!("must be between 1 and {MAX_PODS}"),
+                        );
+                        0
+                    }
+                    None => {
+                        c.problem(
+                            Some(&t.span),
+                            &format!("{key}.pods"),
+                            "needed with an address template".into(),
+                        );
+                        0
+                    }
+                };
+                if !t.value.contains("{n}") {
+                    c.problem(
+                        Some(&t.span),
+                        &format!("{key}.address"),
+                        "a template needs {n} for the pod ordinal (or use addresses = [...])"
+                            .into(),
+                    );
+                } else {
+                    for n in 0..pods {
+                        let v = Val {
+                            value: t.value.replace("{n}", &n.to_string()),
+                            span: t.span.clone(),
+                        };
+                        match c.address(&v, &format!("{key}.address"), false) {
+                            Some(a) => addresses.push(a),
+                            None => break,
+                        }
+                    }
+                }
+            }
+            (None, Some(List(list))) => {
+                for (j, a) in list.iter().enumerate() {
+                    if let Some(a) = c.address(a, &format!("{key}.addresses[{j}]"), false) {
+                        addresses.push(a);
+                    }
+                }
+                if list.is_empty() || list.len() > MAX_PODS as usize {
+                    c.problem(
+                        Some(&s.name.span),
+                        &format!("{key}.addresses"),
+                        format!("needs 1 to {MAX_PODS} addresses"),
+                    );
+                }
+                if let Some(p) = &s.pods {
+                    if p.value as usize != list.len() {
+                        c.problem(
+                            Some(&p.span),
+                            &format!("{key}.pods"),
+                            format!("{} but {} addresses are listed", p.value, list.len()),
+                        );
+                    }
+                }
+            }
+            (Some(t), Some(_)) => c.problem(
+                Some(&t.span),
+                &format!("{key}.address"),
+                "give either address (a template) or addresses, not both".into(),
+            ),
+            (None, None) => c.problem(
+                Some(&s.name.span),
+                &format!("{key}.address"),
+                "needs address = \"host-{n}:port\" and pods, or addresses = [...]".into(),
+            ),
+        }
+        let hc = c.endpoint(
+            &s.health_check_endpoint,
+            &format!("{key}.health_check_endpoint"),
+        );
+        if let (Some(p), Some(key_source), Some(hash)) = (pattern, source, hash) {
+            cfg.shards.push(crate::config::Shard {
+                name,
+                path: p.to_string(),
+                key: key_source,
+                hash,
+                addresses,
+                health_check_endpoint: hc,
+                reject,
+            });
+        }
     }
 }
 
@@ -472,8 +631,40 @@ mod tests {
 
     #[test]
     fn later_sections_are_refused_not_ignored() {
-        let e = err("[[shards]]\nname = \"g\"\n");
-        assert!(e.contains("shards: not supported yet"), "{e}");
+        let e = err("[[tcp]]\nlisten = \"127.0.0.1:1\"\n");
+        assert!(e.contains("tcp: not supported yet"), "{e}");
+    }
+
+    #[test]
+    fn shard_templates_expand_pods_from_env() {
+        let src = "[[shards]]\nname = \"gateway\"\npath = \"/guilds/*\"\nkey = \"path:1\"\npods = \"${API_PORT:-3}\"\naddress = \"gateway-{n}.gateway-internal:3000\"\n";
+        let c = parse(
+            src,
+            "t",
+            Box::new(|k| (k == "API_PORT").then(|| "4".to_string())),
+        )
+        .unwrap();
+        assert_eq!(c.shards[0].addresses.len(), 4);
+        assert_eq!(
+            c.shards[0].addresses[3].to_string(),
+            "gateway-3.gateway-internal:3000"
+        );
+        let c = parse(src, "t", Box::new(|_| None)).unwrap();
+        assert_eq!(c.shards[0].addresses.len(), 3);
+        assert_eq!(c.shards[0].hash, crate::routing::shard::HashKind::Md5);
+    }
+
+    #[test]
+    fn shard_problems_are_reported() {
+        let e = err("[[shards]]\nname = \"g\"\npath = \"/g/*\"\nkey = \"cookie:x\"\npods = 3\naddress = \"gw:1\"\nhash = \"sha1\"\non_unavailable = \"pray\"\n");
+        for want in [
+            "shards[0].key",
+            "shards[0].address",
+            "shards[0].hash",
+            "shards[0].on_unavailable",
+        ] {
+            assert!(e.contains(want), "{want} missing in {e}");
+        }
     }
 
     #[test]

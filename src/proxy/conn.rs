@@ -10,6 +10,7 @@ use crate::http::head::{self, HeadError, RequestHead};
 use crate::http::response::{self, ResponseHead};
 use crate::http::rewrite::{self, Forward, Reply};
 use crate::http::{list_items, name_is};
+use crate::routing::table::KeyInput;
 use crate::routing::{Decision, Rule};
 use crate::state::Shared;
 use crate::upstream::Upstream;
@@ -245,14 +246,30 @@ impl Conn {
         let minor = self.head.minor_version;
         let has_body = fr.body != Body::None;
 
-        // 3. Route.
-        let (rule, candidates) = match table.route(method, path) {
+        // 3. Route (shard keys come from the query string or a header).
+        let decision = {
+            let (buf, head) = (&self.buf, &self.head);
+            let header = |name: &str| head.header(buf, name);
+            let keys = KeyInput {
+                query: target
+                    .iter()
+                    .position(|b| *b == b'?')
+                    .map(|i| &target[i + 1..]),
+                header: &header,
+            };
+            table.route(method, path, &keys)
+        };
+        let (rule, candidates) = match decision {
             Decision::Forward { rule, candidates } => (rule, candidates),
             Decision::NotFound => {
                 let close = has_body || !fr.keep_alive;
                 return self
                     .fail(ErrorKind::NoRoute, "no route matches this request", close)
                     .await;
+            }
+            Decision::BadKey { rule, reason } => {
+                let msg = format!("{reason} (shard {})", rule.pool.name);
+                return self.fail(ErrorKind::BadRequest, &msg, true).await;
             }
         };
         rule.requests.fetch_add(1, Relaxed);
@@ -298,7 +315,10 @@ impl Conn {
             proto: "http",
             request_id: &self.rid,
             api_key_name: None,
-            shard: None,
+            shard: rule
+                .shard
+                .as_ref()
+                .and_then(|_| rule.pool.ordinal_of(&upstream)),
             content_length: match fr.body {
                 Body::Length(n) => Some(n),
                 _ => None,

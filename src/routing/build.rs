@@ -3,7 +3,7 @@
 use super::pattern::{Pattern, PatternTrie};
 use super::prefix::PrefixTrie;
 use super::select::Pool;
-use super::table::{rank, Rule, RuleKind, Table};
+use super::table::{rank, Rule, RuleKind, ShardRule, Table};
 use crate::config::Config;
 use crate::upstream::set::UpstreamSet;
 use crate::upstream::Upstream;
@@ -52,6 +52,37 @@ pub fn build(cfg: &Config, set: &UpstreamSet) -> Table {
             rank: rank(&pattern, !r.methods.is_empty(), true, i),
             pattern: Some(pattern),
             requests: AtomicU64::new(0),
+            shard: None,
+        });
+    }
+
+    let mut shards = Vec::new();
+    let mut shard_trie = PatternTrie::default();
+    for (i, sh) in cfg.shards.iter().enumerate() {
+        let Ok(pattern) = Pattern::parse(&sh.path) else {
+            continue;
+        };
+        let pods = sh
+            .addresses
+            .iter()
+            .map(|a| get(a, sh.health_check_endpoint.as_deref()))
+            .collect();
+        shard_trie.insert(&pattern, shards.len() as u32);
+        shards.push(Rule {
+            kind: RuleKind::Shard,
+            label: sh.path.clone(),
+            origin: format!("shards[{i}] {}", sh.name),
+            pool: Arc::new(Pool::new(sh.name.clone(), pods)),
+            permission: None,
+            methods: vec![],
+            rank: rank(&pattern, false, true, i),
+            pattern: Some(pattern),
+            requests: AtomicU64::new(0),
+            shard: Some(ShardRule {
+                key: sh.key.clone(),
+                hash: sh.hash,
+                reject: sh.reject,
+            }),
         });
     }
 
@@ -74,6 +105,7 @@ pub fn build(cfg: &Config, set: &UpstreamSet) -> Table {
             pattern: None,
             rank: 0,
             requests: AtomicU64::new(0),
+            shard: None,
         });
     }
 
@@ -94,6 +126,7 @@ pub fn build(cfg: &Config, set: &UpstreamSet) -> Table {
         pattern: None,
         rank: 0,
         requests: AtomicU64::new(0),
+        shard: None,
     });
 
     set.retain(&used);
@@ -105,6 +138,8 @@ pub fn build(cfg: &Config, set: &UpstreamSet) -> Table {
         path_routes,
         prefix_trie,
         catch_all,
+        shards,
+        shard_trie,
         ready: true,
     }
 }
@@ -121,7 +156,12 @@ mod tests {
     }
 
     fn pick(t: &Table, method: &str, path: &str) -> String {
-        match t.route(method.as_bytes(), Some(path.as_bytes())) {
+        let none = |_: &str| None;
+        let keys = crate::routing::table::KeyInput {
+            query: None,
+            header: &none,
+        };
+        match t.route(method.as_bytes(), Some(path.as_bytes()), &keys) {
             Decision::Forward {
                 rule,
                 mut candidates,
@@ -133,6 +173,7 @@ mod tests {
                     .map_or("-".into(), |u| u.label.to_string())
             ),
             Decision::NotFound => "404".into(),
+            Decision::BadKey { .. } => "400".into(),
         }
     }
 
@@ -203,7 +244,15 @@ backend = "comments"
     fn nothing_matches_is_404() {
         let t = table("[[path_routes]]\npath = \"/a\"\naddress = \"127.0.0.1:1\"\n");
         assert_eq!(pick(&t, "GET", "/b"), "404");
-        assert!(matches!(t.route(b"CONNECT", None), Decision::NotFound));
+        let none = |_: &str| None;
+        let keys = crate::routing::table::KeyInput {
+            query: None,
+            header: &none,
+        };
+        assert!(matches!(
+            t.route(b"CONNECT", None, &keys),
+            Decision::NotFound
+        ));
     }
 
     #[test]

@@ -5,7 +5,7 @@ use super::Segments;
 use crate::http::head;
 use std::fmt::Write;
 
-pub fn explain(table: &Table, method: &str, target: &str, _headers: &[(String, String)]) -> String {
+pub fn explain(table: &Table, method: &str, target: &str, headers: &[(String, String)]) -> String {
     let mut out = String::new();
     let _ = writeln!(out, "request: {method} {target}");
     let path = head::route_path(target.as_bytes());
@@ -64,6 +64,7 @@ pub fn explain(table: &Table, method: &str, target: &str, _headers: &[(String, S
         }
         RuleKind::PathRoute => "step 3: the longest path prefix on a segment boundary",
         RuleKind::CatchAll => "step 4: nothing more specific matched; round robin over [[targets]]",
+        RuleKind::Shard => "step 2: a shard rule whose path matches (no pattern route did)",
     };
     let _ = writeln!(
         out,
@@ -75,6 +76,9 @@ pub fn explain(table: &Table, method: &str, target: &str, _headers: &[(String, S
     let _ = writeln!(out, "why: {why}");
     if let Some(p) = &rule.permission {
         let _ = writeln!(out, "permission: {p} (an X-API-Key holding it is required)");
+    }
+    if let Some(sh) = &rule.shard {
+        return explain_shard(out, rule, sh, path_bytes, target, headers);
     }
     let _ = writeln!(
         out,
@@ -96,6 +100,87 @@ pub fn explain(table: &Table, method: &str, target: &str, _headers: &[(String, S
     }
     if n > 1 {
         let _ = writeln!(out, "  (round robin: each request starts at the next address; a connect failure moves to the next)");
+    }
+    out
+}
+
+fn explain_shard(
+    mut out: String,
+    rule: &super::Rule,
+    sh: &super::table::ShardRule,
+    path: &[u8],
+    target: &str,
+    headers: &[(String, String)],
+) -> String {
+    let pods = rule.pool.upstreams.len() as u32;
+    let query = target.split_once('?').map(|(_, q)| q.as_bytes());
+    let header = |name: &str| {
+        headers
+            .iter()
+            .find(|(n, _)| n.eq_ignore_ascii_case(name))
+            .map(|(_, v)| v.as_bytes())
+    };
+    let keys = super::table::KeyInput {
+        query,
+        header: &header,
+    };
+    let key = super::shard::read_key(&sh.key, path, query, &header);
+    let _ = writeln!(
+        out,
+        "shard: {} pods, hash {}, key from {}, on_unavailable {}",
+        pods,
+        sh.hash.as_str(),
+        sh.key,
+        if sh.reject { "reject" } else { "failover" }
+    );
+    match &key {
+        Some(k) => {
+            let _ = writeln!(out, "key: {:?}", String::from_utf8_lossy(k));
+        }
+        None => {
+            let _ = writeln!(out, "key: missing or empty");
+        }
+    }
+    match super::table::shard_pick(sh, pods, path, &keys) {
+        Err(reason) => {
+            let _ = writeln!(out, "result: 400 bad_request ({reason})");
+        }
+        Ok(pick) => {
+            let _ = writeln!(
+                out,
+                "ordinal: {} -> {} (forwarded with X-Shard: {})",
+                pick.first, rule.pool.upstreams[pick.first as usize].label, pick.first
+            );
+            let _ = writeln!(
+                out,
+                "failover order (a DOWN pod or a failed connect moves to the next):"
+            );
+            let mut prev = pick.first;
+            let mut step = 0;
+            let mut i = 1;
+            let _ = writeln!(
+                out,
+                "  {i}. pod {prev} {}",
+                rule.pool.upstreams[prev as usize].label
+            );
+            if sh.reject {
+                let _ = writeln!(
+                    out,
+                    "  (reject: no failover; 503 when this pod is unavailable)"
+                );
+                return out;
+            }
+            while let Some(n) = super::shard::next_in_order(sh.hash, &pick, prev, step, pods) {
+                i += 1;
+                let _ = writeln!(
+                    out,
+                    "  {i}. pod {n} {}",
+                    rule.pool.upstreams[n as usize].label
+                );
+                prev = n;
+                step += 1;
+            }
+        }
     }
     out
 }

@@ -6,6 +6,7 @@ pub mod fxhash;
 pub mod pattern;
 pub mod prefix;
 pub mod select;
+pub mod shard;
 pub mod table;
 
 pub use table::{Decision, Rule, RuleKind, Table};

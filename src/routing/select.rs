@@ -1,6 +1,7 @@
 //! Pools of upstreams and the order in which a request tries them. Every policy yields an
 //! ordered list of candidates; the forwarder takes the first that connects, so failover needs
 //! no special case anywhere else.
+use super::shard::{next_in_order, HashKind, Pick};
 use crate::health::Status;
 use crate::upstream::Upstream;
 use std::sync::atomic::{AtomicUsize, Ordering::Relaxed};
@@ -39,6 +40,30 @@ impl Pool {
         }
     }
 
+    /// The pods of a shard in its fixed failover order, skipping DOWN pods (an UNKNOWN pod
+    /// keeps its keys: each pod is its own pool). With `reject`, only the first pod.
+    pub fn shard_candidates(&self, kind: HashKind, pick: Pick, reject: bool) -> Candidates<'_> {
+        Candidates {
+            upstreams: &self.upstreams,
+            order: Order::Shard {
+                kind,
+                pick,
+                next: Some(pick.first),
+                step: 0,
+                reject,
+            },
+            tier: Status::Unknown,
+        }
+    }
+
+    /// The ordinal of an upstream in this pool (a shard's pod number).
+    pub fn ordinal_of(&self, u: &Arc<Upstream>) -> Option<u32> {
+        self.upstreams
+            .iter()
+            .position(|x| Arc::ptr_eq(x, u))
+            .map(|i| i as u32)
+    }
+
     /// Peeks at the order without advancing round robin (for `switchyard route`).
     pub fn preview(&self) -> Candidates<'_> {
         Candidates {
@@ -63,7 +88,17 @@ pub fn tier_of(upstreams: &[Arc<Upstream>]) -> Status {
 
 #[derive(Debug, Clone)]
 enum Order {
-    Rotate { start: usize, step: usize },
+    Rotate {
+        start: usize,
+        step: usize,
+    },
+    Shard {
+        kind: HashKind,
+        pick: Pick,
+        next: Option<u32>,
+        step: u32,
+        reject: bool,
+    },
 }
 
 /// An ordered iterator of the addresses a request may try.
@@ -90,6 +125,25 @@ impl<'p> Iterator for Candidates<'p> {
                 }
                 None
             }
+            Order::Shard {
+                kind,
+                pick,
+                next,
+                step,
+                reject,
+            } => loop {
+                let o = (*next)?;
+                *next = if *reject {
+                    None
+                } else {
+                    next_in_order(*kind, pick, o, *step, n as u32)
+                };
+                *step += 1;
+                let u = self.upstreams.get(o as usize)?;
+                if u.status() != Status::Down {
+                    return Some(u);
+                }
+            },
         }
     }
 }
@@ -123,6 +177,35 @@ mod tests {
         assert_eq!(labels(p.candidates()), ["10.0.0.3:1", "10.0.0.1:1"]);
         assert_eq!(labels(p.candidates()), ["10.0.0.3:1", "10.0.0.1:1"]);
         assert_eq!(labels(p.candidates()), ["10.0.0.1:1", "10.0.0.3:1"]);
+    }
+
+    #[test]
+    fn shard_order_skips_down_pods_and_reject_stops() {
+        let p = Pool::new(
+            "g".into(),
+            vec![
+                up("10.0.0.1:1", Status::Up),
+                up("10.0.0.2:1", Status::Down),
+                up("10.0.0.3:1", Status::Unknown),
+            ],
+        );
+        let pick = Pick {
+            first: 1,
+            key_hash: 0,
+        };
+        assert_eq!(
+            labels(p.shard_candidates(HashKind::Md5, pick, false)),
+            ["10.0.0.3:1", "10.0.0.1:1"]
+        );
+        assert!(labels(p.shard_candidates(HashKind::Md5, pick, true)).is_empty());
+        let pick = Pick {
+            first: 2,
+            key_hash: 0,
+        };
+        assert_eq!(
+            labels(p.shard_candidates(HashKind::Md5, pick, true)),
+            ["10.0.0.3:1"]
+        );
     }
 
     #[test]

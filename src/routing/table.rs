@@ -3,6 +3,7 @@
 use super::pattern::{Pattern, PatternTrie};
 use super::prefix::PrefixTrie;
 use super::select::{Candidates, Pool};
+use super::shard::{self, HashKind, KeySource};
 use super::Segments;
 use crate::config::{Gateway, Server};
 use std::sync::atomic::AtomicU64;
@@ -16,6 +17,8 @@ pub enum RuleKind {
     PathRoute,
     /// Round robin over `[[targets]]`.
     CatchAll,
+    /// A `[[shards]]` rule: the pod the request's key hashes to.
+    Shard,
 }
 
 impl RuleKind {
@@ -24,6 +27,7 @@ impl RuleKind {
             RuleKind::Route => "route",
             RuleKind::PathRoute => "path_route",
             RuleKind::CatchAll => "catch_all",
+            RuleKind::Shard => "shard",
         }
     }
 }
@@ -43,6 +47,15 @@ pub struct Rule {
     /// Higher wins among matching pattern routes (SPEC §3 step 1).
     pub rank: u64,
     pub requests: AtomicU64,
+    /// For shard rules: how the key is read and hashed.
+    pub shard: Option<ShardRule>,
+}
+
+#[derive(Debug, Clone)]
+pub struct ShardRule {
+    pub key: KeySource,
+    pub hash: HashKind,
+    pub reject: bool,
 }
 
 impl Rule {
@@ -70,6 +83,17 @@ pub enum Decision<'t> {
     },
     /// Nothing matched, or only rules for other methods did.
     NotFound,
+    /// A shard rule matched but the key is missing or malformed (400).
+    BadKey {
+        rule: &'t Rule,
+        reason: &'static str,
+    },
+}
+
+/// What a request offers to shard keys: its query string and a header lookup.
+pub struct KeyInput<'r> {
+    pub query: Option<&'r [u8]>,
+    pub header: &'r (dyn Fn(&str) -> Option<&'r [u8]> + Sync),
 }
 
 #[derive(Debug)]
@@ -81,6 +105,8 @@ pub struct Table {
     pub path_routes: Vec<Rule>,
     pub(super) prefix_trie: PrefixTrie,
     pub catch_all: Option<Rule>,
+    pub shards: Vec<Rule>,
+    pub(super) shard_trie: PatternTrie,
     /// When the table was built from the config (false while a store has not loaded yet).
     pub ready: bool,
 }
@@ -103,6 +129,16 @@ impl Table {
             if best.is_some() || any {
                 return best;
             }
+            let mut shard: Option<&Rule> = None;
+            self.shard_trie.lookup(segs, &mut |id| {
+                let r = &self.shards[id as usize];
+                if shard.is_none_or(|b| r.rank > b.rank) {
+                    shard = Some(r);
+                }
+            });
+            if shard.is_some() {
+                return shard;
+            }
             if let Some(id) = self.prefix_trie.lookup(segs) {
                 return Some(&self.path_routes[id as usize]);
             }
@@ -111,29 +147,67 @@ impl Table {
     }
 
     /// Routes a request: the rule and the ordered candidates (advancing round robin).
-    pub fn route(&self, method: &[u8], path: Option<&[u8]>) -> Decision<'_> {
-        match self.find(method, path) {
-            Some(rule) => Decision::Forward {
+    pub fn route<'t, 'r>(
+        &'t self,
+        method: &[u8],
+        path: Option<&'r [u8]>,
+        keys: &KeyInput<'r>,
+    ) -> Decision<'t> {
+        let Some(rule) = self.find(method, path) else {
+            return Decision::NotFound;
+        };
+        let Some(sh) = &rule.shard else {
+            return Decision::Forward {
                 rule,
                 candidates: rule.pool.candidates(),
+            };
+        };
+        match shard_pick(
+            sh,
+            rule.pool.upstreams.len() as u32,
+            path.unwrap_or(b"/"),
+            keys,
+        ) {
+            Ok(pick) => Decision::Forward {
+                rule,
+                candidates: rule.pool.shard_candidates(sh.hash, pick, sh.reject),
             },
-            None => Decision::NotFound,
+            Err(reason) => Decision::BadKey { rule, reason },
         }
+    }
+
+    /// Every rule, in routing order.
+    pub fn rules(&self) -> impl Iterator<Item = &Rule> {
+        self.routes
+            .iter()
+            .chain(&self.shards)
+            .chain(&self.path_routes)
+            .chain(self.catch_all.as_ref())
     }
 
     /// Every pool in the table, rules first (for the admin listener).
     pub fn pools(&self) -> Vec<&Arc<Pool>> {
         let mut v: Vec<&Arc<Pool>> = Vec::new();
-        for r in self
-            .routes
-            .iter()
-            .chain(&self.path_routes)
-            .chain(self.catch_all.as_ref())
-        {
+        for r in self.rules() {
             if !v.iter().any(|p| Arc::ptr_eq(p, &r.pool)) {
                 v.push(&r.pool);
             }
         }
         v
     }
+}
+
+/// Reads and hashes a request's shard key.
+pub fn shard_pick<'r>(
+    sh: &ShardRule,
+    pods: u32,
+    path: &'r [u8],
+    keys: &KeyInput<'r>,
+) -> Result<shard::Pick, &'static str> {
+    let key = shard::read_key(&sh.key, path, keys.query, keys.header).ok_or(match sh.key {
+        KeySource::Header(_) => "shard key header missing or empty",
+        KeySource::Query(_) => "shard key query parameter missing or empty",
+        KeySource::Path(_) => "shard key path segment missing",
+    })?;
+    shard::pick(sh.hash, &key, pods)
 }

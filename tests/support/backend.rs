@@ -210,6 +210,12 @@ async fn handle(
     let mut parts = path.trim_start_matches('/').splitn(2, '/');
     let first = parts.next().unwrap_or("");
     let arg: usize = parts.next().and_then(|a| a.parse().ok()).unwrap_or(0);
+    // Any upgrade request gets the echo tunnel, whatever its path (sharded WebSockets).
+    let first = if req.headers().contains_key("upgrade") {
+        "upgrade"
+    } else {
+        first
+    };
     let resp = match first {
         "bytes" => Response::new(full(pattern(arg))),
         "chunked" => {
