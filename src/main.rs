@@ -44,7 +44,7 @@ fn main() -> ExitCode {
         } => match config::load(&config) {
             Ok(cfg) => {
                 let set = switchyard::upstream::set::UpstreamSet::default();
-                let table = routing::build::build(&cfg, &set);
+                let table = routing::build::build(&cfg, &[], &set);
                 print!(
                     "{}",
                     routing::explain::explain(&table, &method, &path, &headers)

@@ -1,7 +1,9 @@
 //! Wiring: from a validated config to running listeners, and the control-plane reactions to
 //! signals (SIGHUP reload, SIGTERM/SIGINT drain). No request handling lives here.
 use crate::config::{self, Config};
+use crate::control::Control;
 use crate::proxy::{conn, listener};
+use crate::registry::store::{file::FileStore, Store};
 use crate::routing::build::build;
 use crate::state::Shared;
 use crate::upstream::set::UpstreamSet;
@@ -21,8 +23,23 @@ pub struct Running {
 /// Binds the listeners and starts serving `cfg`.
 pub async fn start(cfg: Config) -> std::io::Result<Running> {
     let upstreams = UpstreamSet::default();
-    let table = build(&cfg, &upstreams);
-    let shared = Shared::new(table, upstreams);
+    let store: Box<dyn Store> = match &cfg.store {
+        config::Store::File { path } => Box::new(FileStore::new(path.clone())),
+    };
+    let services = store
+        .load()
+        .await
+        .map_err(|e| std::io::Error::other(format!("cannot load the registry: {e}")))?;
+    if !services.is_empty() {
+        log::info!(
+            "loaded {} registered service(s) from the {} store",
+            services.len(),
+            store.kind()
+        );
+    }
+    let control = Control::new(services, &cfg);
+    let table = build(&cfg, &control.services, &upstreams);
+    let shared = Shared::new(table, cfg.clone(), control, store, upstreams);
     let http = listener::bind(&cfg.server.listen).map_err(|e| {
         std::io::Error::new(
             e.kind(),
@@ -64,34 +81,6 @@ pub async fn start(cfg: Config) -> std::io::Result<Running> {
     })
 }
 
-/// Applies a new config: one table build, one swap. Health of addresses that stay is kept.
-pub fn apply(shared: &Arc<Shared>, cfg: &Config) {
-    let table = build(cfg, &shared.upstreams);
-    shared.table.store(Arc::new(table));
-    crate::health::checker::spawn_fresh(shared, &cfg.gateway);
-}
-
-/// Reads, validates and applies the config file; an invalid file changes nothing.
-pub fn reload(shared: &Arc<Shared>, path: &std::path::Path) -> bool {
-    match config::load(path) {
-        Ok(cfg) => {
-            let old = shared.table.load();
-            if old.server.listen != cfg.server.listen {
-                log::warn!("reload: a changed [server] listen takes effect at the next restart");
-            }
-            apply(shared, &cfg);
-            log::info!("reloaded {}", path.display());
-            true
-        }
-        Err(e) => {
-            for line in e.to_string().lines() {
-                log::error!("reload refused, still running the previous config: {line}");
-            }
-            false
-        }
-    }
-}
-
 impl Running {
     /// Stops accepting, lets open connections finish up to `drain`, then returns.
     pub async fn drain(self, drain: Duration) {
@@ -121,7 +110,7 @@ pub async fn run(cfg: Config, path: Option<PathBuf>) -> std::io::Result<()> {
     loop {
         tokio::select! {
             _ = hup.recv() => match &path {
-                Some(p) => { reload(&running.shared, p); }
+                Some(p) => { crate::control::reload(&running.shared, p).await; }
                 None => log::info!("SIGHUP ignored: no config file to reload"),
             },
             _ = term.recv() => break,

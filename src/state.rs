@@ -1,15 +1,27 @@
 //! The state shared by the data plane and the control plane: the current routing table, the
 //! upstream set, and the lifecycle flags. The data plane only reads it.
+use crate::config::Config;
+use crate::control::Control;
+use crate::registry::store::Store;
 use crate::routing::Table;
 use crate::upstream::set::UpstreamSet;
 use arc_swap::ArcSwap;
-use std::sync::atomic::{AtomicU64, Ordering::Relaxed};
+use std::sync::atomic::{AtomicBool, AtomicU64, Ordering::Relaxed};
 use std::sync::Arc;
 use std::time::Instant;
 use tokio::sync::watch;
 
 pub struct Shared {
     pub table: ArcSwap<Table>,
+    /// The config the current table was built from.
+    pub config: ArcSwap<Config>,
+    /// Registrations and the rate limiter: one lock serializes every table change.
+    pub control: tokio::sync::Mutex<Control>,
+    pub store: Box<dyn Store>,
+    /// The last store write succeeded.
+    pub store_synced: AtomicBool,
+    pub metrics_reload_failures: AtomicU64,
+    pub registrations: crate::registry::Counts,
     pub upstreams: UpstreamSet,
     /// Set once on SIGTERM/SIGINT: listeners stop, `/ready` answers 503, connections close
     /// after their current request.
@@ -20,9 +32,21 @@ pub struct Shared {
 }
 
 impl Shared {
-    pub fn new(table: Table, upstreams: UpstreamSet) -> Arc<Self> {
+    pub fn new(
+        table: Table,
+        config: Config,
+        control: Control,
+        store: Box<dyn Store>,
+        upstreams: UpstreamSet,
+    ) -> Arc<Self> {
         Arc::new(Shared {
             table: ArcSwap::from_pointee(table),
+            config: ArcSwap::from_pointee(config),
+            control: tokio::sync::Mutex::new(control),
+            store,
+            store_synced: AtomicBool::new(true),
+            metrics_reload_failures: AtomicU64::new(0),
+            registrations: crate::registry::Counts::default(),
             upstreams,
             shutdown: watch::channel(false).0,
             open_connections: AtomicU64::new(0),

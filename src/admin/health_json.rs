@@ -52,11 +52,22 @@ pub fn health(shared: &Shared) -> Value {
         }
         backends.insert(p.name.clone(), Value::Object(addrs));
     }
+    let mut services = Map::new();
+    for svc in &table.services {
+        all_up &= svc.upstream.status() == Status::Up;
+        let mut v = address_json(&svc.upstream);
+        v["url"] = json!(svc.url);
+        services.insert(svc.name.clone(), v);
+    }
     json!({
         "status": if all_up { "healthy" } else { "degraded" },
         "service": "switchyard",
         "version": env!("CARGO_PKG_VERSION"),
-        "services": {},
+        "services": services,
+        "store": {
+            "kind": shared.store.kind(),
+            "synced": shared.store_synced.load(std::sync::atomic::Ordering::Relaxed),
+        },
         "targets": targets,
         "backends": backends,
     })

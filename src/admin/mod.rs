@@ -1,6 +1,7 @@
 //! The admin listener: health, readiness, metrics and the status page, on its own socket and
 //! never on the data port. One request per connection; answers are small and built on demand.
 pub mod health_json;
+pub mod register;
 
 use crate::http::error;
 use crate::http::head::{self, RequestHead};
@@ -62,7 +63,14 @@ pub async fn serve(shared: Arc<Shared>, mut stream: TcpStream, peer: SocketAddr)
         Ok(len) => {
             let mut h = RequestHead::default();
             match head::parse(&buf, len, &mut h) {
-                Ok(()) => route(&shared, &buf, &h, peer),
+                Ok(()) => {
+                    let path = head::route_path(h.target(&buf)).unwrap_or(b"");
+                    if register::owns(path) {
+                        registration(&shared, &mut stream, &mut buf, &h, peer).await
+                    } else {
+                        route(&shared, &buf, &h, peer)
+                    }
+                }
                 Err(_) => Answer::error(400, "bad_request", "malformed request head"),
             }
         }
@@ -84,6 +92,45 @@ pub async fn serve(shared: Arc<Shared>, mut stream: TcpStream, peer: SocketAddr)
     out.extend_from_slice(&answer.body);
     let _ = write_all(&mut stream, &out, ADMIN_TIMEOUT).await;
     let _ = stream.shutdown().await;
+}
+
+/// Reads a registration request's body (Content-Length only, bounded) and hands it over.
+async fn registration(
+    shared: &Arc<Shared>,
+    stream: &mut TcpStream,
+    buf: &mut BytesMut,
+    h: &RequestHead,
+    peer: SocketAddr,
+) -> Answer {
+    let framing = match crate::http::framing::request(buf, h) {
+        Ok(f) => f,
+        Err(e) => return Answer::error(400, "bad_request", e.message),
+    };
+    let len = match framing.body {
+        crate::http::framing::Body::None => 0,
+        crate::http::framing::Body::Length(n) if n as usize <= register::MAX_BODY => n as usize,
+        crate::http::framing::Body::Length(_) => {
+            return Answer::error(
+                413,
+                "payload_too_large",
+                "registration bodies are at most 64 KiB",
+            )
+        }
+        _ => return Answer::error(411, "length_required", "send the body with Content-Length"),
+    };
+    let mut body = buf.split_off(h.len);
+    let deadline = Instant::now() + ADMIN_TIMEOUT;
+    while body.len() < len {
+        match crate::proxy::io::read_some(stream, &mut body, deadline).await {
+            Ok(n) if n > 0 => {}
+            _ => return Answer::error(400, "bad_request", "request body incomplete"),
+        }
+    }
+    body.truncate(len);
+    let method = h.method(buf);
+    let path = head::route_path(h.target(buf)).unwrap_or(b"");
+    let key = h.header(buf, "x-api-key");
+    register::handle(shared, method, path, key, &body, peer.ip()).await
 }
 
 fn route(shared: &Arc<Shared>, buf: &[u8], h: &RequestHead, _peer: SocketAddr) -> Answer {

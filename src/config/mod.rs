@@ -47,9 +47,15 @@ impl Default for Server {
     }
 }
 
-/// `[gateway]`: active health-check timings shared by every checked address.
+/// `[gateway]`: registration settings and the active health-check timings shared by every
+/// checked address.
 #[derive(Debug, Clone, PartialEq)]
 pub struct Gateway {
+    /// The registration endpoints are on (false: they answer 404).
+    pub enabled: bool,
+    pub allow_registration_from: Vec<ipnet::IpNet>,
+    /// Registrations per source address per minute.
+    pub registration_rate_limit: u32,
     pub health_check_interval: Duration,
     pub health_check_timeout: Duration,
     pub max_consecutive_failures: u32,
@@ -60,6 +66,12 @@ pub struct Gateway {
 impl Default for Gateway {
     fn default() -> Self {
         Gateway {
+            enabled: true,
+            allow_registration_from: vec![
+                "127.0.0.1/32".parse().expect("literal"),
+                "::1/128".parse().expect("literal"),
+            ],
+            registration_rate_limit: 30,
             health_check_interval: Duration::from_secs(30),
             health_check_timeout: Duration::from_secs(5),
             max_consecutive_failures: 3,
@@ -112,6 +124,28 @@ pub struct Shard {
     pub reject: bool,
 }
 
+/// `[[api_keys]]`: a named key, stored as its SHA-256, and the permissions it holds.
+#[derive(Debug, Clone, PartialEq)]
+pub struct ApiKey {
+    pub name: String,
+    pub sha256: [u8; 32],
+    pub permissions: Vec<String>,
+}
+
+/// `[store]`: where registrations live.
+#[derive(Debug, Clone, PartialEq)]
+pub enum Store {
+    File { path: std::path::PathBuf },
+}
+
+impl Default for Store {
+    fn default() -> Self {
+        Store::File {
+            path: "switchyard-state.json".into(),
+        }
+    }
+}
+
 /// A validated configuration.
 #[derive(Debug, Clone, PartialEq)]
 pub struct Config {
@@ -123,6 +157,8 @@ pub struct Config {
     pub backends: Vec<Backend>,
     pub routes: Vec<Route>,
     pub shards: Vec<Shard>,
+    pub api_keys: Vec<ApiKey>,
+    pub store: Store,
 }
 
 impl Default for Config {
@@ -139,6 +175,8 @@ impl Default for Config {
             backends: vec![],
             routes: vec![],
             shards: vec![],
+            api_keys: vec![],
+            store: Store::default(),
         }
     }
 }

@@ -21,10 +21,11 @@ pub struct RawConfig {
     pub gateway: Option<RawGateway>,
     #[serde(default)]
     pub shards: Vec<RawShard>,
+    #[serde(default)]
+    pub api_keys: Vec<RawApiKey>,
+    pub store: Option<RawStore>,
     /// Sections that later work builds; refused with "not supported yet" until then.
-    pub api_keys: Option<toml::Spanned<toml::Value>>,
     pub tcp: Option<toml::Spanned<toml::Value>>,
-    pub store: Option<toml::Spanned<toml::Value>>,
 }
 
 #[derive(Debug, Deserialize, Default)]
@@ -106,4 +107,24 @@ pub struct RawShard {
     pub hash: Option<Val<String>>,
     pub health_check_endpoint: Option<Val<String>>,
     pub on_unavailable: Option<Val<String>>,
+}
+
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct RawApiKey {
+    pub name: Val<String>,
+    pub key_sha256: Option<Val<String>>,
+    pub key: Option<Val<String>>,
+    #[serde(default)]
+    pub permissions: Option<List>,
+}
+
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct RawStore {
+    pub kind: Option<Val<String>>,
+    pub path: Option<Val<String>>,
+    pub endpoints: Option<List>,
+    pub prefix: Option<Val<String>>,
+    pub full_refresh_interval: Option<Val<Secs>>,
 }

@@ -183,6 +183,24 @@ pub fn validate(raw: RawConfig, src: &str) -> Result<Config, Vec<Problem>> {
     if let Some(g) = &raw.gateway {
         let d = Gateway::default();
         cfg.gateway = Gateway {
+            enabled: g.enabled.as_ref().map_or(d.enabled, |v| v.value),
+            allow_registration_from: match &g.allow_registration_from {
+                None => d.allow_registration_from.clone(),
+                Some(List(items)) => items
+                    .iter()
+                    .filter_map(|v| {
+                        parse_net(v.value.trim())
+                            .map_err(|e| {
+                                c.problem(Some(&v.span), "gateway.allow_registration_from", e)
+                            })
+                            .ok()
+                    })
+                    .collect(),
+            },
+            registration_rate_limit: g
+                .registration_rate_limit
+                .as_ref()
+                .map_or(d.registration_rate_limit, |v| v.value),
             health_check_interval: c.positive(
                 &g.health_check_interval,
                 "gateway.health_check_interval",
@@ -225,28 +243,21 @@ pub fn validate(raw: RawConfig, src: &str) -> Result<Config, Vec<Problem>> {
                 );
             }
         }
-        if let Some(v) = &g.enabled {
-            c.not_yet(v.span.clone(), "gateway.enabled");
-        }
-        if let Some(List(v)) = &g.allow_registration_from {
-            c.not_yet(
-                v.first().map_or(0..0, |x| x.span.clone()),
-                "gateway.allow_registration_from",
-            );
-        }
         if let Some(v) = &g.registration_rate_limit {
-            c.not_yet(v.span.clone(), "gateway.registration_rate_limit");
+            if v.value == 0 {
+                c.problem(
+                    Some(&v.span),
+                    "gateway.registration_rate_limit",
+                    "must be at least 1".into(),
+                );
+            }
         }
     }
-    for (name, sec) in [
-        ("api_keys", &raw.api_keys),
-        ("tcp", &raw.tcp),
-        ("store", &raw.store),
-    ] {
-        if let Some(s) = sec {
-            c.not_yet(s.span(), name);
-        }
+    if let Some(t) = &raw.tcp {
+        c.not_yet(t.span(), "tcp");
     }
+    api_keys(&mut c, &raw, &mut cfg);
+    store(&mut c, &raw, &mut cfg);
 
     let mut seen_targets = HashSet::new();
     for (i, t) in raw.targets.iter().enumerate() {
@@ -380,7 +391,13 @@ pub fn validate(raw: RawConfig, src: &str) -> Result<Config, Vec<Problem>> {
         }
         let permission = r.permission.as_ref().map(|p| p.value.trim().to_string());
         if let Some(p) = &r.permission {
-            c.not_yet(p.span.clone(), &format!("{key}.permission"));
+            if !valid_permission(p.value.trim()) {
+                c.problem(
+                    Some(&p.span),
+                    &format!("{key}.permission"),
+                    format!("{:?}: use letters, digits and - _ . : /", p.value),
+                );
+            }
         }
         if let Some(p) = pattern {
             let overlaps = |other: &Vec<String>| {
@@ -412,6 +429,173 @@ pub fn validate(raw: RawConfig, src: &str) -> Result<Config, Vec<Problem>> {
         Ok(cfg)
     } else {
         Err(c.problems)
+    }
+}
+
+/// A permission name such as `comments:read`.
+pub fn valid_permission(p: &str) -> bool {
+    !p.is_empty()
+        && p.len() <= 128
+        && p.bytes()
+            .all(|b| b.is_ascii_alphanumeric() || b"-_.:/*".contains(&b))
+}
+
+/// An address or CIDR block: `127.0.0.1` is `127.0.0.1/32`.
+pub fn parse_net(s: &str) -> Result<ipnet::IpNet, String> {
+    if let Ok(n) = s.parse::<ipnet::IpNet>() {
+        if n.trunc() != n {
+            return Err(format!(
+                "{s:?}: host bits set (did you mean {}?)",
+                n.trunc()
+            ));
+        }
+        return Ok(n);
+    }
+    s.parse::<std::net::IpAddr>()
+        .map(ipnet::IpNet::from)
+        .map_err(|_| format!("{s:?} is neither an IP address nor a CIDR block"))
+}
+
+fn api_keys(c: &mut Checker<'_>, raw: &RawConfig, cfg: &mut Config) {
+    use sha2::{Digest, Sha256};
+    let mut names = HashSet::new();
+    for (i, k) in raw.api_keys.iter().enumerate() {
+        let key = format!("api_keys[{i}]");
+        let name = k.name.value.trim().to_string();
+        if name.is_empty()
+            || !name.bytes().all(|b| (0x21..=0x7e).contains(&b))
+            || !names.insert(name.clone())
+        {
+            c.problem(
+                Some(&k.name.span),
+                &format!("{key}.name"),
+                format!("{name:?} is empty, not printable ASCII, or used twice"),
+            );
+        }
+        let sha = match (&k.key_sha256, &k.key) {
+            (Some(h), None) => {
+                let hex = h.value.trim();
+                let bytes: Option<Vec<u8>> = (hex.len() == 64)
+                    .then(|| {
+                        (0..32)
+                            .map(|j| u8::from_str_radix(&hex[2 * j..2 * j + 2], 16).ok())
+                            .collect()
+                    })
+                    .flatten();
+                match bytes {
+                    Some(b) => {
+                        let mut out = [0u8; 32];
+                        out.copy_from_slice(&b);
+                        Some(out)
+                    }
+                    None => {
+                        c.problem(
+                            Some(&h.span),
+                            &format!("{key}.key_sha256"),
+                            "must be 64 hex digits".into(),
+                        );
+                        None
+                    }
+                }
+            }
+            (None, Some(k2)) => {
+                if k2.value.is_empty() {
+                    c.problem(
+                        Some(&k2.span),
+                        &format!("{key}.key"),
+                        "must not be empty".into(),
+                    );
+                }
+                Some(Sha256::digest(k2.value.as_bytes()).into())
+            }
+            (Some(h), Some(_)) => {
+                c.problem(
+                    Some(&h.span),
+                    &format!("{key}.key_sha256"),
+                    "give key_sha256 or key, not both".into(),
+                );
+                None
+            }
+            (None, None) => {
+                c.problem(
+                    Some(&k.name.span),
+                    &format!("{key}.key_sha256"),
+                    "needs key_sha256 (or key)".into(),
+                );
+                None
+            }
+        };
+        let mut permissions = Vec::new();
+        for p in k.permissions.iter().flat_map(|l| l.0.iter()) {
+            if valid_permission(p.value.trim()) {
+                permissions.push(p.value.trim().to_string());
+            } else {
+                c.problem(
+                    Some(&p.span),
+                    &format!("{key}.permissions"),
+                    format!("{:?} is not a permission name", p.value),
+                );
+            }
+        }
+        if let Some(sha256) = sha {
+            cfg.api_keys.push(crate::config::ApiKey {
+                name,
+                sha256,
+                permissions,
+            });
+        }
+    }
+}
+
+fn store(c: &mut Checker<'_>, raw: &RawConfig, cfg: &mut Config) {
+    let Some(s) = &raw.store else { return };
+    let kind = s.kind.as_ref().map_or("file", |k| k.value.trim());
+    match kind {
+        "file" => {
+            for (name, present) in [
+                (
+                    "endpoints",
+                    s.endpoints
+                        .as_ref()
+                        .and_then(|l| l.0.first())
+                        .map(|v| v.span.clone()),
+                ),
+                ("prefix", s.prefix.as_ref().map(|v| v.span.clone())),
+                (
+                    "full_refresh_interval",
+                    s.full_refresh_interval.as_ref().map(|v| v.span.clone()),
+                ),
+            ] {
+                if let Some(span) = present {
+                    c.problem(
+                        Some(&span),
+                        &format!("store.{name}"),
+                        "only for kind = \"etcd\"".into(),
+                    );
+                }
+            }
+            if let Some(p) = &s.path {
+                if p.value.trim().is_empty() {
+                    c.problem(Some(&p.span), "store.path", "must not be empty".into());
+                } else {
+                    cfg.store = crate::config::Store::File {
+                        path: p.value.trim().into(),
+                    };
+                }
+            }
+        }
+        "etcd" => {
+            let span = s.kind.as_ref().map_or(0..0, |k| k.span.clone());
+            c.not_yet(span, "store.kind = \"etcd\"");
+        }
+        other => {
+            let span = s.kind.as_ref().map_or(0..0, |k| k.span.clone());
+            c.problem(
+                Some(&span),
+                "store.kind",
+                format!("{other:?}: expected file or etcd"),
+            );
+        }
     }
 }
 

@@ -274,6 +274,29 @@ impl Conn {
         };
         rule.requests.fetch_add(1, Relaxed);
 
+        // 3b. API key: a route with a permission needs a key that holds it.
+        let mut key_name: Option<&str> = None;
+        if let Some(perm) = &rule.permission {
+            let presented = self.head.header(&self.buf, "x-api-key");
+            match presented.and_then(|k| crate::registry::rules::find_key(&table.api_keys, k)) {
+                None => {
+                    let msg = if presented.is_some() {
+                        "unknown API key"
+                    } else {
+                        "this route needs an X-API-Key"
+                    };
+                    let close = has_body || !fr.keep_alive;
+                    return self.fail(ErrorKind::Unauthorized, msg, close).await;
+                }
+                Some(k) if !k.permissions.iter().any(|p| p == perm) => {
+                    let msg = format!("API key {} lacks permission {perm}", k.name);
+                    let close = has_body || !fr.keep_alive;
+                    return self.fail(ErrorKind::Forbidden, &msg, close).await;
+                }
+                Some(k) => key_name = Some(&k.name),
+            }
+        }
+
         // 4. Connect: the first candidate that accepts; connect failures move on.
         let mut co = match checkout(candidates, s.connect_timeout, s.idle_timeout).await {
             Ok(c) => c,
@@ -314,7 +337,7 @@ impl Conn {
             client_ip: &self.peer_ip,
             proto: "http",
             request_id: &self.rid,
-            api_key_name: None,
+            api_key_name: key_name,
             shard: rule
                 .shard
                 .as_ref()

@@ -3,17 +3,18 @@
 use super::pattern::{Pattern, PatternTrie};
 use super::prefix::PrefixTrie;
 use super::select::Pool;
-use super::table::{rank, Rule, RuleKind, ShardRule, Table};
+use super::table::{rank, Rule, RuleKind, ServiceEntry, ShardRule, Table};
 use crate::config::Config;
+use crate::registry::Registration;
 use crate::upstream::set::UpstreamSet;
 use crate::upstream::Upstream;
 use std::collections::{HashMap, HashSet};
 use std::sync::atomic::AtomicU64;
 use std::sync::Arc;
 
-/// Builds a table from `cfg`. Upstreams come from `set`, so cells are shared with earlier
-/// tables; afterwards the set forgets upstreams this table no longer uses.
-pub fn build(cfg: &Config, set: &UpstreamSet) -> Table {
+/// Builds a table from `cfg` and the registered services. Upstreams come from `set`, so cells
+/// are shared with earlier tables; afterwards the set forgets upstreams no longer used.
+pub fn build(cfg: &Config, services: &[Registration], set: &UpstreamSet) -> Table {
     let mut used: Vec<Arc<Upstream>> = Vec::new();
     let mut get = |a: &crate::config::address::Address, ep: Option<&str>| {
         let u = set.get(a, ep);
@@ -54,6 +55,42 @@ pub fn build(cfg: &Config, set: &UpstreamSet) -> Table {
             requests: AtomicU64::new(0),
             shard: None,
         });
+    }
+
+    // Registered services join step 1 with the same pattern rules; ties go to static routes.
+    let mut registered = Vec::new();
+    for (si, reg) in services.iter().enumerate() {
+        let Some(addr) = reg.address() else { continue };
+        let u = get(&addr, Some(&reg.health_endpoint));
+        let pool = Arc::new(Pool::new(reg.service.clone(), vec![u.clone()]));
+        registered.push(ServiceEntry {
+            name: reg.service.clone(),
+            url: reg.url.clone(),
+            upstream: u,
+        });
+        for (ri, r) in reg.routes.iter().enumerate() {
+            let Ok(pattern) = Pattern::parse(&r.path) else {
+                continue;
+            };
+            route_trie.insert(&pattern, routes.len() as u32);
+            routes.push(Rule {
+                kind: RuleKind::Route,
+                label: r.path.clone(),
+                origin: format!("service {}", reg.service),
+                pool: pool.clone(),
+                permission: r.permission.clone(),
+                methods: r.method.iter().map(|m| m.as_bytes().into()).collect(),
+                rank: rank(
+                    &pattern,
+                    r.method.is_some(),
+                    false,
+                    cfg.routes.len() + si * 256 + ri,
+                ),
+                pattern: Some(pattern),
+                requests: AtomicU64::new(0),
+                shard: None,
+            });
+        }
     }
 
     let mut shards = Vec::new();
@@ -140,6 +177,8 @@ pub fn build(cfg: &Config, set: &UpstreamSet) -> Table {
         catch_all,
         shards,
         shard_trie,
+        services: registered,
+        api_keys: cfg.api_keys.clone(),
         ready: true,
     }
 }
@@ -152,7 +191,7 @@ mod tests {
 
     fn table(src: &str) -> Table {
         let cfg = parse(src, "t", Box::new(|_| None)).unwrap();
-        build(&cfg, &UpstreamSet::default())
+        build(&cfg, &[], &UpstreamSet::default())
     }
 
     fn pick(t: &Table, method: &str, path: &str) -> String {
@@ -259,11 +298,11 @@ backend = "comments"
     fn health_survives_rebuild() {
         let set = UpstreamSet::default();
         let cfg = parse(CFG, "t", Box::new(|_| None)).unwrap();
-        let t1 = build(&cfg, &set);
+        let t1 = build(&cfg, &[], &set);
         t1.catch_all.as_ref().unwrap().pool.upstreams[0]
             .health
             .set_status(crate::health::Status::Down);
-        let t2 = build(&cfg, &set);
+        let t2 = build(&cfg, &[], &set);
         let u = &t2.catch_all.as_ref().unwrap().pool.upstreams[0];
         assert_eq!(u.status(), crate::health::Status::Down);
         assert_eq!(set.take_fresh().len(), 5);

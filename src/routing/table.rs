@@ -51,6 +51,13 @@ pub struct Rule {
     pub shard: Option<ShardRule>,
 }
 
+#[derive(Debug)]
+pub struct ServiceEntry {
+    pub name: String,
+    pub url: String,
+    pub upstream: Arc<crate::upstream::Upstream>,
+}
+
 #[derive(Debug, Clone)]
 pub struct ShardRule {
     pub key: KeySource,
@@ -107,6 +114,9 @@ pub struct Table {
     pub catch_all: Option<Rule>,
     pub shards: Vec<Rule>,
     pub(super) shard_trie: PatternTrie,
+    /// Registered services and the upstream each one is served by.
+    pub services: Vec<ServiceEntry>,
+    pub api_keys: Vec<crate::config::ApiKey>,
     /// When the table was built from the config (false while a store has not loaded yet).
     pub ready: bool,
 }

@@ -1,0 +1,150 @@
+//! The registration API on the admin listener (SPEC §5): register, deregister and list
+//! services. Every refusal is a JSON error with the status SPEC §5 gives it.
+use super::Answer;
+use crate::control::{self, Refusal};
+use crate::registry::{self, rules};
+use crate::state::Shared;
+use serde_json::json;
+use std::net::IpAddr;
+use std::sync::Arc;
+
+/// Largest registration body accepted.
+pub const MAX_BODY: usize = 64 * 1024;
+
+/// Whether a path belongs to this API.
+pub fn owns(path: &[u8]) -> bool {
+    path == b"/internal/register-service"
+        || path == b"/internal/services"
+        || path.starts_with(b"/internal/services/")
+}
+
+pub async fn handle(
+    shared: &Arc<Shared>,
+    method: &[u8],
+    path: &[u8],
+    api_key: Option<&[u8]>,
+    body: &[u8],
+    source: IpAddr,
+) -> Answer {
+    let cfg = shared.config.load_full();
+    if !cfg.gateway.enabled {
+        return Answer::error(
+            404,
+            "not_found",
+            "service registration is disabled ([gateway] enabled = false)",
+        );
+    }
+    let mutating = method != b"GET" && method != b"HEAD";
+    if mutating && !rules::allowed(&cfg.gateway.allow_registration_from, source) {
+        count(shared, "forbidden");
+        log::warn!("registration API refused for {source}: not in allow_registration_from");
+        return Answer::error(
+            403,
+            "forbidden",
+            &format!("{source} is not in allow_registration_from"),
+        );
+    }
+    match (method, path) {
+        (b"POST", b"/internal/register-service") => register(shared, api_key, body, source).await,
+        (b"GET" | b"HEAD", b"/internal/services") => list(shared),
+        (b"DELETE", p) if p.starts_with(b"/internal/services/") => {
+            let name = String::from_utf8_lossy(&p[b"/internal/services/".len()..]).into_owned();
+            if !registry::valid_service_name(&name) {
+                return Answer::error(404, "not_found", "no such service");
+            }
+            match control::deregister(shared, &name).await {
+                Ok(true) => Answer::json(200, &json!({"status": "deregistered", "service": name})),
+                Ok(false) => Answer::error(404, "not_found", &format!("service {name} is not registered")),
+                Err(r) => refusal(shared, r),
+            }
+        }
+        _ => Answer::error(405, "method_not_allowed", "POST /internal/register-service, GET /internal/services, DELETE /internal/services/<name>"),
+    }
+}
+
+fn count(shared: &Shared, result: &str) {
+    shared.registrations.count(result);
+}
+
+fn refusal(shared: &Shared, r: Refusal) -> Answer {
+    match r {
+        Refusal::Forbidden(m) => {
+            count(shared, "forbidden");
+            Answer::error(403, "forbidden", &m)
+        }
+        Refusal::RateLimited => {
+            count(shared, "rate_limited");
+            Answer::error(
+                429,
+                "rate_limited",
+                "too many registrations from this address; try again in a minute",
+            )
+        }
+        Refusal::Conflict(m) => {
+            count(shared, "conflict");
+            Answer::error(409, "conflict", &m)
+        }
+        Refusal::StoreUnavailable(m) => {
+            count(shared, "store_unavailable");
+            log::error!("registration not stored: {m}");
+            Answer::error(503, "store_unavailable", &m)
+        }
+    }
+}
+
+async fn register(
+    shared: &Arc<Shared>,
+    api_key: Option<&[u8]>,
+    body: &[u8],
+    source: IpAddr,
+) -> Answer {
+    let reg = match registry::parse_registration(body) {
+        Ok(r) => r,
+        Err(e) => {
+            count(shared, "invalid");
+            log::warn!("registration from {source} refused: {e}");
+            return Answer::error(400, "bad_request", &e);
+        }
+    };
+    let (name, url, n) = (reg.service.clone(), reg.url.clone(), reg.routes.len());
+    match control::register(shared, reg, source, api_key).await {
+        Ok(()) => {
+            count(shared, "ok");
+            Answer::json(
+                200,
+                &json!({"status": "registered", "service": name, "url": url, "routes": n}),
+            )
+        }
+        Err(r) => {
+            log::warn!("registration of {name} from {source} refused: {r:?}");
+            refusal(shared, r)
+        }
+    }
+}
+
+fn list(shared: &Shared) -> Answer {
+    let table = shared.table.load();
+    let services: serde_json::Map<String, serde_json::Value> = table
+        .services
+        .iter()
+        .map(|s| {
+            let mut v = super::health_json::address_json(&s.upstream);
+            v["url"] = json!(s.url);
+            let routes: Vec<_> = table
+                .routes
+                .iter()
+                .filter(|r| r.origin == format!("service {}", s.name))
+                .map(|r| {
+                    json!({
+                        "path": r.label,
+                        "method": r.methods.first().map(|m| String::from_utf8_lossy(m).into_owned()),
+                        "permission": r.permission,
+                    })
+                })
+                .collect();
+            v["routes"] = json!(routes);
+            (s.name.clone(), v)
+        })
+        .collect();
+    Answer::json(200, &json!({ "services": services }))
+}

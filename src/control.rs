@@ -1,0 +1,151 @@
+//! The control plane's single path to a new routing table: config reloads, registrations and
+//! deregistrations all end in `rebuild` (one builder, one swap), serialized by one lock.
+use crate::config::{self, Config};
+use crate::registry::rules::{self, RateLimiter};
+use crate::registry::store::StoreError;
+use crate::registry::Registration;
+use crate::routing::build::build;
+use crate::state::Shared;
+use std::net::IpAddr;
+use std::sync::atomic::Ordering::Relaxed;
+use std::sync::Arc;
+use std::time::Instant;
+
+/// State only the control plane touches, behind `Shared::control`.
+pub struct Control {
+    /// Registered services, sorted by name.
+    pub services: Vec<Registration>,
+    pub limiter: RateLimiter,
+}
+
+impl Control {
+    pub fn new(services: Vec<Registration>, cfg: &Config) -> Self {
+        let mut services = services;
+        services.sort_by(|a, b| a.service.cmp(&b.service));
+        Control {
+            services,
+            limiter: RateLimiter::new(cfg.gateway.registration_rate_limit),
+        }
+    }
+}
+
+/// Builds a table from the current config and `services` and swaps it in; starts checkers for
+/// new addresses (and for addresses whose checking had stopped).
+pub fn rebuild(shared: &Arc<Shared>, services: &[Registration]) {
+    let cfg = shared.config.load();
+    let table = build(&cfg, services, &shared.upstreams);
+    shared.table.store(Arc::new(table));
+    crate::health::checker::spawn_fresh(shared, &cfg.gateway);
+}
+
+/// Reads, validates and applies the config file; an invalid file changes nothing.
+pub async fn reload(shared: &Arc<Shared>, path: &std::path::Path) -> bool {
+    match config::load(path) {
+        Ok(cfg) => {
+            let old = shared.config.load();
+            if old.server.listen != cfg.server.listen || old.admin_listen != cfg.admin_listen {
+                log::warn!("reload: changed listen addresses take effect at the next restart");
+            }
+            let mut control = shared.control.lock().await;
+            control
+                .limiter
+                .set_limit(cfg.gateway.registration_rate_limit);
+            shared.config.store(Arc::new(cfg));
+            rebuild(shared, &control.services);
+            log::info!("reloaded {}", path.display());
+            true
+        }
+        Err(e) => {
+            shared.metrics_reload_failures.fetch_add(1, Relaxed);
+            for line in e.to_string().lines() {
+                log::error!("reload refused, still running the previous config: {line}");
+            }
+            false
+        }
+    }
+}
+
+/// Why a registration was refused, with its status code.
+#[derive(Debug)]
+pub enum Refusal {
+    Forbidden(String),
+    RateLimited,
+    Conflict(String),
+    StoreUnavailable(String),
+}
+
+/// Registers (or replaces) a service: every rule checked, stored durably, then routed.
+pub async fn register(
+    shared: &Arc<Shared>,
+    reg: Registration,
+    source: IpAddr,
+    api_key: Option<&[u8]>,
+) -> Result<(), Refusal> {
+    let cfg = shared.config.load_full();
+    let mut control = shared.control.lock().await;
+    if !control.limiter.allow(source, Instant::now()) {
+        return Err(Refusal::RateLimited);
+    }
+    let key = api_key.and_then(|k| rules::find_key(&cfg.api_keys, k));
+    rules::check_permissions(&reg, key).map_err(Refusal::Forbidden)?;
+    if let Some(c) = rules::find_conflict(&reg, &cfg.routes, &control.services) {
+        return Err(Refusal::Conflict(c));
+    }
+    let mut next: Vec<Registration> = control
+        .services
+        .iter()
+        .filter(|s| s.service != reg.service)
+        .cloned()
+        .collect();
+    next.push(reg.clone());
+    next.sort_by(|a, b| a.service.cmp(&b.service));
+    match shared.store.put(&reg, &next).await {
+        Ok(()) => shared.store_synced.store(true, Relaxed),
+        Err(StoreError::Conflict(m)) => return Err(Refusal::Conflict(m)),
+        Err(StoreError::Unavailable(m)) => {
+            shared.store_synced.store(false, Relaxed);
+            return Err(Refusal::StoreUnavailable(m));
+        }
+    }
+    let replaced = control.services.iter().any(|s| s.service == reg.service);
+    control.services = next;
+    // rebuild() also restarts checking of an address whose checks had stopped.
+    rebuild(shared, &control.services);
+    log::info!(
+        "{} service {} at {} with {} route(s)",
+        if replaced {
+            "re-registered"
+        } else {
+            "registered"
+        },
+        reg.service,
+        reg.url,
+        reg.routes.len()
+    );
+    Ok(())
+}
+
+/// Deregisters a service; Ok(false) if it was not registered.
+pub async fn deregister(shared: &Arc<Shared>, name: &str) -> Result<bool, Refusal> {
+    let mut control = shared.control.lock().await;
+    if !control.services.iter().any(|s| s.service == name) {
+        return Ok(false);
+    }
+    let next: Vec<Registration> = control
+        .services
+        .iter()
+        .filter(|s| s.service != name)
+        .cloned()
+        .collect();
+    match shared.store.delete(name, &next).await {
+        Ok(()) => shared.store_synced.store(true, Relaxed),
+        Err(e) => {
+            shared.store_synced.store(false, Relaxed);
+            return Err(Refusal::StoreUnavailable(e.to_string()));
+        }
+    }
+    control.services = next;
+    rebuild(shared, &control.services);
+    log::info!("deregistered service {name}");
+    Ok(true)
+}

@@ -1,0 +1,229 @@
+//! Self-registered services: the registration document and its validation, the rules a
+//! registration must pass (allow list, permissions, conflicts, rate limit) and the store.
+pub mod rules;
+pub mod store;
+
+use crate::config::address::{self, Address};
+use crate::routing::pattern::Pattern;
+use serde::{Deserialize, Serialize};
+use serde_json::Value;
+
+/// One route a service asks for.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct RegRoute {
+    /// Upper-case method; None = any method.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub method: Option<String>,
+    pub path: String,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub permission: Option<String>,
+}
+
+/// A registration as stored and as sent to `POST /internal/register-service`.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Registration {
+    pub service: String,
+    pub url: String,
+    pub health_endpoint: String,
+    pub routes: Vec<RegRoute>,
+}
+
+impl Registration {
+    /// The `host:port` of the url (validated when the registration was accepted).
+    pub fn address(&self) -> Option<Address> {
+        parse_url(&self.url).ok()
+    }
+}
+
+/// Registration attempts by result, for `/metrics`.
+#[derive(Debug, Default)]
+pub struct Counts {
+    by_result: [std::sync::atomic::AtomicU64; 6],
+}
+
+impl Counts {
+    pub const RESULTS: [&'static str; 6] = [
+        "ok",
+        "invalid",
+        "forbidden",
+        "conflict",
+        "rate_limited",
+        "store_unavailable",
+    ];
+
+    pub fn count(&self, result: &str) {
+        if let Some(i) = Self::RESULTS.iter().position(|r| *r == result) {
+            self.by_result[i].fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+        }
+    }
+
+    /// (result, count) for every result.
+    pub fn snapshot(&self) -> Vec<(&'static str, u64)> {
+        Self::RESULTS
+            .iter()
+            .zip(&self.by_result)
+            .map(|(r, c)| (*r, c.load(std::sync::atomic::Ordering::Relaxed)))
+            .collect()
+    }
+}
+
+/// Health endpoint used when a registration names none.
+pub const DEFAULT_HEALTH_ENDPOINT: &str = "/health";
+const MAX_ROUTES: usize = 256;
+
+fn field_err(field: &str, msg: &str) -> String {
+    format!("{field}: {msg}")
+}
+
+pub fn valid_service_name(s: &str) -> bool {
+    !s.is_empty()
+        && s.len() <= 128
+        && s.bytes()
+            .all(|b| b.is_ascii_alphanumeric() || b"-_.".contains(&b))
+}
+
+/// `http://host:port` (a trailing `/` is tolerated); nothing else.
+pub fn parse_url(url: &str) -> Result<Address, String> {
+    let rest = url
+        .strip_prefix("http://")
+        .ok_or("must start with http://")?;
+    let rest = rest.strip_suffix('/').unwrap_or(rest);
+    if rest.contains(['/', '?', '#', '@']) {
+        return Err("must be http://host:port with no path, query or credentials".into());
+    }
+    address::parse(rest, false)
+}
+
+/// Validates a registration body; errors name the field (`routes[1].path: ...`).
+pub fn parse_registration(body: &[u8]) -> Result<Registration, String> {
+    let v: Value = serde_json::from_slice(body).map_err(|e| format!("body: invalid JSON: {e}"))?;
+    let obj = v.as_object().ok_or("body: expected a JSON object")?;
+    for k in obj.keys() {
+        if !["service", "url", "health_endpoint", "routes"].contains(&k.as_str()) {
+            return Err(field_err(k, "unknown field"));
+        }
+    }
+    let str_field = |name: &str| -> Result<Option<String>, String> {
+        match obj.get(name) {
+            None | Some(Value::Null) => Ok(None),
+            Some(Value::String(s)) => Ok(Some(s.clone())),
+            Some(_) => Err(field_err(name, "expected a string")),
+        }
+    };
+    let service = str_field("service")?.ok_or_else(|| field_err("service", "missing"))?;
+    if !valid_service_name(&service) {
+        return Err(field_err("service", "use 1-128 letters, digits, - _ ."));
+    }
+    let url = str_field("url")?.ok_or_else(|| field_err("url", "missing"))?;
+    parse_url(&url).map_err(|e| field_err("url", &e))?;
+    let health_endpoint =
+        str_field("health_endpoint")?.unwrap_or_else(|| DEFAULT_HEALTH_ENDPOINT.to_string());
+    if !health_endpoint.starts_with('/') || health_endpoint.bytes().any(|b| b <= b' ' || b == 0x7f)
+    {
+        return Err(field_err(
+            "health_endpoint",
+            "must be a path starting with /",
+        ));
+    }
+    let routes_v = match obj.get("routes") {
+        None | Some(Value::Null) => return Err(field_err("routes", "missing")),
+        Some(Value::Array(a)) => a,
+        Some(_) => return Err(field_err("routes", "expected an array")),
+    };
+    if routes_v.len() > MAX_ROUTES {
+        return Err(field_err("routes", "too many routes"));
+    }
+    let mut routes = Vec::new();
+    for (i, r) in routes_v.iter().enumerate() {
+        let f = |name: &str| format!("routes[{i}].{name}");
+        let o = r
+            .as_object()
+            .ok_or_else(|| field_err(&format!("routes[{i}]"), "expected an object"))?;
+        for k in o.keys() {
+            if !["method", "path", "permission"].contains(&k.as_str()) {
+                return Err(field_err(&f(k), "unknown field"));
+            }
+        }
+        let get = |name: &str| -> Result<Option<String>, String> {
+            match o.get(name) {
+                None | Some(Value::Null) => Ok(None),
+                Some(Value::String(s)) => Ok(Some(s.clone())),
+                Some(_) => Err(field_err(&f(name), "expected a string")),
+            }
+        };
+        let path = get("path")?.ok_or_else(|| field_err(&f("path"), "missing"))?;
+        let pattern = Pattern::parse(&path).map_err(|e| field_err(&f("path"), &e))?;
+        let method = match get("method")? {
+            None => None,
+            Some(m) if m == "*" || m.eq_ignore_ascii_case("any") => None,
+            Some(m) => {
+                if m.is_empty()
+                    || !m
+                        .bytes()
+                        .all(|b| b.is_ascii_alphanumeric() || b"!#$%&'*+-.^_`|~".contains(&b))
+                {
+                    return Err(field_err(&f("method"), "not a valid method token"));
+                }
+                Some(m.to_ascii_uppercase())
+            }
+        };
+        let permission = get("permission")?;
+        if let Some(p) = &permission {
+            if !crate::config::validate::valid_permission(p) {
+                return Err(field_err(&f("permission"), "not a valid permission name"));
+            }
+        }
+        let route = RegRoute {
+            method,
+            path: pattern.to_string(),
+            permission,
+        };
+        if routes.contains(&route) {
+            return Err(field_err(&f("path"), "listed twice"));
+        }
+        routes.push(route);
+    }
+    Ok(Registration {
+        service,
+        url,
+        health_endpoint,
+        routes,
+    })
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn accepts_the_spec_example() {
+        let r = parse_registration(
+            br#"{"service": "sagjan", "url": "http://127.0.0.1:7812", "health_endpoint": "/health",
+ "routes": [{"method": "GET", "path": "/api/comments/*", "permission": "comments:read"}]}"#,
+        )
+        .unwrap();
+        assert_eq!(r.service, "sagjan");
+        assert_eq!(r.routes[0].method.as_deref(), Some("GET"));
+        assert_eq!(r.address().unwrap().port, 7812);
+    }
+
+    #[test]
+    fn errors_name_the_field() {
+        let cases: [(&[u8], &str); 10] = [
+            (b"{", "body"),
+            (b"[]", "body"),
+            (br#"{"url": "http://a:1", "routes": []}"#, "service:"),
+            (br#"{"service": "a b", "url": "http://a:1", "routes": []}"#, "service:"),
+            (br#"{"service": "a", "url": "https://a:1", "routes": []}"#, "url:"),
+            (br#"{"service": "a", "url": "http://a:1/x", "routes": []}"#, "url:"),
+            (br#"{"service": "a", "url": "http://a:1", "routes": [{"path": "x"}]}"#, "routes[0].path"),
+            (br#"{"service": "a", "url": "http://a:1", "routes": [{"path": "/x", "method": "G T"}]}"#, "routes[0].method"),
+            (br#"{"service": "a", "url": "http://a:1", "routes": [{"path": "/x", "colour": 1}]}"#, "routes[0].colour"),
+            (br#"{"service": "a", "url": "http://a:1", "health_endpoint": 5, "routes": []}"#, "health_endpoint"),
+        ];
+        for (body, field) in cases {
+            let e = parse_registration(body).unwrap_err();
+            assert!(e.starts_with(field), "{e} should name {field}");
+        }
+    }
+}
