@@ -207,7 +207,7 @@ mod tests {
         assert!(find_conflict(
             &reg("a", "/api/x/*", Some("GET"), None),
             &[],
-            &[other.clone()]
+            std::slice::from_ref(&other)
         )
         .is_some());
         assert!(
