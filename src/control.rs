@@ -74,18 +74,25 @@ pub enum Refusal {
     StoreUnavailable(String),
 }
 
+/// Counts a registration attempt from `source`; false when it is over the rate limit. Every
+/// attempt counts, malformed ones too, so a flood of bad bodies is limited as well.
+pub async fn admit(shared: &Arc<Shared>, source: IpAddr) -> bool {
+    shared
+        .control
+        .lock()
+        .await
+        .limiter
+        .allow(source, Instant::now())
+}
+
 /// Registers (or replaces) a service: every rule checked, stored durably, then routed.
 pub async fn register(
     shared: &Arc<Shared>,
     reg: Registration,
-    source: IpAddr,
     api_key: Option<&[u8]>,
 ) -> Result<(), Refusal> {
     let cfg = shared.config.load_full();
     let mut control = shared.control.lock().await;
-    if !control.limiter.allow(source, Instant::now()) {
-        return Err(Refusal::RateLimited);
-    }
     let key = api_key.and_then(|k| rules::find_key(&cfg.api_keys, k));
     rules::check_permissions(&reg, key).map_err(Refusal::Forbidden)?;
     if let Some(c) = rules::find_conflict(&reg, &cfg.routes, &control.services) {

@@ -98,6 +98,9 @@ async fn register(
     body: &[u8],
     source: IpAddr,
 ) -> Answer {
+    if !control::admit(shared, source).await {
+        return refusal(shared, Refusal::RateLimited);
+    }
     let reg = match registry::parse_registration(body) {
         Ok(r) => r,
         Err(e) => {
@@ -107,7 +110,7 @@ async fn register(
         }
     };
     let (name, url, n) = (reg.service.clone(), reg.url.clone(), reg.routes.len());
-    match control::register(shared, reg, source, api_key).await {
+    match control::register(shared, reg, api_key).await {
         Ok(()) => {
             count(shared, "ok");
             Answer::json(

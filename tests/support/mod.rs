@@ -45,6 +45,9 @@ impl TempDir {
 
 impl Drop for TempDir {
     fn drop(&mut self) {
+        if self.0.as_os_str().is_empty() {
+            return;
+        }
         let _ = std::fs::remove_dir_all(&self.0);
     }
 }
@@ -57,7 +60,12 @@ impl Switchyard {
     /// Starts the binary with `config` written to a file and extra environment variables;
     /// returns once both listeners are bound (their real ports read from the log).
     pub fn start_with(config: &str, env: &[(&str, &str)]) -> Switchyard {
-        let dir = TempDir::new("sy");
+        Self::start_in(config, env, TempDir::new("sy"))
+    }
+
+    /// Starts in a given working directory (where the file store lives), so that a restart
+    /// can find the previous process's state.
+    pub fn start_in(config: &str, env: &[(&str, &str)], dir: TempDir) -> Switchyard {
         let config_path = dir.0.join("config.toml");
         std::fs::write(&config_path, config).expect("write config");
         let mut cmd = Command::new(env!("CARGO_BIN_EXE_switchyard"));
@@ -158,6 +166,15 @@ impl Switchyard {
     /// Waits until the log contains `needle`.
     pub fn wait_log(&self, needle: &str, timeout: Duration) -> bool {
         wait_until(timeout, || self.log_text().contains(needle))
+    }
+}
+
+impl Switchyard {
+    /// Kills the process and hands back its working directory for a restart.
+    pub fn kill(mut self) -> TempDir {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+        std::mem::replace(&mut self._dir, TempDir(PathBuf::new()))
     }
 }
 
