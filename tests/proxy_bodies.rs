@@ -1,8 +1,8 @@
 //! Black-box body tests (SPEC §4): large Content-Length and chunked bodies both ways with
 //! checksums, HTTP/1.0 de-chunking, Expect: 100-continue and Upgrade tunnels.
 mod support;
-use support::backend::{fnv, pattern};
 use std::time::{Duration, Instant};
+use support::backend::{fnv, pattern};
 use support::*;
 
 const FIVE_MIB: usize = 5 * 1024 * 1024;

@@ -235,10 +235,7 @@ fn long_request_line_is_414_and_big_head_is_431() {
         listen_section("max_header_bytes = 1024"),
         targets_toml(&[b.address()])
     ));
-    let long = format!(
-        "GET /{} HTTP/1.1\r\nHost: t\r\n\r\n",
-        "a".repeat(2000)
-    );
+    let long = format!("GET /{} HTTP/1.1\r\nHost: t\r\n\r\n", "a".repeat(2000));
     assert_json_error(&get(&sy, &long), 414, "uri_too_long");
     let big = format!(
         "GET /x HTTP/1.1\r\nHost: t\r\nX-Big: {}\r\n\r\n",
@@ -252,4 +249,68 @@ fn long_request_line_is_414_and_big_head_is_431() {
     );
     assert_eq!(get(&sy, &fits).status, 200);
     assert_eq!(b.hits(), 1);
+}
+
+#[test]
+fn error_answer_to_head_has_no_body() {
+    let b = Backend::start("b");
+    let sy = Switchyard::start(&format!(
+        "{}[[path_routes]]\npath = \"/api\"\naddress = \"{}\"\n",
+        listen_section(""),
+        b.address()
+    ));
+    let mut c = RawConn::connect(sy.http);
+    c.send(b"HEAD /nothing HTTP/1.1\r\nHost: t\r\n\r\n")
+        .unwrap();
+    let r = c.read_response(true).expect("404 head");
+    assert_eq!(r.status, 404);
+    // A body after a HEAD answer would be read as the start of the next response.
+    c.send(b"GET /api/x HTTP/1.1\r\nHost: t\r\n\r\n").unwrap();
+    let r = c.read_response(false).expect("next response");
+    assert_eq!(r.status, 200, "{}", r.head);
+    assert_eq!(r.json()["target"], "/api/x");
+}
+
+#[test]
+fn big_body_to_a_missing_route_still_gets_its_404() {
+    let b = Backend::start("b");
+    let sy = Switchyard::start(&format!(
+        "{}[[path_routes]]\npath = \"/api\"\naddress = \"{}\"\n",
+        listen_section(""),
+        b.address()
+    ));
+    for _ in 0..3 {
+        let r = client()
+            .post(sy.url("/nothing"))
+            .body(vec![b'x'; 4 << 20])
+            .send()
+            .expect("the 404, not a reset");
+        assert_eq!(r.status(), 404);
+    }
+    assert_eq!(b.hits(), 0);
+}
+
+#[test]
+fn keep_alive_goes_on_cleanly_after_404_and_503() {
+    let b = Backend::start("b");
+    let sy = Switchyard::start(&format!(
+        "{}[[path_routes]]\npath = \"/api\"\naddress = \"{}\"\n\n[[path_routes]]\npath = \"/gone\"\naddress = \"127.0.0.1:{}\"\n",
+        listen_section(""),
+        b.address(),
+        dead_port()
+    ));
+    let mut c = RawConn::connect(sy.http);
+    c.send(b"GET /nothing HTTP/1.1\r\nHost: t\r\n\r\n").unwrap();
+    assert_eq!(c.read_response(false).expect("404").status, 404);
+    c.send(b"GET /gone/x HTTP/1.1\r\nHost: t\r\n\r\n").unwrap();
+    assert_eq!(c.read_response(false).expect("503").status, 503);
+    // Exactly one answer per request: nothing more may arrive unasked.
+    c.set_timeout(Duration::from_millis(300));
+    assert_eq!(c.read_head().map(|r| r.head), Err(WireError::Timeout));
+    c.set_timeout(Duration::from_secs(3));
+    c.send(b"GET /api/next HTTP/1.1\r\nHost: t\r\n\r\n")
+        .unwrap();
+    let r = c.read_response(false).expect("next");
+    assert_eq!(r.status, 200, "{}", r.head);
+    assert_eq!(r.json()["target"], "/api/next");
 }

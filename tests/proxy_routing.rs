@@ -96,7 +96,11 @@ fn path_route_takes_its_prefix_on_segment_boundaries_only() {
         assert_eq!(status, 200);
         assert!(who == "a" || who == "b", "/filesystem went to {who}");
     }
-    assert_eq!(f.files.hits(), before, "/filesystem must not reach /files' backend");
+    assert_eq!(
+        f.files.hits(),
+        before,
+        "/filesystem must not reach /files' backend"
+    );
 }
 
 #[test]
@@ -111,7 +115,11 @@ fn catch_all_round_robins_and_leaves_out_path_routed_addresses() {
     // One sequential client: round robin alternates exactly.
     assert_eq!(count.get("a"), Some(&10), "{count:?}");
     assert_eq!(count.get("b"), Some(&10), "{count:?}");
-    assert_eq!(f.files.hits(), 0, "a path-routed address took catch-all traffic");
+    assert_eq!(
+        f.files.hits(),
+        0,
+        "a path-routed address took catch-all traffic"
+    );
     assert_eq!(f.a.hits() + f.b.hits(), 20);
 }
 
@@ -175,13 +183,16 @@ fn path_matching_only_routes_for_other_methods_is_404() {
 fn keep_alive_requests_are_routed_each_on_their_own() {
     let f = fleet();
     let mut c = RawConn::connect(f.sy.http);
-    c.send(b"GET /files/one HTTP/1.1\r\nHost: t\r\n\r\n").unwrap();
+    c.send(b"GET /files/one HTTP/1.1\r\nHost: t\r\n\r\n")
+        .unwrap();
     let r1 = c.read_response(false).expect("first response");
     assert_eq!(r1.status, 200);
     assert_eq!(r1.json()["backend"], "files");
     c.send(b"GET /api/comments/two HTTP/1.1\r\nHost: t\r\n\r\n")
         .unwrap();
-    let r2 = c.read_response(false).expect("second response on the same connection");
+    let r2 = c
+        .read_response(false)
+        .expect("second response on the same connection");
     assert_eq!(r2.status, 200);
     assert_eq!(r2.json()["backend"], "comments");
     // Pipelined: both heads in one write, answered in order, each routed on its own.

@@ -31,7 +31,9 @@ fn refused_before_backend(raw: &[u8]) {
     std::thread::sleep(Duration::from_millis(100));
     assert_eq!(b.hits(), 0, "backend saw a request");
     assert_eq!(
-        b.stats.connections.load(std::sync::atomic::Ordering::SeqCst),
+        b.stats
+            .connections
+            .load(std::sync::atomic::Ordering::SeqCst),
         0,
         "backend was even connected to"
     );
@@ -113,7 +115,9 @@ refused! {
 
 #[test]
 fn bad_chunk_size() {
-    never_complete(b"POST / HTTP/1.1\r\nHost: t\r\nTransfer-Encoding: chunked\r\n\r\nzz\r\nhello\r\n0\r\n\r\n");
+    never_complete(
+        b"POST / HTTP/1.1\r\nHost: t\r\nTransfer-Encoding: chunked\r\n\r\nzz\r\nhello\r\n0\r\n\r\n",
+    );
 }
 
 #[test]
