@@ -201,3 +201,32 @@ fn upgrade_tunnel_echoes_both_ways() {
     let back = c.read_exact_bytes(big.len()).expect("big echo");
     assert_eq!(fnv(&back), fnv(&big));
 }
+
+#[test]
+fn close_delimited_backend_body_is_rechunked_for_http11() {
+    let b = RawBackend::start(|mut s| {
+        use std::io::Write;
+        let _ = read_request_head(&mut s);
+        let _ = s.write_all(b"HTTP/1.1 200 OK\r\nContent-Type: text/plain\r\n\r\nuntil ");
+        std::thread::sleep(Duration::from_millis(50));
+        let _ = s.write_all(b"the end");
+    });
+    let sy = Switchyard::start(&format!(
+        "{}{}",
+        listen_section(""),
+        targets_toml(&[b.address()])
+    ));
+    let mut c = RawConn::connect(sy.http);
+    c.send(b"GET /a HTTP/1.1\r\nHost: t\r\n\r\n").unwrap();
+    let r = c.read_response(false).expect("response");
+    assert_eq!(r.status, 200);
+    assert_eq!(r.header("transfer-encoding"), Some("chunked"), "{}", r.head);
+    assert_eq!(r.text(), "until the end");
+    // The body had an end the client could see, so its connection stays usable.
+    c.send(b"GET /b HTTP/1.1\r\nHost: t\r\n\r\n").unwrap();
+    assert_eq!(
+        c.read_response(false).expect("second").text(),
+        "until the end"
+    );
+    assert_eq!(b.accepted(), 2);
+}

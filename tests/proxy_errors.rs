@@ -314,3 +314,29 @@ fn keep_alive_goes_on_cleanly_after_404_and_503() {
     assert_eq!(r.status, 200, "{}", r.head);
     assert_eq!(r.json()["target"], "/api/next");
 }
+
+#[test]
+fn pooled_connection_closed_by_a_restarted_backend_is_not_used() {
+    let mut b = Backend::start("b");
+    let sy = Switchyard::start(&format!(
+        "{}{}",
+        listen_section(""),
+        targets_toml(&[b.address()])
+    ));
+    let c = client();
+    assert_eq!(c.get(sy.url("/one")).send().unwrap().status(), 200);
+    // The proxy now holds an idle connection to the backend; the restart closes it.
+    b.restart();
+    std::thread::sleep(Duration::from_millis(50));
+    for i in 0..3 {
+        let r = c.get(sy.url(&format!("/again/{i}"))).send().unwrap();
+        assert_eq!(r.status(), 200, "request {i} after the backend restarted");
+    }
+    assert_eq!(b.hits(), 4);
+    assert!(
+        b.stats
+            .connections
+            .load(std::sync::atomic::Ordering::SeqCst)
+            >= 2
+    );
+}
