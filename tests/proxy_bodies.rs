@@ -230,3 +230,21 @@ fn close_delimited_backend_body_is_rechunked_for_http11() {
     );
     assert_eq!(b.accepted(), 2);
 }
+
+#[test]
+fn expect_100_answered_early_by_the_backend() {
+    // /status/413 answers without reading the body, so no 100 comes from the backend: the
+    // client gets the final answer instead, and no body byte is needed for it.
+    let (b, sy) = one_backend("early");
+    let mut c = RawConn::connect(sy.http);
+    c.set_timeout(Duration::from_secs(3));
+    c.send(
+        b"PUT /status/413 HTTP/1.1\r\nHost: t\r\nExpect: 100-continue\r\nContent-Length: 5\r\n\r\n",
+    )
+    .unwrap();
+    let r = c
+        .read_final()
+        .expect("final answer without sending the body");
+    assert_eq!(r.status, 413, "{}", r.head);
+    assert_eq!(b.hits(), 1);
+}
