@@ -88,13 +88,16 @@ pub fn body(code: &str, message: &str, request_id: &str) -> Vec<u8> {
     b
 }
 
-/// A whole error response: head and JSON body. `close` adds `Connection: close`.
+/// A whole error response: head and JSON body. `close` adds `Connection: close`. An answer to
+/// HEAD keeps its Content-Length but carries no body: the client reads none, and bytes after
+/// the head would be taken as the start of the next response on the connection.
 pub fn response(
     kind: ErrorKind,
     message: &str,
     request_id: &str,
     gateway: &str,
     close: bool,
+    head_request: bool,
 ) -> Vec<u8> {
     let body = body(kind.code(), message, request_id);
     let status = kind.status();
@@ -107,7 +110,9 @@ pub fn response(
         body.len(),
         if close { "Connection: close\r\n" } else { "" }
     );
-    out.extend_from_slice(&body);
+    if !head_request {
+        out.extend_from_slice(&body);
+    }
     out
 }
 
@@ -123,6 +128,7 @@ mod tests {
             "rid-1",
             "switchyard",
             false,
+            false,
         );
         let s = String::from_utf8(r).unwrap();
         assert!(s.starts_with("HTTP/1.1 404 Not Found\r\n"));
@@ -131,5 +137,18 @@ mod tests {
         assert_eq!(v["error"], "no_route");
         assert_eq!(v["message"], "no \"route\"");
         assert_eq!(v["request_id"], "rid-1");
+    }
+
+    #[test]
+    fn answer_to_head_has_length_but_no_body() {
+        let get = response(ErrorKind::NoRoute, "m", "r", "g", false, false);
+        let head = response(ErrorKind::NoRoute, "m", "r", "g", false, true);
+        let s = String::from_utf8(head).unwrap();
+        assert!(s.ends_with("\r\n\r\n"), "{s}");
+        let body_len = get.len() - s.len();
+        assert!(
+            s.contains(&format!("Content-Length: {body_len}\r\n")),
+            "{s}"
+        );
     }
 }

@@ -186,6 +186,15 @@ pub fn response(
     })
 }
 
+/// The Content-Length a bodiless response (to HEAD, or a 304) announces for the resource, to
+/// pass on unchanged (RFC 9110 §8.6); None when absent, chunked or invalid.
+pub fn declared_length(buf: &[u8], headers: &[HeaderRange]) -> Option<u64> {
+    match length_headers(buf, headers) {
+        Ok(l) if !l.chunked => l.content_length,
+        _ => None,
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -280,6 +289,22 @@ mod tests {
         assert!(f.upgrade);
         let f = framing("GET / HTTP/1.1\r\nHost: a\r\nUpgrade: websocket\r\n\r\n").unwrap();
         assert!(!f.upgrade);
+    }
+
+    #[test]
+    fn declared_length_of_a_bodiless_response() {
+        let b = b"Content-Length: 1234Content-Length: 99Transfer-Encoding: chunked";
+        let h = |n: std::ops::Range<usize>, v: std::ops::Range<usize>| HeaderRange {
+            name: n,
+            value: v,
+        };
+        let cl = h(0..14, 16..20);
+        let other = h(20..34, 36..38);
+        let te = h(38..55, 57..64);
+        assert_eq!(declared_length(b, std::slice::from_ref(&cl)), Some(1234));
+        assert_eq!(declared_length(b, &[]), None);
+        assert_eq!(declared_length(b, &[cl.clone(), other]), None);
+        assert_eq!(declared_length(b, &[cl, te]), None);
     }
 
     #[test]

@@ -61,6 +61,9 @@ pub struct Forward<'a> {
     pub chunked: bool,
     /// Forward `Upgrade` and `Connection: upgrade` (the client asked to switch protocols).
     pub upgrade: bool,
+    /// The Host to send when the client sent none (an HTTP/1.0 client): the request goes
+    /// upstream as HTTP/1.1, which requires one (RFC 9112 §3.2).
+    pub host_fallback: &'a str,
 }
 
 /// Writes the head a backend receives into `out` (cleared first).
@@ -86,6 +89,7 @@ pub fn request_head(buf: &[u8], head: &RequestHead, fwd: &Forward<'_>, out: &mut
         .any(|h| name_is(&buf[h.name.clone()], "connection"));
     let mut xff_seen = false;
     let mut host: &[u8] = b"";
+    let mut host_present = false;
     let mut upgrade_value: &[u8] = b"";
     for h in &head.headers {
         let name = &buf[h.name.clone()];
@@ -98,6 +102,7 @@ pub fn request_head(buf: &[u8], head: &RequestHead, fwd: &Forward<'_>, out: &mut
             upgrade_value = value;
         } else if name_is(name, "host") {
             host = value;
+            host_present = true;
         }
         if is_hop_by_hop(name)
             || is_set_by_gateway(name)
@@ -108,6 +113,11 @@ pub fn request_head(buf: &[u8], head: &RequestHead, fwd: &Forward<'_>, out: &mut
         out.extend_from_slice(name);
         out.extend_from_slice(b": ");
         out.extend_from_slice(value);
+        out.extend_from_slice(b"\r\n");
+    }
+    if !host_present {
+        out.extend_from_slice(b"Host: ");
+        out.extend_from_slice(fwd.host_fallback.as_bytes());
         out.extend_from_slice(b"\r\n");
     }
     // Earlier hops first, in the order the client sent them, then this hop's client.
@@ -262,6 +272,7 @@ mod tests {
             content_length: None,
             chunked: false,
             upgrade: false,
+            host_fallback: "10.9.9.9:80",
         }
     }
 
@@ -309,6 +320,20 @@ mod tests {
             out.contains("X-Forwarded-For: 1.1.1.1, 10.1.2.3\r\n"),
             "{out}"
         );
+    }
+
+    #[test]
+    fn missing_host_gets_the_fallback_and_a_present_one_is_kept() {
+        let out = rewrite("GET /a HTTP/1.0\r\nAccept: */*\r\n\r\n", &fwd());
+        assert!(out.starts_with("GET /a HTTP/1.1\r\n"), "{out}");
+        assert!(out.contains("\r\nHost: 10.9.9.9:80\r\n"), "{out}");
+        assert!(!out.contains("X-Forwarded-Host"), "{out}");
+        let out = rewrite("GET /a HTTP/1.1\r\nHost: h\r\n\r\n", &fwd());
+        assert_eq!(out.matches("Host: ").count(), 2, "{out}");
+        assert!(!out.contains("10.9.9.9"), "{out}");
+        // An empty Host is a Host: no second one is added.
+        let out = rewrite("GET /a HTTP/1.1\r\nHost:\r\n\r\n", &fwd());
+        assert!(!out.contains("10.9.9.9"), "{out}");
     }
 
     #[test]

@@ -28,6 +28,9 @@ use tokio::time::Instant;
 const EXPECT_WAIT: Duration = Duration::from_secs(1);
 /// Body bytes sent in the same write as the head when they are already at hand.
 const COALESCE: usize = 16 * 1024;
+/// How long a connection closed after an error keeps reading (and discarding) what the client
+/// still sends; see [`linger`].
+const LINGER: Duration = Duration::from_secs(2);
 
 enum Next {
     KeepAlive,
@@ -50,6 +53,10 @@ struct Conn {
     served: u64,
     /// `METHOD target` for the access log, filled only when it is on.
     line: String,
+    /// The current request is a HEAD: answers to it carry no body.
+    is_head: bool,
+    /// The connection closes after an error, maybe before the request was read whole.
+    linger: bool,
 }
 
 /// Serves one accepted client connection until it closes.
@@ -69,6 +76,8 @@ pub async fn serve(shared: Arc<Shared>, client: TcpStream, peer: SocketAddr) {
         shutdown,
         served: 0,
         line: String::new(),
+        is_head: false,
+        linger: false,
     };
     loop {
         match c.one().await {
@@ -86,6 +95,24 @@ pub async fn serve(shared: Arc<Shared>, client: TcpStream, peer: SocketAddr) {
         }
     }
     let _ = c.client.shutdown().await;
+    if c.linger {
+        linger(&mut c.client, &mut c.buf).await;
+    }
+}
+
+/// Closing a socket that still has unread input makes the kernel send a reset, and a client
+/// still sending its body then gets a broken pipe instead of our answer (the 404 or 413 it
+/// should read). So after an error answer and our FIN, read and discard until the client
+/// closes, for at most [`LINGER`] (what HAProxy and nginx call a lingering close).
+async fn linger(client: &mut TcpStream, buf: &mut BytesMut) {
+    let deadline = Instant::now() + LINGER;
+    loop {
+        buf.clear();
+        match super::io::read_some(client, buf, deadline).await {
+            Ok(n) if n > 0 => {}
+            _ => return,
+        }
+    }
 }
 
 /// What the access log and metrics hear about a finished exchange.
@@ -102,7 +129,20 @@ impl Conn {
 
     async fn fail(&mut self, kind: ErrorKind, message: &str, close: bool) -> Next {
         let gateway = self.shared.table.load().server.gateway_header.clone();
-        let r = error::response(kind, message, &self.rid_str(), &gateway, close);
+        let r = error::response(
+            kind,
+            message,
+            &self.rid_str(),
+            &gateway,
+            close,
+            self.is_head,
+        );
+        self.linger |= close;
+        if !close {
+            // The connection goes on: the answered head must not be read again as the next
+            // request. Only bodiless requests are answered without closing.
+            self.buf.advance(self.head.len.min(self.buf.len()));
+        }
         let _ = write_all(&mut self.client, &r, Duration::from_secs(5)).await;
         self.log(
             Done {
@@ -144,6 +184,8 @@ impl Conn {
         let s = table.server.clone();
         self.line.clear();
         self.rid.clear();
+        self.is_head = false;
+        self.head.len = 0;
 
         // 1. The head: idle keep-alive waits end quietly; a slow head is a 408.
         let first_wait = if self.served == 0 {
@@ -200,6 +242,7 @@ impl Conn {
             request_id::generate(&mut self.rid);
             return self.head_error(e).await;
         }
+        self.is_head = self.head.method(&self.buf) == b"HEAD";
         match self.head.header(&self.buf, "x-request-id") {
             Some(v) if request_id::acceptable(v) => self.rid.extend_from_slice(v),
             _ => request_id::generate(&mut self.rid),
@@ -344,10 +387,14 @@ impl Conn {
                 .and_then(|_| rule.pool.ordinal_of(&upstream)),
             content_length: match fr.body {
                 Body::Length(n) => Some(n),
+                // A `Content-Length: 0` the client sent goes on: some servers answer 411 to
+                // a POST without one. (Framing passed, so any such header says 0.)
+                Body::None if self.head.header(&self.buf, "content-length").is_some() => Some(0),
                 _ => None,
             },
             chunked: fr.body == Body::Chunked,
             upgrade: fr.upgrade,
+            host_fallback: &upstream.label,
         };
         rewrite::request_head(&self.buf, &self.head, &fwd, &mut self.out);
         self.buf.advance(len);
@@ -605,9 +652,12 @@ impl Conn {
         client_close |= self.shared.draining();
         let (content_length, chunked) = match rbody {
             Body::Length(n) => (Some(n), false),
-            Body::None if is_head || status == 304 || status == 204 || status < 200 => {
-                (None, false)
-            }
+            // The length of the resource a HEAD or 304 describes is kept (RFC 9110 §8.6).
+            Body::None if is_head || status == 304 => (
+                framing::declared_length(&self.up_buf, &self.resp.headers),
+                false,
+            ),
+            Body::None if status == 204 || status < 200 => (None, false),
             Body::None => (Some(0), false),
             Body::Chunked | Body::UntilClose if minor == 1 => (None, true),
             Body::Chunked | Body::UntilClose => {
@@ -754,7 +804,8 @@ impl Conn {
         log::warn!("{message}");
         self.up_buf.clear();
         let gateway = self.shared.table.load().server.gateway_header.clone();
-        let r = error::response(kind, message, &self.rid_str(), &gateway, true);
+        let r = error::response(kind, message, &self.rid_str(), &gateway, true, self.is_head);
+        self.linger = true;
         let _ = write_all(&mut self.client, &r, Duration::from_secs(5)).await;
         self.log(
             Done {

@@ -38,6 +38,9 @@ pub struct Stats {
     pub health_hits: AtomicUsize,
     /// Status `/health` and `/healthz` answer.
     pub health_status: AtomicU16,
+    /// Requests (health checks apart) whose whole body arrived; a request cut off mid-body
+    /// counts in `hits` but not here.
+    pub complete: AtomicUsize,
     /// TCP connections accepted.
     pub connections: AtomicUsize,
     /// Heads of the requests received, in order (method, target, headers lowercased).
@@ -93,6 +96,10 @@ impl Backend {
 
     pub fn hits(&self) -> usize {
         self.stats.hits.load(SeqCst)
+    }
+
+    pub fn complete(&self) -> usize {
+        self.stats.complete.load(SeqCst)
     }
 
     pub fn health_hits(&self) -> usize {
@@ -265,12 +272,13 @@ async fn handle(
         }
         _ => {
             let method = req.method().to_string();
-            let body = req
-                .into_body()
-                .collect()
-                .await
-                .map(|c| c.to_bytes())
-                .unwrap_or_default();
+            let body = match req.into_body().collect().await {
+                Ok(c) => {
+                    stats.complete.fetch_add(1, SeqCst);
+                    c.to_bytes()
+                }
+                Err(_) => Bytes::new(),
+            };
             let hdrs: serde_json::Map<String, serde_json::Value> = headers
                 .iter()
                 .map(|(k, v)| (k.clone(), serde_json::Value::from(v.clone())))

@@ -1,8 +1,9 @@
 //! Test harness: starts the real switchyard binary on loopback with a config, and backends
 //! built on hyper (an HTTP stack independent of switchyard's own parser).
-#![allow(dead_code)]
+#![allow(dead_code, unused_imports)]
 
 pub mod backend;
+pub mod wire;
 
 use std::io::{BufRead, BufReader, Read, Write};
 use std::net::{SocketAddr, TcpStream};
@@ -12,6 +13,7 @@ use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
 pub use backend::Backend;
+pub use wire::{chunk_encode, RawConn, RawResponse, WireError};
 
 /// `[server]` and `[admin]` on loopback ephemeral ports, plus `extra` server keys.
 pub fn listen_section(extra: &str) -> String {
@@ -250,4 +252,80 @@ pub fn json_body(raw: &str) -> serde_json::Value {
 pub fn dead_port() -> u16 {
     let l = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
     l.local_addr().unwrap().port()
+}
+
+/// A hand-written backend on a std listener, for misbehaviour hyper will not produce: each
+/// accepted connection goes to `handler` on its own thread. Stops accepting on drop.
+pub struct RawBackend {
+    pub addr: SocketAddr,
+    pub accepted: Arc<std::sync::atomic::AtomicUsize>,
+    stop: Arc<std::sync::atomic::AtomicBool>,
+}
+
+impl RawBackend {
+    pub fn start(handler: impl Fn(TcpStream) + Send + Sync + 'static) -> RawBackend {
+        use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering::SeqCst};
+        let l = std::net::TcpListener::bind("127.0.0.1:0").expect("bind raw backend");
+        l.set_nonblocking(true).unwrap();
+        let addr = l.local_addr().unwrap();
+        let accepted = Arc::new(AtomicUsize::new(0));
+        let stop = Arc::new(AtomicBool::new(false));
+        let (acc, st) = (accepted.clone(), stop.clone());
+        let handler = Arc::new(handler);
+        std::thread::spawn(move || {
+            while !st.load(SeqCst) {
+                match l.accept() {
+                    Ok((s, _)) => {
+                        acc.fetch_add(1, SeqCst);
+                        let _ = s.set_nonblocking(false);
+                        let _ = s.set_read_timeout(Some(Duration::from_secs(5)));
+                        let h = handler.clone();
+                        std::thread::spawn(move || h(s));
+                    }
+                    Err(_) => std::thread::sleep(Duration::from_millis(5)),
+                }
+            }
+        });
+        RawBackend {
+            addr,
+            accepted,
+            stop,
+        }
+    }
+
+    pub fn address(&self) -> String {
+        self.addr.to_string()
+    }
+
+    pub fn accepted(&self) -> usize {
+        self.accepted.load(std::sync::atomic::Ordering::SeqCst)
+    }
+}
+
+impl Drop for RawBackend {
+    fn drop(&mut self) {
+        self.stop.store(true, std::sync::atomic::Ordering::SeqCst);
+    }
+}
+
+/// Reads from `s` until a whole request head (CRLF CRLF) has arrived; returns it, or what
+/// arrived before EOF or the read timeout.
+pub fn read_request_head(s: &mut TcpStream) -> Vec<u8> {
+    let mut got = Vec::new();
+    let mut b = [0u8; 4096];
+    while !got.windows(4).any(|w| w == b"\r\n\r\n") {
+        match s.read(&mut b) {
+            Ok(0) | Err(_) => break,
+            Ok(n) => got.extend_from_slice(&b[..n]),
+        }
+    }
+    got
+}
+
+/// `[[targets]]` entries for these addresses, without health checks.
+pub fn targets_toml(addrs: &[String]) -> String {
+    addrs
+        .iter()
+        .map(|a| format!("[[targets]]\naddress = \"{a}\"\n\n"))
+        .collect()
 }
