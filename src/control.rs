@@ -33,7 +33,8 @@ impl Control {
 /// new addresses (and for addresses whose checking had stopped).
 pub fn rebuild(shared: &Arc<Shared>, services: &[Registration]) {
     let cfg = shared.config.load();
-    let table = build(&cfg, services, &shared.upstreams);
+    let mut table = build(&cfg, services, &shared.upstreams);
+    table.ready = shared.loaded.load(Relaxed);
     shared.table.store(Arc::new(table));
     crate::health::checker::spawn_fresh(shared, &cfg.gateway);
 }
@@ -106,7 +107,9 @@ pub async fn register(
         .collect();
     next.push(reg.clone());
     next.sort_by(|a, b| a.service.cmp(&b.service));
-    match shared.store.put(&reg, &next).await {
+    let statics = cfg.routes.clone();
+    let check = move |r: &Registration, others: &[Registration]| rules::find_conflict(r, &statics, others);
+    match shared.store.put(&reg, &next, &check).await {
         Ok(()) => shared.store_synced.store(true, Relaxed),
         Err(StoreError::Conflict(m)) => return Err(Refusal::Conflict(m)),
         Err(StoreError::Unavailable(m)) => {

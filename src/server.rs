@@ -3,7 +3,7 @@
 use crate::config::{self, Config};
 use crate::control::Control;
 use crate::proxy::{conn, listener};
-use crate::registry::store::{file::FileStore, Store};
+use crate::registry::store::{etcd::EtcdStore, file::FileStore, Store};
 use crate::routing::build::build;
 use crate::state::Shared;
 use crate::upstream::set::UpstreamSet;
@@ -23,23 +23,33 @@ pub struct Running {
 /// Binds the listeners and starts serving `cfg`.
 pub async fn start(cfg: Config) -> std::io::Result<Running> {
     let upstreams = UpstreamSet::default();
-    let store: Box<dyn Store> = match &cfg.store {
-        config::Store::File { path } => Box::new(FileStore::new(path.clone())),
+    // The file store is read before serving; etcd is loaded by the sync loop, and until then
+    // the table is not ready (/ready 503, data plane 503 not_ready).
+    let (store, etcd, services): (Arc<dyn Store>, _, _) = match &cfg.store {
+        config::Store::File { path } => {
+            let s = FileStore::new(path.clone());
+            let services = s.load_sync();
+            if !services.is_empty() {
+                log::info!("loaded {} registered service(s) from the file store", services.len());
+            }
+            (Arc::new(s), None, services)
+        }
+        config::Store::Etcd {
+            endpoints,
+            prefix,
+            full_refresh_interval,
+        } => {
+            let s = Arc::new(EtcdStore::new(endpoints.clone(), prefix.clone()));
+            (s.clone(), Some((s, *full_refresh_interval)), vec![])
+        }
     };
-    let services = store
-        .load()
-        .await
-        .map_err(|e| std::io::Error::other(format!("cannot load the registry: {e}")))?;
-    if !services.is_empty() {
-        log::info!(
-            "loaded {} registered service(s) from the {} store",
-            services.len(),
-            store.kind()
-        );
-    }
     let control = Control::new(services, &cfg);
-    let table = build(&cfg, &control.services, &upstreams);
-    let shared = Shared::new(table, cfg.clone(), control, store, upstreams);
+    let mut table = build(&cfg, &control.services, &upstreams);
+    table.ready = etcd.is_none();
+    let shared = Shared::new(table, cfg.clone(), control, store, etcd.is_none(), upstreams);
+    if let Some((s, every)) = etcd {
+        tokio::spawn(crate::fleet::run(shared.clone(), s, every));
+    }
     let http = listener::bind(&cfg.server.listen).map_err(|e| {
         std::io::Error::new(
             e.kind(),

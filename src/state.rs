@@ -17,7 +17,10 @@ pub struct Shared {
     pub config: ArcSwap<Config>,
     /// Registrations and the rate limiter: one lock serializes every table change.
     pub control: tokio::sync::Mutex<Control>,
-    pub store: Box<dyn Store>,
+    pub store: Arc<dyn Store>,
+    /// The registry has been loaded from the store (always, for the file store; after the
+    /// first full load, for etcd). Until then tables are built not ready.
+    pub loaded: AtomicBool,
     /// The last store write succeeded.
     pub store_synced: AtomicBool,
     pub metrics_reload_failures: AtomicU64,
@@ -36,7 +39,8 @@ impl Shared {
         table: Table,
         config: Config,
         control: Control,
-        store: Box<dyn Store>,
+        store: Arc<dyn Store>,
+        loaded: bool,
         upstreams: UpstreamSet,
     ) -> Arc<Self> {
         Arc::new(Shared {
@@ -44,6 +48,7 @@ impl Shared {
             config: ArcSwap::from_pointee(config),
             control: tokio::sync::Mutex::new(control),
             store,
+            loaded: AtomicBool::new(loaded),
             store_synced: AtomicBool::new(true),
             metrics_reload_failures: AtomicU64::new(0),
             registrations: crate::registry::Counts::default(),

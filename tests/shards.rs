@@ -74,6 +74,8 @@ health_check_interval = 0.1
 health_check_timeout = 0.5
 max_consecutive_failures = 2
 down_check_interval = 0.1
+# Pods come back after long outages: keep checking (the default stops after 10 failures).
+stop_ping_after_failures = 100000
 
 [[shards]]
 name = "gateway"

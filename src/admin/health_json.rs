@@ -64,11 +64,19 @@ pub fn health(shared: &Shared) -> Value {
         "service": "switchyard",
         "version": env!("CARGO_PKG_VERSION"),
         "services": services,
-        "store": {
-            "kind": shared.store.kind(),
-            "synced": shared.store_synced.load(std::sync::atomic::Ordering::Relaxed),
-        },
+        "store": store_json(shared),
         "targets": targets,
         "backends": backends,
     })
+}
+
+/// `store` in `/health`: what the store reports, plus whether the last write succeeded.
+fn store_json(shared: &Shared) -> Value {
+    let mut v = shared.store.health();
+    let loaded = shared.loaded.load(std::sync::atomic::Ordering::Relaxed);
+    let synced = loaded && shared.store_synced.load(std::sync::atomic::Ordering::Relaxed);
+    if let Some(m) = v.as_object_mut() {
+        m.insert("synced".into(), json!(synced));
+    }
+    v
 }

@@ -135,7 +135,16 @@ pub struct ApiKey {
 /// `[store]`: where registrations live.
 #[derive(Debug, Clone, PartialEq)]
 pub enum Store {
-    File { path: std::path::PathBuf },
+    File {
+        path: std::path::PathBuf,
+    },
+    Etcd {
+        /// `http://host:port` of each etcd member.
+        endpoints: Vec<String>,
+        /// Key prefix; registrations live at `<prefix>services/<name>`.
+        prefix: String,
+        full_refresh_interval: Duration,
+    },
 }
 
 impl Default for Store {

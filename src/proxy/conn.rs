@@ -289,7 +289,14 @@ impl Conn {
         let minor = self.head.minor_version;
         let has_body = fr.body != Body::None;
 
-        // 3. Route (shard keys come from the query string or a header).
+        // 3. Route (shard keys come from the query string or a header). A replica whose
+        // store has not loaded yet has no complete table to route with.
+        if !table.ready {
+            let close = has_body || !fr.keep_alive;
+            return self
+                .fail(ErrorKind::NotReady, "the routing table is not loaded yet", close)
+                .await;
+        }
         let decision = {
             let (buf, head) = (&self.buf, &self.head);
             let header = |name: &str| head.header(buf, name);

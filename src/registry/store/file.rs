@@ -105,8 +105,14 @@ impl Store for FileStore {
         &'a self,
         _reg: &'a Registration,
         all: &'a [Registration],
+        _check: super::ConflictCheck<'a>,
     ) -> BoxFuture<'a, Result<(), StoreError>> {
+        // One process owns the file and checked conflicts under the control lock already.
         self.put_all(all)
+    }
+
+    fn health(&self) -> serde_json::Value {
+        serde_json::json!({"kind": "file", "path": self.path.display().to_string()})
     }
 
     fn delete<'a>(

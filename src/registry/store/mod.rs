@@ -1,5 +1,6 @@
 //! Where registrations live, behind one trait so the rest of switchyard does not know which
 //! store is in use: the embedded file store (default) or, later, etcd.
+pub mod etcd;
 pub mod file;
 
 use super::Registration;
@@ -7,6 +8,10 @@ use std::future::Future;
 use std::pin::Pin;
 
 pub type BoxFuture<'a, T> = Pin<Box<dyn Future<Output = T> + Send + 'a>>;
+
+/// A conflict check the store runs against its own, current view of the other services (for
+/// stores shared by several writers, inside the write's transaction).
+pub type ConflictCheck<'a> = &'a (dyn Fn(&Registration, &[Registration]) -> Option<String> + Send + Sync);
 
 /// What a store failed at; `Unavailable` answers registrations with 503.
 #[derive(Debug)]
@@ -28,12 +33,14 @@ pub trait Store: Send + Sync {
     fn kind(&self) -> &'static str;
     /// Every stored registration.
     fn load(&self) -> BoxFuture<'_, Result<Vec<Registration>, StoreError>>;
-    /// Stores `reg` (replacing a registration of the same service); `all` is the whole
-    /// registry after the change, for stores that write it at once. Returns once durable.
+    /// Stores `reg` (replacing a registration of the same service) once `check` finds no
+    /// conflict in the store's own view; `all` is the whole registry after the change, for
+    /// stores that write it at once. Returns once durable.
     fn put<'a>(
         &'a self,
         reg: &'a Registration,
         all: &'a [Registration],
+        check: ConflictCheck<'a>,
     ) -> BoxFuture<'a, Result<(), StoreError>>;
     /// Removes a service; `all` is the registry after the removal.
     fn delete<'a>(
@@ -41,4 +48,6 @@ pub trait Store: Send + Sync {
         service: &'a str,
         all: &'a [Registration],
     ) -> BoxFuture<'a, Result<(), StoreError>>;
+    /// The store's part of `GET /health` (`kind` and whatever else it can tell).
+    fn health(&self) -> serde_json::Value;
 }

@@ -1,0 +1,115 @@
+//! The replica side of the fleet: load the whole table from etcd before serving, follow the
+//! prefix with a watch, reload everything every `full_refresh_interval` as a safety net, and
+//! reconnect with backoff while etcd is away, serving the last table meanwhile.
+use crate::registry::store::etcd::EtcdStore;
+use crate::registry::Registration;
+use crate::state::Shared;
+use etcd_client::{EventType, WatchOptions};
+use std::sync::atomic::Ordering::Relaxed;
+use std::sync::Arc;
+use std::time::Duration;
+
+const MAX_BACKOFF: Duration = Duration::from_secs(2);
+
+/// Runs until the process ends.
+pub async fn run(shared: Arc<Shared>, store: Arc<EtcdStore>, full_refresh: Duration) {
+    let mut backoff = Duration::from_millis(50);
+    let mut last_error = String::new();
+    loop {
+        let err = session(&shared, &store, full_refresh, &mut backoff).await;
+        store.disconnected().await;
+        if err != last_error {
+            log::warn!("etcd sync: {err}; serving the last table, retrying");
+            last_error = err;
+        }
+        tokio::time::sleep(backoff).await;
+        backoff = (backoff * 2).min(MAX_BACKOFF);
+    }
+}
+
+/// Replaces the registry with `services` if it differs, through the one table builder.
+async fn apply(shared: &Arc<Shared>, services: Vec<Registration>) {
+    let mut control = shared.control.lock().await;
+    let first = !shared.loaded.swap(true, Relaxed);
+    if first || control.services != services {
+        if !first {
+            log::info!("etcd sync: registry changed ({} service(s))", services.len());
+        }
+        control.services = services;
+        crate::control::rebuild(shared, &control.services);
+    }
+    if first {
+        log::info!("etcd sync: table loaded ({} service(s)); ready", control.services.len());
+    }
+}
+
+/// One connected stretch: full load, then watch + periodic reload until something breaks.
+async fn session(
+    shared: &Arc<Shared>,
+    store: &Arc<EtcdStore>,
+    full_refresh: Duration,
+    backoff: &mut Duration,
+) -> String {
+    let (services, revision) = match store.load_all().await {
+        Ok(x) => x,
+        Err(e) => return e.to_string(),
+    };
+    apply(shared, services).await;
+    store.mark_synced(revision);
+    *backoff = Duration::from_millis(50);
+    let mut client = match store.client().await {
+        Ok(c) => c,
+        Err(e) => return e.to_string(),
+    };
+    let opts = WatchOptions::new()
+        .with_prefix()
+        .with_start_revision(revision + 1);
+    let mut stream = match client.watch(store.services_prefix(), Some(opts)).await {
+        Ok(x) => x,
+        Err(e) => return format!("watch: {e}"),
+    };
+    let mut tick = tokio::time::interval(full_refresh);
+    tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+    tick.tick().await;
+    loop {
+        tokio::select! {
+            msg = stream.message() => {
+                let resp = match msg {
+                    Ok(Some(r)) => r,
+                    Ok(None) => return "watch closed".into(),
+                    Err(e) => return format!("watch: {e}"),
+                };
+                if resp.canceled() || resp.compact_revision() > 0 {
+                    // Compacted past our revision or cancelled: reload and watch again.
+                    return format!("watch cancelled (compact revision {})", resp.compact_revision());
+                }
+                if resp.events().is_empty() {
+                    continue;
+                }
+                let mut services = shared.control.lock().await.services.clone();
+                for ev in resp.events() {
+                    let Some(kv) = ev.kv() else { continue };
+                    let Some(name) = store.name_of(kv.key()) else { continue };
+                    services.retain(|s| s.service != name);
+                    if ev.event_type() == EventType::Put {
+                        if let Some(r) = store.decode(kv.key(), kv.value()) {
+                            services.push(r);
+                        }
+                    }
+                }
+                services.sort_by(|a, b| a.service.cmp(&b.service));
+                apply(shared, services).await;
+                store.mark_synced(resp.header().map_or(0, |h| h.revision()));
+            }
+            _ = tick.tick() => {
+                match store.load_all().await {
+                    Ok((services, rev)) => {
+                        apply(shared, services).await;
+                        store.mark_synced(rev);
+                    }
+                    Err(e) => return format!("full refresh: {e}"),
+                }
+            }
+        }
+    }
+}
