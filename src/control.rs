@@ -108,7 +108,8 @@ pub async fn register(
     next.push(reg.clone());
     next.sort_by(|a, b| a.service.cmp(&b.service));
     let statics = cfg.routes.clone();
-    let check = move |r: &Registration, others: &[Registration]| rules::find_conflict(r, &statics, others);
+    let check =
+        move |r: &Registration, others: &[Registration]| rules::find_conflict(r, &statics, others);
     match shared.store.put(&reg, &next, &check).await {
         Ok(()) => shared.store_synced.store(true, Relaxed),
         Err(StoreError::Conflict(m)) => return Err(Refusal::Conflict(m)),

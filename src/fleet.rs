@@ -5,14 +5,32 @@ use crate::registry::store::etcd::EtcdStore;
 use crate::registry::Registration;
 use crate::state::Shared;
 use etcd_client::{EventType, WatchOptions};
-use std::sync::atomic::Ordering::Relaxed;
+use std::sync::atomic::{AtomicU64, Ordering::Relaxed};
 use std::sync::Arc;
 use std::time::Duration;
 
 const MAX_BACKOFF: Duration = Duration::from_secs(2);
 
+/// Fault injection for the fleet tests: `SWITCHYARD_FAULT_DROP_WATCH_EVENTS=N` makes this
+/// replica ignore its next N watch responses, as if they had been lost, so a test can show
+/// that the periodic full refresh heals the gap. Never set in production.
+static DROP_WATCH: AtomicU64 = AtomicU64::new(0);
+
+fn drop_this_watch_response() -> bool {
+    DROP_WATCH
+        .fetch_update(Relaxed, Relaxed, |n| n.checked_sub(1))
+        .is_ok()
+}
+
 /// Runs until the process ends.
 pub async fn run(shared: Arc<Shared>, store: Arc<EtcdStore>, full_refresh: Duration) {
+    if let Some(n) = std::env::var("SWITCHYARD_FAULT_DROP_WATCH_EVENTS")
+        .ok()
+        .and_then(|v| v.parse().ok())
+    {
+        log::warn!("fault injection: dropping the next {n} watch response(s)");
+        DROP_WATCH.store(n, Relaxed);
+    }
     let mut backoff = Duration::from_millis(50);
     let mut last_error = String::new();
     loop {
@@ -33,13 +51,19 @@ async fn apply(shared: &Arc<Shared>, services: Vec<Registration>) {
     let first = !shared.loaded.swap(true, Relaxed);
     if first || control.services != services {
         if !first {
-            log::info!("etcd sync: registry changed ({} service(s))", services.len());
+            log::info!(
+                "etcd sync: registry changed ({} service(s))",
+                services.len()
+            );
         }
         control.services = services;
         crate::control::rebuild(shared, &control.services);
     }
     if first {
-        log::info!("etcd sync: table loaded ({} service(s)); ready", control.services.len());
+        log::info!(
+            "etcd sync: table loaded ({} service(s)); ready",
+            control.services.len()
+        );
     }
 }
 
@@ -84,6 +108,10 @@ async fn session(
                     return format!("watch cancelled (compact revision {})", resp.compact_revision());
                 }
                 if resp.events().is_empty() {
+                    continue;
+                }
+                if drop_this_watch_response() {
+                    log::warn!("fault injection: dropped a watch response");
                     continue;
                 }
                 let mut services = shared.control.lock().await.services.clone();

@@ -30,7 +30,10 @@ pub async fn start(cfg: Config) -> std::io::Result<Running> {
             let s = FileStore::new(path.clone());
             let services = s.load_sync();
             if !services.is_empty() {
-                log::info!("loaded {} registered service(s) from the file store", services.len());
+                log::info!(
+                    "loaded {} registered service(s) from the file store",
+                    services.len()
+                );
             }
             (Arc::new(s), None, services)
         }
@@ -46,7 +49,14 @@ pub async fn start(cfg: Config) -> std::io::Result<Running> {
     let control = Control::new(services, &cfg);
     let mut table = build(&cfg, &control.services, &upstreams);
     table.ready = etcd.is_none();
-    let shared = Shared::new(table, cfg.clone(), control, store, etcd.is_none(), upstreams);
+    let shared = Shared::new(
+        table,
+        cfg.clone(),
+        control,
+        store,
+        etcd.is_none(),
+        upstreams,
+    );
     if let Some((s, every)) = etcd {
         tokio::spawn(crate::fleet::run(shared.clone(), s, every));
     }

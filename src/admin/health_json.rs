@@ -74,7 +74,10 @@ pub fn health(shared: &Shared) -> Value {
 fn store_json(shared: &Shared) -> Value {
     let mut v = shared.store.health();
     let loaded = shared.loaded.load(std::sync::atomic::Ordering::Relaxed);
-    let synced = loaded && shared.store_synced.load(std::sync::atomic::Ordering::Relaxed);
+    let synced = loaded
+        && shared
+            .store_synced
+            .load(std::sync::atomic::Ordering::Relaxed);
     if let Some(m) = v.as_object_mut() {
         m.insert("synced".into(), json!(synced));
     }

@@ -586,21 +586,35 @@ fn store(c: &mut Checker<'_>, raw: &RawConfig, cfg: &mut Config) {
         }
         "etcd" => {
             if let Some(p) = &s.path {
-                c.problem(Some(&p.span), "store.path", "only for kind = \"file\"".into());
+                c.problem(
+                    Some(&p.span),
+                    "store.path",
+                    "only for kind = \"file\"".into(),
+                );
             }
             let mut endpoints = Vec::new();
             for e in s.endpoints.iter().flat_map(|l| l.0.iter()) {
                 let v = e.value.trim();
-                match v.strip_prefix("http://").map(|a| address::parse(a.trim_end_matches('/'), false)) {
+                match v
+                    .strip_prefix("http://")
+                    .map(|a| address::parse(a.trim_end_matches('/'), false))
+                {
                     Some(Ok(_)) => endpoints.push(v.trim_end_matches('/').to_string()),
                     Some(Err(err)) => c.problem(Some(&e.span), "store.endpoints", err),
-                    None => c.problem(Some(&e.span), "store.endpoints", format!("{v:?}: expected http://host:port")),
+                    None => c.problem(
+                        Some(&e.span),
+                        "store.endpoints",
+                        format!("{v:?}: expected http://host:port"),
+                    ),
                 }
             }
             if endpoints.is_empty() && s.endpoints.as_ref().is_none_or(|l| l.0.is_empty()) {
                 endpoints.push("http://127.0.0.1:2379".into());
             }
-            let prefix = s.prefix.as_ref().map_or("/switchyard/".to_string(), |p| p.value.trim().to_string());
+            let prefix = s
+                .prefix
+                .as_ref()
+                .map_or("/switchyard/".to_string(), |p| p.value.trim().to_string());
             if prefix.is_empty() {
                 let span = s.prefix.as_ref().map(|p| p.span.clone());
                 c.problem(span.as_ref(), "store.prefix", "must not be empty".into());

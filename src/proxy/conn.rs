@@ -294,7 +294,11 @@ impl Conn {
         if !table.ready {
             let close = has_body || !fr.keep_alive;
             return self
-                .fail(ErrorKind::NotReady, "the routing table is not loaded yet", close)
+                .fail(
+                    ErrorKind::NotReady,
+                    "the routing table is not loaded yet",
+                    close,
+                )
                 .await;
         }
         let decision = {

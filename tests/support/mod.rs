@@ -3,6 +3,7 @@
 #![allow(dead_code, unused_imports)]
 
 pub mod backend;
+pub mod etcd;
 pub mod wire;
 
 use std::io::{BufRead, BufReader, Read, Write};

@@ -73,10 +73,13 @@ impl EtcdStore {
     pub async fn load_all(&self) -> Result<(Vec<Registration>, i64), StoreError> {
         let mut c = self.client().await?;
         let prefix = self.services_prefix();
-        let resp = tokio::time::timeout(OP_TIMEOUT, c.get(prefix.as_bytes(), Some(GetOptions::new().with_prefix())))
-            .await
-            .map_err(|_| unavailable("range timed out"))?
-            .map_err(unavailable)?;
+        let resp = tokio::time::timeout(
+            OP_TIMEOUT,
+            c.get(prefix.as_bytes(), Some(GetOptions::new().with_prefix())),
+        )
+        .await
+        .map_err(|_| unavailable("range timed out"))?
+        .map_err(unavailable)?;
         let revision = resp.header().map_or(0, |h| h.revision());
         let mut out = Vec::new();
         for kv in resp.kvs() {
@@ -94,11 +97,17 @@ impl EtcdStore {
         match parse_registration(value) {
             Ok(r) if r.service == name => Some(r),
             Ok(r) => {
-                log::error!("etcd: key for {name:?} holds service {:?}; ignored", r.service);
+                log::error!(
+                    "etcd: key for {name:?} holds service {:?}; ignored",
+                    r.service
+                );
                 None
             }
             Err(e) => {
-                log::error!("etcd: invalid registration under {}: {e}; ignored", String::from_utf8_lossy(key));
+                log::error!(
+                    "etcd: invalid registration under {}: {e}; ignored",
+                    String::from_utf8_lossy(key)
+                );
                 None
             }
         }
@@ -113,7 +122,9 @@ impl EtcdStore {
 
     pub fn mark_synced(&self, revision: i64) {
         self.status.connected.store(true, Relaxed);
-        self.status.last_sync_ms.store(crate::clock::unix_ms(), Relaxed);
+        self.status
+            .last_sync_ms
+            .store(crate::clock::unix_ms(), Relaxed);
         self.status.revision.fetch_max(revision, Relaxed);
     }
 
@@ -123,18 +134,30 @@ impl EtcdStore {
         *self.client.lock().await = None;
     }
 
-    async fn put_txn(&self, reg: &Registration, check: ConflictCheck<'_>) -> Result<(), StoreError> {
+    async fn put_txn(
+        &self,
+        reg: &Registration,
+        check: ConflictCheck<'_>,
+    ) -> Result<(), StoreError> {
         let value = serde_json::to_vec(reg).map_err(|e| StoreError::Unavailable(e.to_string()))?;
         for _ in 0..TXN_ATTEMPTS {
             let (current, revision) = self.load_all().await?;
-            let others: Vec<Registration> = current.into_iter().filter(|r| r.service != reg.service).collect();
+            let others: Vec<Registration> = current
+                .into_iter()
+                .filter(|r| r.service != reg.service)
+                .collect();
             if let Some(conflict) = check(reg, &others) {
                 return Err(StoreError::Conflict(conflict));
             }
             // Succeeds only if nothing under the prefix changed since it was read: the
             // conflict check above saw exactly what is stored.
             let txn = Txn::new()
-                .when([Compare::mod_revision(self.services_prefix(), CompareOp::Less, revision + 1).with_prefix()])
+                .when([Compare::mod_revision(
+                    self.services_prefix(),
+                    CompareOp::Less,
+                    revision + 1,
+                )
+                .with_prefix()])
                 .and_then([TxnOp::put(self.key(&reg.service), value.clone(), None)]);
             let mut c = self.client().await?;
             let resp = tokio::time::timeout(OP_TIMEOUT, c.txn(txn))
@@ -146,7 +169,9 @@ impl EtcdStore {
                 return Ok(());
             }
         }
-        Err(StoreError::Unavailable("etcd: too much contention on the registry; try again".into()))
+        Err(StoreError::Unavailable(
+            "etcd: too much contention on the registry; try again".into(),
+        ))
     }
 }
 
@@ -174,7 +199,11 @@ impl Store for EtcdStore {
         })
     }
 
-    fn delete<'a>(&'a self, service: &'a str, _all: &'a [Registration]) -> BoxFuture<'a, Result<(), StoreError>> {
+    fn delete<'a>(
+        &'a self,
+        service: &'a str,
+        _all: &'a [Registration],
+    ) -> BoxFuture<'a, Result<(), StoreError>> {
         Box::pin(async move {
             let mut c = self.client().await?;
             let r = tokio::time::timeout(OP_TIMEOUT, c.delete(self.key(service), None))

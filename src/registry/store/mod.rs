@@ -11,7 +11,8 @@ pub type BoxFuture<'a, T> = Pin<Box<dyn Future<Output = T> + Send + 'a>>;
 
 /// A conflict check the store runs against its own, current view of the other services (for
 /// stores shared by several writers, inside the write's transaction).
-pub type ConflictCheck<'a> = &'a (dyn Fn(&Registration, &[Registration]) -> Option<String> + Send + Sync);
+pub type ConflictCheck<'a> =
+    &'a (dyn Fn(&Registration, &[Registration]) -> Option<String> + Send + Sync);
 
 /// What a store failed at; `Unavailable` answers registrations with 503.
 #[derive(Debug)]
