@@ -1,6 +1,8 @@
 //! The admin listener: health, readiness, metrics and the status page, on its own socket and
 //! never on the data port. One request per connection; answers are small and built on demand.
 pub mod health_json;
+pub mod prometheus;
+pub mod status_page;
 
 use crate::http::error;
 use crate::http::head::{self, RequestHead};
@@ -24,6 +26,8 @@ pub struct Answer {
     pub status: u16,
     pub content_type: &'static str,
     pub body: Vec<u8>,
+    /// Extra header lines, each ending in CRLF (`Allow` on a 405).
+    pub headers: &'static str,
 }
 
 impl Answer {
@@ -34,6 +38,7 @@ impl Answer {
             status,
             content_type: "application/json",
             body,
+            headers: "",
         }
     }
 
@@ -42,6 +47,7 @@ impl Answer {
             status,
             content_type: "application/json",
             body: error::body(code, message, ""),
+            headers: "",
         }
     }
 }
@@ -50,6 +56,7 @@ impl Answer {
 pub async fn serve(shared: Arc<Shared>, mut stream: TcpStream, peer: SocketAddr) {
     let mut buf = BytesMut::with_capacity(2048);
     let deadline = Instant::now() + ADMIN_TIMEOUT;
+    let mut head_only = false;
     let answer = match read_head(
         &mut stream,
         &mut buf,
@@ -62,11 +69,14 @@ pub async fn serve(shared: Arc<Shared>, mut stream: TcpStream, peer: SocketAddr)
         Ok(len) => {
             let mut h = RequestHead::default();
             match head::parse(&buf, len, &mut h) {
-                Ok(()) => route(&shared, &buf, &h, peer),
-                Err(_) => Answer::error(400, "bad_request", "malformed request head"),
+                Ok(()) => {
+                    head_only = h.method(&buf) == b"HEAD";
+                    route(&shared, &buf, &h, peer)
+                }
+                Err(e) => head_error(e),
             }
         }
-        Err(ReadHeadError::Head(_)) => Answer::error(400, "bad_request", "malformed request head"),
+        Err(ReadHeadError::Head(e)) => head_error(e),
         Err(ReadHeadError::Timeout) => {
             Answer::error(408, "request_timeout", "request head not received in time")
         }
@@ -75,15 +85,33 @@ pub async fn serve(shared: Arc<Shared>, mut stream: TcpStream, peer: SocketAddr)
     let mut out = Vec::with_capacity(answer.body.len() + 200);
     let _ = write!(
         out,
-        "HTTP/1.1 {} {}\r\nContent-Type: {}\r\nContent-Length: {}\r\nCache-Control: no-store\r\nConnection: close\r\n\r\n",
+        "HTTP/1.1 {} {}\r\nContent-Type: {}\r\nContent-Length: {}\r\nCache-Control: no-store\r\nX-Content-Type-Options: nosniff\r\n{}Connection: close\r\n\r\n",
         answer.status,
         error::reason(answer.status),
         answer.content_type,
-        answer.body.len()
+        answer.body.len(),
+        answer.headers,
     );
-    out.extend_from_slice(&answer.body);
+    if !head_only {
+        out.extend_from_slice(&answer.body);
+    }
     let _ = write_all(&mut stream, &out, ADMIN_TIMEOUT).await;
     let _ = stream.shutdown().await;
+}
+
+/// The answer to a head that could not be read or parsed.
+fn head_error(e: head::HeadError) -> Answer {
+    match e {
+        head::HeadError::TooLarge => Answer::error(
+            431,
+            "headers_too_large",
+            "request head larger than the admin listener accepts",
+        ),
+        head::HeadError::UriTooLong => Answer::error(414, "uri_too_long", "request line too long"),
+        head::HeadError::Malformed(m) => {
+            Answer::error(400, "bad_request", &format!("malformed request head: {m}"))
+        }
+    }
 }
 
 fn route(shared: &Arc<Shared>, buf: &[u8], h: &RequestHead, _peer: SocketAddr) -> Answer {
@@ -94,7 +122,13 @@ fn route(shared: &Arc<Shared>, buf: &[u8], h: &RequestHead, _peer: SocketAddr) -
         return Answer::error(404, "not_found", "unknown admin endpoint");
     }
     if method != b"GET" && method != b"HEAD" {
-        return Answer::error(405, "method_not_allowed", "admin endpoints answer GET");
+        let mut a = Answer::error(
+            405,
+            "method_not_allowed",
+            "this endpoint answers GET and HEAD",
+        );
+        a.headers = "Allow: GET, HEAD\r\n";
+        return a;
     }
     match path {
         b"/health" => Answer::json(200, &health_json::health(shared)),
@@ -103,6 +137,28 @@ fn route(shared: &Arc<Shared>, buf: &[u8], h: &RequestHead, _peer: SocketAddr) -
             let v = serde_json::json!({"ready": ready, "draining": shared.draining()});
             Answer::json(if ready { 200 } else { 503 }, &v)
         }
-        _ => Answer::error(404, "not_found", "not available yet"),
+        b"/metrics" => {
+            let openmetrics = h
+                .header(buf, "accept")
+                .is_some_and(|a| contains(a, b"application/openmetrics-text"));
+            let (content_type, body) = prometheus::render(shared, openmetrics);
+            Answer {
+                status: 200,
+                content_type,
+                body,
+                headers: "",
+            }
+        }
+        _ => Answer {
+            status: 200,
+            content_type: "text/html; charset=utf-8",
+            body: status_page::render(shared).into_bytes(),
+            headers: "",
+        },
     }
+}
+
+fn contains(hay: &[u8], needle: &[u8]) -> bool {
+    hay.windows(needle.len())
+        .any(|w| w.eq_ignore_ascii_case(needle))
 }

@@ -5,6 +5,7 @@ use super::prefix::PrefixTrie;
 use super::select::Pool;
 use super::table::{rank, Rule, RuleKind, Table};
 use crate::config::Config;
+use crate::metrics::RuleStats;
 use crate::upstream::set::UpstreamSet;
 use crate::upstream::Upstream;
 use std::collections::{HashMap, HashSet};
@@ -46,6 +47,7 @@ pub fn build(cfg: &Config, set: &UpstreamSet) -> Table {
             kind: RuleKind::Route,
             label: r.path.clone(),
             origin: format!("routes[{i}]"),
+            stats: RuleStats::new(pool.upstreams.len()),
             pool: pool.clone(),
             permission: r.permission.clone(),
             methods: r.methods.iter().map(|m| m.as_bytes().into()).collect(),
@@ -69,6 +71,7 @@ pub fn build(cfg: &Config, set: &UpstreamSet) -> Table {
             label: p.path.clone(),
             origin: format!("path_routes[{i}]"),
             pool: Arc::new(Pool::new(p.address.to_string(), vec![u])),
+            stats: RuleStats::new(1),
             permission: None,
             methods: vec![],
             pattern: None,
@@ -86,6 +89,7 @@ pub fn build(cfg: &Config, set: &UpstreamSet) -> Table {
         .collect();
     let catch_all = (!catch.is_empty()).then(|| Rule {
         kind: RuleKind::CatchAll,
+        stats: RuleStats::new(catch.len()),
         label: "catch-all".into(),
         origin: "targets".into(),
         pool: Arc::new(Pool::new("targets".into(), catch)),

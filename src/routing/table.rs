@@ -43,6 +43,8 @@ pub struct Rule {
     /// Higher wins among matching pattern routes (SPEC §3 step 1).
     pub rank: u64,
     pub requests: AtomicU64,
+    /// Requests by backend address and status code, for `/metrics`.
+    pub stats: crate::metrics::RuleStats,
 }
 
 impl Rule {
