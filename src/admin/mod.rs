@@ -6,7 +6,7 @@ pub mod status_page;
 
 use crate::http::error;
 use crate::http::head::{self, RequestHead};
-use crate::proxy::io::{read_head, write_all, ReadHeadError};
+use crate::proxy::io::{read_some, write_all, ReadHeadError};
 use crate::state::Shared;
 use bytes::BytesMut;
 use std::io::Write;
@@ -20,6 +20,7 @@ use tokio::time::Instant;
 /// The admin API reads small requests only.
 const MAX_ADMIN_HEAD: usize = 16 * 1024;
 const ADMIN_TIMEOUT: Duration = Duration::from_secs(10);
+const LINGER: Duration = Duration::from_millis(500);
 
 /// An answer from an admin endpoint.
 pub struct Answer {
@@ -57,15 +58,7 @@ pub async fn serve(shared: Arc<Shared>, mut stream: TcpStream, peer: SocketAddr)
     let mut buf = BytesMut::with_capacity(2048);
     let deadline = Instant::now() + ADMIN_TIMEOUT;
     let mut head_only = false;
-    let answer = match read_head(
-        &mut stream,
-        &mut buf,
-        MAX_ADMIN_HEAD,
-        deadline,
-        ADMIN_TIMEOUT,
-    )
-    .await
-    {
+    let answer = match read_admin_head(&mut stream, &mut buf, deadline).await {
         Ok(len) => {
             let mut h = RequestHead::default();
             match head::parse(&buf, len, &mut h) {
@@ -97,6 +90,54 @@ pub async fn serve(shared: Arc<Shared>, mut stream: TcpStream, peer: SocketAddr)
     }
     let _ = write_all(&mut stream, &out, ADMIN_TIMEOUT).await;
     let _ = stream.shutdown().await;
+    // Lingering close: closing with unread bytes (a body we did not want, more garbage)
+    // makes the kernel send a reset, which can destroy the answer before the client reads it.
+    let mut scratch = [0u8; 4096];
+    let _ = tokio::time::timeout(LINGER, async {
+        while let Ok(n) = tokio::io::AsyncReadExt::read(&mut stream, &mut scratch).await {
+            if n == 0 {
+                break;
+            }
+        }
+    })
+    .await;
+}
+
+/// Reads a request head like the data plane does, but gives up as soon as the bytes cannot
+/// be the start of an HTTP request (a TLS hello, a stray protocol): such a client gets its 400
+/// at once instead of holding the connection until the timeout.
+async fn read_admin_head(
+    stream: &mut TcpStream,
+    buf: &mut BytesMut,
+    deadline: Instant,
+) -> Result<usize, ReadHeadError> {
+    loop {
+        if !buf.is_empty() {
+            match head::scan(buf, 0, MAX_ADMIN_HEAD).map_err(ReadHeadError::Head)? {
+                head::Scan::Complete(n) => return Ok(n),
+                head::Scan::Partial => {}
+            }
+            let mut hs = [httparse::EMPTY_HEADER; 16];
+            match httparse::Request::new(&mut hs).parse(buf) {
+                Ok(_) | Err(httparse::Error::TooManyHeaders) => {}
+                Err(_) => {
+                    return Err(ReadHeadError::Head(head::HeadError::Malformed(
+                        "not an HTTP request",
+                    )))
+                }
+            }
+        }
+        let was_empty = buf.is_empty();
+        match read_some(stream, buf, deadline).await {
+            Ok(0) if was_empty => return Err(ReadHeadError::Closed),
+            Ok(0) => return Err(ReadHeadError::Truncated),
+            Ok(_) => {}
+            Err(e) if e.kind() == std::io::ErrorKind::TimedOut => {
+                return Err(ReadHeadError::Timeout)
+            }
+            Err(e) => return Err(ReadHeadError::Io(e)),
+        }
+    }
 }
 
 /// The answer to a head that could not be read or parsed.

@@ -161,7 +161,7 @@ main{max-width:1180px;margin:0 auto;padding:22px 28px 8px}
 .pool h2 .kind{font-size:12px;font-weight:500;color:var(--muted);margin-left:8px}
 .rules{padding:0 18px 10px;color:var(--muted);font-size:12.5px}
 .rules code{background:#eef1f6;color:var(--ink);padding:1px 6px;border-radius:5px;margin-right:4px}
-table{width:100%;border-collapse:collapse;font-variant-numeric:tabular-nums}
+table{width:100%;border-collapse:collapse;table-layout:fixed;font-variant-numeric:tabular-nums}
 th{text-align:left;font-size:11.5px;text-transform:uppercase;letter-spacing:.5px;color:var(--muted);font-weight:600;padding:8px 18px;background:#f8f9fb;border-top:1px solid var(--line);border-bottom:1px solid var(--line)}
 td{padding:9px 18px;border-bottom:1px solid var(--line);vertical-align:middle}
 tr:last-child td{border-bottom:0}
@@ -173,7 +173,7 @@ td.num,th.num{text-align:right}
 .badge.up{background:var(--up-bg);color:var(--up)}.badge.down{background:var(--down-bg);color:var(--down)}.badge.unknown{background:var(--unk-bg);color:var(--unk)}
 tr.down td{background:#fff8f8}
 .fails{color:var(--down);font-weight:650}.zero{color:var(--muted)}
-.stopped{display:inline-block;margin-left:6px;font-size:11px;color:var(--down);border:1px solid var(--down);border-radius:4px;padding:0 5px}
+.stopped{display:inline-block;white-space:nowrap;margin-left:6px;font-size:11px;color:var(--down);border:1px solid var(--down);border-radius:4px;padding:0 5px}
 .empty{padding:30px;text-align:center;color:var(--muted);background:var(--card);border:1px dashed var(--line);border-radius:10px}
 footer{max-width:1180px;margin:0 auto;padding:6px 28px 26px;color:var(--muted);font-size:12.5px}
 footer a{color:var(--accent);text-decoration:none;margin-right:12px}
@@ -218,7 +218,7 @@ pub fn render(shared: &Arc<Shared>) -> String {
          <meta name=\"viewport\" content=\"width=device-width, initial-scale=1\">\
          <title>switchyard · {overall}</title><style>{CSS}</style></head>\n<body>\n\
          <header><div class=\"brand\"><span class=\"logo\">&#8644;</span>switchyard<span class=\"ver\">v{ver}</span></div>\
-         <div class=\"stamp\">{stamp}</div>\
+         <div class=\"stamp\">updated {stamp}</div>\
          <div class=\"overall {overall}\" data-overall=\"{overall}\">{upper}</div></header>\n<main>\n",
         ver = esc(env!("CARGO_PKG_VERSION")),
         stamp = esc(&rfc3339(now_ms)),
@@ -319,9 +319,11 @@ fn pool_section(
         }
     }
     h.push_str(
-        "</div><table><thead><tr><th>Address</th><th>Status</th><th>Last check</th>\
+        "</div><table><colgroup><col style=\"width:22%\"><col style=\"width:22%\"><col style=\"width:12%\">\
+         <col style=\"width:10%\"><col style=\"width:8%\"><col style=\"width:8%\"><col style=\"width:9%\"><col style=\"width:9%\"></colgroup>\
+         <thead><tr><th>Address</th><th>Status</th><th>Last check</th>\
          <th class=\"num\">Response</th><th class=\"num\">Failures</th><th class=\"num\">Req/s</th>\
-         <th class=\"num\">Requests</th><th class=\"num\">Connect errors</th></tr></thead><tbody>\n",
+         <th class=\"num\">Requests</th><th class=\"num\" title=\"connections refused or timed out\">Conn. errors</th></tr></thead><tbody>\n",
     );
     for u in &pool.upstreams {
         row(h, u, samples, now, now_ms, uptime);
