@@ -96,7 +96,7 @@ fn down_after_exactly_fall_failed_checks_then_slower_cadence() {
     assert_eq!(b.health_hits(), 3, "DOWN at max_consecutive_failures");
     let e = entry(&health(&sy), &b.address());
     assert_eq!(e["consecutive_failures"], 3);
-    assert!(sy.log_text().contains("is DOWN after 3 failed checks"));
+    assert!(sy.wait_log("is DOWN after 3 failed checks", Duration::from_secs(5)));
     // While DOWN, checks come every down_check_interval (3 s), not every 0.1 s: within 1 s
     // at most the one that may already be due.
     let before = b.health_hits();
@@ -166,7 +166,7 @@ fn checking_stops_after_stop_ping_after_failures() {
     std::thread::sleep(Duration::from_secs(1));
     assert_eq!(b.health_hits(), 5, "no check after stopping");
     assert_eq!(status_of_addr(&sy, &b.address()), "DOWN");
-    assert!(sy.log_text().contains("checking stops"));
+    assert!(sy.wait_log("checking stops", Duration::from_secs(5)));
 }
 
 #[test]
@@ -194,7 +194,7 @@ fn one_success_brings_a_down_address_back() {
     let e = entry(&health(&sy), &b.address());
     assert_eq!(e["consecutive_failures"], 0);
     assert!(e["response_time_ms"].is_u64());
-    assert!(sy.log_text().contains("is UP (was DOWN)"));
+    assert!(sy.wait_log("is UP (was DOWN)", Duration::from_secs(5)));
     // Back at the normal cadence: several checks within 1 s (0.1 s interval).
     let start = b.health_hits();
     std::thread::sleep(Duration::from_secs(1));

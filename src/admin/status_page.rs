@@ -232,7 +232,7 @@ pub fn render(shared: &Arc<Shared>) -> String {
          <div class=\"tile\"><div class=\"k\">Requests</div><div class=\"v\">{total}</div></div>\
          <div class=\"tile\"><div class=\"k\">Open connections</div><div class=\"v\">{open}</div></div>\
          <div class=\"tile\"><div class=\"k\">Uptime</div><div class=\"v\">{up}</div></div>\
-         </section>\n",
+         </section>",
         n_all = all.len(),
         down = if n_down > 0 { format!(" · {n_down} down") } else { String::new() },
         unk = if n_unknown > 0 { format!(" · {n_unknown} unknown") } else { String::new() },
@@ -240,6 +240,7 @@ pub fn render(shared: &Arc<Shared>) -> String {
         open = shared.open(),
         up = span(uptime),
     );
+    h.push('\n');
 
     if pools.is_empty() {
         h.push_str("<div class=\"empty\">No pools configured: add <code>[[targets]]</code>, <code>[[path_routes]]</code> or <code>[[backends]]</code> to the config.</div>\n");
@@ -393,12 +394,13 @@ fn row(
     }
     let _ = write!(
         h,
-        "<td class=\"num {fc}\">{failures}</td><td class=\"num\">{rate}</td><td class=\"num\">{requests}</td><td class=\"num {cc}\">{cf}</td></tr>\n",
+        "<td class=\"num {fc}\">{failures}</td><td class=\"num\">{rate}</td><td class=\"num\">{requests}</td><td class=\"num {cc}\">{cf}</td></tr>",
         fc = if failures > 0 { "fails" } else { "zero" },
         rate = fmt_rate(r),
         cf = u.stats.connect_failures.load(Relaxed),
         cc = if u.stats.connect_failures.load(Relaxed) > 0 { "fails" } else { "zero" },
     );
+    h.push('\n');
 }
 
 #[cfg(test)]
