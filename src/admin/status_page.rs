@@ -205,7 +205,7 @@ pub fn render(shared: &Arc<Shared>) -> String {
         count(Status::Unknown),
     );
     let healthy = n_up == all.len();
-    let total = shared.metrics.requests.load(Relaxed);
+    let total = shared.metrics.requests();
     let total_rate = rate(samples, "\0total", total, now)
         .unwrap_or(total as f64 / uptime.as_secs_f64().max(0.001));
 
