@@ -154,6 +154,8 @@ main{max-width:1180px;margin:0 auto;padding:22px 28px 8px}
 .tile{background:var(--card);border:1px solid var(--line);border-radius:10px;padding:12px 16px}
 .tile .k{color:var(--muted);font-size:12px;text-transform:uppercase;letter-spacing:.5px}
 .tile .v{font-size:22px;font-weight:650;margin-top:2px;font-variant-numeric:tabular-nums}
+.tile .note{color:var(--muted);font-size:12px;margin-top:2px;white-space:nowrap;overflow:hidden;text-overflow:ellipsis}
+.tile .note .unk{color:var(--unk);font-weight:600}.tile .note .fails{font-weight:600}
 .tile .v small{font-size:13px;color:var(--muted);font-weight:500}
 .pool{background:var(--card);border:1px solid var(--line);border-radius:10px;margin-bottom:18px;overflow:hidden;border-top:4px solid var(--up)}
 .pool.some-down{border-top-color:#d98a00}.pool.all-down{border-top-color:var(--down)}.pool.waiting{border-top-color:#b9c0cc}
@@ -162,7 +164,7 @@ main{max-width:1180px;margin:0 auto;padding:22px 28px 8px}
 .rules{padding:0 18px 10px;color:var(--muted);font-size:12.5px}
 .rules code{background:#eef1f6;color:var(--ink);padding:1px 6px;border-radius:5px;margin-right:4px}
 table{width:100%;border-collapse:collapse;table-layout:fixed;font-variant-numeric:tabular-nums}
-th{text-align:left;font-size:11.5px;text-transform:uppercase;letter-spacing:.5px;color:var(--muted);font-weight:600;padding:8px 18px;background:#f8f9fb;border-top:1px solid var(--line);border-bottom:1px solid var(--line)}
+th{white-space:nowrap;text-align:left;font-size:11.5px;text-transform:uppercase;letter-spacing:.5px;color:var(--muted);font-weight:600;padding:8px 18px;background:#f8f9fb;border-top:1px solid var(--line);border-bottom:1px solid var(--line)}
 td{padding:9px 18px;border-bottom:1px solid var(--line);vertical-align:middle}
 tr:last-child td{border-bottom:0}
 td.num,th.num{text-align:right}
@@ -227,15 +229,26 @@ pub fn render(shared: &Arc<Shared>) -> String {
     let _ = write!(
         h,
         "<section class=\"tiles\">\
-         <div class=\"tile\"><div class=\"k\">Addresses up</div><div class=\"v\">{n_up} <small>/ {n_all}{down}{unk}</small></div></div>\
-         <div class=\"tile\"><div class=\"k\">Requests / s</div><div class=\"v\">{rate}</div></div>\
-         <div class=\"tile\"><div class=\"k\">Requests</div><div class=\"v\">{total}</div></div>\
-         <div class=\"tile\"><div class=\"k\">Open connections</div><div class=\"v\">{open}</div></div>\
-         <div class=\"tile\"><div class=\"k\">Uptime</div><div class=\"v\">{up}</div></div>\
+         <div class=\"tile\"><div class=\"k\">Addresses up</div><div class=\"v\">{n_up} <small>/ {n_all}</small></div><div class=\"note\">{split}</div></div>\
+         <div class=\"tile\"><div class=\"k\">Requests / s</div><div class=\"v\">{rate}</div><div class=\"note\">since the last refresh</div></div>\
+         <div class=\"tile\"><div class=\"k\">Requests</div><div class=\"v\">{total}</div><div class=\"note\">since start</div></div>\
+         <div class=\"tile\"><div class=\"k\">Open connections</div><div class=\"v\">{open}</div><div class=\"note\">on the data port</div></div>\
+         <div class=\"tile\"><div class=\"k\">Uptime</div><div class=\"v\">{up}</div><div class=\"note\">started {started}</div></div>\
          </section>",
         n_all = all.len(),
-        down = if n_down > 0 { format!(" · {n_down} down") } else { String::new() },
-        unk = if n_unknown > 0 { format!(" · {n_unknown} unknown") } else { String::new() },
+        split = if n_down + n_unknown == 0 {
+            "all healthy".to_string()
+        } else {
+            let mut parts = Vec::new();
+            if n_down > 0 {
+                parts.push(format!("<span class=\"fails\">{n_down} down</span>"));
+            }
+            if n_unknown > 0 {
+                parts.push(format!("<span class=\"unk\">{n_unknown} unknown</span>"));
+            }
+            parts.join(" · ")
+        },
+        started = esc(&rfc3339(now_ms.saturating_sub(uptime.as_millis() as u64))),
         rate = fmt_rate(total_rate),
         open = shared.open(),
         up = span(uptime),
@@ -301,7 +314,7 @@ fn pool_section(
         "all-up"
     } else if down == n {
         "all-down"
-    } else if down > 0 {
+    } else if down > 0 || up > 0 {
         "some-down"
     } else {
         "waiting"
@@ -320,8 +333,8 @@ fn pool_section(
         }
     }
     h.push_str(
-        "</div><table><colgroup><col style=\"width:22%\"><col style=\"width:22%\"><col style=\"width:12%\">\
-         <col style=\"width:10%\"><col style=\"width:8%\"><col style=\"width:8%\"><col style=\"width:9%\"><col style=\"width:9%\"></colgroup>\
+        "</div><table><colgroup><col style=\"width:20%\"><col style=\"width:18%\"><col style=\"width:12%\">\
+         <col style=\"width:10%\"><col style=\"width:9%\"><col style=\"width:8%\"><col style=\"width:10%\"><col style=\"width:13%\"></colgroup>\
          <thead><tr><th>Address</th><th>Status</th><th>Last check</th>\
          <th class=\"num\">Response</th><th class=\"num\">Failures</th><th class=\"num\">Req/s</th>\
          <th class=\"num\">Requests</th><th class=\"num\" title=\"connections refused or timed out\">Conn. errors</th></tr></thead><tbody>\n",
