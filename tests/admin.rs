@@ -308,3 +308,63 @@ fn bad_admin_input_is_json_4xx_and_the_data_plane_carries_on() {
     assert!(a.hits() >= 5);
     drop(hold);
 }
+
+#[test]
+fn keep_alive_error_answers_are_counted_once() {
+    // Regression: a 404 or 503 answered on a kept-alive connection used to leave its request
+    // head in the buffer, and the loop answered the same request again and again.
+    let a = Backend::start("a");
+    let cfg = format!(
+        "{}[[path_routes]]\npath = \"/only\"\naddress = \"{}\"\n\n[[path_routes]]\npath = \"/dead\"\naddress = \"127.0.0.1:{}\"\n",
+        listen_section(""),
+        a.address(),
+        dead_port()
+    );
+    let sy = Switchyard::start(&cfg);
+    let mut s = std::net::TcpStream::connect(sy.http).unwrap();
+    s.set_read_timeout(Some(Duration::from_secs(5))).unwrap();
+    s.write_all(
+        b"GET /nothing HTTP/1.1\r\nHost: x\r\n\r\nGET /dead/x HTTP/1.1\r\nHost: x\r\n\r\nGET /only/ok HTTP/1.1\r\nHost: x\r\nConnection: close\r\n\r\n",
+    )
+    .unwrap();
+    // Bounded read: with the bug the server never stops answering.
+    let mut raw_out = Vec::new();
+    let mut buf = [0u8; 4096];
+    let deadline = Instant::now() + Duration::from_secs(5);
+    while raw_out.len() < 64 * 1024 && Instant::now() < deadline {
+        match std::io::Read::read(&mut s, &mut buf) {
+            Ok(0) | Err(_) => break,
+            Ok(n) => raw_out.extend_from_slice(&buf[..n]),
+        }
+    }
+    let out = String::from_utf8_lossy(&raw_out).into_owned();
+    let statuses: Vec<&str> = out
+        .match_indices("HTTP/1.1 ")
+        .map(|(i, _)| &out[i + 9..i + 12])
+        .collect();
+    assert_eq!(statuses, ["404", "503", "200"], "{out}");
+    let m = client()
+        .get(sy.admin_url("/metrics"))
+        .send()
+        .unwrap()
+        .text()
+        .unwrap();
+    assert_eq!(
+        sample(
+            &m,
+            "switchyard_requests_total{route=\"-\",backend=\"-\",code=\"404\"}"
+        ),
+        Some(1.0)
+    );
+    assert_eq!(
+        sample(
+            &m,
+            "switchyard_requests_total{route=\"/dead\",backend=\"-\",code=\"503\"}"
+        ),
+        Some(1.0)
+    );
+    assert_eq!(
+        sample(&m, "switchyard_request_duration_seconds_count"),
+        Some(3.0)
+    );
+}
