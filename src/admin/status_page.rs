@@ -198,6 +198,8 @@ pub fn render(shared: &Arc<Shared>) -> String {
 
     let mut samples = SAMPLES.lock().unwrap_or_else(|p| p.into_inner());
     let samples = samples.get_or_insert_with(HashMap::new);
+    // Addresses that left the config (or registrations that went away) stop being sampled.
+    samples.retain(|_, s| now.duration_since(s.at) < Duration::from_secs(600));
 
     let all = shared.upstreams.all();
     let count = |s: Status| all.iter().filter(|u| u.status() == s).count();
