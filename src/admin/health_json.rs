@@ -13,10 +13,14 @@ pub fn address_json(u: &Upstream) -> Value {
     let last = u.health.last_check_ms();
     if last > 0 {
         m.insert("last_ping".into(), json!(rfc3339(last)));
-        m.insert(
-            "response_time_ms".into(),
-            json!(u.health.response_us() / 1000),
-        );
+        // Only when the last check succeeded: the time of an older success would read as
+        // the current one (SPEC §5 shows none for a DOWN service).
+        if u.health.failures() == 0 {
+            m.insert(
+                "response_time_ms".into(),
+                json!(u.health.response_us() / 1000),
+            );
+        }
     }
     m.insert("consecutive_failures".into(), json!(u.health.failures()));
     m.insert("checked".into(), json!(u.health_endpoint.is_some()));

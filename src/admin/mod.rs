@@ -1,11 +1,13 @@
 //! The admin listener: health, readiness, metrics and the status page, on its own socket and
 //! never on the data port. One request per connection; answers are small and built on demand.
 pub mod health_json;
+pub mod prometheus;
 pub mod register;
+pub mod status_page;
 
 use crate::http::error;
 use crate::http::head::{self, RequestHead};
-use crate::proxy::io::{read_head, write_all, ReadHeadError};
+use crate::proxy::io::{read_some, write_all, ReadHeadError};
 use crate::state::Shared;
 use bytes::BytesMut;
 use std::io::Write;
@@ -19,12 +21,15 @@ use tokio::time::Instant;
 /// The admin API reads small requests only.
 const MAX_ADMIN_HEAD: usize = 16 * 1024;
 const ADMIN_TIMEOUT: Duration = Duration::from_secs(10);
+const LINGER: Duration = Duration::from_millis(500);
 
 /// An answer from an admin endpoint.
 pub struct Answer {
     pub status: u16,
     pub content_type: &'static str,
     pub body: Vec<u8>,
+    /// Extra header lines, each ending in CRLF (`Allow` on a 405).
+    pub headers: &'static str,
 }
 
 impl Answer {
@@ -35,6 +40,7 @@ impl Answer {
             status,
             content_type: "application/json",
             body,
+            headers: "",
         }
     }
 
@@ -43,6 +49,7 @@ impl Answer {
             status,
             content_type: "application/json",
             body: error::body(code, message, ""),
+            headers: "",
         }
     }
 }
@@ -51,19 +58,13 @@ impl Answer {
 pub async fn serve(shared: Arc<Shared>, mut stream: TcpStream, peer: SocketAddr) {
     let mut buf = BytesMut::with_capacity(2048);
     let deadline = Instant::now() + ADMIN_TIMEOUT;
-    let answer = match read_head(
-        &mut stream,
-        &mut buf,
-        MAX_ADMIN_HEAD,
-        deadline,
-        ADMIN_TIMEOUT,
-    )
-    .await
-    {
+    let mut head_only = false;
+    let answer = match read_admin_head(&mut stream, &mut buf, deadline).await {
         Ok(len) => {
             let mut h = RequestHead::default();
             match head::parse(&buf, len, &mut h) {
                 Ok(()) => {
+                    head_only = h.method(&buf) == b"HEAD";
                     let path = head::route_path(h.target(&buf)).unwrap_or(b"");
                     if register::owns(path) {
                         registration(&shared, &mut stream, &mut buf, &h, peer).await
@@ -71,10 +72,10 @@ pub async fn serve(shared: Arc<Shared>, mut stream: TcpStream, peer: SocketAddr)
                         route(&shared, &buf, &h, peer)
                     }
                 }
-                Err(_) => Answer::error(400, "bad_request", "malformed request head"),
+                Err(e) => head_error(e),
             }
         }
-        Err(ReadHeadError::Head(_)) => Answer::error(400, "bad_request", "malformed request head"),
+        Err(ReadHeadError::Head(e)) => head_error(e),
         Err(ReadHeadError::Timeout) => {
             Answer::error(408, "request_timeout", "request head not received in time")
         }
@@ -83,15 +84,81 @@ pub async fn serve(shared: Arc<Shared>, mut stream: TcpStream, peer: SocketAddr)
     let mut out = Vec::with_capacity(answer.body.len() + 200);
     let _ = write!(
         out,
-        "HTTP/1.1 {} {}\r\nContent-Type: {}\r\nContent-Length: {}\r\nCache-Control: no-store\r\nConnection: close\r\n\r\n",
+        "HTTP/1.1 {} {}\r\nContent-Type: {}\r\nContent-Length: {}\r\nCache-Control: no-store\r\nX-Content-Type-Options: nosniff\r\n{}Connection: close\r\n\r\n",
         answer.status,
         error::reason(answer.status),
         answer.content_type,
-        answer.body.len()
+        answer.body.len(),
+        answer.headers,
     );
-    out.extend_from_slice(&answer.body);
+    if !head_only {
+        out.extend_from_slice(&answer.body);
+    }
     let _ = write_all(&mut stream, &out, ADMIN_TIMEOUT).await;
     let _ = stream.shutdown().await;
+    // Lingering close: closing with unread bytes (a body we did not want, more garbage)
+    // makes the kernel send a reset, which can destroy the answer before the client reads it.
+    let mut scratch = [0u8; 4096];
+    let _ = tokio::time::timeout(LINGER, async {
+        while let Ok(n) = tokio::io::AsyncReadExt::read(&mut stream, &mut scratch).await {
+            if n == 0 {
+                break;
+            }
+        }
+    })
+    .await;
+}
+
+/// Reads a request head like the data plane does, but gives up as soon as the bytes cannot
+/// be the start of an HTTP request (a TLS hello, a stray protocol): such a client gets its 400
+/// at once instead of holding the connection until the timeout.
+async fn read_admin_head(
+    stream: &mut TcpStream,
+    buf: &mut BytesMut,
+    deadline: Instant,
+) -> Result<usize, ReadHeadError> {
+    loop {
+        if !buf.is_empty() {
+            match head::scan(buf, 0, MAX_ADMIN_HEAD).map_err(ReadHeadError::Head)? {
+                head::Scan::Complete(n) => return Ok(n),
+                head::Scan::Partial => {}
+            }
+            let mut hs = [httparse::EMPTY_HEADER; 16];
+            match httparse::Request::new(&mut hs).parse(buf) {
+                Ok(_) | Err(httparse::Error::TooManyHeaders) => {}
+                Err(_) => {
+                    return Err(ReadHeadError::Head(head::HeadError::Malformed(
+                        "not an HTTP request",
+                    )))
+                }
+            }
+        }
+        let was_empty = buf.is_empty();
+        match read_some(stream, buf, deadline).await {
+            Ok(0) if was_empty => return Err(ReadHeadError::Closed),
+            Ok(0) => return Err(ReadHeadError::Truncated),
+            Ok(_) => {}
+            Err(e) if e.kind() == std::io::ErrorKind::TimedOut => {
+                return Err(ReadHeadError::Timeout)
+            }
+            Err(e) => return Err(ReadHeadError::Io(e)),
+        }
+    }
+}
+
+/// The answer to a head that could not be read or parsed.
+fn head_error(e: head::HeadError) -> Answer {
+    match e {
+        head::HeadError::TooLarge => Answer::error(
+            431,
+            "headers_too_large",
+            "request head larger than the admin listener accepts",
+        ),
+        head::HeadError::UriTooLong => Answer::error(414, "uri_too_long", "request line too long"),
+        head::HeadError::Malformed(m) => {
+            Answer::error(400, "bad_request", &format!("malformed request head: {m}"))
+        }
+    }
 }
 
 /// Reads a registration request's body (Content-Length only, bounded) and hands it over.
@@ -141,7 +208,13 @@ fn route(shared: &Arc<Shared>, buf: &[u8], h: &RequestHead, _peer: SocketAddr) -
         return Answer::error(404, "not_found", "unknown admin endpoint");
     }
     if method != b"GET" && method != b"HEAD" {
-        return Answer::error(405, "method_not_allowed", "admin endpoints answer GET");
+        let mut a = Answer::error(
+            405,
+            "method_not_allowed",
+            "this endpoint answers GET and HEAD",
+        );
+        a.headers = "Allow: GET, HEAD\r\n";
+        return a;
     }
     match path {
         b"/health" => Answer::json(200, &health_json::health(shared)),
@@ -150,6 +223,28 @@ fn route(shared: &Arc<Shared>, buf: &[u8], h: &RequestHead, _peer: SocketAddr) -
             let v = serde_json::json!({"ready": ready, "draining": shared.draining()});
             Answer::json(if ready { 200 } else { 503 }, &v)
         }
-        _ => Answer::error(404, "not_found", "not available yet"),
+        b"/metrics" => {
+            let openmetrics = h
+                .header(buf, "accept")
+                .is_some_and(|a| contains(a, b"application/openmetrics-text"));
+            let (content_type, body) = prometheus::render(shared, openmetrics);
+            Answer {
+                status: 200,
+                content_type,
+                body,
+                headers: "",
+            }
+        }
+        _ => Answer {
+            status: 200,
+            content_type: "text/html; charset=utf-8",
+            body: status_page::render(shared).into_bytes(),
+            headers: "",
+        },
     }
+}
+
+fn contains(hay: &[u8], needle: &[u8]) -> bool {
+    hay.windows(needle.len())
+        .any(|w| w.eq_ignore_ascii_case(needle))
 }

@@ -128,6 +128,22 @@ impl Conn {
     }
 
     async fn fail(&mut self, kind: ErrorKind, message: &str, close: bool) -> Next {
+        self.fail_in(kind, message, close, None).await
+    }
+
+    /// `fail` for a request that was routed: metrics count the answer under its rule.
+    async fn fail_in(
+        &mut self,
+        kind: ErrorKind,
+        message: &str,
+        close: bool,
+        rule: Option<&Rule>,
+    ) -> Next {
+        if !close {
+            // The connection stays: drop this request's head (it has no body, or we would
+            // close), or the next turn of the loop would answer the same request again.
+            self.buf.advance(self.head.len.min(self.buf.len()));
+        }
         let gateway = self.shared.table.load().server.gateway_header.clone();
         let r = error::response(
             kind,
@@ -138,21 +154,16 @@ impl Conn {
             self.is_head,
         );
         self.linger |= close;
-        if !close {
-            // The connection goes on: the answered head must not be read again as the next
-            // request. Only bodiless requests are answered without closing.
-            self.buf.advance(self.head.len.min(self.buf.len()));
-        }
-        let _ = write_all(&mut self.client, &r, Duration::from_secs(5)).await;
+        let sent = write_all(&mut self.client, &r, Duration::from_secs(5)).await;
         self.log(
             Done {
                 status: kind.status(),
-                rule: None,
+                rule,
                 upstream: None,
             },
             Instant::now(),
         );
-        if close {
+        if close || sent.is_err() {
             Next::Close
         } else {
             Next::KeepAlive
@@ -361,10 +372,11 @@ impl Conn {
                     rule.label
                 );
                 return self
-                    .fail(
+                    .fail_in(
                         ErrorKind::ServiceUnavailable,
                         &msg,
                         has_body || !fr.keep_alive,
+                        Some(rule),
                     )
                     .await;
             }
@@ -375,10 +387,11 @@ impl Conn {
                     rule.label
                 );
                 return self
-                    .fail(
+                    .fail_in(
                         ErrorKind::ServiceUnavailable,
                         &msg,
                         has_body || !fr.keep_alive,
+                        Some(rule),
                     )
                     .await;
             }

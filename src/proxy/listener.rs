@@ -57,7 +57,9 @@ pub async fn accept_loop<F, Fut>(
             },
             _ = drained(&mut shutdown, stop_on_drain) => break,
         };
-        let guard = ConnGuard::new(shared.clone());
+        // Only data-port connections count as open: drain waits for them and
+        // `switchyard_open_connections` reports them; a scrape must not count itself.
+        let guard = stop_on_drain.then(|| ConnGuard::new(shared.clone()));
         let fut = serve(shared.clone(), stream, peer);
         tokio::spawn(async move {
             fut.await;

@@ -5,6 +5,7 @@ use super::prefix::PrefixTrie;
 use super::select::Pool;
 use super::table::{rank, Rule, RuleKind, ServiceEntry, ShardRule, Table};
 use crate::config::Config;
+use crate::metrics::RuleStats;
 use crate::registry::Registration;
 use crate::upstream::set::UpstreamSet;
 use crate::upstream::Upstream;
@@ -47,6 +48,7 @@ pub fn build(cfg: &Config, services: &[Registration], set: &UpstreamSet) -> Tabl
             kind: RuleKind::Route,
             label: r.path.clone(),
             origin: format!("routes[{i}]"),
+            stats: RuleStats::new(pool.upstreams.len()),
             pool: pool.clone(),
             permission: r.permission.clone(),
             methods: r.methods.iter().map(|m| m.as_bytes().into()).collect(),
@@ -89,6 +91,7 @@ pub fn build(cfg: &Config, services: &[Registration], set: &UpstreamSet) -> Tabl
                 pattern: Some(pattern),
                 requests: AtomicU64::new(0),
                 shard: None,
+                stats: RuleStats::new(1),
             });
         }
     }
@@ -120,6 +123,7 @@ pub fn build(cfg: &Config, services: &[Registration], set: &UpstreamSet) -> Tabl
                 hash: sh.hash,
                 reject: sh.reject,
             }),
+            stats: RuleStats::new(sh.addresses.len()),
         });
     }
 
@@ -137,6 +141,7 @@ pub fn build(cfg: &Config, services: &[Registration], set: &UpstreamSet) -> Tabl
             label: p.path.clone(),
             origin: format!("path_routes[{i}]"),
             pool: Arc::new(Pool::new(p.address.to_string(), vec![u])),
+            stats: RuleStats::new(1),
             permission: None,
             methods: vec![],
             pattern: None,
@@ -155,6 +160,7 @@ pub fn build(cfg: &Config, services: &[Registration], set: &UpstreamSet) -> Tabl
         .collect();
     let catch_all = (!catch.is_empty()).then(|| Rule {
         kind: RuleKind::CatchAll,
+        stats: RuleStats::new(catch.len()),
         label: "catch-all".into(),
         origin: "targets".into(),
         pool: Arc::new(Pool::new("targets".into(), catch)),

@@ -49,6 +49,8 @@ pub struct Rule {
     pub requests: AtomicU64,
     /// For shard rules: how the key is read and hashed.
     pub shard: Option<ShardRule>,
+    /// Requests by backend address and status code, for `/metrics`.
+    pub stats: crate::metrics::RuleStats,
 }
 
 #[derive(Debug)]

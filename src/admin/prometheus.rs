@@ -1,0 +1,360 @@
+//! `GET /metrics`: a prometheus-client `Collector` that reads the data plane's atomics at
+//! scrape time, rendered as OpenMetrics or, by default, the Prometheus 0.0.4 text format.
+use crate::health::Status;
+use crate::state::Shared;
+use crate::upstream::Upstream;
+use prometheus_client::collector::Collector;
+use prometheus_client::encoding::{DescriptorEncoder, EncodeMetric};
+use prometheus_client::metrics::counter::ConstCounter;
+use prometheus_client::metrics::gauge::ConstGauge;
+use prometheus_client::metrics::MetricType;
+use prometheus_client::registry::{Registry, Unit};
+use std::collections::BTreeMap;
+use std::fmt::Error;
+use std::sync::atomic::Ordering::Relaxed;
+use std::sync::Arc;
+
+pub const OPENMETRICS: &str = "application/openmetrics-text; version=1.0.0; charset=utf-8";
+pub const TEXT_004: &str = "text/plain; version=0.0.4; charset=utf-8";
+
+/// The collector registered for one scrape.
+struct Scrape(Arc<Shared>);
+
+impl std::fmt::Debug for Scrape {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str("Scrape")
+    }
+}
+
+/// Renders the metrics; `openmetrics` when the scraper asked for it in `Accept`.
+pub fn render(shared: &Arc<Shared>, openmetrics: bool) -> (&'static str, Vec<u8>) {
+    let mut registry = Registry::default();
+    registry.register_collector(Box::new(Scrape(shared.clone())));
+    let mut out = String::with_capacity(8 * 1024);
+    if prometheus_client::encoding::text::encode(&mut out, &registry).is_err() {
+        log::error!("encoding /metrics failed");
+    }
+    if openmetrics {
+        (OPENMETRICS, out.into_bytes())
+    } else {
+        (TEXT_004, to_text_004(&out).into_bytes())
+    }
+}
+
+/// OpenMetrics text to Prometheus 0.0.4 text, for the metrics this module writes: a counter
+/// family is named `x` in OpenMetrics but `x_total` (its samples' name) in 0.0.4, and
+/// `# UNIT` / `# EOF` do not exist there. Without this, promtool and older scrapers see the
+/// counters' samples as untyped metrics without help.
+pub fn to_text_004(om: &str) -> String {
+    let counters: Vec<&str> = om
+        .lines()
+        .filter_map(|l| l.strip_prefix("# TYPE "))
+        .filter_map(|l| l.strip_suffix(" counter"))
+        .collect();
+    let mut out = String::with_capacity(om.len() + counters.len() * 16);
+    for line in om.lines() {
+        if line.starts_with("# UNIT ") || line == "# EOF" {
+            continue;
+        }
+        let meta = ["# HELP ", "# TYPE "]
+            .into_iter()
+            .find(|p| line.starts_with(p));
+        if let Some(p) = meta {
+            let rest = &line[p.len()..];
+            let name = rest.split(' ').next().unwrap_or("");
+            if counters.contains(&name) {
+                out.push_str(p);
+                out.push_str(name);
+                out.push_str("_total");
+                out.push_str(&rest[name.len()..]);
+                out.push('\n');
+                continue;
+            }
+        }
+        out.push_str(line);
+        out.push('\n');
+    }
+    out
+}
+
+/// Every address once: the same address checked on two endpoints is two cells, summed here
+/// (counters) or reduced to the worst (status) so that label sets stay unique.
+struct AddressRow {
+    label: Box<str>,
+    status: Status,
+    up_since_ms: u64,
+    checks_ok: u64,
+    checks_failed: u64,
+    connect_failures: u64,
+    requests: u64,
+    failures: u32,
+}
+
+fn worst(a: Status, b: Status) -> Status {
+    let rank = |s| match s {
+        Status::Up => 0,
+        Status::Unknown => 1,
+        Status::Down => 2,
+    };
+    if rank(b) > rank(a) {
+        b
+    } else {
+        a
+    }
+}
+
+fn address_rows(all: &[Arc<Upstream>]) -> Vec<AddressRow> {
+    let mut rows: Vec<AddressRow> = Vec::with_capacity(all.len());
+    for u in all {
+        let (ok, failed) = u.health.checks();
+        let row = AddressRow {
+            label: u.label.clone(),
+            status: u.status(),
+            up_since_ms: u.health.up_since_ms(),
+            checks_ok: ok,
+            checks_failed: failed,
+            connect_failures: u.stats.connect_failures.load(Relaxed),
+            requests: u.stats.requests.load(Relaxed),
+            failures: u.health.failures(),
+        };
+        match rows.iter_mut().find(|r| r.label == row.label) {
+            Some(r) => {
+                r.status = worst(r.status, row.status);
+                r.up_since_ms = if r.status == Status::Up {
+                    r.up_since_ms.max(row.up_since_ms)
+                } else {
+                    0
+                };
+                r.checks_ok += row.checks_ok;
+                r.checks_failed += row.checks_failed;
+                r.connect_failures += row.connect_failures;
+                r.requests += row.requests;
+                r.failures = r.failures.max(row.failures);
+            }
+            None => rows.push(row),
+        }
+    }
+    rows
+}
+
+/// Writes one family of constant samples: `(labels, value)` pairs.
+fn family<L, M>(
+    enc: &mut DescriptorEncoder,
+    name: &str,
+    help: &str,
+    unit: Option<&Unit>,
+    kind: MetricType,
+    samples: impl IntoIterator<Item = (L, M)>,
+) -> Result<(), Error>
+where
+    L: prometheus_client::encoding::EncodeLabelSet,
+    M: EncodeMetric,
+{
+    let mut me = enc.encode_descriptor(name, help, unit, kind)?;
+    for (labels, m) in samples {
+        m.encode(me.encode_family(&labels)?)?;
+    }
+    Ok(())
+}
+
+/// Writes a family with one sample and no labels.
+fn single(
+    enc: &mut DescriptorEncoder,
+    name: &str,
+    help: &str,
+    unit: Option<&Unit>,
+    kind: MetricType,
+    m: impl EncodeMetric,
+) -> Result<(), Error> {
+    m.encode(enc.encode_descriptor(name, help, unit, kind)?)
+}
+
+impl Collector for Scrape {
+    fn encode(&self, mut enc: DescriptorEncoder) -> Result<(), Error> {
+        let shared = &self.0;
+        let table = shared.table.load();
+        let now_ms = crate::clock::unix_ms();
+
+        // Requests by route, backend and code. Rules sharing a label and pool (one pattern
+        // with different `methods`) are summed so that every label set appears once.
+        let mut by_key: BTreeMap<(&str, &str, &'static str), u64> = BTreeMap::new();
+        for rule in table
+            .routes
+            .iter()
+            .chain(&table.path_routes)
+            .chain(table.catch_all.as_ref())
+        {
+            let members = rule.pool.upstreams.iter().map(|u| Some(&*u.label));
+            for (i, backend) in members.chain([None]).enumerate() {
+                let slot = rule.stats.slot(backend.map(|_| i));
+                for (code, n) in slot.nonzero() {
+                    let key = (rule.label.as_str(), backend.unwrap_or("-"), code);
+                    *by_key.entry(key).or_default() += n;
+                }
+            }
+        }
+        for (code, n) in shared.metrics.unrouted.nonzero() {
+            *by_key.entry(("-", "-", code)).or_default() += n;
+        }
+        family(
+            &mut enc,
+            "switchyard_requests",
+            "Requests answered, by rule (route label; - when none matched), backend address (- when switchyard answered itself) and status code (exact for common codes, else the class such as 4xx).",
+            None,
+            MetricType::Counter,
+            by_key.into_iter().map(|((route, backend, code), n)| {
+                (
+                    [("route", route), ("backend", backend), ("code", code)],
+                    ConstCounter::new(n),
+                )
+            }),
+        )?;
+
+        let (sum, count, buckets) = shared.metrics.duration.snapshot();
+        let mut me = enc.encode_descriptor(
+            "switchyard_request_duration",
+            "Time from a complete request head to the end of the response, in seconds.",
+            Some(&Unit::Seconds),
+            MetricType::Histogram,
+        )?;
+        me.encode_histogram::<prometheus_client::encoding::NoLabelSet>(sum, count, &buckets, None)?;
+
+        single(
+            &mut enc,
+            "switchyard_open_connections",
+            "Client connections open on the data port.",
+            None,
+            MetricType::Gauge,
+            ConstGauge::new(shared.open() as i64),
+        )?;
+
+        let rows = address_rows(&shared.upstreams.all());
+        let addr = |r: &AddressRow| [("address", r.label.to_string())];
+        family(
+            &mut enc,
+            "switchyard_upstream_up",
+            "1 when the address is UP (or not health-checked), 0 when it is DOWN or UNKNOWN.",
+            None,
+            MetricType::Gauge,
+            rows.iter()
+                .map(|r| (addr(r), ConstGauge::new(i64::from(r.status == Status::Up)))),
+        )?;
+        family(
+            &mut enc,
+            "switchyard_upstream_status",
+            "The address' health status: 1 for the current one of UP, DOWN, UNKNOWN, 0 for the others.",
+            None,
+            MetricType::Gauge,
+            rows.iter().flat_map(|r| {
+                [Status::Up, Status::Down, Status::Unknown].map(|s| {
+                    (
+                        [
+                            ("address", r.label.to_string()),
+                            ("status", s.as_str().to_string()),
+                        ],
+                        ConstGauge::new(i64::from(r.status == s)),
+                    )
+                })
+            }),
+        )?;
+        family(
+            &mut enc,
+            "switchyard_upstream_uptime",
+            "Seconds since the address last became UP; 0 while it is not UP.",
+            Some(&Unit::Seconds),
+            MetricType::Gauge,
+            rows.iter().map(|r| {
+                let secs = if r.status == Status::Up && r.up_since_ms > 0 {
+                    now_ms.saturating_sub(r.up_since_ms) as f64 / 1000.0
+                } else {
+                    0.0
+                };
+                (addr(r), ConstGauge::new(secs))
+            }),
+        )?;
+        family(
+            &mut enc,
+            "switchyard_upstream_consecutive_failures",
+            "Failed health checks in a row.",
+            None,
+            MetricType::Gauge,
+            rows.iter()
+                .map(|r| (addr(r), ConstGauge::new(i64::from(r.failures)))),
+        )?;
+        family(
+            &mut enc,
+            "switchyard_upstream_requests",
+            "Requests forwarded to the address.",
+            None,
+            MetricType::Counter,
+            rows.iter()
+                .map(|r| (addr(r), ConstCounter::new(r.requests))),
+        )?;
+        family(
+            &mut enc,
+            "switchyard_upstream_connect_failures",
+            "Connections to the address that were refused or timed out (each moved on to the next candidate).",
+            None,
+            MetricType::Counter,
+            rows.iter()
+                .map(|r| (addr(r), ConstCounter::new(r.connect_failures))),
+        )?;
+        family(
+            &mut enc,
+            "switchyard_health_checks",
+            "Active health checks run, by result (success or failure).",
+            None,
+            MetricType::Counter,
+            rows.iter().flat_map(|r| {
+                [("success", r.checks_ok), ("failure", r.checks_failed)].map(|(res, n)| {
+                    (
+                        [
+                            ("address", r.label.to_string()),
+                            ("result", res.to_string()),
+                        ],
+                        ConstCounter::new(n),
+                    )
+                })
+            }),
+        )?;
+
+        let started_unix = now_ms as f64 / 1000.0 - shared.started.elapsed().as_secs_f64();
+        single(
+            &mut enc,
+            "switchyard_start_time",
+            "Unix time at which this process started, in seconds.",
+            Some(&Unit::Seconds),
+            MetricType::Gauge,
+            ConstGauge::new(started_unix.floor()),
+        )?;
+        family(
+            &mut enc,
+            "switchyard_build_info",
+            "Always 1; the version is in the label.",
+            None,
+            MetricType::Gauge,
+            [([("version", env!("CARGO_PKG_VERSION"))], ConstGauge::new(1))],
+        )?;
+        Ok(())
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::to_text_004;
+
+    #[test]
+    fn counters_are_renamed_for_text_004() {
+        let om = "# HELP a_requests Reqs.\n# TYPE a_requests counter\na_requests_total{x=\"1\"} 3\n\
+                  # HELP a_lat Lat.\n# TYPE a_lat_seconds histogram\n# UNIT a_lat_seconds seconds\n\
+                  a_lat_seconds_count 1\n# HELP a_requests_inflight In.\n# TYPE a_requests_inflight gauge\n\
+                  a_requests_inflight 2\n# EOF\n";
+        let t = to_text_004(om);
+        assert_eq!(
+            t,
+            "# HELP a_requests_total Reqs.\n# TYPE a_requests_total counter\na_requests_total{x=\"1\"} 3\n\
+             # HELP a_lat Lat.\n# TYPE a_lat_seconds histogram\na_lat_seconds_count 1\n\
+             # HELP a_requests_inflight In.\n# TYPE a_requests_inflight gauge\na_requests_inflight 2\n"
+        );
+    }
+}
