@@ -66,8 +66,8 @@ pub(super) fn validate(c: &mut Checker<'_>, raw: &RawConfig, cfg: &mut Config) {
         let key = format!("tcp[{i}]");
         let listen = c.address(&t.listen, &format!("{key}.listen"), true);
         if let Some(l) = &listen {
-            let taken = [&cfg.server.listen, &cfg.admin_listen].contains(&l)
-                || !listens.insert(l.clone());
+            let taken =
+                [&cfg.server.listen, &cfg.admin_listen].contains(&l) || !listens.insert(l.clone());
             if taken && l.port != 0 {
                 c.problem(
                     Some(&t.listen.span),

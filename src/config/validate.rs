@@ -13,7 +13,12 @@ pub(super) struct Checker<'s> {
 }
 
 impl Checker<'_> {
-    pub(super) fn problem(&mut self, span: Option<&std::ops::Range<usize>>, key: &str, message: String) {
+    pub(super) fn problem(
+        &mut self,
+        span: Option<&std::ops::Range<usize>>,
+        key: &str,
+        message: String,
+    ) {
         self.problems.push(Problem {
             line: span.map(|s| line_of(self.src, s.start)),
             key: key.to_string(),
@@ -21,7 +26,12 @@ impl Checker<'_> {
         });
     }
 
-    pub(super) fn address(&mut self, v: &Val<String>, key: &str, allow_zero: bool) -> Option<Address> {
+    pub(super) fn address(
+        &mut self,
+        v: &Val<String>,
+        key: &str,
+        allow_zero: bool,
+    ) -> Option<Address> {
         match address::parse(v.value.trim(), allow_zero) {
             Ok(a) => Some(a),
             Err(e) => {

@@ -215,10 +215,7 @@ async fn serve(shared: Arc<Shared>, r: Arc<Route>, client: TcpStream, peer: Sock
     let co = match checkout(candidates, connect_timeout, r.idle_timeout).await {
         Ok(c) => c,
         Err(ConnectError::NoCandidates) => {
-            log::warn!(
-                "tcp {}: no healthy target for {peer}; closing",
-                r.listen
-            );
+            log::warn!("tcp {}: no healthy target for {peer}; closing", r.listen);
             return;
         }
         Err(ConnectError::AllFailed(e)) => {
@@ -430,9 +427,16 @@ mod tests {
         let t = Instant::now();
         let mut rest = Vec::new();
         let _ = quiet.read_to_end(&mut rest).await;
-        assert!(t.elapsed() >= Duration::from_millis(250), "{:?}", t.elapsed());
+        assert!(
+            t.elapsed() >= Duration::from_millis(250),
+            "{:?}",
+            t.elapsed()
+        );
         let flows = proxy.await.unwrap();
-        assert_eq!((flows[0].up, flows[0].down, flows[0].end), (5, 5, End::Closed));
+        assert_eq!(
+            (flows[0].up, flows[0].down, flows[0].end),
+            (5, 5, End::Closed)
+        );
         assert_eq!(flows[1].end, End::Idle);
     }
 }

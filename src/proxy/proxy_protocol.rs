@@ -115,7 +115,11 @@ mod tests {
             b"PROXY TCP4 10.0.0.1 10.0.0.2 1000 2000\r\n"
         );
         assert_eq!(
-            header(ProxyVersion::V1, sa("[::ffff:10.0.0.1]:1000"), sa("[::1]:2000")),
+            header(
+                ProxyVersion::V1,
+                sa("[::ffff:10.0.0.1]:1000"),
+                sa("[::1]:2000")
+            ),
             b"PROXY TCP6 ::ffff:10.0.0.1 ::1 1000 2000\r\n"
         );
     }
