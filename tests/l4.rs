@@ -145,13 +145,14 @@ impl L4Conn {
     }
 }
 
-/// The address of each `tcp listener on` line of the log, in order.
+/// The address of each listener bound (`tcp listener on ADDR -> ...`), in log order.
 fn tcp_addrs(sy: &Switchyard) -> Vec<SocketAddr> {
     let log = sy.log_text();
     log.match_indices("tcp listener on ")
         .filter_map(|(i, m)| {
-            let rest = &log[i + m.len()..];
-            rest.split_whitespace().next()?.parse().ok()
+            let mut words = log[i + m.len()..].split_whitespace();
+            let addr = words.next()?.parse().ok()?;
+            (words.next() == Some("->")).then_some(addr)
         })
         .collect()
 }
@@ -196,7 +197,7 @@ fn round_robin_spreads_and_half_close_keeps_the_echo() {
 
 #[test]
 fn source_hash_sticks_to_a_target_and_fails_over() {
-    let mut echos = vec![Echo::start("e0"), Echo::start("e1"), Echo::start("e2")];
+    let mut echos = [Echo::start("e0"), Echo::start("e1"), Echo::start("e2")];
     let targets: Vec<String> = echos.iter().map(Echo::address).collect();
     let (sy, l) = start_l4(&tcp_section(
         "127.0.0.1:0",
@@ -376,17 +377,16 @@ fn reload_adds_removes_and_retargets_listeners_without_touching_connections() {
     )
     .unwrap();
     sy.signal("HUP");
-    assert!(wait_until(Duration::from_secs(5), || sy
-        .log_text()
-        .matches("reloaded")
-        .count()
-        == 2));
+    assert!(sy.wait_log(
+        &format!("tcp listener on {l2} now ->"),
+        Duration::from_secs(5)
+    ));
     assert_eq!(L4Conn::connect(l2).greeting(), "one");
     assert_eq!(on_l2.echo(b"still"), b"still");
     assert_eq!(old.echo(b"and still"), b"and still");
     assert_eq!(
         sy.log_text()
-            .matches(&format!("tcp listener on {l2}"))
+            .matches(&format!("tcp listener on {l2} -> "))
             .count(),
         1,
         "a kept listener is not bound again"

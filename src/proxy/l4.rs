@@ -114,7 +114,11 @@ impl L4Listeners {
         let mut result = Ok(());
         for (key, r) in wanted {
             if let Some(a) = kept.iter().find(|a| a.key == key) {
+                let (before, after) = (a.route.load().describe(), r.describe());
                 a.route.store(Arc::new(r));
+                if before != after {
+                    log::info!("tcp listener on {} now -> {after}", a.local);
+                }
                 continue;
             }
             let bound = listener::bind(&key.0).and_then(|s| Ok((s.local_addr()?, s)));
@@ -133,21 +137,7 @@ impl L4Listeners {
                     continue;
                 }
             };
-            log::info!(
-                "tcp listener on {local} -> {} ({}{})",
-                r.pool
-                    .upstreams
-                    .iter()
-                    .map(|u| &*u.label)
-                    .collect::<Vec<_>>()
-                    .join(", "),
-                r.balance.as_str(),
-                match r.send_proxy {
-                    Some(ProxyVersion::V1) => ", PROXY v1",
-                    Some(ProxyVersion::V2) => ", PROXY v2",
-                    None => "",
-                }
-            );
+            log::info!("tcp listener on {local} -> {}", r.describe());
             let route = Arc::new(ArcSwap::from_pointee(r));
             let per_conn = route.clone();
             let task = tokio::spawn(listener::accept_loop(
@@ -171,6 +161,27 @@ impl L4Listeners {
         // Starts checkers for new targets, and again for those whose checking had stopped.
         crate::health::checker::spawn_for(shared, &used, &cfg.gateway);
         result
+    }
+}
+
+impl Route {
+    /// For the log: targets, balance, PROXY version.
+    fn describe(&self) -> String {
+        format!(
+            "{} ({}{})",
+            self.pool
+                .upstreams
+                .iter()
+                .map(|u| &*u.label)
+                .collect::<Vec<_>>()
+                .join(", "),
+            self.balance.as_str(),
+            match self.send_proxy {
+                Some(ProxyVersion::V1) => ", PROXY v1",
+                Some(ProxyVersion::V2) => ", PROXY v2",
+                None => "",
+            }
+        )
     }
 }
 
