@@ -332,3 +332,15 @@ fn drain_timeout_bounds_the_wait() {
     assert!(took < Duration::from_secs(3), "{took:?}");
     assert!(sy.log_text().contains("drain timeout"), "{}", sy.log_text());
 }
+
+#[test]
+fn sigint_drains_like_sigterm() {
+    let (one, two) = (Backend::start("one"), Backend::start("two"));
+    let mut sy = Switchyard::start(&config(&one, &two, false));
+    let url = sy.url("/sleep/500");
+    let slow = std::thread::spawn(move || client().get(url).send().map(|r| r.status().as_u16()));
+    assert!(wait_until(Duration::from_secs(5), || one.hits() >= 1));
+    sy.signal("INT");
+    assert_eq!(slow.join().unwrap().ok(), Some(200));
+    assert_eq!(sy.wait_exit(Duration::from_secs(5)), Some(0));
+}
