@@ -17,6 +17,8 @@ pub struct Running {
     pub shared: Arc<Shared>,
     pub http_addr: SocketAddr,
     pub admin_addr: SocketAddr,
+    /// The `[[tcp]]` listeners, re-applied on every successful reload.
+    pub l4: crate::proxy::l4::L4Listeners,
     tasks: Vec<tokio::task::JoinHandle<()>>,
 }
 
@@ -93,19 +95,24 @@ pub async fn start(cfg: Config) -> std::io::Result<Running> {
     crate::health::checker::spawn_fresh(&shared, &cfg.gateway);
     log::info!("http listener on {http_addr}");
     log::info!("admin listener on {admin_addr}");
+    let l4 = crate::proxy::l4::L4Listeners::start(&shared, &cfg)?;
     Ok(Running {
         shared,
         http_addr,
         admin_addr,
+        l4,
         tasks,
     })
 }
 
 impl Running {
-    /// Stops accepting, lets open connections finish up to `drain`, then returns.
+    /// Stops accepting, lets open connections finish up to `drain`, then returns. Idle
+    /// keep-alive connections close at once, busy ones after their current response; L4
+    /// connections and tunnels have no request boundary, so they get the whole `drain`.
     pub async fn drain(self, drain: Duration) {
         self.shared.begin_drain();
-        // Only the data listener stops; the admin one keeps answering /ready (503).
+        // The data and L4 listeners stop (their accept loops watch the drain flag); the admin
+        // one keeps answering /ready (503).
         if let Some(t) = self.tasks.first() {
             t.abort();
         }
@@ -130,7 +137,11 @@ pub async fn run(cfg: Config, path: Option<PathBuf>) -> std::io::Result<()> {
     loop {
         tokio::select! {
             _ = hup.recv() => match &path {
-                Some(p) => { crate::control::reload(&running.shared, p).await; }
+                Some(p) => {
+                    if crate::control::reload(&running.shared, p).await {
+                        running.l4.apply(&running.shared, &running.shared.config.load());
+                    }
+                }
                 None => log::info!("SIGHUP ignored: no config file to reload"),
             },
             _ = term.recv() => break,

@@ -3,6 +3,7 @@
 pub mod address;
 pub mod expand;
 pub mod schema;
+pub mod tcp;
 pub mod validate;
 pub mod value;
 
@@ -168,6 +169,8 @@ pub struct Config {
     pub shards: Vec<Shard>,
     pub api_keys: Vec<ApiKey>,
     pub store: Store,
+    /// `[[tcp]]` L4 listeners.
+    pub tcp: Vec<tcp::Tcp>,
 }
 
 impl Default for Config {
@@ -186,6 +189,7 @@ impl Default for Config {
             shards: vec![],
             api_keys: vec![],
             store: Store::default(),
+            tcp: vec![],
         }
     }
 }
@@ -282,9 +286,10 @@ impl Config {
     /// The short summary `switchyard check` prints.
     pub fn summary(&self) -> String {
         format!(
-            "listeners: http {}, admin {}\nroutes: {} pattern routes, {} path routes\npools: {} backends, catch-all of {} targets\nshards: {}",
+            "listeners: http {}, admin {}, tcp {}\nroutes: {} pattern routes, {} path routes\npools: {} backends, catch-all of {} targets\nshards: {}",
             self.server.listen,
             self.admin_listen,
+            self.tcp.len(),
             self.routes.len(),
             self.path_routes.len(),
             self.backends.len(),

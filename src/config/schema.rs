@@ -24,8 +24,8 @@ pub struct RawConfig {
     #[serde(default)]
     pub api_keys: Vec<RawApiKey>,
     pub store: Option<RawStore>,
-    /// Sections that later work builds; refused with "not supported yet" until then.
-    pub tcp: Option<toml::Spanned<toml::Value>>,
+    #[serde(default)]
+    pub tcp: Vec<super::tcp::RawTcp>,
 }
 
 #[derive(Debug, Deserialize, Default)]

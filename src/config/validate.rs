@@ -7,13 +7,18 @@ use super::{line_of, Backend, Config, Gateway, PathRoute, Problem, Route, Server
 use crate::routing::pattern::Pattern;
 use std::collections::{HashMap, HashSet};
 
-struct Checker<'s> {
+pub(super) struct Checker<'s> {
     src: &'s str,
     problems: Vec<Problem>,
 }
 
 impl Checker<'_> {
-    fn problem(&mut self, span: Option<&std::ops::Range<usize>>, key: &str, message: String) {
+    pub(super) fn problem(
+        &mut self,
+        span: Option<&std::ops::Range<usize>>,
+        key: &str,
+        message: String,
+    ) {
         self.problems.push(Problem {
             line: span.map(|s| line_of(self.src, s.start)),
             key: key.to_string(),
@@ -21,7 +26,12 @@ impl Checker<'_> {
         });
     }
 
-    fn address(&mut self, v: &Val<String>, key: &str, allow_zero: bool) -> Option<Address> {
+    pub(super) fn address(
+        &mut self,
+        v: &Val<String>,
+        key: &str,
+        allow_zero: bool,
+    ) -> Option<Address> {
         match address::parse(v.value.trim(), allow_zero) {
             Ok(a) => Some(a),
             Err(e) => {
@@ -44,7 +54,7 @@ impl Checker<'_> {
         Some(v.value.clone())
     }
 
-    fn positive(
+    pub(super) fn positive(
         &mut self,
         v: &Option<Val<Secs>>,
         key: &str,
@@ -58,14 +68,6 @@ impl Checker<'_> {
             }
             Some(v) => v.value.0,
         }
-    }
-
-    fn not_yet(&mut self, span: std::ops::Range<usize>, key: &str) {
-        self.problem(
-            Some(&span),
-            key,
-            "not supported yet in this version of switchyard".into(),
-        );
     }
 }
 
@@ -253,9 +255,7 @@ pub fn validate(raw: RawConfig, src: &str) -> Result<Config, Vec<Problem>> {
             }
         }
     }
-    if let Some(t) = &raw.tcp {
-        c.not_yet(t.span(), "tcp");
-    }
+    super::tcp::validate(&mut c, &raw, &mut cfg);
     api_keys(&mut c, &raw, &mut cfg);
     store(&mut c, &raw, &mut cfg);
 
@@ -853,12 +853,6 @@ mod tests {
             "{e}"
         );
         assert_eq!(e.lines().count(), 4, "{e}");
-    }
-
-    #[test]
-    fn later_sections_are_refused_not_ignored() {
-        let e = err("[[tcp]]\nlisten = \"127.0.0.1:1\"\n");
-        assert!(e.contains("tcp: not supported yet"), "{e}");
     }
 
     #[test]

@@ -14,10 +14,16 @@ use std::sync::{Arc, Weak};
 /// whose checking had stopped: a reload or a new registration starts them again).
 pub fn spawn_fresh(shared: &Arc<Shared>, gateway: &Gateway) {
     shared.upstreams.take_fresh();
-    for u in shared.upstreams.all() {
-        if u.health_endpoint.is_some() && u.health.try_start_checking() {
+    spawn_for(shared, &shared.upstreams.all(), gateway);
+}
+
+/// Starts checking each of `upstreams` that is checked and has no checker running (the L4
+/// listeners keep their own upstreams, apart from the routing table's set).
+pub fn spawn_for(shared: &Arc<Shared>, upstreams: &[Arc<Upstream>], gateway: &Gateway) {
+    for u in upstreams {
+        if u.probe().is_some() && u.health.try_start_checking() {
             let timings = Timings::from(gateway);
-            tokio::spawn(run(Arc::downgrade(&u), Arc::downgrade(shared), timings));
+            tokio::spawn(run(Arc::downgrade(u), Arc::downgrade(shared), timings));
         }
     }
 }
@@ -29,13 +35,13 @@ async fn run(weak: Weak<Upstream>, shared: Weak<Shared>, mut timings: Timings) {
     };
     loop {
         let Some(u) = weak.upgrade() else { return };
-        let Some(endpoint) = u.health_endpoint.clone() else {
+        let Some(probe) = u.probe() else {
             return;
         };
         if let Some(sh) = shared.upgrade() {
             timings = Timings::from(&sh.table.load().gateway);
         }
-        let result = probe::check(&u, &endpoint, timings.timeout).await;
+        let result = probe::check(&u, probe, timings.timeout).await;
         let now = unix_ms();
         match &result {
             Ok(rt) => u.health.record_check(now, Some(rt.as_micros() as u64)),
@@ -44,7 +50,7 @@ async fn run(weak: Weak<Upstream>, shared: Weak<Shared>, mut timings: Timings) {
                 log::warn!(
                     "health check {}{} failed ({}/{}): {reason}",
                     u.label,
-                    endpoint,
+                    probe,
                     machine.failures + 1,
                     timings.fall
                 );

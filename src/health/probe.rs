@@ -1,5 +1,5 @@
 //! One active health check: `GET <endpoint>` over a fresh connection, success on a 2xx head
-//! within the timeout. Every failure comes back with a reason for the log.
+//! within the timeout; or, for L4 targets, a bare TCP connect. Failures come with a reason.
 use crate::http::head::Scan;
 use crate::http::response::{self, ResponseHead};
 use crate::upstream::Upstream;
@@ -8,26 +8,54 @@ use std::time::Duration;
 use tokio::io::AsyncWriteExt;
 use tokio::time::Instant;
 
+/// What a check does.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Probe<'a> {
+    /// `GET` this path; a 2xx is a success.
+    Http(&'a str),
+    /// Connect and close; an accepted connection is a success.
+    Tcp,
+}
+
+impl std::fmt::Display for Probe<'_> {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        match self {
+            Probe::Http(ep) => f.write_str(ep),
+            Probe::Tcp => f.write_str(" (tcp connect)"),
+        }
+    }
+}
+
 /// Runs one check; Ok(response time) on success, Err(reason) on failure.
-pub async fn check(u: &Upstream, endpoint: &str, timeout: Duration) -> Result<Duration, String> {
+pub async fn check(u: &Upstream, probe: Probe<'_>, timeout: Duration) -> Result<Duration, String> {
     let start = Instant::now();
-    match tokio::time::timeout(timeout, attempt(u, endpoint)).await {
+    let attempt = async {
+        match probe {
+            Probe::Http(endpoint) => attempt(u, endpoint).await,
+            Probe::Tcp => connect(u).await.map(drop),
+        }
+    };
+    match tokio::time::timeout(timeout, attempt).await {
         Ok(Ok(())) => Ok(start.elapsed()),
         Ok(Err(e)) => Err(e),
         Err(_) => Err(format!("no answer within {timeout:?}")),
     }
 }
 
-async fn attempt(u: &Upstream, endpoint: &str) -> Result<(), String> {
+async fn connect(u: &Upstream) -> Result<tokio::net::TcpStream, String> {
     let addrs = u
         .dns
         .addrs(&u.address)
         .await
         .map_err(|e| format!("resolve: {e}"))?;
     let addr = addrs.first().ok_or("no address")?;
-    let mut s = tokio::net::TcpStream::connect(addr)
+    tokio::net::TcpStream::connect(addr)
         .await
-        .map_err(|e| format!("connect: {e}"))?;
+        .map_err(|e| format!("connect: {e}"))
+}
+
+async fn attempt(u: &Upstream, endpoint: &str) -> Result<(), String> {
+    let mut s = connect(u).await?;
     let req = format!(
         "GET {endpoint} HTTP/1.1\r\nHost: {}\r\nUser-Agent: switchyard-health-check\r\nConnection: close\r\n\r\n",
         u.address

@@ -249,6 +249,10 @@ impl Conn {
             }
         };
         let started = Instant::now();
+        // The table current when the head arrived, not when the wait for it began: a request
+        // on a connection that sat idle across a reload is routed with the new table.
+        let table = self.shared.table.load_full();
+        let s = table.server.clone();
         if let Err(e) = head::parse(&self.buf, len, &mut self.head) {
             request_id::generate(&mut self.rid);
             return self.head_error(e).await;

@@ -3,7 +3,9 @@
 pub mod body;
 pub mod conn;
 pub mod io;
+pub mod l4;
 pub mod listener;
+pub mod proxy_protocol;
 pub mod request_id;
 pub mod tunnel;
 pub mod upstream;

@@ -40,6 +40,19 @@ impl Pool {
         }
     }
 
+    /// Like [`candidates`](Self::candidates) but from a fixed start (L4 `source_hash`): the
+    /// same client keeps its address, and falls over to the next one in list order.
+    pub fn candidates_from(&self, start: usize) -> Candidates<'_> {
+        Candidates {
+            upstreams: &self.upstreams,
+            order: Order::Rotate {
+                start: start % self.upstreams.len().max(1),
+                step: 0,
+            },
+            tier: tier_of(&self.upstreams),
+        }
+    }
+
     /// The pods of a shard in its fixed failover order, skipping DOWN pods (an UNKNOWN pod
     /// keeps its keys: each pod is its own pool). With `reject`, only the first pod.
     pub fn shard_candidates(&self, kind: HashKind, pick: Pick, reject: bool) -> Candidates<'_> {

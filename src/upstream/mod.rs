@@ -22,6 +22,8 @@ pub struct Upstream {
     /// None: not actively checked, and so always taken as UP (HAProxy's server without
     /// `check`).
     pub health_endpoint: Option<String>,
+    /// Checked with a bare TCP connect (L4 targets, which have no HTTP endpoint).
+    pub tcp_check: bool,
     pub health: HealthCell,
     pub idle: pool::IdlePool,
     pub dns: dns::Resolved,
@@ -45,9 +47,30 @@ impl Upstream {
             address,
             label,
             health_endpoint,
+            tcp_check: false,
             health,
             idle: pool::IdlePool::new(),
             stats: UpstreamStats::default(),
+        }
+    }
+
+    /// An L4 target: checked by TCP connect when `tcp_check`, else always UP.
+    pub fn l4(address: Address, tcp_check: bool) -> Self {
+        let mut u = Upstream::new(address, None);
+        if tcp_check {
+            u.tcp_check = true;
+            u.health = HealthCell::new(Status::Unknown);
+        }
+        u
+    }
+
+    /// How this upstream is actively checked; None: not at all (always UP).
+    pub fn probe(&self) -> Option<crate::health::probe::Probe<'_>> {
+        use crate::health::probe::Probe;
+        match &self.health_endpoint {
+            Some(ep) => Some(Probe::Http(ep)),
+            None if self.tcp_check => Some(Probe::Tcp),
+            None => None,
         }
     }
 

@@ -1,0 +1,453 @@
+//! `[[tcp]]` L4 listeners: accept, pick a healthy target (round robin or by client IP), send
+//! an optional PROXY header, then splice bytes both ways, half-closes kept, until both ends close.
+use super::listener;
+use super::upstream::{checkout, ConnectError};
+use crate::config::address::Address;
+use crate::config::tcp::{Balance, ProxyVersion, Tcp};
+use crate::config::Config;
+use crate::routing::select::Pool;
+use crate::state::Shared;
+use crate::upstream::Upstream;
+use arc_swap::ArcSwap;
+use std::collections::HashMap;
+use std::net::{IpAddr, SocketAddr};
+use std::pin::pin;
+use std::sync::atomic::{AtomicU64, Ordering::Relaxed};
+use std::sync::{Arc, Mutex};
+use std::time::Duration;
+use tokio::io::{AsyncReadExt, AsyncWriteExt};
+use tokio::net::tcp::{OwnedReadHalf, OwnedWriteHalf};
+use tokio::net::TcpStream;
+use tokio::task::JoinHandle;
+use tokio::time::Instant;
+
+/// What a new connection on one listener is routed with. Swapped whole on reload; a
+/// connection keeps the one it started with.
+pub struct Route {
+    listen: Address,
+    pool: Pool,
+    balance: Balance,
+    send_proxy: Option<ProxyVersion>,
+    idle_timeout: Duration,
+}
+
+/// A listener is the same across reloads when its `listen` is, in file order among equals
+/// (several `127.0.0.1:0` listeners are distinct).
+type Key = (Address, usize);
+
+struct Active {
+    key: Key,
+    local: SocketAddr,
+    route: Arc<ArcSwap<Route>>,
+    task: JoinHandle<()>,
+}
+
+/// The running L4 listeners and the upstreams they route to. Its own upstream index, apart
+/// from the HTTP table's: a table rebuild for a registration must not forget L4 targets.
+#[derive(Default)]
+pub struct L4Listeners {
+    inner: Mutex<Inner>,
+}
+
+#[derive(Default)]
+struct Inner {
+    active: Vec<Active>,
+    upstreams: HashMap<(Address, bool), Arc<Upstream>>,
+}
+
+impl L4Listeners {
+    /// Binds every `[[tcp]]` listener of `cfg`; a listener that cannot bind is an error, as
+    /// the HTTP one is at start.
+    pub fn start(shared: &Arc<Shared>, cfg: &Config) -> std::io::Result<L4Listeners> {
+        let l4 = L4Listeners::default();
+        l4.apply_inner(shared, cfg, true)?;
+        Ok(l4)
+    }
+
+    /// Applies a reloaded config: new listeners are bound, removed ones stop accepting (their
+    /// connections go on), kept ones route new connections with the new targets. A listener
+    /// that cannot bind is logged and retried at the next reload.
+    pub fn apply(&self, shared: &Arc<Shared>, cfg: &Config) {
+        let _ = self.apply_inner(shared, cfg, false);
+    }
+
+    /// The addresses the listeners are bound to, in config order.
+    pub fn local_addrs(&self) -> Vec<SocketAddr> {
+        let inner = self.inner.lock().unwrap_or_else(|p| p.into_inner());
+        inner.active.iter().map(|a| a.local).collect()
+    }
+
+    fn apply_inner(&self, shared: &Arc<Shared>, cfg: &Config, strict: bool) -> std::io::Result<()> {
+        let mut inner = self.inner.lock().unwrap_or_else(|p| p.into_inner());
+        let mut used: Vec<Arc<Upstream>> = Vec::new();
+        let mut wanted: Vec<(Key, Route)> = Vec::new();
+        for (i, t) in cfg.tcp.iter().enumerate() {
+            let nth = cfg.tcp[..i].iter().filter(|o| o.listen == t.listen).count();
+            let ups: Vec<Arc<Upstream>> = t
+                .targets
+                .iter()
+                .map(|a| {
+                    let u = inner
+                        .upstreams
+                        .entry((a.clone(), t.health_check))
+                        .or_insert_with(|| Arc::new(Upstream::l4(a.clone(), t.health_check)))
+                        .clone();
+                    used.push(u.clone());
+                    u
+                })
+                .collect();
+            wanted.push(((t.listen.clone(), nth), route(t, ups)));
+        }
+
+        let mut kept = Vec::new();
+        for a in inner.active.drain(..) {
+            if wanted.iter().any(|(k, _)| *k == a.key) {
+                kept.push(a);
+            } else {
+                a.task.abort();
+                log::info!(
+                    "tcp listener on {} removed: no longer accepting; open connections go on",
+                    a.local
+                );
+            }
+        }
+        let mut result = Ok(());
+        for (key, r) in wanted {
+            if let Some(a) = kept.iter().find(|a| a.key == key) {
+                let (before, after) = (a.route.load().describe(), r.describe());
+                a.route.store(Arc::new(r));
+                if before != after {
+                    log::info!("tcp listener on {} now -> {after}", a.local);
+                }
+                continue;
+            }
+            let bound = listener::bind(&key.0).and_then(|s| Ok((s.local_addr()?, s)));
+            let (local, sock) = match bound {
+                Ok(x) => x,
+                Err(e) => {
+                    let e = std::io::Error::new(
+                        e.kind(),
+                        format!("cannot listen on {} (tcp): {e}", key.0),
+                    );
+                    if strict {
+                        result = Err(e);
+                        break;
+                    }
+                    log::error!("{e}; retried at the next reload");
+                    continue;
+                }
+            };
+            log::info!("tcp listener on {local} -> {}", r.describe());
+            let route = Arc::new(ArcSwap::from_pointee(r));
+            let per_conn = route.clone();
+            let task = tokio::spawn(listener::accept_loop(
+                shared.clone(),
+                sock,
+                cfg.server.max_connections,
+                true,
+                move |sh, s, p| serve(sh, per_conn.load_full(), s, p),
+            ));
+            kept.push(Active {
+                key,
+                local,
+                route,
+                task,
+            });
+        }
+        inner.active = kept;
+        inner
+            .upstreams
+            .retain(|_, u| used.iter().any(|x| Arc::ptr_eq(x, u)));
+        // Starts checkers for new targets, and again for those whose checking had stopped.
+        crate::health::checker::spawn_for(shared, &used, &cfg.gateway);
+        result
+    }
+}
+
+impl Route {
+    /// For the log: targets, balance, PROXY version.
+    fn describe(&self) -> String {
+        format!(
+            "{} ({}{})",
+            self.pool
+                .upstreams
+                .iter()
+                .map(|u| &*u.label)
+                .collect::<Vec<_>>()
+                .join(", "),
+            self.balance.as_str(),
+            match self.send_proxy {
+                Some(ProxyVersion::V1) => ", PROXY v1",
+                Some(ProxyVersion::V2) => ", PROXY v2",
+                None => "",
+            }
+        )
+    }
+}
+
+fn route(t: &Tcp, ups: Vec<Arc<Upstream>>) -> Route {
+    Route {
+        listen: t.listen.clone(),
+        pool: Pool::new(format!("tcp {}", t.listen), ups),
+        balance: t.balance,
+        send_proxy: t.send_proxy,
+        idle_timeout: t.idle_timeout,
+    }
+}
+
+/// FNV-1a over the client's IP: stable across restarts and replicas (unlike `RandomState`),
+/// so every switchyard sends one client to the same target.
+pub fn source_hash(ip: IpAddr) -> u64 {
+    let bytes: Vec<u8> = match ip.to_canonical() {
+        IpAddr::V4(v) => v.octets().to_vec(),
+        IpAddr::V6(v) => v.octets().to_vec(),
+    };
+    let mut h: u64 = 0xcbf2_9ce4_8422_2325;
+    for b in bytes {
+        h ^= u64::from(b);
+        h = h.wrapping_mul(0x100_0000_01b3);
+    }
+    h
+}
+
+/// Serves one accepted L4 connection with the route current when it was accepted.
+async fn serve(shared: Arc<Shared>, r: Arc<Route>, client: TcpStream, peer: SocketAddr) {
+    let started = Instant::now();
+    let _ = client.set_nodelay(true);
+    let connect_timeout = shared.table.load().server.connect_timeout;
+    let candidates = match r.balance {
+        Balance::RoundRobin => r.pool.candidates(),
+        Balance::SourceHash => {
+            let n = r.pool.upstreams.len().max(1) as u64;
+            r.pool
+                .candidates_from((source_hash(peer.ip()) % n) as usize)
+        }
+    };
+    let co = match checkout(candidates, connect_timeout, r.idle_timeout).await {
+        Ok(c) => c,
+        Err(ConnectError::NoCandidates) => {
+            log::warn!("tcp {}: no healthy target for {peer}; closing", r.listen);
+            return;
+        }
+        Err(ConnectError::AllFailed(e)) => {
+            log::warn!(
+                "tcp {}: no target could be reached for {peer} ({e}); closing",
+                r.listen
+            );
+            return;
+        }
+    };
+    let mut upstream = co.stream;
+    co.upstream.count_request();
+    if let Some(v) = r.send_proxy {
+        let local = client.local_addr().unwrap_or(peer);
+        let h = super::proxy_protocol::header(v, peer, local);
+        if let Err(e) = super::io::write_all(&mut upstream, &h, r.idle_timeout).await {
+            log::warn!(
+                "tcp {}: PROXY header to {} failed: {e}",
+                r.listen,
+                co.upstream.label
+            );
+            return;
+        }
+    }
+    let flow = splice(client, upstream, r.idle_timeout).await;
+    if shared.table.load().server.access_log {
+        log::info!(
+            target: "access",
+            "{peer} tcp {} -> {} sent={} received={} {:.1}ms {}",
+            r.listen,
+            co.upstream.label,
+            flow.up,
+            flow.down,
+            started.elapsed().as_secs_f64() * 1000.0,
+            flow.end.as_str(),
+        );
+    }
+}
+
+/// How a spliced connection ended.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum End {
+    /// Both sides closed their sending half.
+    Closed,
+    /// A read or write failed (a reset); both sides are closed at once.
+    Error,
+    /// Nothing moved either way for `idle_timeout`.
+    Idle,
+}
+
+impl End {
+    pub fn as_str(self) -> &'static str {
+        match self {
+            End::Closed => "closed",
+            End::Error => "reset",
+            End::Idle => "idle-timeout",
+        }
+    }
+}
+
+/// Byte counts of a spliced connection: client to target (`up`) and back (`down`).
+#[derive(Debug, Clone, Copy)]
+pub struct Flow {
+    pub up: u64,
+    pub down: u64,
+    pub end: End,
+}
+
+struct Meter {
+    start: Instant,
+    /// Milliseconds after `start` of the last byte moved, either way.
+    last_ms: AtomicU64,
+    up: AtomicU64,
+    down: AtomicU64,
+}
+
+impl Meter {
+    fn touch(&self) {
+        self.last_ms
+            .store(self.start.elapsed().as_millis() as u64, Relaxed);
+    }
+}
+
+/// Copies `a` ⇄ `b` until both directions have ended. An EOF on one side is passed on as a
+/// FIN (shutdown of the write half) and the other direction keeps going, which protocols that
+/// half-close (a client that sends, shuts down, then reads the answer) rely on. Unlike
+/// `copy_bidirectional` it also ends a connection that is idle both ways.
+pub async fn splice(a: TcpStream, b: TcpStream, idle: Duration) -> Flow {
+    let meter = Meter {
+        start: Instant::now(),
+        last_ms: AtomicU64::new(0),
+        up: AtomicU64::new(0),
+        down: AtomicU64::new(0),
+    };
+    let (ar, aw) = a.into_split();
+    let (br, bw) = b.into_split();
+    let mut up = pin!(one_way(ar, bw, &meter, &meter.up));
+    let mut down = pin!(one_way(br, aw, &meter, &meter.down));
+    let mut watch = pin!(idle_watch(&meter, idle));
+    let (mut up_done, mut down_done) = (false, false);
+    let end = loop {
+        tokio::select! {
+            r = &mut up, if !up_done => match r {
+                Ok(()) => up_done = true,
+                Err(_) => break End::Error,
+            },
+            r = &mut down, if !down_done => match r {
+                Ok(()) => down_done = true,
+                Err(_) => break End::Error,
+            },
+            _ = &mut watch => break End::Idle,
+        }
+        if up_done && down_done {
+            break End::Closed;
+        }
+    };
+    Flow {
+        up: meter.up.load(Relaxed),
+        down: meter.down.load(Relaxed),
+        end,
+    }
+}
+
+async fn one_way(
+    mut r: OwnedReadHalf,
+    mut w: OwnedWriteHalf,
+    meter: &Meter,
+    count: &AtomicU64,
+) -> std::io::Result<()> {
+    let mut buf = vec![0u8; 16 * 1024];
+    loop {
+        let n = r.read(&mut buf).await?;
+        if n == 0 {
+            return w.shutdown().await;
+        }
+        meter.touch();
+        w.write_all(&buf[..n]).await?;
+        count.fetch_add(n as u64, Relaxed);
+        meter.touch();
+    }
+}
+
+async fn idle_watch(meter: &Meter, idle: Duration) {
+    loop {
+        let deadline = meter.start + Duration::from_millis(meter.last_ms.load(Relaxed)) + idle;
+        if Instant::now() >= deadline {
+            return;
+        }
+        tokio::time::sleep_until(deadline).await;
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn source_hash_is_stable_and_mapped_equals_v4() {
+        let a: IpAddr = "10.1.2.3".parse().unwrap();
+        let m: IpAddr = "::ffff:10.1.2.3".parse().unwrap();
+        assert_eq!(source_hash(a), source_hash(m));
+        // Fixed value: replicas and later versions must agree.
+        assert_eq!(source_hash(a), {
+            let mut h: u64 = 0xcbf2_9ce4_8422_2325;
+            for b in [10u8, 1, 2, 3] {
+                h ^= u64::from(b);
+                h = h.wrapping_mul(0x100_0000_01b3);
+            }
+            h
+        });
+        let spread: std::collections::HashSet<u64> = (0..64u8)
+            .map(|i| source_hash(IpAddr::from([10, 0, 0, i])) % 4)
+            .collect();
+        assert_eq!(spread.len(), 4, "64 clients should reach all of 4 targets");
+    }
+
+    #[tokio::test]
+    async fn splice_keeps_half_close_and_times_out_idle() {
+        let echo = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+        let echo_addr = echo.local_addr().unwrap();
+        tokio::spawn(async move {
+            while let Ok((mut s, _)) = echo.accept().await {
+                tokio::spawn(async move {
+                    let (mut r, mut w) = s.split();
+                    let _ = tokio::io::copy(&mut r, &mut w).await;
+                    let _ = w.shutdown().await;
+                });
+            }
+        });
+        let front = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+        let front_addr = front.local_addr().unwrap();
+        let proxy = tokio::spawn(async move {
+            let mut flows = Vec::new();
+            for _ in 0..2 {
+                let (c, _) = front.accept().await.unwrap();
+                let b = TcpStream::connect(echo_addr).await.unwrap();
+                flows.push(splice(c, b, Duration::from_millis(300)).await);
+            }
+            flows
+        });
+        let mut c = TcpStream::connect(front_addr).await.unwrap();
+        c.write_all(b"hello").await.unwrap();
+        c.shutdown().await.unwrap();
+        let mut got = Vec::new();
+        c.read_to_end(&mut got).await.unwrap();
+        assert_eq!(got, b"hello");
+        // A second connection that says nothing is closed after the idle timeout.
+        let mut quiet = TcpStream::connect(front_addr).await.unwrap();
+        let t = Instant::now();
+        let mut rest = Vec::new();
+        let _ = quiet.read_to_end(&mut rest).await;
+        assert!(
+            t.elapsed() >= Duration::from_millis(250),
+            "{:?}",
+            t.elapsed()
+        );
+        let flows = proxy.await.unwrap();
+        assert_eq!(
+            (flows[0].up, flows[0].down, flows[0].end),
+            (5, 5, End::Closed)
+        );
+        assert_eq!(flows[1].end, End::Idle);
+    }
+}
