@@ -3,8 +3,8 @@
 mod support;
 use serde_json::Value;
 use std::io::Write;
-use std::process::{Command, Stdio};
 use std::time::{Duration, Instant};
+use support::metrics::{promtool, sample};
 use support::*;
 
 fn config(backends: &[&Backend], dead: u16) -> String {
@@ -35,41 +35,6 @@ fn wait_up(sy: &Switchyard, addr: &str) {
             .is_some_and(|v| v["targets"][addr]["status"] == "UP")
     });
     assert!(ok, "{addr} never UP:\n{}", sy.log_text());
-}
-
-/// The value of the sample with exactly this name and label set, if present.
-fn sample(text: &str, series: &str) -> Option<f64> {
-    text.lines()
-        .find_map(|l| l.strip_prefix(series)?.strip_prefix(' '))
-        .and_then(|v| v.trim().parse().ok())
-}
-
-/// Runs `promtool check metrics` on `text`; a missing promtool is a failure, not a skip.
-fn promtool(text: &str) -> (bool, String) {
-    let bin = ["/usr/bin/promtool", "promtool"]
-        .into_iter()
-        .find(|p| Command::new(p).arg("--version").output().is_ok())
-        .expect("promtool is required for this test (Debian package `prometheus`)");
-    let mut child = Command::new(bin)
-        .args(["check", "metrics"])
-        .stdin(Stdio::piped())
-        .stdout(Stdio::piped())
-        .stderr(Stdio::piped())
-        .spawn()
-        .expect("run promtool");
-    child
-        .stdin
-        .take()
-        .unwrap()
-        .write_all(text.as_bytes())
-        .unwrap();
-    let out = child.wait_with_output().unwrap();
-    let msg = format!(
-        "{}{}",
-        String::from_utf8_lossy(&out.stdout),
-        String::from_utf8_lossy(&out.stderr)
-    );
-    (out.status.success(), msg)
 }
 
 #[test]

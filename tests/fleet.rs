@@ -91,6 +91,14 @@ fn not_ready_until_the_table_is_loaded() {
     assert_eq!(h["store"]["connected"], true);
     assert!(h["store"]["revision"].as_i64().unwrap() >= 1);
     assert!(h["store"]["last_sync"].is_string());
+    let text = client()
+        .get(sy.admin_url("/metrics"))
+        .send()
+        .unwrap()
+        .text()
+        .unwrap();
+    let age = support::metrics::sample(&text, "switchyard_store_last_sync_age_seconds");
+    assert!(age.is_some_and(|a| a < 5.0), "{text}");
 }
 
 #[test]

@@ -3,6 +3,7 @@
 mod support;
 use serde_json::{json, Value};
 use std::time::Duration;
+use support::metrics::{promtool, sample};
 use support::*;
 
 const KEYS: &str = r#"
@@ -416,4 +417,44 @@ fn disallowed_source_and_disabled_gateway() {
     drop(sy);
     let sy = Switchyard::start(&config("enabled = false", ""));
     assert_eq!(register(&sy, &body, None).0, 404);
+}
+
+#[test]
+fn registration_metrics_pass_promtool() {
+    let b = Backend::start("sagjan");
+    let sy = Switchyard::start(&config("", ""));
+    assert_eq!(register(&sy, &comments(&b), Some("test")).0, 200);
+    assert_eq!(register(&sy, &comments(&b), None).0, 403);
+    assert!(wait_until(Duration::from_secs(5), || service_status(
+        &sy, "sagjan"
+    ) == "UP"));
+    let text = client()
+        .get(sy.admin_url("/metrics"))
+        .send()
+        .unwrap()
+        .text()
+        .unwrap();
+    let (ok, msg) = promtool(&text);
+    assert!(ok, "{msg}\n{text}");
+    assert_eq!(
+        sample(&text, "switchyard_registrations_total{result=\"ok\"}"),
+        Some(1.0),
+        "{text}"
+    );
+    assert_eq!(
+        sample(
+            &text,
+            "switchyard_registrations_total{result=\"forbidden\"}"
+        ),
+        Some(1.0)
+    );
+    assert!(
+        sample(
+            &text,
+            "switchyard_service_uptime_seconds{service=\"sagjan\"}"
+        )
+        .is_some(),
+        "{text}"
+    );
+    assert_eq!(sample(&text, "switchyard_ready"), Some(1.0));
 }

@@ -318,6 +318,66 @@ impl Collector for Scrape {
             }),
         )?;
 
+        family(
+            &mut enc,
+            "switchyard_service_uptime",
+            "Seconds since each registered service became UP (0 while it is not UP).",
+            Some(&Unit::Seconds),
+            MetricType::Gauge,
+            table.services.iter().map(|s| {
+                let since = s.upstream.health.up_since_ms();
+                let secs = if since == 0 {
+                    0.0
+                } else {
+                    now_ms.saturating_sub(since) as f64 / 1000.0
+                };
+                ([("service", s.name.clone())], ConstGauge::new(secs))
+            }),
+        )?;
+        family(
+            &mut enc,
+            "switchyard_registrations",
+            "Service registration attempts, by result.",
+            None,
+            MetricType::Counter,
+            shared
+                .registrations
+                .snapshot()
+                .into_iter()
+                .map(|(r, n)| ([("result", r)], ConstCounter::new(n))),
+        )?;
+        single(
+            &mut enc,
+            "switchyard_config_reload_failures",
+            "SIGHUP reloads refused because the new config was invalid.",
+            None,
+            MetricType::Counter,
+            ConstCounter::new(
+                shared
+                    .metrics_reload_failures
+                    .load(std::sync::atomic::Ordering::Relaxed),
+            ),
+        )?;
+        let last_sync = shared.store.last_sync_ms();
+        if last_sync > 0 {
+            single(
+                &mut enc,
+                "switchyard_store_last_sync_age",
+                "Seconds since the last successful sync with the shared store (etcd).",
+                Some(&Unit::Seconds),
+                MetricType::Gauge,
+                ConstGauge::new(now_ms.saturating_sub(last_sync) as f64 / 1000.0),
+            )?;
+        }
+        single(
+            &mut enc,
+            "switchyard_ready",
+            "1 when the routing table is loaded and the process is not draining.",
+            None,
+            MetricType::Gauge,
+            ConstGauge::new(i64::from(table.ready && !shared.draining())),
+        )?;
+
         let started_unix = now_ms as f64 / 1000.0 - shared.started.elapsed().as_secs_f64();
         single(
             &mut enc,

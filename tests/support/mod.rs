@@ -4,6 +4,7 @@
 
 pub mod backend;
 pub mod etcd;
+pub mod metrics;
 pub mod wire;
 
 use std::io::{BufRead, BufReader, Read, Write};

@@ -223,6 +223,10 @@ impl Store for EtcdStore {
         })
     }
 
+    fn last_sync_ms(&self) -> u64 {
+        self.status.last_sync_ms.load(Relaxed)
+    }
+
     fn health(&self) -> serde_json::Value {
         let last = self.status.last_sync_ms.load(Relaxed);
         serde_json::json!({

@@ -51,4 +51,8 @@ pub trait Store: Send + Sync {
     ) -> BoxFuture<'a, Result<(), StoreError>>;
     /// The store's part of `GET /health` (`kind` and whatever else it can tell).
     fn health(&self) -> serde_json::Value;
+    /// Unix ms of the last successful sync with a shared store; 0 when not applicable.
+    fn last_sync_ms(&self) -> u64 {
+        0
+    }
 }
