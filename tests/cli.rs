@@ -198,7 +198,6 @@ fn older_format_config_runs_unchanged() {
 }
 
 #[test]
-#[ignore = "known gap: the loader stops at the first schema-level (serde) error, so later problems go unreported"]
 fn check_reports_schema_and_semantic_problems_together() {
     let (dir, p) = with_config(
         "[server]\nlisten = \"127.0.0.1:18080\"\nlisen = 3\n\n[[targets]]\naddress = \"no-port-here\"\n",

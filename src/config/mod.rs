@@ -2,6 +2,7 @@
 //! switchyard uses, and error reports that name the key and the line of every problem.
 pub mod address;
 pub mod expand;
+pub mod keys;
 pub mod schema;
 pub mod tcp;
 pub mod validate;
@@ -251,20 +252,40 @@ pub fn load(path: &Path) -> Result<Config, ConfigError> {
 
 /// Parses and validates config text; `env` supplies `${VAR}` values.
 pub fn parse(src: &str, file: &str, env: value::EnvLookup) -> Result<Config, ConfigError> {
-    let raw: Result<schema::RawConfig, toml::de::Error> =
-        value::with_env(env, || toml::from_str(src));
-    let raw = raw.map_err(|e| ConfigError {
-        file: file.to_string(),
-        problems: vec![Problem {
-            line: e.span().map(|s| line_of(src, s.start)),
-            key: key_from_toml_error(src, &e),
-            message: e.message().trim().to_string(),
-        }],
-    })?;
-    validate::validate(raw, src).map_err(|problems| ConfigError {
+    let error = |problems| ConfigError {
         file: file.to_string(),
         problems,
-    })
+    };
+    let toml_problem = |text: &str, e: &toml::de::Error| Problem {
+        line: e.span().map(|s| line_of(text, s.start)),
+        key: key_from_toml_error(text, e),
+        message: e.message().trim().to_string(),
+    };
+    // Unknown keys first, all of them; then, with them blanked out, the rest of the file is
+    // still checked so that one run of `check` lists every problem.
+    let unknown = keys::unknown_keys(src).map_err(|e| error(vec![toml_problem(src, &e)]))?;
+    let mut problems: Vec<Problem> = unknown.iter().map(|u| u.problem.clone()).collect();
+    let Some(cleaned) = keys::without(src, &unknown) else {
+        return Err(error(problems));
+    };
+    let raw: Result<schema::RawConfig, toml::de::Error> =
+        value::with_env(env, || toml::from_str(&cleaned));
+    match raw {
+        Err(e) => {
+            problems.push(toml_problem(&cleaned, &e));
+            problems.sort_by_key(|p| p.line);
+            Err(error(problems))
+        }
+        Ok(raw) => match validate::validate(raw, &cleaned) {
+            Ok(cfg) if problems.is_empty() => Ok(cfg),
+            Ok(_) => Err(error(problems)),
+            Err(more) => {
+                problems.extend(more);
+                problems.sort_by_key(|p| p.line);
+                Err(error(problems))
+            }
+        },
+    }
 }
 
 /// The key a toml error is about: the `key =` at the start of the error's line, if any.
@@ -272,6 +293,9 @@ fn key_from_toml_error(src: &str, e: &toml::de::Error) -> String {
     let Some(span) = e.span() else {
         return "file".into();
     };
+    if let Some(path) = keys::path_at(src, span.start) {
+        return path;
+    }
     let start = src[..span.start.min(src.len())]
         .rfind('\n')
         .map_or(0, |i| i + 1);
