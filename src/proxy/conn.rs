@@ -302,17 +302,18 @@ impl Conn {
                 .await;
         }
         let minor = self.head.minor_version;
-        let has_body = fr.body != Body::None;
+        // An error answered before the body was read must close: the unread body would be
+        // taken for the next request.
+        let close_on_error = fr.body != Body::None || !fr.keep_alive;
 
         // 3. Route (shard keys come from the query string or a header). A replica whose
         // store has not loaded yet has no complete table to route with.
         if !table.ready {
-            let close = has_body || !fr.keep_alive;
             return self
                 .fail(
                     ErrorKind::NotReady,
                     "the routing table is not loaded yet",
-                    close,
+                    close_on_error,
                 )
                 .await;
         }
@@ -331,14 +332,19 @@ impl Conn {
         let (rule, candidates) = match decision {
             Decision::Forward { rule, candidates } => (rule, candidates),
             Decision::NotFound => {
-                let close = has_body || !fr.keep_alive;
                 return self
-                    .fail(ErrorKind::NoRoute, "no route matches this request", close)
+                    .fail(
+                        ErrorKind::NoRoute,
+                        "no route matches this request",
+                        close_on_error,
+                    )
                     .await;
             }
             Decision::BadKey { rule, reason } => {
                 let msg = format!("{reason} (shard {})", rule.pool.name);
-                return self.fail(ErrorKind::BadRequest, &msg, true).await;
+                return self
+                    .fail_in(ErrorKind::BadRequest, &msg, true, Some(rule))
+                    .await;
             }
         };
         rule.requests.fetch_add(1, Relaxed);
@@ -354,13 +360,15 @@ impl Conn {
                     } else {
                         "this route needs an X-API-Key"
                     };
-                    let close = has_body || !fr.keep_alive;
-                    return self.fail(ErrorKind::Unauthorized, msg, close).await;
+                    return self
+                        .fail_in(ErrorKind::Unauthorized, msg, close_on_error, Some(rule))
+                        .await;
                 }
                 Some(k) if !k.permissions.iter().any(|p| p == perm) => {
                     let msg = format!("API key {} lacks permission {perm}", k.name);
-                    let close = has_body || !fr.keep_alive;
-                    return self.fail(ErrorKind::Forbidden, &msg, close).await;
+                    return self
+                        .fail_in(ErrorKind::Forbidden, &msg, close_on_error, Some(rule))
+                        .await;
                 }
                 Some(k) => key_name = Some(&k.name),
             }
@@ -369,32 +377,19 @@ impl Conn {
         // 4. Connect: the first candidate that accepts; connect failures move on.
         let mut co = match checkout(candidates, s.connect_timeout, s.idle_timeout).await {
             Ok(c) => c,
-            Err(ConnectError::NoCandidates) => {
-                let msg = format!(
-                    "no healthy address for {} {}",
-                    rule.kind.as_str(),
-                    rule.label
-                );
+            Err(e) => {
+                let (kind, label) = (rule.kind.as_str(), &rule.label);
+                let msg = match e {
+                    ConnectError::NoCandidates => format!("no healthy address for {kind} {label}"),
+                    ConnectError::AllFailed(e) => {
+                        format!("no address of {kind} {label} could be reached ({e})")
+                    }
+                };
                 return self
                     .fail_in(
                         ErrorKind::ServiceUnavailable,
                         &msg,
-                        has_body || !fr.keep_alive,
-                        Some(rule),
-                    )
-                    .await;
-            }
-            Err(ConnectError::AllFailed(e)) => {
-                let msg = format!(
-                    "no address of {} {} could be reached ({e})",
-                    rule.kind.as_str(),
-                    rule.label
-                );
-                return self
-                    .fail_in(
-                        ErrorKind::ServiceUnavailable,
-                        &msg,
-                        has_body || !fr.keep_alive,
+                        close_on_error,
                         Some(rule),
                     )
                     .await;
