@@ -1,5 +1,6 @@
 //! After a 101 (or a 2xx to CONNECT) the connection stops being HTTP: bytes are spliced both
-//! ways until either side closes; half-closes are passed on.
+//! ways until either side closes (half-closes are passed on) or the tunnel has been idle both
+//! ways for an hour, HAProxy's `timeout tunnel` idea with the L4 listeners' default.
 use super::io::write_all;
 use bytes::BytesMut;
 use std::time::Duration;
@@ -13,7 +14,7 @@ pub async fn splice(
     mut upstream: TcpStream,
     upstream_pending: &mut BytesMut,
     write_timeout: Duration,
-) -> std::io::Result<(u64, u64)> {
+) -> std::io::Result<super::l4::Flow> {
     if !client_pending.is_empty() {
         write_all(&mut upstream, client_pending, write_timeout).await?;
         client_pending.clear();
@@ -22,5 +23,7 @@ pub async fn splice(
         write_all(&mut client, upstream_pending, write_timeout).await?;
         upstream_pending.clear();
     }
-    tokio::io::copy_bidirectional(&mut client, &mut upstream).await
+    // WebSockets idle far longer than a request does; an hour without a byte either way is
+    // a dead peer, not a quiet one.
+    Ok(super::l4::splice(client, upstream, crate::config::tcp::DEFAULT_IDLE).await)
 }
