@@ -25,6 +25,9 @@ pub struct Shared {
     pub store_synced: AtomicBool,
     pub metrics_reload_failures: AtomicU64,
     pub registrations: crate::registry::Counts,
+    /// The `[[tcp]]` listeners (local address) and their targets, for `/health` and
+    /// `/metrics`; written by the L4 listener set on start and reload.
+    pub l4_view: ArcSwap<Vec<(String, Vec<Arc<crate::upstream::Upstream>>)>>,
     pub upstreams: UpstreamSet,
     /// Set once on SIGTERM/SIGINT: listeners stop, `/ready` answers 503, connections close
     /// after their current request.
@@ -52,12 +55,26 @@ impl Shared {
             store_synced: AtomicBool::new(true),
             metrics_reload_failures: AtomicU64::new(0),
             registrations: crate::registry::Counts::default(),
+            l4_view: ArcSwap::from_pointee(Vec::new()),
             upstreams,
             shutdown: watch::channel(false).0,
             open_connections: AtomicU64::new(0),
             started: Instant::now(),
             metrics: crate::metrics::Metrics::default(),
         })
+    }
+
+    /// Every upstream: the HTTP table's and the L4 listeners' (for metrics and the status page).
+    pub fn all_upstreams(&self) -> Vec<Arc<crate::upstream::Upstream>> {
+        let mut all = self.upstreams.all();
+        for (_, targets) in self.l4_view.load().iter() {
+            for u in targets {
+                if !all.iter().any(|x| Arc::ptr_eq(x, u)) {
+                    all.push(u.clone());
+                }
+            }
+        }
+        all
     }
 
     pub fn draining(&self) -> bool {

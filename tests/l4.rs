@@ -274,6 +274,27 @@ fn dead_target_is_skipped_and_tcp_health_check_marks_it_down() {
         tries,
         "a DOWN target is not tried"
     );
+    // /health shows the listener's targets; /metrics has them too.
+    let h: serde_json::Value = client()
+        .get(sy.admin_url("/health"))
+        .send()
+        .unwrap()
+        .json()
+        .unwrap();
+    let listener = &h["tcp"][l.to_string()];
+    assert_eq!(listener[&dead]["status"], "DOWN", "{h}");
+    assert_eq!(listener[live.address()]["status"], "UP", "{h}");
+    assert_eq!(h["status"], "degraded");
+    let m = client()
+        .get(sy.admin_url("/metrics"))
+        .send()
+        .unwrap()
+        .text()
+        .unwrap();
+    assert!(
+        m.contains(&format!("switchyard_upstream_up{{address=\"{dead}\"}} 0")),
+        "{m}"
+    );
 }
 
 #[test]

@@ -56,6 +56,15 @@ pub fn health(shared: &Shared) -> Value {
         }
         backends.insert(p.name.clone(), Value::Object(addrs));
     }
+    let mut tcp = Map::new();
+    for (listen, targets) in shared.l4_view.load().iter() {
+        let mut addrs = Map::new();
+        for u in targets {
+            all_up &= u.status() == Status::Up;
+            addrs.insert(u.label.to_string(), address_json(u));
+        }
+        tcp.insert(listen.clone(), Value::Object(addrs));
+    }
     let mut services = Map::new();
     for svc in &table.services {
         all_up &= svc.upstream.status() == Status::Up;
@@ -71,6 +80,7 @@ pub fn health(shared: &Shared) -> Value {
         "store": store_json(shared),
         "targets": targets,
         "backends": backends,
+        "tcp": tcp,
     })
 }
 

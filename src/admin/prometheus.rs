@@ -228,7 +228,7 @@ impl Collector for Scrape {
             ConstGauge::new(shared.open() as i64),
         )?;
 
-        let rows = address_rows(&shared.upstreams.all());
+        let rows = address_rows(&shared.all_upstreams());
         let addr = |r: &AddressRow| [("address", r.label.to_string())];
         family(
             &mut enc,

@@ -189,18 +189,14 @@ pub fn render(shared: &Arc<Shared>) -> String {
     let now = Instant::now();
     let uptime = shared.started.elapsed();
     let pools = table.pools();
-    let rules: Vec<&Rule> = table
-        .routes
-        .iter()
-        .chain(&table.path_routes)
-        .chain(table.catch_all.as_ref())
-        .collect();
+    let rules: Vec<&Rule> = table.rules().collect();
 
     let mut samples = SAMPLES.lock().unwrap_or_else(|p| p.into_inner());
     let samples = samples.get_or_insert_with(HashMap::new);
     // Addresses that left the config (or registrations that went away) stop being sampled.
     samples.retain(|_, s| now.duration_since(s.at) < Duration::from_secs(600));
 
+    // The pools below are the HTTP table's; L4 targets are in /health and /metrics.
     let all = shared.upstreams.all();
     let count = |s: Status| all.iter().filter(|u| u.status() == s).count();
     let (n_up, n_down, n_unknown) = (

@@ -154,6 +154,11 @@ impl L4Listeners {
                 task,
             });
         }
+        shared.l4_view.store(Arc::new(
+            kept.iter()
+                .map(|a| (a.local.to_string(), a.route.load().pool.upstreams.clone()))
+                .collect(),
+        ));
         inner.active = kept;
         inner
             .upstreams
