@@ -27,3 +27,5 @@ s corpus/response_head/continue '\x02HTTP/1.1 100 Continue\r\n\r\n'
 s corpus/response_head/head '\x03HTTP/1.1 204 No Content\r\nContent-Length: 10\r\n\r\n'
 # config: the repository's example config.
 cp ../config.toml corpus/config/example.toml
+s corpus/config/small '[server]\nlisten = "127.0.0.1:1"\nupstream_timeout = "${T:-2.5}"\ngateway_header = "g w"\n\n[[backends]]\nname = "b"\naddresses = ["[::1]:7", "h:8"]\n\n[[routes]]\npath = "/a/*"\nmethods = ["get"]\nbackend = "b"\npermission = "p"\n'
+s corpus/config/bad '[server]\nmax_header_bytes = 12\nworkers = -1\n[[routes]]\npath = "x"\nbackend = "nope"\n[[targets]]\naddress = "${NOPE}"\n'

@@ -4,7 +4,7 @@
 
 use libfuzzer_sys::fuzz_target;
 use switchyard::http::framing::{self, Body};
-use switchyard::http::head::{self, Scan};
+use switchyard::http::head::{self, HeadError, Scan};
 use switchyard::http::response::{self, ResponseHead};
 use switchyard::http::rewrite::{self, Reply};
 
@@ -16,8 +16,9 @@ fn crlf_only(b: &[u8]) -> bool {
     })
 }
 
-/// Scans and parses a head the gateway wrote; it must be one complete, valid head.
-fn reparse(out: &[u8]) -> ResponseHead {
+/// Scans and parses a head the gateway wrote; it must be one complete, valid head. None when
+/// it has more headers than `MAX_HEADERS` only because of the ones the gateway adds.
+fn reparse(out: &[u8]) -> Option<ResponseHead> {
     let shown = String::from_utf8_lossy(out);
     assert!(crlf_only(out), "bare CR or LF in rewritten head: {shown:?}");
     assert_eq!(
@@ -26,11 +27,18 @@ fn reparse(out: &[u8]) -> ResponseHead {
         "{shown:?}"
     );
     let mut r = ResponseHead::default();
-    if let Err(e) = response::parse(out, out.len(), &mut r) {
-        panic!("rewritten response head does not parse ({e:?}): {shown:?}");
+    match response::parse(out, out.len(), &mut r) {
+        Ok(()) => {}
+        Err(HeadError::TooLarge) if header_lines(out) > head::MAX_HEADERS => return None,
+        Err(e) => panic!("rewritten response head does not parse ({e:?}): {shown:?}"),
     }
     assert_eq!(r.minor_version, 1);
-    r
+    Some(r)
+}
+
+/// Header lines in a complete head: its lines less the status line and the blank line.
+fn header_lines(head: &[u8]) -> usize {
+    head.windows(2).filter(|w| w == b"\r\n").count() - 2
 }
 
 // Input: 1 byte flags (bit 0: the request was HEAD; bit 1: the client speaks HTTP/1.1; bit 2:
@@ -65,7 +73,9 @@ fuzz_target!(|data: &[u8]| {
     // Interim answers are relayed as they are, less hop-by-hop headers.
     if (100..200).contains(&status) && status != 101 {
         rewrite::interim_head(buf, &r, &mut out);
-        let r2 = reparse(&out);
+        let Some(r2) = reparse(&out) else {
+            return;
+        };
         assert_eq!((r2.status, &out[r2.reason.clone()]), (status, reason));
         return;
     }
@@ -81,7 +91,9 @@ fuzz_target!(|data: &[u8]| {
             switching: status == 101,
         };
         rewrite::response_head(buf, &r, &reply, &mut out);
-        let r2 = reparse(&out);
+        let Some(r2) = reparse(&out) else {
+            return;
+        };
         assert_eq!((r2.status, &out[r2.reason.clone()]), (status, reason));
         return;
     }
@@ -113,7 +125,9 @@ fuzz_target!(|data: &[u8]| {
         switching: false,
     };
     rewrite::response_head(buf, &r, &reply, &mut out);
-    let r2 = reparse(&out);
+    let Some(r2) = reparse(&out) else {
+        return;
+    };
     let shown = String::from_utf8_lossy(&out);
     assert_eq!((r2.status, &out[r2.reason.clone()]), (status, reason));
     let expect = match rbody {
