@@ -4,7 +4,7 @@
 set -u
 cd "$(dirname "$0")"
 SECS="${SECS:-600}"
-TOOLCHAIN="${TOOLCHAIN:-+nightly}"
+TOOLCHAIN="${TOOLCHAIN-+nightly}"  # TOOLCHAIN= (empty): the default toolchain
 mkdir -p logs
 ./seed.sh
 for t in ${TARGETS:-request_head chunked response_head config}; do
