@@ -49,6 +49,21 @@ fn connection_listed(buf: &[u8], headers: &[HeaderRange], name: &[u8]) -> bool {
         .any(|tok| tok.eq_ignore_ascii_case(name))
 }
 
+/// The authority of an absolute-form target (`http://u@a:1/p` gives `a:1`) or of an
+/// authority-form one (CONNECT `a:443`); empty for origin-form and `*`.
+fn target_authority(target: &[u8]) -> &[u8] {
+    let Some(tail) = super::head::origin_tail(target) else {
+        return if target == b"*" { b"" } else { target };
+    };
+    if target.first() == Some(&b'/') {
+        return b"";
+    }
+    let scheme_len = if target[4] == b':' { 7 } else { 8 };
+    let auth = &target[scheme_len..target.len() - tail.len()];
+    let auth = auth.split(|b| *b == b'#').next().unwrap_or(auth);
+    auth.rsplit(|b| *b == b'@').next().unwrap_or(auth)
+}
+
 /// What the gateway adds to a forwarded request.
 pub struct Forward<'a> {
     pub client_ip: &'a str,
@@ -83,6 +98,13 @@ pub fn request_head(buf: &[u8], head: &RequestHead, fwd: &Forward<'_>, out: &mut
         None => out.extend_from_slice(target),
     }
     out.extend_from_slice(b" HTTP/1.1\r\n");
+    // An HTTP/1.1 request needs a Host (RFC 9112 §3.2), which an HTTP/1.0 client may not have
+    // sent: it is the target's authority, or empty when the target has none.
+    if head.header(buf, "host").is_none() {
+        out.extend_from_slice(b"Host: ");
+        out.extend_from_slice(target_authority(target));
+        out.extend_from_slice(b"\r\n");
+    }
     let has_connection = head
         .headers
         .iter()
@@ -343,6 +365,28 @@ mod tests {
             &fwd(),
         );
         assert!(out.contains("Host: h\r\n"));
+    }
+
+    #[test]
+    fn http10_without_host_gets_one() {
+        // Found by fuzz/request_head: an HTTP/1.0 request without Host was forwarded as an
+        // HTTP/1.1 request without Host, which a backend must refuse with 400.
+        let out = rewrite("GET /p HTTP/1.0\r\n\r\n", &fwd());
+        assert!(out.starts_with("GET /p HTTP/1.1\r\nHost: \r\n"), "{out}");
+        assert!(!out.contains("X-Forwarded-Host"), "{out}");
+        let b = out.as_bytes();
+        let mut h = RequestHead::default();
+        parse(b, b.len(), &mut h).unwrap();
+        assert!(crate::http::framing::request(b, &h).is_ok(), "{out}");
+        let out = rewrite("GET http://u@a:1#f HTTP/1.0\r\n\r\n", &fwd());
+        assert!(out.starts_with("GET / HTTP/1.1\r\nHost: a:1\r\n"), "{out}");
+        let out = rewrite("GET HTTPS://a/x?y HTTP/1.0\r\n\r\n", &fwd());
+        assert!(out.starts_with("GET /x?y HTTP/1.1\r\nHost: a\r\n"), "{out}");
+        let out = rewrite("CONNECT a:443 HTTP/1.0\r\n\r\n", &fwd());
+        assert!(
+            out.starts_with("CONNECT a:443 HTTP/1.1\r\nHost: a:443\r\n"),
+            "{out}"
+        );
     }
 
     #[test]
