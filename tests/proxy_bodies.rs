@@ -248,3 +248,62 @@ fn expect_100_answered_early_by_the_backend() {
     assert_eq!(r.status, 413, "{}", r.head);
     assert_eq!(b.hits(), 1);
 }
+
+/// A backend that refuses a large upload after its head (413 and close, the body unread): the
+/// client gets the 413 at once, not a 502 after a stalled upload.
+#[test]
+fn early_answer_to_a_large_upload_reaches_the_client() {
+    use std::io::{Read, Write};
+    let raw = RawBackend::start(|mut s| {
+        let _ = read_request_head(&mut s);
+        let body = b"{\"error\":\"too big\"}";
+        let head = format!(
+            "HTTP/1.1 413 Content Too Large\r\nContent-Length: {}\r\nConnection: close\r\n\r\n",
+            body.len()
+        );
+        let _ = s.write_all(head.as_bytes());
+        let _ = s.write_all(body);
+        // Close with the body unread, as a server refusing it does.
+    });
+    let cfg = format!(
+        "{}[[targets]]\naddress = \"{}\"\n",
+        listen_section("idle_timeout = 20"),
+        raw.addr
+    );
+    let sy = Switchyard::start(&cfg);
+    let mut c = std::net::TcpStream::connect(sy.http).unwrap();
+    c.set_read_timeout(Some(Duration::from_secs(5))).unwrap();
+    let size = 32 << 20;
+    let head = format!("POST /upload HTTP/1.1\r\nHost: t\r\nContent-Length: {size}\r\n\r\n");
+    c.write_all(head.as_bytes()).unwrap();
+    let mut w = c.try_clone().unwrap();
+    let writer = std::thread::spawn(move || {
+        let chunk = vec![b'x'; 64 * 1024];
+        let mut sent = 0;
+        while sent < size {
+            if w.write_all(&chunk).is_err() {
+                break;
+            }
+            sent += chunk.len();
+        }
+    });
+    let t0 = std::time::Instant::now();
+    let mut got = Vec::new();
+    let mut b = [0u8; 4096];
+    while !String::from_utf8_lossy(&got).contains("too big") {
+        match c.read(&mut b) {
+            Ok(0) | Err(_) => break,
+            Ok(n) => got.extend_from_slice(&b[..n]),
+        }
+    }
+    let text = String::from_utf8_lossy(&got);
+    assert!(text.starts_with("HTTP/1.1 413"), "{text}");
+    assert!(text.contains("too big"), "{text}");
+    assert!(
+        t0.elapsed() < Duration::from_secs(4),
+        "took {:?}",
+        t0.elapsed()
+    );
+    drop(c);
+    let _ = writer.join();
+}

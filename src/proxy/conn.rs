@@ -510,44 +510,153 @@ impl Conn {
                 }
             }
         }
-        if !have_final {
-            let sent = match fr.body {
-                Body::Length(_) if body_left > 0 => {
-                    body::copy_length(
-                        &mut self.client,
-                        &mut self.buf,
-                        &mut co.stream,
-                        body_left,
-                        s.idle_timeout,
+        if !have_final && (body_left > 0 || fr.body == Body::Chunked) {
+            // The body goes up while the backend is watched: an answer that comes before the
+            // body is all sent (a 413, a backend that closes) ends the upload instead of
+            // deadlocking it; an interim answer is relayed and the upload goes on.
+            enum Upload {
+                Sent(Result<(), CopyError>),
+                /// A final answer came first; then the upload ended like this.
+                EarlyFinal(Result<(), CopyError>),
+                Fail(ErrorKind, String),
+                ClientGone,
+            }
+            let outcome = {
+                let Conn {
+                    client,
+                    buf,
+                    up_buf,
+                    resp,
+                    out,
+                    ..
+                } = &mut *self;
+                let (mut cr, mut cw) = client.split();
+                let (mut ur, mut uw) = co.stream.split();
+                let idle = s.idle_timeout;
+                let send = async {
+                    match fr.body {
+                        Body::Length(_) => {
+                            body::copy_length(&mut cr, buf, &mut uw, body_left, idle).await
+                        }
+                        _ => body::copy_chunked(&mut cr, buf, &mut uw, idle).await,
+                    }
+                };
+                tokio::pin!(send);
+                let first = loop {
+                    let mut probe = [0u8; 1];
+                    let peeked = tokio::select! {
+                        biased;
+                        r = &mut send => break Some(Upload::Sent(r)),
+                        p = ur.peek(&mut probe) => p,
+                    };
+                    if !matches!(peeked, Ok(n) if n > 0) {
+                        break Some(Upload::Fail(
+                            ErrorKind::BadGateway,
+                            format!(
+                                "{} closed the connection while receiving the body",
+                                upstream.label
+                            ),
+                        ));
+                    }
+                    let deadline = Instant::now() + s.upstream_timeout;
+                    let n = match read_head(
+                        &mut ur,
+                        up_buf,
+                        s.max_header_bytes,
+                        deadline,
+                        s.upstream_timeout,
                     )
                     .await
+                    {
+                        Ok(n) => n,
+                        Err(ReadHeadError::Timeout) => {
+                            break Some(Upload::Fail(
+                                ErrorKind::GatewayTimeout,
+                                format!("{} did not finish its response head", upstream.label),
+                            ))
+                        }
+                        Err(_) => {
+                            break Some(Upload::Fail(
+                                ErrorKind::BadGateway,
+                                format!(
+                                    "{} closed the connection or sent an invalid response head",
+                                    upstream.label
+                                ),
+                            ))
+                        }
+                    };
+                    if response::parse(up_buf, n, resp).is_err() {
+                        break Some(Upload::Fail(
+                            ErrorKind::BadGateway,
+                            format!("{} sent an invalid response head", upstream.label),
+                        ));
+                    }
+                    let st = resp.status;
+                    if !(100..200).contains(&st) || st == 101 {
+                        break None;
+                    }
+                    let skip = st == 100 && (sent_continue || !fr.expect_continue) || minor == 0;
+                    if !skip {
+                        rewrite::interim_head(up_buf, resp, out);
+                        if write_all(&mut cw, out, idle).await.is_err() {
+                            break Some(Upload::ClientGone);
+                        }
+                        sent_continue |= st == 100;
+                    }
+                    up_buf.advance(n);
+                };
+                // After an early final answer the upload still goes on: a backend that
+                // streams its answer while reading (an echo) needs the rest, and one that
+                // refuses it (a 413) closes, which ends the upload at once.
+                match first {
+                    Some(o) => o,
+                    None => Upload::EarlyFinal((&mut send).await),
                 }
-                Body::Chunked => {
-                    body::copy_chunked(
-                        &mut self.client,
-                        &mut self.buf,
-                        &mut co.stream,
-                        s.idle_timeout,
-                    )
-                    .await
-                }
-                _ => Ok(()),
             };
-            match sent {
-                Ok(()) => {}
-                Err(CopyError::Invalid(m)) => {
+            match outcome {
+                Upload::Sent(Ok(())) => {}
+                Upload::Sent(Err(CopyError::Invalid(m))) => {
                     return self
                         .upstream_fail(ErrorKind::BadRequest, m, rule, &upstream, started)
                         .await;
                 }
-                Err(CopyError::SourceEof | CopyError::Source(_)) => return Next::Close,
-                Err(CopyError::Sink(_)) => {
+                Upload::Sent(Err(CopyError::SourceEof | CopyError::Source(_)))
+                | Upload::ClientGone => return Next::Close,
+                Upload::Sent(Err(CopyError::Sink(_)))
+                    if !self.final_answer_waiting(&mut co.stream, &s).await =>
+                {
                     let msg = format!(
                         "{} closed the connection while receiving the body",
                         upstream.label
                     );
                     return self
                         .upstream_fail(ErrorKind::BadGateway, &msg, rule, &upstream, started)
+                        .await;
+                }
+                Upload::EarlyFinal(Ok(())) => have_final = true,
+                // The backend stopped reading after answering (it refused the body).
+                Upload::Sent(Err(CopyError::Sink(_)))
+                | Upload::EarlyFinal(Err(CopyError::Sink(_))) => {
+                    // The backend stopped reading: the rest of the body is never read, and
+                    // neither connection can carry another request.
+                    have_final = true;
+                    client_close = true;
+                    reusable = false;
+                    // The client may still be sending: drain it after the answer so the
+                    // close does not reset the connection under the response.
+                    self.linger = true;
+                }
+                Upload::EarlyFinal(Err(CopyError::Invalid(m))) => {
+                    return self
+                        .upstream_fail(ErrorKind::BadRequest, m, rule, &upstream, started)
+                        .await;
+                }
+                Upload::EarlyFinal(Err(CopyError::SourceEof | CopyError::Source(_))) => {
+                    return Next::Close
+                }
+                Upload::Fail(kind, msg) => {
+                    return self
+                        .upstream_fail(kind, &msg, rule, &upstream, started)
                         .await;
                 }
             }
@@ -789,6 +898,38 @@ impl Conn {
             Next::Close
         } else {
             Next::KeepAlive
+        }
+    }
+
+    /// After the backend stopped taking the body: whether it left a final answer to relay
+    /// (parsed into `self.resp`). It has had to write it before closing, so a short wait is
+    /// enough; what it already sent is readable even after its reset.
+    async fn final_answer_waiting(
+        &mut self,
+        up: &mut TcpStream,
+        s: &crate::config::Server,
+    ) -> bool {
+        let wait = Duration::from_millis(200);
+        loop {
+            let Ok(n) = read_head(
+                up,
+                &mut self.up_buf,
+                s.max_header_bytes,
+                Instant::now() + wait,
+                wait,
+            )
+            .await
+            else {
+                return false;
+            };
+            if response::parse(&self.up_buf, n, &mut self.resp).is_err() {
+                return false;
+            }
+            if !(100..200).contains(&self.resp.status) || self.resp.status == 101 {
+                return true;
+            }
+            // An interim answer before the refusal: not for a client whose upload failed.
+            self.up_buf.advance(n);
         }
     }
 
