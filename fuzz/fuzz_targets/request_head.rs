@@ -92,6 +92,7 @@ fuzz_target!(|data: &[u8]| {
         },
         chunked: fr.body == framing::Body::Chunked,
         upgrade: fr.upgrade,
+        host_fallback: "backend.internal:8080",
     };
     let mut out = Vec::new();
     rewrite::request_head(buf, &h, &fwd, &mut out);
