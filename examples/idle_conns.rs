@@ -20,20 +20,17 @@ fn backend() -> u16 {
                 let mut line = String::new();
                 loop {
                     // Requests from switchyard here have no body: read to the blank line.
-                    let mut saw_any = false;
                     loop {
                         line.clear();
                         match r.read_line(&mut line) {
                             Ok(0) | Err(_) => return,
-                            Ok(_) => saw_any = true,
-                        }
-                        if line == "\r\n" {
-                            break;
+                            Ok(_) if line == "\r\n" => break,
+                            Ok(_) => {}
                         }
                     }
-                    if saw_any
-                        && w.write_all(b"HTTP/1.1 200 OK\r\nContent-Length: 5\r\n\r\nhello")
-                            .is_err()
+                    if w
+                        .write_all(b"HTTP/1.1 200 OK\r\nContent-Length: 5\r\n\r\nhello")
+                        .is_err()
                     {
                         return;
                     }
