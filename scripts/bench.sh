@@ -5,6 +5,8 @@
 # Usage: scripts/bench.sh            (BENCH_SECONDS=5 BENCH_ROUNDS=3 BENCH_CONNS=50)
 #        BENCH_SCENARIOS="l7-keepalive l4-keepalive" scripts/bench.sh
 #        BENCH_TARGETS="switchyard haproxy" BENCH_PIN=0 BENCH_NOBUILD=1 scripts/bench.sh
+#        BENCH_BASELINE=/tmp/switchyard-before scripts/bench.sh   (adds target "baseline": an
+#        older switchyard binary measured in the same rounds, for before/after numbers)
 # Everything listens on 127.0.0.1; every process started here is stopped by PID on exit.
 set -euo pipefail
 
@@ -14,6 +16,9 @@ CONNS=${BENCH_CONNS:-50}
 PIN=${BENCH_PIN:-1}
 SCENARIOS=${BENCH_SCENARIOS:-"l7-keepalive l7-close l4-keepalive l4-close"}
 TARGETS=${BENCH_TARGETS:-"direct switchyard haproxy nginx"}
+if [ -n "${BENCH_BASELINE:-}" ] && [[ " $TARGETS " != *" baseline "* ]]; then
+    TARGETS="baseline $TARGETS"
+fi
 BASE_PORT=${BENCH_BASE_PORT:-18080}
 ROOT=$(cd "$(dirname "$0")/.." && pwd)
 WORK=$(mktemp -d /tmp/switchyard-bench.XXXXXX)
@@ -28,6 +33,9 @@ HA_HTTP=$((BASE_PORT + 20))
 HA_TCP=$((BASE_PORT + 22))
 NG_HTTP=$((BASE_PORT + 30))
 NG_TCP=$((BASE_PORT + 32))
+BL_HTTP=$((BASE_PORT + 40))
+BL_ADMIN=$((BASE_PORT + 41))
+BL_TCP=$((BASE_PORT + 42))
 
 PIDS=()
 cleanup() {
@@ -134,6 +142,15 @@ EOF
 RUST_LOG=warn $PROXY_CPU "$SY_BIN" -c "$WORK/sy/config.toml" >"$WORK/sy/out.log" 2>&1 &
 SY_PID=$!
 PIDS+=($SY_PID)
+BL_PID=""
+if [ -n "${BENCH_BASELINE:-}" ]; then
+    mkdir -p "$WORK/bl"
+    sed -e "s/:$SY_HTTP\"/:$BL_HTTP\"/; s/:$SY_ADMIN\"/:$BL_ADMIN\"/; s/:$SY_TCP\"/:$BL_TCP\"/" \
+        "$WORK/sy/config.toml" >"$WORK/bl/config.toml"
+    RUST_LOG=warn $PROXY_CPU "$BENCH_BASELINE" -c "$WORK/bl/config.toml" >"$WORK/bl/out.log" 2>&1 &
+    BL_PID=$!
+    PIDS+=($BL_PID)
+fi
 
 # --- HAProxy: one thread, round robin, keep-alive and connection reuse towards the servers.
 mkdir -p "$WORK/ha"
@@ -225,6 +242,7 @@ wait_port() {
     return 1
 }
 for p in $BACK1 $BACK2 $SY_HTTP $SY_TCP $HA_HTTP $HA_TCP $NG_HTTP; do wait_port "$p"; done
+[ -n "$BL_PID" ] && wait_port "$BL_HTTP" && wait_port "$BL_TCP"
 [ -n "$STREAM_MOD" ] && wait_port "$NG_TCP"
 
 # CPU ticks (utime + stime) of a process; wrk's -d bounds each run, so this brackets it.
@@ -247,6 +265,7 @@ port_of() { # scenario target -> port ("" when not available)
     case "$2" in
         direct) echo "$BACK1" ;;
         switchyard) [ $l4 = 1 ] && echo "$SY_TCP" || echo "$SY_HTTP" ;;
+        baseline) [ $l4 = 1 ] && echo "$BL_TCP" || echo "$BL_HTTP" ;;
         haproxy) [ $l4 = 1 ] && echo "$HA_TCP" || echo "$HA_HTTP" ;;
         nginx) if [ $l4 = 1 ]; then [ -n "$STREAM_MOD" ] && echo "$NG_TCP" || echo ""; else echo "$NG_HTTP"; fi ;;
     esac
@@ -254,6 +273,7 @@ port_of() { # scenario target -> port ("" when not available)
 pid_of() {
     case "$1" in
         switchyard) echo "$SY_PID" ;;
+        baseline) echo "$BL_PID" ;;
         haproxy) echo "$HA_PID" ;;
         nginx) echo "$NG_PID" ;;
         *) echo "" ;;
