@@ -35,17 +35,59 @@ fn is_set_by_gateway(name: &[u8]) -> bool {
     SET.iter().any(|h| name_is(name, h))
 }
 
-/// Header names listed in `Connection`, which are hop-by-hop for this message only. A client
-/// cannot use this to strip Host: the names the gateway needs are never taken from here.
-fn connection_listed(buf: &[u8], headers: &[HeaderRange], name: &[u8]) -> bool {
-    if name_is(name, "host") {
-        return false;
+/// The options listed in a message's `Connection` headers, gathered once per head instead of
+/// once per header line. Past `MAX_LISTED` (never seen in practice) it rescans the headers.
+struct Listed<'b> {
+    tokens: [&'b [u8]; MAX_LISTED],
+    len: usize,
+    overflow: bool,
+}
+
+const MAX_LISTED: usize = 8;
+
+impl<'b> Listed<'b> {
+    fn new(buf: &'b [u8], headers: &[HeaderRange]) -> Self {
+        let mut l = Listed {
+            tokens: [&[]; MAX_LISTED],
+            len: 0,
+            overflow: false,
+        };
+        for h in headers {
+            if name_is(&buf[h.name.clone()], "connection") {
+                for tok in list_items(&buf[h.value.clone()]) {
+                    // close and keep-alive name no header we would forward anyway (Keep-Alive
+                    // is hop-by-hop already), but a header literally named Close would be
+                    // dropped before: keep the token.
+                    if l.len == MAX_LISTED {
+                        l.overflow = true;
+                    } else {
+                        l.tokens[l.len] = tok;
+                        l.len += 1;
+                    }
+                }
+            }
+        }
+        l
     }
-    headers
-        .iter()
-        .filter(|h| name_is(&buf[h.name.clone()], "connection"))
-        .flat_map(|h| list_items(&buf[h.value.clone()]))
-        .any(|tok| tok.eq_ignore_ascii_case(name))
+
+    /// Header names listed in `Connection`, which are hop-by-hop for this message only. A
+    /// client cannot use this to strip Host: the names the gateway needs are never taken from
+    /// here.
+    fn has(&self, buf: &[u8], headers: &[HeaderRange], name: &[u8]) -> bool {
+        if self.len == 0 || name_is(name, "host") {
+            return false;
+        }
+        if self.overflow {
+            return headers
+                .iter()
+                .filter(|h| name_is(&buf[h.name.clone()], "connection"))
+                .flat_map(|h| list_items(&buf[h.value.clone()]))
+                .any(|tok| tok.eq_ignore_ascii_case(name));
+        }
+        self.tokens[..self.len]
+            .iter()
+            .any(|tok| tok.eq_ignore_ascii_case(name))
+    }
 }
 
 /// What the gateway adds to a forwarded request.
@@ -82,10 +124,7 @@ pub fn request_head(buf: &[u8], head: &RequestHead, fwd: &Forward<'_>, out: &mut
         None => out.extend_from_slice(target),
     }
     out.extend_from_slice(b" HTTP/1.1\r\n");
-    let has_connection = head
-        .headers
-        .iter()
-        .any(|h| name_is(&buf[h.name.clone()], "connection"));
+    let listed = Listed::new(buf, &head.headers);
     let mut xff_seen = false;
     let mut host: &[u8] = b"";
     let mut host_present = false;
@@ -103,10 +142,7 @@ pub fn request_head(buf: &[u8], head: &RequestHead, fwd: &Forward<'_>, out: &mut
             host = value;
             host_present = true;
         }
-        if is_hop_by_hop(name)
-            || is_set_by_gateway(name)
-            || (has_connection && connection_listed(buf, &head.headers, name))
-        {
+        if is_hop_by_hop(name) || is_set_by_gateway(name) || listed.has(buf, &head.headers, name) {
             continue;
         }
         out.extend_from_slice(name);
@@ -190,17 +226,14 @@ pub fn response_head(buf: &[u8], head: &ResponseHead, reply: &Reply<'_>, out: &m
     out.push(b' ');
     out.extend_from_slice(&buf[head.reason.clone()]);
     out.extend_from_slice(b"\r\n");
-    let has_connection = head
-        .headers
-        .iter()
-        .any(|h| name_is(&buf[h.name.clone()], "connection"));
+    let listed = Listed::new(buf, &head.headers);
     for h in &head.headers {
         let name = &buf[h.name.clone()];
         let keep_upgrade = reply.switching && name_is(name, "upgrade");
         if !keep_upgrade
             && (is_hop_by_hop(name)
                 || name_is(name, "content-length")
-                || (has_connection && connection_listed(buf, &head.headers, name)))
+                || listed.has(buf, &head.headers, name))
         {
             continue;
         }
@@ -384,6 +417,24 @@ mod tests {
                 "{out}"
             );
         }
+    }
+
+    #[test]
+    fn many_connection_options_are_all_honoured() {
+        let opts: Vec<String> = (0..12).map(|i| format!("X-O{i}")).collect();
+        let mut req = format!(
+            "GET / HTTP/1.1\r\nHost: h\r\nConnection: {}\r\n",
+            opts.join(", ")
+        );
+        for o in &opts {
+            req.push_str(&format!("{o}: v\r\n"));
+        }
+        req.push_str("X-Kept: k\r\n\r\n");
+        let out = rewrite(&req, &fwd());
+        for o in &opts {
+            assert!(!out.contains(o.as_str()), "{o} in {out}");
+        }
+        assert!(out.contains("X-Kept: k\r\n"), "{out}");
     }
 
     #[test]
