@@ -57,6 +57,8 @@ struct Conn {
     is_head: bool,
     /// The connection closes after an error, maybe before the request was read whole.
     linger: bool,
+    /// `access_log` of the table the current request is served with.
+    access_log: bool,
 }
 
 /// Serves one accepted client connection until it closes.
@@ -78,6 +80,7 @@ pub async fn serve(shared: Arc<Shared>, client: TcpStream, peer: SocketAddr) {
         line: String::new(),
         is_head: false,
         linger: false,
+        access_log: false,
     };
     loop {
         match c.one().await {
@@ -174,7 +177,7 @@ impl Conn {
         self.shared
             .metrics
             .observe(d.rule, d.upstream, d.status, started.elapsed());
-        if !self.shared.table.load().server.access_log {
+        if !self.access_log {
             return;
         }
         log::info!(
@@ -191,8 +194,17 @@ impl Conn {
     }
 
     async fn one(&mut self) -> Next {
-        let table = self.shared.table.load_full();
-        let s = table.server.clone();
+        // Only what the wait for the head needs; the table used for the request is loaded
+        // once the head is here (see below), so this one is a guard, not an Arc clone.
+        let (request_header_timeout, idle_timeout, max_header_bytes) = {
+            let t = self.shared.table.load();
+            self.access_log = t.server.access_log;
+            (
+                t.server.request_header_timeout,
+                t.server.idle_timeout,
+                t.server.max_header_bytes,
+            )
+        };
         self.line.clear();
         self.rid.clear();
         self.is_head = false;
@@ -200,9 +212,9 @@ impl Conn {
 
         // 1. The head: idle keep-alive waits end quietly; a slow head is a 408.
         let first_wait = if self.served == 0 {
-            s.request_header_timeout
+            request_header_timeout
         } else {
-            s.idle_timeout
+            idle_timeout
         };
         let idle_wait = self.buf.is_empty();
         let first_byte = Instant::now() + first_wait;
@@ -210,9 +222,9 @@ impl Conn {
             let fut = read_head(
                 &mut self.client,
                 &mut self.buf,
-                s.max_header_bytes,
+                max_header_bytes,
                 first_byte,
-                s.request_header_timeout,
+                request_header_timeout,
             );
             if idle_wait && self.served > 0 {
                 if *self.shutdown.borrow() {
@@ -252,7 +264,8 @@ impl Conn {
         // The table current when the head arrived, not when the wait for it began: a request
         // on a connection that sat idle across a reload is routed with the new table.
         let table = self.shared.table.load_full();
-        let s = table.server.clone();
+        let s = &*table.server;
+        self.access_log = s.access_log;
         if let Err(e) = head::parse(&self.buf, len, &mut self.head) {
             request_id::generate(&mut self.rid);
             return self.head_error(e).await;
