@@ -28,8 +28,7 @@ fn backend() -> u16 {
                             Ok(_) => {}
                         }
                     }
-                    if w
-                        .write_all(b"HTTP/1.1 200 OK\r\nContent-Length: 5\r\n\r\nhello")
+                    if w.write_all(b"HTTP/1.1 200 OK\r\nContent-Length: 5\r\n\r\nhello")
                         .is_err()
                     {
                         return;

@@ -1,6 +1,7 @@
 //! One client connection: read a head, check it, route it, forward it, stream the answer back,
 //! and start over for the next request on the same connection, routed on its own.
 use super::body::{self, CopyError};
+use super::bufpool;
 use super::io::{read_head, write_all, ReadHeadError};
 use super::request_id;
 use super::upstream::{checkout, ConnectError};
@@ -42,10 +43,13 @@ enum Next {
 struct Conn {
     shared: Arc<Shared>,
     client: TcpStream,
-    peer_ip: String,
+    peer_ip: IpText,
+    /// Request bytes; lent from [`bufpool`] only while a head or body is being read.
     buf: BytesMut,
     head: RequestHead,
+    /// Heads being written; allocated with the first request.
     out: Vec<u8>,
+    /// Response bytes; lent from [`bufpool`] for one exchange.
     up_buf: BytesMut,
     resp: ResponseHead,
     rid: Vec<u8>,
@@ -61,6 +65,29 @@ struct Conn {
     access_log: bool,
 }
 
+/// A client address as text, inline: no allocation per connection for what every forwarded
+/// head and log line repeats.
+struct IpText {
+    bytes: [u8; 45],
+    len: u8,
+}
+
+impl IpText {
+    fn new(ip: std::net::IpAddr) -> Self {
+        use std::io::Write;
+        let mut bytes = [0u8; 45];
+        let mut w = &mut bytes[..];
+        // 45 bytes hold the longest IPv6 text (v4-mapped with dotted quad).
+        let _ = write!(w, "{ip}");
+        let len = (45 - w.len()) as u8;
+        IpText { bytes, len }
+    }
+
+    fn as_str(&self) -> &str {
+        std::str::from_utf8(&self.bytes[..usize::from(self.len)]).unwrap_or("")
+    }
+}
+
 /// Serves one accepted client connection until it closes.
 pub async fn serve(shared: Arc<Shared>, client: TcpStream, peer: SocketAddr) {
     let _ = client.set_nodelay(true);
@@ -68,10 +95,10 @@ pub async fn serve(shared: Arc<Shared>, client: TcpStream, peer: SocketAddr) {
     let mut c = Conn {
         shared,
         client,
-        peer_ip: peer.ip().to_string(),
-        buf: BytesMut::with_capacity(4096),
+        peer_ip: IpText::new(peer.ip()),
+        buf: BytesMut::new(),
         head: RequestHead::default(),
-        out: Vec::with_capacity(1024),
+        out: Vec::new(),
         up_buf: BytesMut::new(),
         resp: ResponseHead::default(),
         rid: Vec::with_capacity(40),
@@ -183,7 +210,7 @@ impl Conn {
         log::info!(
             target: "access",
             "{} \"{}\" {} rule={} upstream={} {:.1}ms rid={}",
-            self.peer_ip,
+            self.peer_ip.as_str(),
             self.line,
             d.status,
             d.rule.map_or("-", |r| r.label.as_str()),
@@ -218,26 +245,42 @@ impl Conn {
         };
         let idle_wait = self.buf.is_empty();
         let first_byte = Instant::now() + first_wait;
-        let read = {
-            let fut = read_head(
+        // Nothing buffered: wait for the first byte holding no buffer, so that idle
+        // connections cost no buffer memory; an idle keep-alive wait also ends on drain.
+        let mut read = Ok(0);
+        if idle_wait {
+            bufpool::release(&mut self.buf);
+            let ready = tokio::time::timeout_at(first_byte, self.client.readable());
+            let ready = if self.served > 0 {
+                if *self.shutdown.borrow() {
+                    return Next::Close;
+                }
+                tokio::select! {
+                    r = ready => r,
+                    _ = self.shutdown.changed() => return Next::Close,
+                }
+            } else {
+                ready.await
+            };
+            read = match ready {
+                Ok(Ok(())) => Ok(0),
+                Ok(Err(e)) => Err(ReadHeadError::Io(e)),
+                Err(_) => Err(ReadHeadError::Timeout),
+            };
+        }
+        if read.is_ok() {
+            if self.buf.capacity() == 0 {
+                self.buf = bufpool::take();
+            }
+            read = read_head(
                 &mut self.client,
                 &mut self.buf,
                 max_header_bytes,
                 first_byte,
                 request_header_timeout,
-            );
-            if idle_wait && self.served > 0 {
-                if *self.shutdown.borrow() {
-                    return Next::Close;
-                }
-                tokio::select! {
-                    r = fut => r,
-                    _ = self.shutdown.changed() => return Next::Close,
-                }
-            } else {
-                fut.await
-            }
-        };
+            )
+            .await;
+        }
         let len = match read {
             Ok(n) => n,
             Err(ReadHeadError::Closed | ReadHeadError::Io(_)) => return Next::Close,
@@ -415,10 +458,16 @@ impl Conn {
         };
         let upstream = co.upstream.clone();
         upstream.count_request();
+        if self.up_buf.capacity() == 0 {
+            self.up_buf = bufpool::take();
+        }
+        if self.out.capacity() == 0 {
+            self.out.reserve(1024);
+        }
 
         // 5. The head the backend sees, with the first body bytes when they are here.
         let fwd = Forward {
-            client_ip: &self.peer_ip,
+            client_ip: self.peer_ip.as_str(),
             proto: "http",
             request_id: &self.rid,
             api_key_name: key_name,
@@ -795,6 +844,7 @@ impl Conn {
             upstream.idle.release(co.stream);
         }
         self.up_buf.clear();
+        bufpool::release(&mut self.up_buf);
         self.log(
             Done {
                 status,
