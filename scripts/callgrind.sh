@@ -2,7 +2,7 @@
 # User-space instructions per proxied request, counted by callgrind under a fixed wrk load:
 # deterministic where wall-clock numbers on a shared 2-core machine are not.
 #
-# Usage: scripts/callgrind.sh [switchyard binary] [keepalive|close|l4]   (needs valgrind, nginx, wrk)
+# Usage: scripts/callgrind.sh [switchyard binary] [keepalive|close|l4|l4-close]   (needs valgrind, nginx, wrk)
 set -euo pipefail
 ROOT=$(cd "$(dirname "$0")/.." && pwd)
 BIN=${1:-$ROOT/target/release/switchyard}
@@ -54,8 +54,8 @@ PIDS+=($SP)
 for _ in $(seq 1 150); do (exec 3<>/dev/tcp/127.0.0.1/19110) 2>/dev/null && break; sleep 0.2; done
 PORT=19110
 HDR=()
-[ "$MODE" = close ] && HDR=(-H 'Connection: close')
-[ "$MODE" = l4 ] && PORT=19112
+case "$MODE" in *close) HDR=(-H 'Connection: close') ;; esac
+case "$MODE" in l4*) PORT=19112 ;; esac
 wrk -t1 -c10 -d2s "${HDR[@]}" "http://127.0.0.1:$PORT/" >/dev/null
 callgrind_control -z "$SP" >/dev/null 2>&1
 N=$(wrk -t1 -c10 -d4s "${HDR[@]}" "http://127.0.0.1:$PORT/" | awk '/requests in/ {print $1}')
