@@ -213,7 +213,7 @@ pub fn source_hash(ip: IpAddr) -> u64 {
 /// Serves one accepted L4 connection with the route current when it was accepted.
 async fn serve(shared: Arc<Shared>, r: Arc<Route>, client: TcpStream, peer: SocketAddr) {
     let started = Instant::now();
-    let _ = client.set_nodelay(true);
+    // TCP_NODELAY comes from the listening socket (see listener::bind).
     let connect_timeout = shared.table.load().server.connect_timeout;
     let candidates = match r.balance {
         Balance::RoundRobin => r.pool.candidates(),
