@@ -180,6 +180,33 @@ fn ratio_100k_to_10() {
             *acc += start.elapsed().as_nanos();
         }
     }
+    // Per path as well, to see which kind of rule grows with the table.
+    for p in PATHS {
+        let none = |_: &str| None;
+        let keys = KeyInput {
+            query: None,
+            header: &none,
+        };
+        let mut t = [0u128; 2];
+        for _ in 0..10 {
+            for (i, table) in [&small, &big].into_iter().enumerate() {
+                let start = Instant::now();
+                for _ in 0..50_000 {
+                    black_box(matches!(
+                        table.route(b"GET", Some(black_box(p)), &keys),
+                        Decision::Forward { .. }
+                    ));
+                }
+                t[i] += start.elapsed().as_nanos();
+            }
+        }
+        println!(
+            "  {:<28} {:.1} ns -> {:.1} ns",
+            String::from_utf8_lossy(p),
+            t[0] as f64 / 500_000.0,
+            t[1] as f64 / 500_000.0
+        );
+    }
     let per = |ns: u128| ns as f64 / (20.0 * 50_000.0 * PATHS.len() as f64);
     println!(
         "route lookup: {:.1} ns at 10 routes, {:.1} ns at 100,000 routes, ratio {:.3} (goal <= 1.1)",
