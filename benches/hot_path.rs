@@ -1,1 +1,225 @@
-fn main() {}
+//! Micro-benchmarks of the per-request CPU work outside the sockets: head parse and framing,
+//! the forwarded-head rewrite, routing lookups at 10 / 1,000 / 100,000 routes, shard hashing.
+//!
+//! `cargo bench --bench hot_path` runs criterion, then prints the 100,000-route to 10-route
+//! lookup ratio measured back to back (the goal is at most 1.1).
+use criterion::{criterion_group, Criterion};
+use std::hint::black_box;
+use std::time::Instant;
+use switchyard::config::{self, PathRoute, Route};
+use switchyard::http::framing;
+use switchyard::http::head::{self, RequestHead, Scan};
+use switchyard::http::rewrite::{self, Forward};
+use switchyard::registry::{RegRoute, Registration};
+use switchyard::routing::build::build;
+use switchyard::routing::shard::{self, HashKind};
+use switchyard::routing::table::KeyInput;
+use switchyard::routing::{Decision, Table};
+use switchyard::upstream::set::UpstreamSet;
+
+/// What wrk sends, and a browser-like head with a dozen headers.
+const SMALL: &[u8] = b"GET /bench HTTP/1.1\r\nHost: 127.0.0.1:8080\r\n\r\n";
+const BROWSER: &[u8] = b"GET /api/svc000001/items/42?page=2&sort=asc HTTP/1.1\r\n\
+Host: gateway.example.com\r\n\
+User-Agent: Mozilla/5.0 (X11; Linux x86_64; rv:128.0) Gecko/20100101 Firefox/128.0\r\n\
+Accept: text/html,application/xhtml+xml,application/xml;q=0.9,*/*;q=0.8\r\n\
+Accept-Language: en-US,en;q=0.5\r\n\
+Accept-Encoding: gzip, deflate, br\r\n\
+Connection: keep-alive\r\n\
+Cookie: session=0123456789abcdef0123456789abcdef; theme=dark\r\n\
+Upgrade-Insecure-Requests: 1\r\n\
+Sec-Fetch-Dest: document\r\n\
+Sec-Fetch-Mode: navigate\r\n\
+Sec-Fetch-Site: none\r\n\
+X-Request-Id: 5f0c6e7a-1b2c-4d3e-8f90-a1b2c3d4e5f6\r\n\r\n";
+
+fn head_parse_and_framing(c: &mut Criterion) {
+    let mut g = c.benchmark_group("head");
+    for (name, req) in [("small", SMALL), ("browser", BROWSER)] {
+        let mut h = RequestHead::default();
+        g.bench_function(format!("scan+parse+framing/{name}"), |b| {
+            b.iter(|| {
+                let buf = black_box(req);
+                let Ok(Scan::Complete(n)) = head::scan(buf, 0, 65536) else {
+                    unreachable!()
+                };
+                head::parse(buf, n, &mut h).unwrap();
+                black_box(framing::request(buf, &h).unwrap())
+            })
+        });
+        let Ok(Scan::Complete(n)) = head::scan(req, 0, 65536) else {
+            unreachable!()
+        };
+        head::parse(req, n, &mut h).unwrap();
+        let mut out = Vec::with_capacity(1024);
+        g.bench_function(format!("rewrite/{name}"), |b| {
+            b.iter(|| {
+                let fwd = Forward {
+                    client_ip: "127.0.0.1",
+                    proto: "http",
+                    request_id: b"0123456789abcdef0123456789abcdef",
+                    api_key_name: None,
+                    shard: None,
+                    content_length: None,
+                    chunked: false,
+                    upgrade: false,
+                    host_fallback: "127.0.0.1:8001",
+                };
+                rewrite::request_head(black_box(req), &h, &fwd, &mut out);
+                black_box(out.len())
+            })
+        });
+    }
+    g.finish();
+}
+
+/// A table with `n` rules split over the three kinds: pattern routes, path prefixes and
+/// routes of registered services (one service each), plus a catch-all. Numbers are zero-padded
+/// so that every size is looked up with paths of the same length.
+fn table_with(n: usize) -> Table {
+    let base = r#"
+[[targets]]
+address = "127.0.0.1:18001"
+[[backends]]
+name = "api"
+addresses = ["127.0.0.1:18002", "127.0.0.1:18003"]
+"#;
+    let mut cfg = config::parse(base, "bench", Box::new(|_| None)).expect("base config");
+    let per = (n / 3).max(1);
+    for i in 0..per {
+        cfg.routes.push(Route {
+            path: format!("/api/svc{i:06}/items/*"),
+            methods: vec![],
+            backend: "api".into(),
+            permission: None,
+        });
+        cfg.path_routes.push(PathRoute {
+            path: format!("/static{i:06}"),
+            address: config::address::parse("127.0.0.1:18004", false).unwrap(),
+            health_check_endpoint: None,
+        });
+    }
+    let services: Vec<Registration> = (0..n - 2 * per)
+        .map(|i| Registration {
+            service: format!("svc{i}"),
+            // A few hundred distinct addresses: registered services share hosts in practice.
+            url: format!("http://127.0.0.1:{}", 20000 + i % 256),
+            health_endpoint: "/health".into(),
+            routes: vec![RegRoute {
+                method: None,
+                path: format!("/reg{i:06}/v1/*"),
+                permission: None,
+            }],
+        })
+        .collect();
+    build(&cfg, &services, &UpstreamSet::default())
+}
+
+/// Paths that exist at every size: one per rule kind and a miss that falls to the catch-all.
+const PATHS: [&[u8]; 4] = [
+    b"/api/svc000001/items/42",
+    b"/static000002/css/site.css",
+    b"/reg000003/v1/users/7",
+    b"/nothing/here/at/all",
+];
+
+fn route_all(t: &Table) -> usize {
+    let none = |_: &str| None;
+    let keys = KeyInput {
+        query: None,
+        header: &none,
+    };
+    let mut hits = 0;
+    for p in PATHS {
+        if let Decision::Forward { rule, .. } = t.route(b"GET", Some(black_box(p)), &keys) {
+            hits += rule.label.len();
+        }
+    }
+    hits
+}
+
+fn routing(c: &mut Criterion) {
+    let mut g = c.benchmark_group("route");
+    for n in [10, 1_000, 100_000] {
+        let t = table_with(n);
+        assert!(route_all(&t) > 0);
+        g.bench_function(format!("4 lookups/{n} routes"), |b| {
+            b.iter(|| black_box(route_all(&t)))
+        });
+    }
+    g.finish();
+}
+
+fn shard_hash(c: &mut Criterion) {
+    let mut g = c.benchmark_group("shard pick (10 pods)");
+    let key = b"1234567890123456789";
+    for kind in [
+        HashKind::Md5,
+        HashKind::Discord,
+        HashKind::Jump,
+        HashKind::Rendezvous,
+    ] {
+        g.bench_function(kind.as_str(), |b| {
+            b.iter(|| black_box(shard::pick(kind, black_box(key), 10).unwrap()))
+        });
+    }
+    g.finish();
+}
+
+/// Times both tables in alternating slices, so that drift of a shared machine hits both.
+fn ratio_100k_to_10() {
+    let small = table_with(10);
+    let big = table_with(100_000);
+    let (mut ts, mut tb) = (0u128, 0u128);
+    for _ in 0..20 {
+        for (t, acc) in [(&small, &mut ts), (&big, &mut tb)] {
+            let start = Instant::now();
+            for _ in 0..50_000 {
+                black_box(route_all(t));
+            }
+            *acc += start.elapsed().as_nanos();
+        }
+    }
+    // Per path as well, to see which kind of rule grows with the table.
+    for p in PATHS {
+        let none = |_: &str| None;
+        let keys = KeyInput {
+            query: None,
+            header: &none,
+        };
+        let mut t = [0u128; 2];
+        for _ in 0..10 {
+            for (i, table) in [&small, &big].into_iter().enumerate() {
+                let start = Instant::now();
+                for _ in 0..50_000 {
+                    black_box(matches!(
+                        table.route(b"GET", Some(black_box(p)), &keys),
+                        Decision::Forward { .. }
+                    ));
+                }
+                t[i] += start.elapsed().as_nanos();
+            }
+        }
+        println!(
+            "  {:<28} {:.1} ns -> {:.1} ns",
+            String::from_utf8_lossy(p),
+            t[0] as f64 / 500_000.0,
+            t[1] as f64 / 500_000.0
+        );
+    }
+    let per = |ns: u128| ns as f64 / (20.0 * 50_000.0 * PATHS.len() as f64);
+    println!(
+        "route lookup: {:.1} ns at 10 routes, {:.1} ns at 100,000 routes, ratio {:.3} (goal <= 1.1)",
+        per(ts),
+        per(tb),
+        tb as f64 / ts as f64
+    );
+}
+
+criterion_group!(benches, head_parse_and_framing, routing, shard_hash);
+
+fn main() {
+    benches();
+    Criterion::default().configure_from_args().final_summary();
+    ratio_100k_to_10();
+}

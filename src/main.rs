@@ -77,9 +77,16 @@ fn main() -> ExitCode {
 }
 
 fn serve(workers: usize, fut: impl std::future::Future<Output = std::io::Result<()>>) -> ExitCode {
-    let mut b = tokio::runtime::Builder::new_multi_thread();
+    // One worker is one event loop on this thread, as HAProxy's `nbthread 1` or one nginx
+    // worker: the multi-threaded scheduler would add a second thread, cross-thread wakeups and
+    // atomics on every task switch for nothing.
+    let mut b = if workers == 1 {
+        tokio::runtime::Builder::new_current_thread()
+    } else {
+        tokio::runtime::Builder::new_multi_thread()
+    };
     b.enable_all();
-    if workers > 0 {
+    if workers > 1 {
         b.worker_threads(workers);
     }
     let rt = match b.build() {

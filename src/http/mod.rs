@@ -35,3 +35,32 @@ pub fn list_items(v: &[u8]) -> impl Iterator<Item = &[u8]> {
         .map(trim_ows)
         .filter(|s| !s.is_empty())
 }
+
+/// Appends `n` in decimal: `write!` goes through `core::fmt`, several times the cost of this
+/// on a path run for every request.
+#[inline]
+pub fn push_u64(out: &mut Vec<u8>, mut n: u64) {
+    let mut tmp = [0u8; 20];
+    let mut i = tmp.len();
+    loop {
+        i -= 1;
+        tmp[i] = b'0' + (n % 10) as u8;
+        n /= 10;
+        if n == 0 {
+            break;
+        }
+    }
+    out.extend_from_slice(&tmp[i..]);
+}
+
+#[cfg(test)]
+mod tests {
+    #[test]
+    fn push_u64_writes_decimal() {
+        for n in [0u64, 7, 10, 99, 100, 12345, u64::MAX] {
+            let mut v = b"x".to_vec();
+            super::push_u64(&mut v, n);
+            assert_eq!(v, format!("x{n}").into_bytes());
+        }
+    }
+}

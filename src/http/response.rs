@@ -14,10 +14,13 @@ pub struct ResponseHead {
 
 /// Parses a complete response head (`buf[..len]`, found with `head::scan`) into `out`.
 pub fn parse(buf: &[u8], len: usize, out: &mut ResponseHead) -> Result<(), HeadError> {
-    let mut raw = [httparse::EMPTY_HEADER; MAX_HEADERS];
-    let mut res = httparse::Response::new(&mut raw);
+    // Uninitialised, as for requests: zeroing 4 KiB per response is pure overhead.
+    let mut raw = [std::mem::MaybeUninit::<httparse::Header<'_>>::uninit(); MAX_HEADERS];
+    let mut res = httparse::Response::new(&mut []);
     let head = &buf[..len];
-    match res.parse(head) {
+    match httparse::ParserConfig::default()
+        .parse_response_with_uninit_headers(&mut res, head, &mut raw)
+    {
         Ok(httparse::Status::Complete(n)) if n == len => {}
         Ok(_) => return Err(HeadError::Malformed("incomplete response head")),
         Err(httparse::Error::TooManyHeaders) => return Err(HeadError::TooLarge),

@@ -2,8 +2,7 @@
 //! response head a client receives (hop-by-hop headers out, forwarding headers in).
 use super::head::{HeaderRange, RequestHead};
 use super::response::ResponseHead;
-use super::{list_items, name_is};
-use std::io::Write;
+use super::{list_items, name_is, push_u64};
 
 /// Headers that describe one connection and never cross the proxy (RFC 9110 §7.6.1).
 fn is_hop_by_hop(name: &[u8]) -> bool {
@@ -36,17 +35,59 @@ fn is_set_by_gateway(name: &[u8]) -> bool {
     SET.iter().any(|h| name_is(name, h))
 }
 
-/// Header names listed in `Connection`, which are hop-by-hop for this message only. A client
-/// cannot use this to strip Host: the names the gateway needs are never taken from here.
-fn connection_listed(buf: &[u8], headers: &[HeaderRange], name: &[u8]) -> bool {
-    if name_is(name, "host") {
-        return false;
+/// The options listed in a message's `Connection` headers, gathered once per head instead of
+/// once per header line. Past `MAX_LISTED` (never seen in practice) it rescans the headers.
+struct Listed<'b> {
+    tokens: [&'b [u8]; MAX_LISTED],
+    len: usize,
+    overflow: bool,
+}
+
+const MAX_LISTED: usize = 8;
+
+impl<'b> Listed<'b> {
+    fn new(buf: &'b [u8], headers: &[HeaderRange]) -> Self {
+        let mut l = Listed {
+            tokens: [&[]; MAX_LISTED],
+            len: 0,
+            overflow: false,
+        };
+        for h in headers {
+            if name_is(&buf[h.name.clone()], "connection") {
+                for tok in list_items(&buf[h.value.clone()]) {
+                    // close and keep-alive name no header we would forward anyway (Keep-Alive
+                    // is hop-by-hop already), but a header literally named Close would be
+                    // dropped before: keep the token.
+                    if l.len == MAX_LISTED {
+                        l.overflow = true;
+                    } else {
+                        l.tokens[l.len] = tok;
+                        l.len += 1;
+                    }
+                }
+            }
+        }
+        l
     }
-    headers
-        .iter()
-        .filter(|h| name_is(&buf[h.name.clone()], "connection"))
-        .flat_map(|h| list_items(&buf[h.value.clone()]))
-        .any(|tok| tok.eq_ignore_ascii_case(name))
+
+    /// Header names listed in `Connection`, which are hop-by-hop for this message only. A
+    /// client cannot use this to strip Host: the names the gateway needs are never taken from
+    /// here.
+    fn has(&self, buf: &[u8], headers: &[HeaderRange], name: &[u8]) -> bool {
+        if self.len == 0 || name_is(name, "host") {
+            return false;
+        }
+        if self.overflow {
+            return headers
+                .iter()
+                .filter(|h| name_is(&buf[h.name.clone()], "connection"))
+                .flat_map(|h| list_items(&buf[h.value.clone()]))
+                .any(|tok| tok.eq_ignore_ascii_case(name));
+        }
+        self.tokens[..self.len]
+            .iter()
+            .any(|tok| tok.eq_ignore_ascii_case(name))
+    }
 }
 
 /// The authority of an absolute-form target (`http://u@a:1/p` gives `a:1`) or of an
@@ -98,10 +139,7 @@ pub fn request_head(buf: &[u8], head: &RequestHead, fwd: &Forward<'_>, out: &mut
         None => out.extend_from_slice(target),
     }
     out.extend_from_slice(b" HTTP/1.1\r\n");
-    let has_connection = head
-        .headers
-        .iter()
-        .any(|h| name_is(&buf[h.name.clone()], "connection"));
+    let listed = Listed::new(buf, &head.headers);
     let mut xff_seen = false;
     let mut host: &[u8] = b"";
     let mut host_present = false;
@@ -119,10 +157,7 @@ pub fn request_head(buf: &[u8], head: &RequestHead, fwd: &Forward<'_>, out: &mut
             host = value;
             host_present = true;
         }
-        if is_hop_by_hop(name)
-            || is_set_by_gateway(name)
-            || (has_connection && connection_listed(buf, &head.headers, name))
-        {
+        if is_hop_by_hop(name) || is_set_by_gateway(name) || listed.has(buf, &head.headers, name) {
             continue;
         }
         out.extend_from_slice(name);
@@ -171,10 +206,14 @@ pub fn request_head(buf: &[u8], head: &RequestHead, fwd: &Forward<'_>, out: &mut
         out.extend_from_slice(b"\r\n");
     }
     if let Some(n) = fwd.shard {
-        let _ = write!(out, "X-Shard: {n}\r\n");
+        out.extend_from_slice(b"X-Shard: ");
+        push_u64(out, u64::from(n));
+        out.extend_from_slice(b"\r\n");
     }
     if let Some(n) = fwd.content_length {
-        let _ = write!(out, "Content-Length: {n}\r\n");
+        out.extend_from_slice(b"Content-Length: ");
+        push_u64(out, n);
+        out.extend_from_slice(b"\r\n");
     } else if fwd.chunked {
         out.extend_from_slice(b"Transfer-Encoding: chunked\r\n");
     }
@@ -204,20 +243,19 @@ pub struct Reply<'a> {
 /// Writes the head a client receives into `out` (cleared first).
 pub fn response_head(buf: &[u8], head: &ResponseHead, reply: &Reply<'_>, out: &mut Vec<u8>) {
     out.clear();
-    let _ = write!(out, "HTTP/1.1 {} ", head.status);
+    out.extend_from_slice(b"HTTP/1.1 ");
+    push_u64(out, u64::from(head.status));
+    out.push(b' ');
     out.extend_from_slice(&buf[head.reason.clone()]);
     out.extend_from_slice(b"\r\n");
-    let has_connection = head
-        .headers
-        .iter()
-        .any(|h| name_is(&buf[h.name.clone()], "connection"));
+    let listed = Listed::new(buf, &head.headers);
     for h in &head.headers {
         let name = &buf[h.name.clone()];
         let keep_upgrade = reply.switching && name_is(name, "upgrade");
         if !keep_upgrade
             && (is_hop_by_hop(name)
                 || name_is(name, "content-length")
-                || (has_connection && connection_listed(buf, &head.headers, name)))
+                || listed.has(buf, &head.headers, name))
         {
             continue;
         }
@@ -227,17 +265,27 @@ pub fn response_head(buf: &[u8], head: &ResponseHead, reply: &Reply<'_>, out: &m
         out.extend_from_slice(b"\r\n");
     }
     if let Some(n) = reply.content_length {
-        let _ = write!(out, "Content-Length: {n}\r\n");
+        out.extend_from_slice(b"Content-Length: ");
+        push_u64(out, n);
+        out.extend_from_slice(b"\r\n");
     } else if reply.chunked {
         out.extend_from_slice(b"Transfer-Encoding: chunked\r\n");
     }
     out.extend_from_slice(b"X-Gateway: ");
     out.extend_from_slice(reply.gateway.as_bytes());
-    let _ = write!(
-        out,
-        "\r\nServer-Timing: upstream;dur={:.3}\r\n",
-        reply.upstream_ms
-    );
+    // `{:.3}` of the milliseconds, from whole microseconds: float formatting was the
+    // costliest part of this head.
+    let us = (reply.upstream_ms * 1000.0).round().max(0.0) as u64;
+    out.extend_from_slice(b"\r\nServer-Timing: upstream;dur=");
+    push_u64(out, us / 1000);
+    let frac = us % 1000;
+    out.extend_from_slice(&[
+        b'.',
+        b'0' + (frac / 100) as u8,
+        b'0' + (frac / 10 % 10) as u8,
+        b'0' + (frac % 10) as u8,
+    ]);
+    out.extend_from_slice(b"\r\n");
     if reply.switching {
         out.extend_from_slice(b"Connection: upgrade\r\n");
     } else if reply.close {
@@ -251,7 +299,9 @@ pub fn response_head(buf: &[u8], head: &ResponseHead, reply: &Reply<'_>, out: &m
 /// A bare interim response (100 Continue and friends) as relayed to the client.
 pub fn interim_head(buf: &[u8], head: &ResponseHead, out: &mut Vec<u8>) {
     out.clear();
-    let _ = write!(out, "HTTP/1.1 {} ", head.status);
+    out.extend_from_slice(b"HTTP/1.1 ");
+    push_u64(out, u64::from(head.status));
+    out.push(b' ');
     out.extend_from_slice(&buf[head.reason.clone()]);
     out.extend_from_slice(b"\r\n");
     for h in &head.headers {
@@ -356,6 +406,57 @@ mod tests {
         // An empty Host is a Host: no second one is added.
         let out = rewrite("GET /a HTTP/1.1\r\nHost:\r\n\r\n", &fwd());
         assert!(!out.contains("10.9.9.9"), "{out}");
+    }
+
+    #[test]
+    fn response_head_numbers() {
+        let b = b"HTTP/1.1 204 No Content\r\nX-A: 1\r\n\r\n";
+        let mut h = ResponseHead::default();
+        crate::http::response::parse(b, b.len(), &mut h).unwrap();
+        for (ms, want) in [
+            (0.0, "0.000"),
+            (1.2344, "1.234"),
+            (1.2346, "1.235"),
+            (12.0006, "12.001"),
+            (0.0004, "0.000"),
+        ] {
+            let mut out = Vec::new();
+            let reply = Reply {
+                gateway: "g",
+                upstream_ms: ms,
+                content_length: Some(1234),
+                chunked: false,
+                close: false,
+                keep_alive_1_0: false,
+                switching: false,
+            };
+            response_head(b, &h, &reply, &mut out);
+            let out = String::from_utf8(out).unwrap();
+            assert!(out.starts_with("HTTP/1.1 204 No Content\r\n"), "{out}");
+            assert!(out.contains("Content-Length: 1234\r\n"), "{out}");
+            assert!(
+                out.contains(&format!("Server-Timing: upstream;dur={want}\r\n")),
+                "{out}"
+            );
+        }
+    }
+
+    #[test]
+    fn many_connection_options_are_all_honoured() {
+        let opts: Vec<String> = (0..12).map(|i| format!("X-O{i}")).collect();
+        let mut req = format!(
+            "GET / HTTP/1.1\r\nHost: h\r\nConnection: {}\r\n",
+            opts.join(", ")
+        );
+        for o in &opts {
+            req.push_str(&format!("{o}: v\r\n"));
+        }
+        req.push_str("X-Kept: k\r\n\r\n");
+        let out = rewrite(&req, &fwd());
+        for o in &opts {
+            assert!(!out.contains(o.as_str()), "{o} in {out}");
+        }
+        assert!(out.contains("X-Kept: k\r\n"), "{out}");
     }
 
     #[test]

@@ -1,6 +1,7 @@
 //! One client connection: read a head, check it, route it, forward it, stream the answer back,
 //! and start over for the next request on the same connection, routed on its own.
 use super::body::{self, CopyError};
+use super::bufpool;
 use super::io::{read_head, write_all, ReadHeadError};
 use super::request_id;
 use super::upstream::{checkout, ConnectError};
@@ -42,10 +43,13 @@ enum Next {
 struct Conn {
     shared: Arc<Shared>,
     client: TcpStream,
-    peer_ip: String,
+    peer_ip: IpText,
+    /// Request bytes; lent from [`bufpool`] only while a head or body is being read.
     buf: BytesMut,
     head: RequestHead,
+    /// Heads being written; allocated with the first request.
     out: Vec<u8>,
+    /// Response bytes; lent from [`bufpool`] for one exchange.
     up_buf: BytesMut,
     resp: ResponseHead,
     rid: Vec<u8>,
@@ -57,19 +61,44 @@ struct Conn {
     is_head: bool,
     /// The connection closes after an error, maybe before the request was read whole.
     linger: bool,
+    /// `access_log` of the table the current request is served with.
+    access_log: bool,
+}
+
+/// A client address as text, inline: no allocation per connection for what every forwarded
+/// head and log line repeats.
+struct IpText {
+    bytes: [u8; 45],
+    len: u8,
+}
+
+impl IpText {
+    fn new(ip: std::net::IpAddr) -> Self {
+        use std::io::Write;
+        let mut bytes = [0u8; 45];
+        let mut w = &mut bytes[..];
+        // 45 bytes hold the longest IPv6 text (v4-mapped with dotted quad).
+        let _ = write!(w, "{ip}");
+        let len = (45 - w.len()) as u8;
+        IpText { bytes, len }
+    }
+
+    fn as_str(&self) -> &str {
+        std::str::from_utf8(&self.bytes[..usize::from(self.len)]).unwrap_or("")
+    }
 }
 
 /// Serves one accepted client connection until it closes.
 pub async fn serve(shared: Arc<Shared>, client: TcpStream, peer: SocketAddr) {
-    let _ = client.set_nodelay(true);
+    // TCP_NODELAY comes from the listening socket (see listener::bind).
     let shutdown = shared.shutdown.subscribe();
     let mut c = Conn {
         shared,
         client,
-        peer_ip: peer.ip().to_string(),
-        buf: BytesMut::with_capacity(4096),
+        peer_ip: IpText::new(peer.ip()),
+        buf: BytesMut::new(),
         head: RequestHead::default(),
-        out: Vec::with_capacity(1024),
+        out: Vec::new(),
         up_buf: BytesMut::new(),
         resp: ResponseHead::default(),
         rid: Vec::with_capacity(40),
@@ -78,6 +107,7 @@ pub async fn serve(shared: Arc<Shared>, client: TcpStream, peer: SocketAddr) {
         line: String::new(),
         is_head: false,
         linger: false,
+        access_log: false,
     };
     loop {
         match c.one().await {
@@ -94,8 +124,11 @@ pub async fn serve(shared: Arc<Shared>, client: TcpStream, peer: SocketAddr) {
             }
         }
     }
-    let _ = c.client.shutdown().await;
+    // A clean close needs no shutdown(): dropping the socket sends the same FIN (and, with
+    // unread input, the same reset), one syscall per connection fewer. After an error the FIN
+    // goes first so the client reads our answer while we drain what it still sends.
     if c.linger {
+        let _ = c.client.shutdown().await;
         linger(&mut c.client, &mut c.buf).await;
     }
 }
@@ -174,13 +207,13 @@ impl Conn {
         self.shared
             .metrics
             .observe(d.rule, d.upstream, d.status, started.elapsed());
-        if !self.shared.table.load().server.access_log {
+        if !self.access_log {
             return;
         }
         log::info!(
             target: "access",
             "{} \"{}\" {} rule={} upstream={} {:.1}ms rid={}",
-            self.peer_ip,
+            self.peer_ip.as_str(),
             self.line,
             d.status,
             d.rule.map_or("-", |r| r.label.as_str()),
@@ -191,8 +224,17 @@ impl Conn {
     }
 
     async fn one(&mut self) -> Next {
-        let table = self.shared.table.load_full();
-        let s = table.server.clone();
+        // Only what the wait for the head needs; the table used for the request is loaded
+        // once the head is here (see below), so this one is a guard, not an Arc clone.
+        let (request_header_timeout, idle_timeout, max_header_bytes) = {
+            let t = self.shared.table.load();
+            self.access_log = t.server.access_log;
+            (
+                t.server.request_header_timeout,
+                t.server.idle_timeout,
+                t.server.max_header_bytes,
+            )
+        };
         self.line.clear();
         self.rid.clear();
         self.is_head = false;
@@ -200,32 +242,48 @@ impl Conn {
 
         // 1. The head: idle keep-alive waits end quietly; a slow head is a 408.
         let first_wait = if self.served == 0 {
-            s.request_header_timeout
+            request_header_timeout
         } else {
-            s.idle_timeout
+            idle_timeout
         };
         let idle_wait = self.buf.is_empty();
         let first_byte = Instant::now() + first_wait;
-        let read = {
-            let fut = read_head(
-                &mut self.client,
-                &mut self.buf,
-                s.max_header_bytes,
-                first_byte,
-                s.request_header_timeout,
-            );
-            if idle_wait && self.served > 0 {
+        // Nothing buffered: wait for the first byte holding no buffer, so that idle
+        // connections cost no buffer memory; an idle keep-alive wait also ends on drain.
+        let mut read = Ok(0);
+        if idle_wait {
+            bufpool::release(&mut self.buf);
+            let ready = tokio::time::timeout_at(first_byte, self.client.readable());
+            let ready = if self.served > 0 {
                 if *self.shutdown.borrow() {
                     return Next::Close;
                 }
                 tokio::select! {
-                    r = fut => r,
+                    r = ready => r,
                     _ = self.shutdown.changed() => return Next::Close,
                 }
             } else {
-                fut.await
+                ready.await
+            };
+            read = match ready {
+                Ok(Ok(())) => Ok(0),
+                Ok(Err(e)) => Err(ReadHeadError::Io(e)),
+                Err(_) => Err(ReadHeadError::Timeout),
+            };
+        }
+        if read.is_ok() {
+            if self.buf.capacity() == 0 {
+                self.buf = bufpool::take();
             }
-        };
+            read = read_head(
+                &mut self.client,
+                &mut self.buf,
+                max_header_bytes,
+                first_byte,
+                request_header_timeout,
+            )
+            .await;
+        }
         let len = match read {
             Ok(n) => n,
             Err(ReadHeadError::Closed | ReadHeadError::Io(_)) => return Next::Close,
@@ -252,7 +310,8 @@ impl Conn {
         // The table current when the head arrived, not when the wait for it began: a request
         // on a connection that sat idle across a reload is routed with the new table.
         let table = self.shared.table.load_full();
-        let s = table.server.clone();
+        let s = &*table.server;
+        self.access_log = s.access_log;
         if let Err(e) = head::parse(&self.buf, len, &mut self.head) {
             request_id::generate(&mut self.rid);
             return self.head_error(e).await;
@@ -397,10 +456,16 @@ impl Conn {
         };
         let upstream = co.upstream.clone();
         upstream.count_request();
+        if self.up_buf.capacity() == 0 {
+            self.up_buf = bufpool::take();
+        }
+        if self.out.capacity() == 0 {
+            self.out.reserve(1024);
+        }
 
         // 5. The head the backend sees, with the first body bytes when they are here.
         let fwd = Forward {
-            client_ip: &self.peer_ip,
+            client_ip: self.peer_ip.as_str(),
             proto: "http",
             request_id: &self.rid,
             api_key_name: key_name,
@@ -623,7 +688,7 @@ impl Conn {
                 Upload::Sent(Err(CopyError::SourceEof | CopyError::Source(_)))
                 | Upload::ClientGone => return Next::Close,
                 Upload::Sent(Err(CopyError::Sink(_)))
-                    if !self.final_answer_waiting(&mut co.stream, &s).await =>
+                    if !self.final_answer_waiting(&mut co.stream, s).await =>
                 {
                     let msg = format!(
                         "{} closed the connection while receiving the body",
@@ -886,6 +951,7 @@ impl Conn {
             upstream.idle.release(co.stream);
         }
         self.up_buf.clear();
+        bufpool::release(&mut self.up_buf);
         self.log(
             Done {
                 status,

@@ -2,6 +2,8 @@
 //! timeouts and early EOFs into the errors the connection loop maps to status codes.
 use crate::http::head::{self, HeadError, Scan};
 use bytes::BytesMut;
+use std::pin::Pin;
+use std::task::Poll;
 use std::time::Duration;
 use tokio::io::{AsyncRead, AsyncReadExt, AsyncWrite, AsyncWriteExt};
 use tokio::time::{timeout_at, Instant};
@@ -80,7 +82,27 @@ pub async fn write_all<S: AsyncWrite + Unpin>(
     data: &[u8],
     idle: Duration,
 ) -> std::io::Result<()> {
-    match tokio::time::timeout(idle, s.write_all(data)).await {
+    // Nearly every write fits the socket buffer at once: try that first, so that the common
+    // case reads no clock and builds no timer; only a write that would block gets a deadline.
+    let mut done = 0;
+    let blocked = std::future::poll_fn(|cx| {
+        while done < data.len() {
+            match Pin::new(&mut *s).poll_write(cx, &data[done..]) {
+                Poll::Ready(Ok(0)) => {
+                    return Poll::Ready(Err(std::io::ErrorKind::WriteZero.into()))
+                }
+                Poll::Ready(Ok(n)) => done += n,
+                Poll::Ready(Err(e)) => return Poll::Ready(Err(e)),
+                Poll::Pending => return Poll::Ready(Ok(true)),
+            }
+        }
+        Poll::Ready(Ok(false))
+    })
+    .await?;
+    if !blocked {
+        return Ok(());
+    }
+    match tokio::time::timeout(idle, s.write_all(&data[done..])).await {
         Ok(r) => r,
         Err(_) => Err(std::io::ErrorKind::TimedOut.into()),
     }

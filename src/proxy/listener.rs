@@ -16,6 +16,9 @@ pub fn bind(addr: &Address) -> std::io::Result<TcpListener> {
         .ok_or_else(|| std::io::Error::other(format!("{addr} resolves to no address")))?;
     let socket = Socket::new(Domain::for_address(sa), Type::STREAM, Some(Protocol::TCP))?;
     socket.set_reuse_address(true)?;
+    // Accepted sockets inherit TCP_NODELAY from the listener (Linux copies it into every
+    // child): one setsockopt here instead of one per connection.
+    socket.set_tcp_nodelay(true)?;
     socket.set_nonblocking(true)?;
     socket.bind(&sa.into())?;
     socket.listen(4096)?;
@@ -75,4 +78,22 @@ async fn drained(rx: &mut tokio::sync::watch::Receiver<bool>, enabled: bool) {
         return std::future::pending().await;
     }
     let _ = rx.wait_for(|v| *v).await;
+}
+
+#[cfg(test)]
+mod tests {
+    #[tokio::test]
+    async fn accepted_sockets_inherit_nodelay() {
+        let addr = crate::config::address::parse("127.0.0.1:0", true).unwrap();
+        let l = super::bind(&addr).unwrap();
+        let c = tokio::net::TcpStream::connect(l.local_addr().unwrap())
+            .await
+            .unwrap();
+        let (s, _) = l.accept().await.unwrap();
+        assert!(
+            s.nodelay().unwrap(),
+            "the data path relies on this instead of a setsockopt"
+        );
+        drop(c);
+    }
 }

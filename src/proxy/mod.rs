@@ -1,6 +1,7 @@
 //! The data plane: listeners, the per-connection request loop, upstream connections, body
 //! streaming and tunnels. It reads shared state (the table, health cells) and never writes it.
 pub mod body;
+pub mod bufpool;
 pub mod conn;
 pub mod io;
 pub mod l4;

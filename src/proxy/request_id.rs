@@ -1,7 +1,6 @@
 //! Request ids: kept from the client when sane, else generated from a per-process random seed
 //! and a counter (unique within a process, unguessable across restarts, no allocation).
 use std::hash::{BuildHasher, Hasher};
-use std::io::Write;
 use std::sync::atomic::{AtomicU64, Ordering::Relaxed};
 use std::sync::OnceLock;
 
@@ -38,12 +37,16 @@ pub fn generate(out: &mut Vec<u8>) {
     out.clear();
     let n = COUNTER.fetch_add(1, Relaxed);
     let s = seed();
-    let _ = write!(
-        out,
-        "{:016x}{:016x}",
-        mix(s ^ n),
-        mix(n.wrapping_add(s.rotate_left(17)))
-    );
+    push_hex16(out, mix(s ^ n));
+    push_hex16(out, mix(n.wrapping_add(s.rotate_left(17))));
+}
+
+/// `{:016x}` by hand: `write!` went through core::fmt for every request.
+fn push_hex16(out: &mut Vec<u8>, v: u64) {
+    const HEX: &[u8; 16] = b"0123456789abcdef";
+    for i in (0..16).rev() {
+        out.push(HEX[((v >> (i * 4)) & 0xf) as usize]);
+    }
 }
 
 #[cfg(test)]
@@ -59,6 +62,11 @@ mod tests {
         assert_ne!(a, b);
         assert_eq!(a.len(), 32);
         assert!(a.iter().all(u8::is_ascii_hexdigit));
+        for v in [0u64, 0xabc, 0x0123_4567_89ab_cdef, u64::MAX] {
+            let mut h = Vec::new();
+            push_hex16(&mut h, v);
+            assert_eq!(h, format!("{v:016x}").into_bytes());
+        }
         assert!(acceptable(b"abc-123"));
         assert!(!acceptable(b"a b"));
         assert!(!acceptable(b""));

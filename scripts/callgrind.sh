@@ -1,0 +1,67 @@
+#!/usr/bin/env bash
+# User-space instructions per proxied request, counted by callgrind under a fixed wrk load:
+# deterministic where wall-clock numbers on a shared 2-core machine are not.
+#
+# Usage: scripts/callgrind.sh [switchyard binary] [keepalive|close|l4|l4-close]   (needs valgrind, nginx, wrk)
+set -euo pipefail
+ROOT=$(cd "$(dirname "$0")/.." && pwd)
+BIN=${1:-$ROOT/target/release/switchyard}
+MODE=${2:-keepalive}
+for t in valgrind:valgrind nginx:nginx wrk:wrk; do
+    command -v "${t%%:*}" >/dev/null || DEBIAN_FRONTEND=noninteractive apt-get install -y -qq "${t#*:}" >&2
+done
+WORK=$(mktemp -d /tmp/switchyard-cg.XXXXXX)
+PIDS=()
+cleanup() {
+    for p in "${PIDS[@]}"; do kill "$p" 2>/dev/null || true; done
+    wait 2>/dev/null || true
+    rm -rf "$WORK"
+}
+trap cleanup EXIT INT TERM
+cat >"$WORK/back.conf" <<CONF
+daemon off;
+worker_processes 1;
+pid $WORK/back.pid;
+error_log $WORK/back.err warn;
+events { worker_connections 1024; }
+http {
+    access_log off;
+    keepalive_requests 1000000;
+    server { listen 127.0.0.1:19101; location / { return 200 'hello from the backend, a small body of 64 bytes for the bench.'; } }
+    server { listen 127.0.0.1:19102; location / { return 200 'hello from the backend, a small body of 64 bytes for the bench.'; } }
+}
+CONF
+cat >"$WORK/sy.toml" <<CONF
+[server]
+listen = "127.0.0.1:19110"
+workers = 1
+access_log = false
+[admin]
+listen = "127.0.0.1:19111"
+[[targets]]
+address = "127.0.0.1:19101"
+[[targets]]
+address = "127.0.0.1:19102"
+[[tcp]]
+listen = "127.0.0.1:19112"
+targets = ["127.0.0.1:19101", "127.0.0.1:19102"]
+CONF
+nginx -p "$WORK" -c "$WORK/back.conf" &
+PIDS+=($!)
+RUST_LOG=warn valgrind --tool=callgrind --callgrind-out-file="$WORK/cg.%p" "$BIN" -c "$WORK/sy.toml" 2>"$WORK/vg.log" &
+SP=$!
+PIDS+=($SP)
+for _ in $(seq 1 150); do (exec 3<>/dev/tcp/127.0.0.1/19110) 2>/dev/null && break; sleep 0.2; done
+PORT=19110
+HDR=()
+case "$MODE" in *close) HDR=(-H 'Connection: close') ;; esac
+case "$MODE" in l4*) PORT=19112 ;; esac
+wrk -t1 -c10 -d2s "${HDR[@]}" "http://127.0.0.1:$PORT/" >/dev/null
+callgrind_control -z "$SP" >/dev/null 2>&1
+N=$(wrk -t1 -c10 -d4s "${HDR[@]}" "http://127.0.0.1:$PORT/" | awk '/requests in/ {print $1}')
+callgrind_control -d "$SP" >/dev/null 2>&1
+sleep 0.5
+F=$(ls "$WORK"/cg."$SP".1)
+IR=$(callgrind_annotate "$F" 2>/dev/null | awk '/PROGRAM TOTALS/ {gsub(",", "", $1); print $1}')
+echo "$(basename "$BIN") $MODE: $N requests, $IR instructions, $((IR / N)) instructions/request"
+if [ -n "${CG_KEEP:-}" ]; then cp "$F" "$CG_KEEP"; fi
