@@ -148,6 +148,17 @@ async fn linger(client: &mut TcpStream, buf: &mut BytesMut) {
     }
 }
 
+/// Moves the body bytes already read (up to `left`) behind a head in `out`, so that a small
+/// message leaves in one write; larger ones are streamed from `pending` as usual.
+fn coalesce(out: &mut Vec<u8>, pending: &mut BytesMut, left: &mut u64) {
+    let k = (pending.len() as u64).min(*left) as usize;
+    if k > 0 && k <= COALESCE {
+        out.extend_from_slice(&pending[..k]);
+        pending.advance(k);
+        *left -= k as u64;
+    }
+}
+
 /// What the access log and metrics hear about a finished exchange.
 struct Done<'a> {
     status: u16,
@@ -490,13 +501,8 @@ impl Conn {
             Body::Length(n) => n,
             _ => 0,
         };
-        if !fr.expect_continue && body_left > 0 {
-            let k = (self.buf.len() as u64).min(body_left) as usize;
-            if k <= COALESCE {
-                self.out.extend_from_slice(&self.buf[..k]);
-                self.buf.advance(k);
-                body_left -= k as u64;
-            }
+        if !fr.expect_continue {
+            coalesce(&mut self.out, &mut self.buf, &mut body_left);
         }
         if write_all(&mut co.stream, &self.out, s.idle_timeout)
             .await
@@ -877,14 +883,7 @@ impl Conn {
             Body::Length(n) => n,
             _ => 0,
         };
-        if resp_left > 0 {
-            let k = (self.up_buf.len() as u64).min(resp_left) as usize;
-            if k <= COALESCE {
-                self.out.extend_from_slice(&self.up_buf[..k]);
-                self.up_buf.advance(k);
-                resp_left -= k as u64;
-            }
-        }
+        coalesce(&mut self.out, &mut self.up_buf, &mut resp_left);
         if write_all(&mut self.client, &self.out, s.idle_timeout)
             .await
             .is_err()
