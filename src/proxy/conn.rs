@@ -159,6 +159,46 @@ fn coalesce(out: &mut Vec<u8>, pending: &mut BytesMut, left: &mut u64) {
     }
 }
 
+/// Reads and parses a backend's response head into `resp`; returns its length. A stall past
+/// `deadline` is a 504; a close, an oversized or an invalid head a 502.
+async fn read_response<S: tokio::io::AsyncRead + Unpin>(
+    stream: &mut S,
+    up_buf: &mut BytesMut,
+    resp: &mut ResponseHead,
+    s: &crate::config::Server,
+    deadline: Instant,
+) -> Result<usize, ErrorKind> {
+    let n = match read_head(
+        stream,
+        up_buf,
+        s.max_header_bytes,
+        deadline,
+        s.upstream_timeout,
+    )
+    .await
+    {
+        Ok(n) => n,
+        Err(ReadHeadError::Timeout) => return Err(ErrorKind::GatewayTimeout),
+        Err(_) => return Err(ErrorKind::BadGateway),
+    };
+    response::parse(up_buf, n, resp).map_err(|_| ErrorKind::BadGateway)?;
+    Ok(n)
+}
+
+/// The message for a `read_response` failure.
+fn describe(kind: ErrorKind, upstream: &Upstream, s: &crate::config::Server) -> String {
+    match kind {
+        ErrorKind::GatewayTimeout => format!(
+            "{} did not answer within {:?}",
+            upstream.label, s.upstream_timeout
+        ),
+        _ => format!(
+            "{} closed the connection or sent an invalid response head",
+            upstream.label
+        ),
+    }
+}
+
 /// What the access log and metrics hear about a finished exchange.
 struct Done<'a> {
     status: u16,
@@ -630,38 +670,10 @@ impl Conn {
                         ));
                     }
                     let deadline = Instant::now() + s.upstream_timeout;
-                    let n = match read_head(
-                        &mut ur,
-                        up_buf,
-                        s.max_header_bytes,
-                        deadline,
-                        s.upstream_timeout,
-                    )
-                    .await
-                    {
+                    let n = match read_response(&mut ur, up_buf, resp, s, deadline).await {
                         Ok(n) => n,
-                        Err(ReadHeadError::Timeout) => {
-                            break Some(Upload::Fail(
-                                ErrorKind::GatewayTimeout,
-                                format!("{} did not finish its response head", upstream.label),
-                            ))
-                        }
-                        Err(_) => {
-                            break Some(Upload::Fail(
-                                ErrorKind::BadGateway,
-                                format!(
-                                    "{} closed the connection or sent an invalid response head",
-                                    upstream.label
-                                ),
-                            ))
-                        }
+                        Err(kind) => break Some(Upload::Fail(kind, describe(kind, &upstream, s))),
                     };
-                    if response::parse(up_buf, n, resp).is_err() {
-                        break Some(Upload::Fail(
-                            ErrorKind::BadGateway,
-                            format!("{} sent an invalid response head", upstream.label),
-                        ));
-                    }
                     let st = resp.status;
                     if !(100..200).contains(&st) || st == 101 {
                         break None;
@@ -737,45 +749,18 @@ impl Conn {
         let deadline = sent_at + s.upstream_timeout;
         loop {
             if !have_final {
-                let n = match read_head(
+                if let Err(kind) = read_response(
                     &mut co.stream,
                     &mut self.up_buf,
-                    s.max_header_bytes,
+                    &mut self.resp,
+                    s,
                     deadline,
-                    s.upstream_timeout,
                 )
                 .await
                 {
-                    Ok(n) => n,
-                    Err(ReadHeadError::Timeout) => {
-                        let msg = format!(
-                            "{} did not answer within {:?}",
-                            upstream.label, s.upstream_timeout
-                        );
-                        return self
-                            .upstream_fail(
-                                ErrorKind::GatewayTimeout,
-                                &msg,
-                                rule,
-                                &upstream,
-                                started,
-                            )
-                            .await;
-                    }
-                    Err(_) => {
-                        let msg = format!(
-                            "{} closed the connection or sent an invalid response head",
-                            upstream.label
-                        );
-                        return self
-                            .upstream_fail(ErrorKind::BadGateway, &msg, rule, &upstream, started)
-                            .await;
-                    }
-                };
-                if response::parse(&self.up_buf, n, &mut self.resp).is_err() {
-                    let msg = format!("{} sent an invalid response head", upstream.label);
+                    let msg = describe(kind, &upstream, s);
                     return self
-                        .upstream_fail(ErrorKind::BadGateway, &msg, rule, &upstream, started)
+                        .upstream_fail(kind, &msg, rule, &upstream, started)
                         .await;
                 }
             }
