@@ -314,9 +314,14 @@ impl Client {
         Ok((r.ttl > 0).then_some(r.ttl))
     }
 
-    /// Opens the keep-alive stream for lease `id`; each `KeepAlive::renew` refreshes it.
+    /// Opens the keep-alive stream for lease `id`, renewing it once; each `KeepAlive::renew`
+    /// renews it again.
     pub async fn lease_keep_alive(&self, id: i64) -> Result<KeepAlive, Error> {
         let (tx, rx) = mpsc::channel(1);
+        // etcd answers the stream's headers only with its first response, so the first
+        // request must be on its way before the call can return.
+        tx.try_send(rpc::LeaseKeepAliveRequest { id })
+            .map_err(|e| Error::Closed("lease keep-alive", e.to_string()))?;
         let mut lease = self.lease();
         let responses = self
             .unary(
@@ -325,12 +330,15 @@ impl Client {
                 lease.lease_keep_alive(ReceiverStream::new(rx)),
             )
             .await?;
-        Ok(KeepAlive {
+        let mut ka = KeepAlive {
             id,
             requests: tx,
             responses,
             op_timeout: self.op_timeout,
-        })
+            ttl: 0,
+        };
+        ka.ttl = ka.response().await?;
+        Ok(ka)
     }
 
     /// Waits up to `wait` for the lock `name`, held by `lease` once acquired; returns the
@@ -419,30 +427,36 @@ impl Watch {
 /// The keep-alive stream of one lease.
 pub struct KeepAlive {
     pub id: i64,
+    /// Seconds left after the last renewal.
+    pub ttl: i64,
     requests: mpsc::Sender<rpc::LeaseKeepAliveRequest>,
     responses: tonic::Streaming<rpc::LeaseKeepAliveResponse>,
     op_timeout: Duration,
 }
 
 impl KeepAlive {
-    /// Refreshes the lease; returns its new TTL in seconds.
+    /// Renews the lease; returns its new TTL in seconds.
     pub async fn renew(&mut self) -> Result<i64, Error> {
         let req = rpc::LeaseKeepAliveRequest { id: self.id };
-        let once = async {
-            self.requests
-                .send(req)
-                .await
-                .map_err(|_| Error::Closed("lease keep-alive", "stream closed".into()))?;
-            match self.responses.message().await {
-                Ok(Some(r)) if r.ttl > 0 => Ok(r.ttl),
-                Ok(Some(_)) => Err(Error::LeaseExpired(self.id)),
-                Ok(None) => Err(Error::Closed("lease keep-alive", "stream closed".into())),
-                Err(s) => Err(Error::Status("lease keep-alive", s)),
-            }
-        };
-        tokio::time::timeout(self.op_timeout, once)
+        tokio::time::timeout(self.op_timeout, self.requests.send(req))
             .await
             .map_err(|_| Error::Timeout("lease keep-alive"))?
+            .map_err(|_| Error::Closed("lease keep-alive", "stream closed".into()))?;
+        self.ttl = self.response().await?;
+        Ok(self.ttl)
+    }
+
+    /// The answer to the renewal just sent.
+    async fn response(&mut self) -> Result<i64, Error> {
+        let r = tokio::time::timeout(self.op_timeout, self.responses.message())
+            .await
+            .map_err(|_| Error::Timeout("lease keep-alive"))?;
+        match r {
+            Ok(Some(r)) if r.ttl > 0 => Ok(r.ttl),
+            Ok(Some(_)) => Err(Error::LeaseExpired(self.id)),
+            Ok(None) => Err(Error::Closed("lease keep-alive", "stream closed".into())),
+            Err(s) => Err(Error::Status("lease keep-alive", s)),
+        }
     }
 }
 
@@ -455,12 +469,14 @@ async fn keep_alive_task(client: Client, lease: Lease, held: Arc<AtomicBool>) {
     let mut stream: Option<KeepAlive> = None;
     loop {
         tokio::time::sleep(every).await;
-        if stream.is_none() {
-            stream = client.lease_keep_alive(lease.id).await.ok();
-        }
+        // Opening the stream renews the lease once by itself.
         let result = match stream.as_mut() {
             Some(ka) => ka.renew().await,
-            None => Err(Error::Closed("lease keep-alive", "not open".into())),
+            None => client.lease_keep_alive(lease.id).await.map(|ka| {
+                let ttl = ka.ttl;
+                stream = Some(ka);
+                ttl
+            }),
         };
         match result {
             Ok(_) => last_renewal = tokio::time::Instant::now(),
