@@ -350,3 +350,31 @@ fn an_unreachable_etcd_answers_errors_within_the_op_timeout() {
         assert!(t0.elapsed() < OPTS.op_timeout * 4 + Duration::from_secs(1));
     });
 }
+
+#[test]
+fn with_several_endpoints_calls_reach_a_live_member() {
+    let e = Etcd::start();
+    e.ctl(&["put", "/m/k", "v"]).unwrap();
+    rt().block_on(async {
+        let dead = format!("http://127.0.0.1:{}", dead_port());
+        let c = Client::connect(&[dead, e.endpoint()], OPTS).unwrap();
+        // The first member is down: that call fails (it is not retried behind the caller's
+        // back), and the client moves on to the next member for good.
+        assert_eq!(c.current_endpoint(), 0);
+        let t0 = Instant::now();
+        assert!(c.range_prefix(b"/m/").await.is_err());
+        assert!(t0.elapsed() < OPTS.op_timeout + Duration::from_millis(500));
+        assert_eq!(c.current_endpoint(), 1);
+        for _ in 0..5 {
+            let r = c.range_prefix(b"/m/").await.unwrap();
+            assert_eq!(r.kvs.len(), 1);
+        }
+        let mut w = c.watch_prefix(b"/m/", 0).await.unwrap();
+        e.ctl(&["put", "/m/k", "w"]).unwrap();
+        assert_eq!(
+            events(&next(&mut w).await),
+            [(EventType::Put, "/m/k".into(), "w".into())]
+        );
+        assert_eq!(c.current_endpoint(), 1, "a live member is kept");
+    });
+}

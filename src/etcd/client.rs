@@ -1,7 +1,8 @@
-//! The etcd v3 calls switchyard makes, over the generated gRPC stubs on one tonic channel:
-//! prefix ranges, puts, deletes, transactions, prefix watches from a revision, leases with
-//! keep-alive, and a lease-backed lock for work that one replica at a time may do. Every unary
-//! call is bounded by the op timeout, so a dead etcd answers an error instead of a hang.
+//! The etcd v3 calls switchyard makes, over the generated gRPC stubs: prefix ranges, puts,
+//! deletes, transactions, prefix watches from a revision, leases with keep-alive, and a
+//! lease-backed lock for work that one replica at a time may do. Every unary call is bounded
+//! by the op timeout, so a dead etcd answers an error instead of a hang. With several
+//! endpoints, calls go to one member until it fails, then to the next (`Rotation`).
 use super::pb::etcdserverpb as rpc;
 use super::pb::v3lockpb as lockpb;
 use lockpb::lock_client::LockClient;
@@ -10,7 +11,7 @@ use rpc::kv_client::KvClient;
 use rpc::lease_client::LeaseClient;
 use rpc::watch_client::WatchClient;
 use std::future::Future;
-use std::sync::atomic::{AtomicBool, Ordering::Relaxed};
+use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering::Relaxed};
 use std::sync::Arc;
 use std::time::Duration;
 use tokio::sync::mpsc;
@@ -20,9 +21,11 @@ use tonic::transport::{Channel, Endpoint};
 /// A registry of a few thousand services is well under this; the gRPC default of 4 MiB would
 /// make one large range fail for good instead of working.
 const MAX_MESSAGE: usize = 64 << 20;
-/// HTTP/2 pings on idle connections find a silently dead etcd under a long watch. etcd
-/// refuses clients that ping more often than every 5 s (`--grpc-keepalive-min-time`).
+/// HTTP/2 pings find a silently dead etcd under a long watch or lock wait. etcd refuses
+/// clients that ping more often than every 5 s (`--grpc-keepalive-min-time`), and pings with
+/// no stream open at all, hence not `keep_alive_while_idle`.
 const KEEPALIVE_INTERVAL: Duration = Duration::from_secs(10);
+const KEEPALIVE_TIMEOUT: Duration = Duration::from_secs(10);
 
 #[derive(Clone, Copy, Debug)]
 pub struct ConnectOptions {
@@ -113,12 +116,46 @@ pub fn put_op(key: &[u8], value: &[u8]) -> rpc::RequestOp {
     }
 }
 
-/// A handle on the etcd cluster; cheap to clone (the channel is shared). Connections are made
-/// on first use and re-made by tonic after a failure; with several endpoints, calls are spread
-/// over the members that are up.
+/// Which member calls go to: the current one until a call to it fails for want of a
+/// connection (or times out), then the next. A call is never retried on another member by
+/// itself: it may have been applied where it failed, so the caller decides.
+#[derive(Clone)]
+struct Rotation {
+    channels: Arc<[Channel]>,
+    current: Arc<AtomicUsize>,
+}
+
+impl Rotation {
+    fn pick(&self) -> (usize, Channel) {
+        let i = self.current.load(Relaxed) % self.channels.len();
+        (i, self.channels[i].clone())
+    }
+
+    /// Member `i` failed: move on, unless a concurrent failure already did.
+    fn failed(&self, i: usize) {
+        let next = (i + 1) % self.channels.len();
+        let _ = self.current.compare_exchange(i, next, Relaxed, Relaxed);
+    }
+
+    /// Whether this error says member `i` is unreachable rather than refusing the request.
+    fn observe<T>(&self, i: usize, r: &Result<T, Error>) {
+        let down = match r {
+            Err(Error::Timeout(call)) => *call != "lock",
+            Err(Error::Status(_, s)) => s.code() == tonic::Code::Unavailable,
+            Err(Error::Closed(..)) => true,
+            _ => false,
+        };
+        if down {
+            self.failed(i);
+        }
+    }
+}
+
+/// A handle on the etcd cluster; cheap to clone (channels and the current member are shared).
+/// tonic dials a member on its first call and re-dials it after a failure by itself.
 #[derive(Clone)]
 pub struct Client {
-    channel: Channel,
+    rotation: Rotation,
     op_timeout: Duration,
 }
 
@@ -133,40 +170,46 @@ impl Client {
                 .connect_timeout(opts.connect_timeout)
                 .tcp_nodelay(true)
                 .http2_keep_alive_interval(KEEPALIVE_INTERVAL)
-                .keep_alive_timeout(opts.op_timeout.max(Duration::from_secs(1)))
-                .keep_alive_while_idle(true);
+                .keep_alive_timeout(KEEPALIVE_TIMEOUT);
             eps.push(ep);
         }
-        let channel = match eps.len() {
-            0 => return Err(Error::Endpoint("list is empty".into())),
-            1 => eps.remove(0).connect_lazy(),
-            _ => Channel::balance_list(eps.into_iter()),
-        };
+        if eps.is_empty() {
+            return Err(Error::Endpoint("list is empty".into()));
+        }
+        let channels: Arc<[Channel]> = eps.into_iter().map(|e| e.connect_lazy()).collect();
         Ok(Client {
-            channel,
+            rotation: Rotation {
+                channels,
+                current: Arc::new(AtomicUsize::new(0)),
+            },
             op_timeout: opts.op_timeout,
         })
     }
 
-    async fn unary<T>(
+    /// The index (in the endpoint list) of the member calls go to now.
+    pub fn current_endpoint(&self) -> usize {
+        self.rotation.pick().0
+    }
+
+    /// Runs one call on the current member, bounded by `timeout`.
+    async fn unary<T, F, Fut>(
         &self,
         call: &'static str,
         timeout: Duration,
-        f: impl Future<Output = Result<tonic::Response<T>, tonic::Status>>,
-    ) -> Result<T, Error> {
-        match tokio::time::timeout(timeout, f).await {
+        f: F,
+    ) -> Result<T, Error>
+    where
+        F: FnOnce(Channel) -> Fut,
+        Fut: Future<Output = Result<tonic::Response<T>, tonic::Status>>,
+    {
+        let (i, channel) = self.rotation.pick();
+        let r = match tokio::time::timeout(timeout, f(channel)).await {
             Err(_) => Err(Error::Timeout(call)),
             Ok(Err(s)) => Err(Error::Status(call, s)),
             Ok(Ok(r)) => Ok(r.into_inner()),
-        }
-    }
-
-    fn kv(&self) -> KvClient<Channel> {
-        KvClient::new(self.channel.clone()).max_decoding_message_size(MAX_MESSAGE)
-    }
-
-    fn lease(&self) -> LeaseClient<Channel> {
-        LeaseClient::new(self.channel.clone())
+        };
+        self.rotation.observe(i, &r);
+        r
     }
 
     /// Every key starting with `prefix`, in key order, and the revision they were read at.
@@ -176,8 +219,13 @@ impl Client {
             range_end: prefix_end(prefix),
             ..Default::default()
         };
-        let mut kv = self.kv();
-        self.unary("range", self.op_timeout, kv.range(req)).await
+        self.unary("range", self.op_timeout, |ch| async move {
+            KvClient::new(ch)
+                .max_decoding_message_size(MAX_MESSAGE)
+                .range(req)
+                .await
+        })
+        .await
     }
 
     /// Stores `value` under `key`, attached to `lease` (0: none).
@@ -193,8 +241,13 @@ impl Client {
             lease,
             ..Default::default()
         };
-        let mut kv = self.kv();
-        self.unary("put", self.op_timeout, kv.put(req)).await
+        self.unary("put", self.op_timeout, |ch| async move {
+            KvClient::new(ch)
+                .max_decoding_message_size(MAX_MESSAGE)
+                .put(req)
+                .await
+        })
+        .await
     }
 
     /// Deletes `key` (a missing key is no error: `deleted` is 0).
@@ -203,9 +256,13 @@ impl Client {
             key: key.to_vec(),
             ..Default::default()
         };
-        let mut kv = self.kv();
-        self.unary("delete", self.op_timeout, kv.delete_range(req))
-            .await
+        self.unary("delete", self.op_timeout, |ch| async move {
+            KvClient::new(ch)
+                .max_decoding_message_size(MAX_MESSAGE)
+                .delete_range(req)
+                .await
+        })
+        .await
     }
 
     /// Runs `success` if every comparison in `compare` holds, else `failure`, atomically.
@@ -220,9 +277,13 @@ impl Client {
             success,
             failure,
         };
-        let mut kv = self.kv();
-        self.unary("transaction", self.op_timeout, kv.txn(req))
-            .await
+        self.unary("transaction", self.op_timeout, |ch| async move {
+            KvClient::new(ch)
+                .max_decoding_message_size(MAX_MESSAGE)
+                .txn(req)
+                .await
+        })
+        .await
     }
 
     /// Follows every key under `prefix` from `start_revision` on (0: from now). Returns once
@@ -243,20 +304,28 @@ impl Client {
         // Buffered before the call: the channel has room for one.
         tx.try_send(create)
             .map_err(|e| Error::Closed("watch", e.to_string()))?;
-        let mut client =
-            WatchClient::new(self.channel.clone()).max_decoding_message_size(MAX_MESSAGE);
-        let mut responses = self
-            .unary(
-                "watch",
+        let (i, channel) = self.rotation.pick();
+        let started = async {
+            let mut responses = tokio::time::timeout(
                 self.op_timeout,
-                client.watch(ReceiverStream::new(rx)),
+                WatchClient::new(channel)
+                    .max_decoding_message_size(MAX_MESSAGE)
+                    .watch(ReceiverStream::new(rx)),
             )
-            .await?;
-        let first = tokio::time::timeout(self.op_timeout, responses.message())
             .await
             .map_err(|_| Error::Timeout("watch"))?
             .map_err(|s| Error::Status("watch", s))?
-            .ok_or_else(|| Error::Closed("watch", "closed before it was created".into()))?;
+            .into_inner();
+            let first = tokio::time::timeout(self.op_timeout, responses.message())
+                .await
+                .map_err(|_| Error::Timeout("watch"))?
+                .map_err(|s| Error::Status("watch", s))?
+                .ok_or_else(|| Error::Closed("watch", "closed before it was created".into()))?;
+            Ok((responses, first))
+        }
+        .await;
+        self.rotation.observe(i, &started);
+        let (responses, first) = started?;
         if !first.created {
             let why = format!("etcd did not create it: {}", first.cancel_reason);
             return Err(Error::Closed("watch", why));
@@ -267,6 +336,8 @@ impl Client {
             responses,
             pending,
             watch_id: first.watch_id,
+            rotation: self.rotation.clone(),
+            member: i,
         })
     }
 
@@ -276,9 +347,10 @@ impl Client {
             ttl: ttl.as_secs_f64().ceil().max(1.0) as i64,
             id: 0,
         };
-        let mut lease = self.lease();
         let r = self
-            .unary("lease grant", self.op_timeout, lease.lease_grant(req))
+            .unary("lease grant", self.op_timeout, |ch| async move {
+                LeaseClient::new(ch).lease_grant(req).await
+            })
             .await?;
         if !r.error.is_empty() {
             return Err(Error::Closed("lease grant", r.error));
@@ -291,25 +363,21 @@ impl Client {
 
     /// Ends the lease now; every key attached to it is deleted.
     pub async fn lease_revoke(&self, id: i64) -> Result<(), Error> {
-        let mut lease = self.lease();
-        self.unary(
-            "lease revoke",
-            self.op_timeout,
-            lease.lease_revoke(rpc::LeaseRevokeRequest { id }),
-        )
+        self.unary("lease revoke", self.op_timeout, |ch| async move {
+            let req = rpc::LeaseRevokeRequest { id };
+            LeaseClient::new(ch).lease_revoke(req).await
+        })
         .await
         .map(drop)
     }
 
     /// Seconds the lease has left; `None` if etcd no longer has it.
     pub async fn lease_ttl(&self, id: i64) -> Result<Option<i64>, Error> {
-        let mut lease = self.lease();
         let r = self
-            .unary(
-                "lease time-to-live",
-                self.op_timeout,
-                lease.lease_time_to_live(rpc::LeaseTimeToLiveRequest { id, keys: false }),
-            )
+            .unary("lease time-to-live", self.op_timeout, |ch| async move {
+                let req = rpc::LeaseTimeToLiveRequest { id, keys: false };
+                LeaseClient::new(ch).lease_time_to_live(req).await
+            })
             .await?;
         Ok((r.ttl > 0).then_some(r.ttl))
     }
@@ -322,13 +390,12 @@ impl Client {
         // request must be on its way before the call can return.
         tx.try_send(rpc::LeaseKeepAliveRequest { id })
             .map_err(|e| Error::Closed("lease keep-alive", e.to_string()))?;
-        let mut lease = self.lease();
         let responses = self
-            .unary(
-                "lease keep-alive",
-                self.op_timeout,
-                lease.lease_keep_alive(ReceiverStream::new(rx)),
-            )
+            .unary("lease keep-alive", self.op_timeout, |ch| async move {
+                LeaseClient::new(ch)
+                    .lease_keep_alive(ReceiverStream::new(rx))
+                    .await
+            })
             .await?;
         let mut ka = KeepAlive {
             id,
@@ -348,16 +415,21 @@ impl Client {
             name: name.to_vec(),
             lease,
         };
-        let mut lock = LockClient::new(self.channel.clone());
-        Ok(self.unary("lock", wait, lock.lock(req)).await?.key)
+        let r = self
+            .unary("lock", wait, |ch| async move {
+                LockClient::new(ch).lock(req).await
+            })
+            .await?;
+        Ok(r.key)
     }
 
     pub async fn unlock(&self, key: &[u8]) -> Result<(), Error> {
         let req = lockpb::UnlockRequest { key: key.to_vec() };
-        let mut lock = LockClient::new(self.channel.clone());
-        self.unary("unlock", self.op_timeout, lock.unlock(req))
-            .await
-            .map(drop)
+        self.unary("unlock", self.op_timeout, |ch| async move {
+            LockClient::new(ch).unlock(req).await
+        })
+        .await
+        .map(drop)
     }
 
     /// Mutual exclusion across replicas: waits up to `wait` for the lock `name` under a fresh
@@ -408,6 +480,8 @@ pub struct Watch {
     /// A cancellation that came with the creation, handed out by the first `message`.
     pending: Option<rpc::WatchResponse>,
     pub watch_id: i64,
+    rotation: Rotation,
+    member: usize,
 }
 
 impl Watch {
@@ -417,10 +491,13 @@ impl Watch {
         if let Some(r) = self.pending.take() {
             return Ok(Some(r));
         }
-        self.responses
+        let r = self
+            .responses
             .message()
             .await
-            .map_err(|s| Error::Status("watch", s))
+            .map_err(|s| Error::Status("watch", s));
+        self.rotation.observe(self.member, &r);
+        r
     }
 }
 

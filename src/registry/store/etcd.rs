@@ -53,8 +53,8 @@ impl EtcdStore {
         format!("{}{service}", self.services_prefix())
     }
 
-    /// The client (tonic dials on first use and re-dials a channel by itself; a failure still
-    /// drops it in `disconnected`, so the next call starts from a fresh channel).
+    /// The client, made once: tonic dials on first use and re-dials by itself, and the client
+    /// moves to the next endpoint when one fails, which it remembers across calls.
     pub async fn client(&self) -> Result<Client, StoreError> {
         let mut slot = self.client.lock().await;
         if let Some(c) = slot.as_ref() {
@@ -126,10 +126,9 @@ impl EtcdStore {
         self.status.revision.fetch_max(revision, Relaxed);
     }
 
-    /// Drops the cached client after a failure, so the next call connects afresh.
+    /// Records a failed call for `/health` (the client itself re-dials and fails over).
     pub async fn disconnected(&self) {
         self.status.connected.store(false, Relaxed);
-        *self.client.lock().await = None;
     }
 
     async fn put_txn(
