@@ -631,9 +631,16 @@ fn the_build_context_has_what_the_locked_build_needs() {
     let mut n = 0;
     copy_context(&pats, &repo(), "", &ctx.0, &mut n);
     assert!(!ctx.0.join("target").exists() && !ctx.0.join(".git").exists());
+    // Only the host's packages: the suite's build downloaded those, not Windows-only ones.
+    let rustc = std::env::var("RUSTC").unwrap_or_else(|_| "rustc".into());
+    let vv = std::process::Command::new(rustc).arg("-vV").output().expect("rustc");
+    let host = String::from_utf8_lossy(&vv.stdout)
+        .lines()
+        .find_map(|l| l.strip_prefix("host: ").map(str::to_string))
+        .expect("rustc -vV names the host");
     let cargo = std::env::var("CARGO").unwrap_or_else(|_| "cargo".into());
     let out = std::process::Command::new(cargo)
-        .args(["fetch", "--locked", "--offline", "--quiet"])
+        .args(["fetch", "--locked", "--offline", "--quiet", "--target", &host])
         .current_dir(&ctx.0)
         .env("CARGO_TARGET_DIR", ctx.0.join("target"))
         .output()
