@@ -11,7 +11,7 @@ use tokio::sync::{Notify, Semaphore};
 
 /// Admin connections served at once. Each request is small and answered at once; what
 /// stays open beyond that is idle, slow or lingering, and evictable.
-pub const MAX_CONNECTIONS: usize = 256;
+pub const MAX_CONNECTIONS: usize = 1024;
 
 /// Connections that may be closed to make room, oldest first.
 #[derive(Default)]
