@@ -119,6 +119,17 @@ fn switchyard_deployment_probes_ready_on_the_admin_port_and_scales_2_to_10() {
     assert_eq!(i64::from(cfg.admin_listen.port), admin_port);
     // The kubelet reaches the pod IP: the admin listener must not be loopback only.
     assert_eq!(cfg.admin_listen.host, "0.0.0.0");
+    // So every pod of the allowed network reaches the registration API: a key is needed too.
+    let perm = cfg
+        .gateway
+        .registration_permission
+        .as_deref()
+        .expect("registration_permission set");
+    assert_eq!(perm, "registry:write");
+    assert!(cfg
+        .api_keys
+        .iter()
+        .any(|k| k.permissions.iter().any(|p| p == perm)));
     // Kubernetes must not SIGKILL in the middle of the drain.
     let grace = pod["spec"]["terminationGracePeriodSeconds"]
         .as_i64()
@@ -633,14 +644,24 @@ fn the_build_context_has_what_the_locked_build_needs() {
     assert!(!ctx.0.join("target").exists() && !ctx.0.join(".git").exists());
     // Only the host's packages: the suite's build downloaded those, not Windows-only ones.
     let rustc = std::env::var("RUSTC").unwrap_or_else(|_| "rustc".into());
-    let vv = std::process::Command::new(rustc).arg("-vV").output().expect("rustc");
+    let vv = std::process::Command::new(rustc)
+        .arg("-vV")
+        .output()
+        .expect("rustc");
     let host = String::from_utf8_lossy(&vv.stdout)
         .lines()
         .find_map(|l| l.strip_prefix("host: ").map(str::to_string))
         .expect("rustc -vV names the host");
     let cargo = std::env::var("CARGO").unwrap_or_else(|_| "cargo".into());
     let out = std::process::Command::new(cargo)
-        .args(["fetch", "--locked", "--offline", "--quiet", "--target", &host])
+        .args([
+            "fetch",
+            "--locked",
+            "--offline",
+            "--quiet",
+            "--target",
+            &host,
+        ])
         .current_dir(&ctx.0)
         .env("CARGO_TARGET_DIR", ctx.0.join("target"))
         .output()
