@@ -500,6 +500,19 @@ fn the_registration_example_answers_as_shown() {
     let sy = Switchyard::start(&format!("{}{}", listen_section(""), keys.body));
     let dir = TempDir::new("readme-reg");
     for c in &cmds {
+        if c.comment.starts_with("deregister: needs a key") {
+            // The claim: without the key the same DELETE is refused.
+            let keyless = c
+                .text
+                .replace(" -H 'X-API-Key: test'", "")
+                .replace("127.0.0.1:9901", &sy.admin.to_string());
+            let out = sh(
+                &format!("{keyless} -o /dev/null -w '%{{http_code}}'"),
+                &dir.0,
+                &[],
+            );
+            assert_eq!(String::from_utf8_lossy(&out.stdout), "403", "{keyless}");
+        }
         // README's addresses are the defaults; this run's are free ports.
         let cmd = c
             .text
@@ -546,7 +559,7 @@ fn the_registration_example_answers_as_shown() {
                 assert_eq!(code, 200);
                 assert!(body.contains("sagjan"), "{body}");
             }
-            "deregister" => {
+            c if c.starts_with("deregister") => {
                 assert_eq!(code, 200, "{v}");
                 let r = client().get(sy.url("/api/comments/abc123")).send().unwrap();
                 assert_eq!(r.status(), 404, "deregistered: the route is gone");
