@@ -289,8 +289,8 @@ pub fn instructions(
         &mut s,
         &format!(
             "{} route -c {} -H 'X-Guild-Id: 42' GET /gw/events",
-            exe.display(),
-            dir.join("demo.toml").display()
+            shell_word(exe),
+            shell_word(&dir.join("demo.toml"))
         ),
         &format!("-> ordinal {pod42}, without sending anything"),
     );
@@ -323,6 +323,18 @@ pub fn instructions(
         dir.display()
     );
     s
+}
+
+/// A path as one shell word: as it is when it has nothing the shell would split or expand.
+fn shell_word(p: &Path) -> String {
+    let s = p.display().to_string();
+    if s.bytes()
+        .all(|b| b.is_ascii_alphanumeric() || b"/._-+:".contains(&b))
+    {
+        s
+    } else {
+        format!("'{}'", s.replace('\'', "'\\''"))
+    }
 }
 
 /// A wildcard listen address is reached on loopback.
@@ -504,6 +516,17 @@ mod tests {
         assert!(t.contains("\"url\": \"http://127.0.0.1:1009\""), "{t}");
         assert!(t.contains("/bin/sy route -c /tmp/d/demo.toml"), "{t}");
         assert!(t.contains("X-Guild-Id: 42"), "{t}");
+        let t = instructions(
+            http,
+            admin,
+            &ports(),
+            Path::new("/tmp/a b"),
+            Path::new("/it's/sy"),
+        );
+        assert!(
+            t.contains("'/it'\\''s/sy' route -c '/tmp/a b/demo.toml'"),
+            "{t}"
+        );
     }
 
     #[test]
