@@ -137,7 +137,8 @@ impl Rotation {
         let _ = self.current.compare_exchange(i, next, Relaxed, Relaxed);
     }
 
-    /// Whether this error says member `i` is unreachable rather than refusing the request.
+    /// Moves on from member `i` if this error says it is unreachable (a lock wait running
+    /// out is contention, not a dead member).
     fn observe<T>(&self, i: usize, r: &Result<T, Error>) {
         let down = match r {
             Err(Error::Timeout(call)) => *call != "lock",
@@ -160,8 +161,9 @@ pub struct Client {
 }
 
 impl Client {
-    /// Sets up the channel to `endpoints` without dialing yet (the first call does), so it
-    /// fails only for an endpoint that is not a usable URL. Needs a tokio runtime.
+    /// Sets up one channel per endpoint without dialing yet (the first call does), so it fails
+    /// only for an endpoint that is not a usable URL. Calls start with the first endpoint.
+    /// Needs a tokio runtime.
     pub fn connect(endpoints: &[String], opts: ConnectOptions) -> Result<Client, Error> {
         let mut eps = Vec::with_capacity(endpoints.len());
         for e in endpoints {
