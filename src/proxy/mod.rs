@@ -19,5 +19,7 @@ pub mod request_id;
 pub(crate) mod route;
 pub(crate) mod send;
 pub mod session;
+#[cfg(test)]
+mod tests;
 pub mod tunnel;
 pub mod upstream;

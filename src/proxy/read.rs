@@ -10,6 +10,7 @@ use super::session::{ClientStream, Session};
 use crate::http::error::ErrorKind;
 use crate::http::framing;
 use crate::http::head::{self, HeadError};
+use bytes::Buf;
 use tokio::time::Instant;
 
 /// Why no request came.
@@ -77,7 +78,8 @@ pub(crate) async fn read_request<S: ClientStream>(
         Err(ReadHeadError::Head(e)) => return Err(refuse(s, head_error(e))),
     };
     let started = Instant::now();
-    s.req.bytes = s.buf.split_to(len);
+    s.req.bytes.extend_from_slice(&s.buf[..len]);
+    s.buf.advance(len);
     if let Err(e) = head::parse(&s.req.bytes, len, &mut s.req.head) {
         return Err(refuse(s, head_error(e)));
     }

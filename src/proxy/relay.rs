@@ -73,7 +73,7 @@ async fn both_ways<D: Downstream, B: RequestBody>(
     expect: Expect,
 ) -> Result<End, ProxyError> {
     let s: &Server = &ex.table.server;
-    let label = co.upstream.label.clone();
+    let label: &str = &co.upstream.label;
     let (mut ur, mut uw) = co.stream.split();
     let uploading = expect == Expect::Body && body.has_more();
     let mut up = if uploading {
@@ -86,12 +86,12 @@ async fn both_ways<D: Downstream, B: RequestBody>(
         let mut heads = Heads {
             bufs: &mut *bufs,
             cont: &mut ex.cont,
-            label: &label,
+            label,
             s,
         };
         if uploading {
             let head = heads.read_final(&mut ur, down, far_future());
-            up = while_uploading(upload.as_mut(), head, &label, s).await?;
+            up = while_uploading(upload.as_mut(), head, label, s).await?;
         } else {
             let first_byte = ex.sent_at + s.upstream_timeout;
             heads.read_final(&mut ur, down, first_byte).await?;
