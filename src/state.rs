@@ -35,6 +35,9 @@ pub struct Shared {
     pub open_connections: AtomicU64,
     pub started: Instant,
     pub metrics: crate::metrics::Metrics,
+    /// switchyard's own listeners and this host's addresses: a backend that resolves to one
+    /// of them is refused (registration) and never connected to (a forwarding loop).
+    pub own_listeners: ArcSwap<crate::registry::self_target::OwnListeners>,
 }
 
 impl Shared {
@@ -61,6 +64,7 @@ impl Shared {
             open_connections: AtomicU64::new(0),
             started: Instant::now(),
             metrics: crate::metrics::Metrics::default(),
+            own_listeners: ArcSwap::from_pointee(Default::default()),
         })
     }
 
