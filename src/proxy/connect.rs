@@ -23,12 +23,12 @@ pub(crate) async fn connect(
             let (kind, label) = ex
                 .rule
                 .map_or(("rule", "-"), |r| (r.kind.as_str(), r.label.as_str()));
+            if let ConnectError::AllFailed { attempts, .. } = &e {
+                ex.attempts = *attempts;
+            }
             let msg = match &e {
                 ConnectError::NoCandidates => format!("no healthy address for {kind} {label}"),
-                ConnectError::AllFailed { attempts, .. } => {
-                    ex.attempts = *attempts;
-                    format!("no address of {kind} {label} could be reached ({e})")
-                }
+                _ => format!("no address of {kind} {label} could be reached ({e})"),
             };
             Err(ProxyError::refuse(ErrorKind::ServiceUnavailable, msg).retryable())
         }

@@ -233,7 +233,7 @@ async fn serve(shared: Arc<Shared>, r: Arc<Route>, client: TcpStream, peer: Sock
             log::warn!("tcp {}: no healthy target for {peer}; closing", r.listen);
             return;
         }
-        Err(e @ ConnectError::AllFailed { .. }) => {
+        Err(e @ (ConnectError::AllFailed { .. } | ConnectError::Local(_))) => {
             log::warn!(
                 "tcp {}: no target could be reached for {peer} ({e}); closing",
                 r.listen

@@ -30,6 +30,8 @@ pub enum ConnectError {
         last: Arc<Upstream>,
         error: std::io::Error,
     },
+    /// This process ran out of file descriptors: no candidate is at fault.
+    Local(std::io::Error),
 }
 
 impl std::fmt::Display for ConnectError {
@@ -37,6 +39,7 @@ impl std::fmt::Display for ConnectError {
         match self {
             ConnectError::NoCandidates => f.write_str("no healthy address"),
             ConnectError::AllFailed { last, error, .. } => write!(f, "{}: {error}", last.label),
+            ConnectError::Local(e) => write!(f, "local: {e}"),
         }
     }
 }
@@ -105,7 +108,7 @@ pub async fn checkout<'a>(
                     "connect to {} could not start: {e} (local: out of file descriptors)",
                     u.label
                 );
-                return Err(ConnectError::AllFailed(format!("local: {e}")));
+                return Err(ConnectError::Local(e));
             }
             Err(e) => {
                 u.stats.connect_failures.fetch_add(1, Relaxed);
