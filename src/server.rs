@@ -17,6 +17,8 @@ pub struct Running {
     pub shared: Arc<Shared>,
     pub http_addr: SocketAddr,
     pub admin_addr: SocketAddr,
+    /// The HTTPS listener, with `[tls]`.
+    pub https_addr: Option<SocketAddr>,
     /// The `[[tcp]]` listeners, re-applied on every successful reload.
     pub l4: crate::proxy::l4::L4Listeners,
     tasks: Vec<tokio::task::JoinHandle<()>>,
@@ -76,7 +78,21 @@ pub async fn start(cfg: Config) -> std::io::Result<Running> {
     })?;
     let http_addr = http.local_addr()?;
     let admin_addr = admin.local_addr()?;
-    let tasks = vec![
+    shared.tls.apply(cfg.tls.as_ref());
+    let https = match &cfg.tls {
+        None => None,
+        Some(t) => Some(listener::bind(&t.listen).map_err(|e| {
+            std::io::Error::new(
+                e.kind(),
+                format!("cannot listen on {} (tls): {e}", t.listen),
+            )
+        })?),
+    };
+    let https_addr = https.as_ref().map(|l| l.local_addr()).transpose()?;
+    if let Some(a) = https_addr {
+        shared.tls.set_https_port(a.port());
+    }
+    let mut tasks = vec![
         tokio::spawn(listener::accept_loop(
             shared.clone(),
             http,
@@ -92,14 +108,27 @@ pub async fn start(cfg: Config) -> std::io::Result<Running> {
             crate::admin::serve,
         )),
     ];
+    if let Some(l) = https {
+        tasks.push(tokio::spawn(listener::accept_loop(
+            shared.clone(),
+            l,
+            cfg.server.max_connections,
+            true,
+            crate::tls::serve,
+        )));
+    }
     crate::health::checker::spawn_fresh(&shared, &cfg.gateway);
     log::info!("http listener on {http_addr}");
+    if let Some(a) = https_addr {
+        log::info!("https listener on {a}");
+    }
     log::info!("admin listener on {admin_addr}");
     let l4 = crate::proxy::l4::L4Listeners::start(&shared, &cfg)?;
     Ok(Running {
         shared,
         http_addr,
         admin_addr,
+        https_addr,
         l4,
         tasks,
     })

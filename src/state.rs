@@ -35,6 +35,8 @@ pub struct Shared {
     pub open_connections: AtomicU64,
     pub started: Instant,
     pub metrics: crate::metrics::Metrics,
+    /// Certificates, the HTTPS server config, handshake counts, ACME challenges.
+    pub tls: crate::tls::TlsRuntime,
 }
 
 impl Shared {
@@ -61,6 +63,7 @@ impl Shared {
             open_connections: AtomicU64::new(0),
             started: Instant::now(),
             metrics: crate::metrics::Metrics::default(),
+            tls: crate::tls::TlsRuntime::default(),
         })
     }
 

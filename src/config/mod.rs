@@ -5,12 +5,14 @@ pub mod expand;
 pub mod keys;
 pub mod schema;
 pub mod tcp;
+pub mod tls;
 pub mod validate;
 pub mod value;
 
 use address::Address;
 use std::fmt;
 use std::path::Path;
+use std::sync::Arc;
 use std::time::Duration;
 
 #[derive(Debug, Clone, PartialEq)]
@@ -101,6 +103,8 @@ pub struct Backend {
     pub name: String,
     pub addresses: Vec<Address>,
     pub health_check_endpoint: Option<String>,
+    /// `tls = true`: connections to the addresses are TLS, verified as configured here.
+    pub tls: Option<Arc<crate::tls::client::BackendTls>>,
 }
 
 #[derive(Debug, Clone, PartialEq)]
@@ -172,6 +176,8 @@ pub struct Config {
     pub store: Store,
     /// `[[tcp]]` L4 listeners.
     pub tcp: Vec<tcp::Tcp>,
+    /// `[tls]`: the HTTPS listener and its certificates.
+    pub tls: Option<tls::Tls>,
 }
 
 impl Default for Config {
@@ -191,6 +197,7 @@ impl Default for Config {
             api_keys: vec![],
             store: Store::default(),
             tcp: vec![],
+            tls: None,
         }
     }
 }

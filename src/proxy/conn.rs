@@ -4,6 +4,7 @@ use super::body::{self, CopyError};
 use super::bufpool;
 use super::io::{read_head, write_all, ReadHeadError};
 use super::request_id;
+use super::stream::{BackendStream, Io};
 use super::upstream::{checkout, ConnectError};
 use crate::http::error::{self, ErrorKind};
 use crate::http::framing::{self, Body};
@@ -20,7 +21,7 @@ use std::net::SocketAddr;
 use std::sync::atomic::Ordering::Relaxed;
 use std::sync::Arc;
 use std::time::Duration;
-use tokio::io::AsyncWriteExt;
+use tokio::io::{AsyncRead, AsyncReadExt, AsyncWriteExt};
 use tokio::net::TcpStream;
 use tokio::sync::watch;
 use tokio::time::Instant;
@@ -37,12 +38,20 @@ enum Next {
     KeepAlive,
     Close,
     /// The connection became a tunnel to this upstream stream.
-    Tunnel(TcpStream),
+    Tunnel(BackendStream),
 }
 
-struct Conn {
+/// What the connection loop knows about how the client reached it.
+#[derive(Debug, Clone, Copy, Default)]
+pub struct ClientInfo {
+    /// The negotiated TLS version (`TLSv1.3`), None for plain HTTP.
+    pub tls: Option<&'static str>,
+}
+
+struct Conn<S> {
     shared: Arc<Shared>,
-    client: TcpStream,
+    client: S,
+    info: ClientInfo,
     peer_ip: IpText,
     /// Request bytes; lent from [`bufpool`] only while a head or body is being read.
     buf: BytesMut,
@@ -88,13 +97,19 @@ impl IpText {
     }
 }
 
-/// Serves one accepted client connection until it closes.
+/// Serves one accepted plain-HTTP client connection until it closes.
 pub async fn serve(shared: Arc<Shared>, client: TcpStream, peer: SocketAddr) {
     // TCP_NODELAY comes from the listening socket (see listener::bind).
+    serve_io(shared, client, peer, ClientInfo::default()).await
+}
+
+/// Serves a client connection over any stream (plain TCP, TLS) until it closes.
+pub async fn serve_io<S: Io>(shared: Arc<Shared>, client: S, peer: SocketAddr, info: ClientInfo) {
     let shutdown = shared.shutdown.subscribe();
     let mut c = Conn {
         shared,
         client,
+        info,
         peer_ip: IpText::new(peer.ip()),
         buf: BytesMut::new(),
         head: RequestHead::default(),
@@ -137,7 +152,7 @@ pub async fn serve(shared: Arc<Shared>, client: TcpStream, peer: SocketAddr) {
 /// still sending its body then gets a broken pipe instead of our answer (the 404 or 413 it
 /// should read). So after an error answer and our FIN, read and discard until the client
 /// closes, for at most [`LINGER`] (what HAProxy and nginx call a lingering close).
-async fn linger(client: &mut TcpStream, buf: &mut BytesMut) {
+async fn linger<S: Io>(client: &mut S, buf: &mut BytesMut) {
     let deadline = Instant::now() + LINGER;
     loop {
         buf.clear();
@@ -206,7 +221,15 @@ struct Done<'a> {
     upstream: Option<&'a Upstream>,
 }
 
-impl Conn {
+/// Reads whatever the stream has next into `buf` (no deadline: the caller races it).
+async fn read_more<R: AsyncRead + Unpin>(r: &mut R, buf: &mut BytesMut) -> std::io::Result<usize> {
+    if buf.capacity() - buf.len() < 1024 {
+        buf.reserve(super::io::READ_CHUNK);
+    }
+    r.read_buf(buf).await
+}
+
+impl<S: Io> Conn<S> {
     fn rid_str(&self) -> String {
         String::from_utf8_lossy(&self.rid).into_owned()
     }
@@ -304,7 +327,7 @@ impl Conn {
         let mut read = Ok(0);
         if idle_wait {
             bufpool::release(&mut self.buf);
-            let ready = tokio::time::timeout_at(first_byte, self.client.readable());
+            let ready = tokio::time::timeout_at(first_byte, Io::readable(&self.client));
             let ready = if self.served > 0 {
                 if *self.shutdown.borrow() {
                     return Next::Close;
@@ -416,6 +439,15 @@ impl Conn {
         // taken for the next request.
         let close_on_error = fr.body != Body::None || !fr.keep_alive;
 
+        // 2b. The plain listener answers ACME challenges and the redirect to https itself,
+        // before any routing.
+        if self.info.tls.is_none() {
+            let host = crate::tls::request_host(target, self.head.header(&self.buf, "host"));
+            if let Some(a) = self.shared.tls.plain_answer(target, host.as_deref()) {
+                return self.answer_plain(a, close_on_error, started).await;
+            }
+        }
+
         // 3. Route (shard keys come from the query string or a header). A replica whose
         // store has not loaded yet has no complete table to route with.
         if !table.ready {
@@ -517,7 +549,11 @@ impl Conn {
         // 5. The head the backend sees, with the first body bytes when they are here.
         let fwd = Forward {
             client_ip: self.peer_ip.as_str(),
-            proto: "http",
+            proto: if self.info.tls.is_some() {
+                "https"
+            } else {
+                "http"
+            },
             request_id: &self.rid,
             api_key_name: key_name,
             shard: rule
@@ -633,7 +669,7 @@ impl Conn {
                 ClientGone,
             }
             let outcome = {
-                let Conn {
+                let Self {
                     client,
                     buf,
                     up_buf,
@@ -641,8 +677,8 @@ impl Conn {
                     out,
                     ..
                 } = &mut *self;
-                let (mut cr, mut cw) = client.split();
-                let (mut ur, mut uw) = co.stream.split();
+                let (mut cr, mut cw) = client.halves();
+                let (mut ur, mut uw) = co.stream.halves();
                 let idle = s.idle_timeout;
                 let send = async {
                     match fr.body {
@@ -654,11 +690,12 @@ impl Conn {
                 };
                 tokio::pin!(send);
                 let first = loop {
-                    let mut probe = [0u8; 1];
+                    // What the backend sends meanwhile goes into up_buf, where the response
+                    // head reader below picks it up.
                     let peeked = tokio::select! {
                         biased;
                         r = &mut send => break Some(Upload::Sent(r)),
-                        p = ur.peek(&mut probe) => p,
+                        p = read_more(&mut ur, up_buf) => p,
                     };
                     if !matches!(peeked, Ok(n) if n > 0) {
                         break Some(Upload::Fail(
@@ -956,7 +993,7 @@ impl Conn {
     /// enough; what it already sent is readable even after its reset.
     async fn final_answer_waiting(
         &mut self,
-        up: &mut TcpStream,
+        up: &mut BackendStream,
         s: &crate::config::Server,
     ) -> bool {
         let wait = Duration::from_millis(200);
@@ -980,6 +1017,57 @@ impl Conn {
             }
             // An interim answer before the refusal: not for a client whose upload failed.
             self.up_buf.advance(n);
+        }
+    }
+
+    /// Writes an answer switchyard gives on the plain listener without routing.
+    async fn answer_plain(
+        &mut self,
+        a: crate::tls::PlainAnswer,
+        close: bool,
+        started: Instant,
+    ) -> Next {
+        use std::fmt::Write;
+        let gateway = self.shared.table.load().server.gateway_header.clone();
+        let (status, mut r, body) = match &a {
+            crate::tls::PlainAnswer::Redirect(loc) => (
+                308,
+                format!("HTTP/1.1 308 Permanent Redirect\r\nLocation: {loc}\r\n"),
+                "",
+            ),
+            crate::tls::PlainAnswer::Challenge(auth) => (
+                200,
+                "HTTP/1.1 200 OK\r\nContent-Type: application/octet-stream\r\n".to_string(),
+                auth.as_str(),
+            ),
+        };
+        let _ = write!(
+            r,
+            "Content-Length: {}\r\nX-Gateway: {gateway}\r\nX-Request-Id: {}\r\n{}\r\n",
+            body.len(),
+            self.rid_str(),
+            if close { "Connection: close\r\n" } else { "" },
+        );
+        if !self.is_head {
+            r.push_str(body);
+        }
+        if !close {
+            self.buf.advance(self.head.len.min(self.buf.len()));
+        }
+        self.linger |= close;
+        let sent = write_all(&mut self.client, r.as_bytes(), Duration::from_secs(5)).await;
+        self.log(
+            Done {
+                status,
+                rule: None,
+                upstream: None,
+            },
+            started,
+        );
+        if close || sent.is_err() {
+            Next::Close
+        } else {
+            Next::KeepAlive
         }
     }
 

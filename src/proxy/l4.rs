@@ -1,6 +1,7 @@
 //! `[[tcp]]` L4 listeners: accept, pick a healthy target (round robin or by client IP), send
 //! an optional PROXY header, then splice bytes both ways, half-closes kept, until both ends close.
 use super::listener;
+use super::stream::Io;
 use super::upstream::{checkout, ConnectError};
 use crate::config::address::Address;
 use crate::config::tcp::{Balance, ProxyVersion, Tcp};
@@ -16,7 +17,6 @@ use std::sync::atomic::{AtomicU64, Ordering::Relaxed};
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
-use tokio::net::tcp::{OwnedReadHalf, OwnedWriteHalf};
 use tokio::net::TcpStream;
 use tokio::task::JoinHandle;
 use tokio::time::Instant;
@@ -319,15 +319,15 @@ impl Meter {
 /// FIN (shutdown of the write half) and the other direction keeps going, which protocols that
 /// half-close (a client that sends, shuts down, then reads the answer) rely on. Unlike
 /// `copy_bidirectional` it also ends a connection that is idle both ways.
-pub async fn splice(a: TcpStream, b: TcpStream, idle: Duration) -> Flow {
+pub async fn splice<A: Io, B: Io>(a: A, b: B, idle: Duration) -> Flow {
     let meter = Meter {
         start: Instant::now(),
         last_ms: AtomicU64::new(0),
         up: AtomicU64::new(0),
         down: AtomicU64::new(0),
     };
-    let (ar, aw) = a.into_split();
-    let (br, bw) = b.into_split();
+    let (ar, aw) = a.into_halves();
+    let (br, bw) = b.into_halves();
     let mut up = pin!(one_way(ar, bw, &meter, &meter.up));
     let mut down = pin!(one_way(br, aw, &meter, &meter.down));
     let mut watch = pin!(idle_watch(&meter, idle));
@@ -356,8 +356,8 @@ pub async fn splice(a: TcpStream, b: TcpStream, idle: Duration) -> Flow {
 }
 
 async fn one_way(
-    mut r: OwnedReadHalf,
-    mut w: OwnedWriteHalf,
+    mut r: impl tokio::io::AsyncRead + Unpin,
+    mut w: impl tokio::io::AsyncWrite + Unpin,
     meter: &Meter,
     count: &AtomicU64,
 ) -> std::io::Result<()> {

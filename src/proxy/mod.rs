@@ -8,5 +8,6 @@ pub mod l4;
 pub mod listener;
 pub mod proxy_protocol;
 pub mod request_id;
+pub mod stream;
 pub mod tunnel;
 pub mod upstream;

@@ -2,16 +2,16 @@
 //! ways until either side closes (half-closes are passed on) or the tunnel has been idle both
 //! ways for an hour, HAProxy's `timeout tunnel` idea with the L4 listeners' default.
 use super::io::write_all;
+use super::stream::Io;
 use bytes::BytesMut;
 use std::time::Duration;
-use tokio::net::TcpStream;
 
 /// Splices `client` and `upstream`, first delivering bytes each side already sent that were
 /// read past the heads.
-pub async fn splice(
-    mut client: TcpStream,
+pub async fn splice<C: Io, U: Io>(
+    mut client: C,
     client_pending: &mut BytesMut,
-    mut upstream: TcpStream,
+    mut upstream: U,
     upstream_pending: &mut BytesMut,
     write_timeout: Duration,
 ) -> std::io::Result<super::l4::Flow> {
