@@ -5,6 +5,7 @@
 pub mod backend;
 pub mod etcd;
 pub mod metrics;
+pub mod tls;
 pub mod wire;
 
 use std::io::{BufRead, BufReader, Read, Write};
