@@ -37,6 +37,9 @@ pub struct Shared {
     pub metrics: crate::metrics::Metrics,
     /// Certificates, the HTTPS server config, handshake counts, ACME challenges.
     pub tls: crate::tls::TlsRuntime,
+    /// switchyard's own listeners and this host's addresses: a backend that resolves to one
+    /// of them is refused (registration) and never connected to (a forwarding loop).
+    pub own_listeners: ArcSwap<crate::registry::self_target::OwnListeners>,
 }
 
 impl Shared {
@@ -64,6 +67,7 @@ impl Shared {
             started: Instant::now(),
             metrics: crate::metrics::Metrics::default(),
             tls: crate::tls::TlsRuntime::default(),
+            own_listeners: ArcSwap::from_pointee(Default::default()),
         })
     }
 

@@ -118,6 +118,17 @@ fn switchyard_deployment_probes_ready_on_the_admin_port_and_scales_2_to_10() {
     assert_eq!(i64::from(cfg.admin_listen.port), admin_port);
     // The kubelet reaches the pod IP: the admin listener must not be loopback only.
     assert_eq!(cfg.admin_listen.host, "0.0.0.0");
+    // So every pod of the allowed network reaches the registration API: a key is needed too.
+    let perm = cfg
+        .gateway
+        .registration_permission
+        .as_deref()
+        .expect("registration_permission set");
+    assert_eq!(perm, "registry:write");
+    assert!(cfg
+        .api_keys
+        .iter()
+        .any(|k| k.permissions.iter().any(|p| p == perm)));
     // Kubernetes must not SIGKILL in the middle of the drain.
     let grace = pod["spec"]["terminationGracePeriodSeconds"]
         .as_i64()

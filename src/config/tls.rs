@@ -97,6 +97,9 @@ impl Tls {
     }
 }
 
+/// `[tls] listen` when not given.
+pub const DEFAULT_LISTEN: &str = "0.0.0.0:8443";
+
 /// Default ACME renewal margin: 30 days.
 pub const DEFAULT_RENEW_BEFORE: Duration = Duration::from_secs(30 * 86_400);
 
@@ -117,7 +120,7 @@ pub(super) fn validate(c: &mut Checker<'_>, raw: Option<&RawTls>, cfg: &mut Conf
     let Some(raw) = raw else { return };
     let listen = match &raw.listen {
         Some(v) => c.address(v, "tls.listen", true),
-        None => super::address::parse("0.0.0.0:8443", true).ok(),
+        None => super::address::parse(DEFAULT_LISTEN, true).ok(),
     };
     let Some(listen) = listen else { return };
     if listen.port != 0

@@ -8,6 +8,10 @@ use std::sync::Arc;
 use std::time::Duration;
 use tokio::net::TcpStream;
 
+/// Attempts, and the pause between them, when a connect fails for want of a descriptor.
+const LOCAL_RETRIES: u32 = 2;
+const LOCAL_RETRY_DELAY: Duration = Duration::from_millis(20);
+
 /// A connection to an upstream and whether it came from the idle pool.
 pub struct Checkout {
     pub upstream: Arc<Upstream>,
@@ -54,11 +58,25 @@ pub async fn connect_tcp(u: &Upstream, connect_timeout: Duration) -> std::io::Re
     let addrs = u.dns.addrs(&u.address).await?;
     let mut last = std::io::Error::other("no address");
     for a in addrs {
-        match tokio::time::timeout(connect_timeout, TcpStream::connect(a)).await {
+        let mut local_retries = LOCAL_RETRIES;
+        let connected = loop {
+            let r = tokio::time::timeout(connect_timeout, TcpStream::connect(a)).await;
+            match r {
+                // Out of descriptors: ours, not the backend's. Another connection may close in
+                // a moment; a short wait beats a 503.
+                Ok(Err(e)) if crate::fdlimit::is_exhaustion(&e) && local_retries > 0 => {
+                    local_retries -= 1;
+                    tokio::time::sleep(LOCAL_RETRY_DELAY).await;
+                }
+                other => break other,
+            }
+        };
+        match connected {
             Ok(Ok(s)) => {
                 let _ = s.set_nodelay(true);
                 return Ok(s);
             }
+            Ok(Err(e)) if crate::fdlimit::is_exhaustion(&e) => return Err(e),
             Ok(Err(e)) => last = e,
             Err(_) => last = std::io::Error::new(std::io::ErrorKind::TimedOut, "connect timed out"),
         }
@@ -81,6 +99,15 @@ pub async fn checkout<'a>(
                     stream,
                     reused,
                 })
+            }
+            Err(e) if crate::fdlimit::is_exhaustion(&e) => {
+                // Every other candidate would fail the same way, and none of them is at fault.
+                crate::fdlimit::count(crate::fdlimit::Site::Connect);
+                log::warn!(
+                    "connect to {} could not start: {e} (local: out of file descriptors)",
+                    u.label
+                );
+                return Err(ConnectError::AllFailed(format!("local: {e}")));
             }
             Err(e) => {
                 u.stats.connect_failures.fetch_add(1, Relaxed);
