@@ -54,6 +54,9 @@ pub async fn reload(shared: &Arc<Shared>, path: &std::path::Path) -> bool {
             control
                 .limiter
                 .set_limit(cfg.gateway.registration_rate_limit);
+            if old.tls.as_ref().map(|t| &t.acme) != cfg.tls.as_ref().map(|t| &t.acme) {
+                log::warn!("reload: a changed [tls.acme] takes effect at the next restart");
+            }
             // Certificates were read and checked by config::load: a bad file refused the
             // whole reload above. Open TLS connections keep the config they started with.
             shared.tls.apply(cfg.tls.as_ref());

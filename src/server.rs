@@ -112,6 +112,13 @@ pub async fn start(cfg: Config) -> std::io::Result<Running> {
             crate::tls::serve,
         )));
     }
+    if let Some(acme) = cfg.tls.as_ref().and_then(|t| t.acme.clone()) {
+        // validate() allows [tls.acme] with the file store only.
+        if let config::Store::File { path } = &cfg.store {
+            let file = crate::tls::acme::file_beside(path);
+            tokio::spawn(crate::tls::acme::run(shared.clone(), acme, file));
+        }
+    }
     crate::health::checker::spawn_fresh(&shared, &cfg.gateway);
     log::info!("http listener on {http_addr}");
     if let Some(a) = https_addr {

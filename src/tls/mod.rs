@@ -2,6 +2,7 @@
 //! handshake on the HTTPS listener, and what the plain listener answers itself (the redirect
 //! to https, ACME challenges). Certificates and config sit behind `ArcSwap`s: a reload or a
 //! new ACME certificate is one swap, and a connection keeps the config it was accepted with.
+pub mod acme;
 pub mod certs;
 pub mod client;
 pub mod store;
@@ -99,6 +100,24 @@ impl TlsRuntime {
         f(&mut p);
         let all: Vec<Entry> = p.0.iter().chain(p.1.iter()).cloned().collect();
         self.resolver.store.store(Arc::new(CertStore::new(all)));
+    }
+
+    /// Publishes an http-01 challenge answer until `remove_challenge`.
+    pub fn add_challenge(&self, token: String, key_authorization: String) {
+        self.challenges.rcu(|c| {
+            let mut v = Vec::clone(c);
+            v.retain(|(t, _)| *t != token);
+            v.push((token.clone(), key_authorization.clone()));
+            v
+        });
+    }
+
+    pub fn remove_challenge(&self, token: &str) {
+        self.challenges.rcu(|c| {
+            let mut v = Vec::clone(c);
+            v.retain(|(t, _)| t != token);
+            v
+        });
     }
 
     pub fn store(&self) -> arc_swap::Guard<Arc<CertStore>> {
