@@ -321,10 +321,16 @@ impl Config {
     /// The short summary `switchyard check` prints.
     pub fn summary(&self) -> String {
         format!(
-            "listeners: http {}, admin {}, tcp {}\nroutes: {} pattern routes, {} path routes\npools: {} backends, catch-all of {} targets\nshards: {}",
+            "listeners: http {}, admin {}, tcp {}{}\nroutes: {} pattern routes, {} path routes\npools: {} backends, catch-all of {} targets\nshards: {}",
             self.server.listen,
             self.admin_listen,
             self.tcp.len(),
+            self.tls.as_ref().map_or(String::new(), |t| format!(
+                ", https {} ({} certificate files{})",
+                t.listen,
+                t.certificates.len(),
+                if t.acme.is_some() { ", acme" } else { "" }
+            )),
             self.routes.len(),
             self.path_routes.len(),
             self.backends.len(),
