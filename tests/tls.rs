@@ -393,7 +393,10 @@ key = \"other.key\"\n";
 [[tls.certificates]]\ncert = \"other.pem\"\nkey = \"other.key\"\nhosts = [\"a.test\"]\n";
     let (ok, out) = check(&dir.0, settled);
     assert!(ok, "{out}");
-    assert!(out.contains("https 0.0.0.0:8443 (2 certificate files)"), "{out}");
+    assert!(
+        out.contains("https 0.0.0.0:8443 (2 certificate files)"),
+        "{out}"
+    );
 }
 
 #[test]

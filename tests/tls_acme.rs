@@ -56,76 +56,120 @@ fn curl(args: &[&str]) -> (bool, String, String) {
     )
 }
 
-#[test]
-fn pebble_issues_certificates_that_clients_verify_and_a_restart_reuses_them() {
-    let dir = TempDir::new("acme");
-    let d = dir.0.clone();
-    // Pebble's own HTTPS certificate, from a CA made here (switchyard trusts it through
-    // `[tls.acme] ca`, as for any private ACME server).
-    let ca = Ca::new("pebble-https");
-    std::fs::write(d.join("pebble-ca.pem"), &ca.cert_pem).unwrap();
-    let (pc, pk) = ca.leaf(&["localhost", "127.0.0.1"]).write(&d, "pebble", "");
-    let (dns, chall_mgmt) = (free_udp_port(), free_tcp_port());
-    let (acme_port, mgmt_port, http_port) = (free_tcp_port(), free_tcp_port(), free_tcp_port());
-    std::fs::write(
-        d.join("pebble.json"),
-        json!({"pebble": {
+/// pebble and its DNS on loopback, pointed at `http_port` for http-01.
+struct Pebble {
+    _procs: (Proc, Proc),
+    directory: String,
+    mgmt_port: u16,
+    ca_file: String,
+    log: std::path::PathBuf,
+}
+
+impl Pebble {
+    fn start(d: &Path, http_port: u16, validity_secs: Option<u64>) -> Pebble {
+        // Pebble's own HTTPS certificate, from a CA made here (switchyard trusts it through
+        // `[tls.acme] ca`, as for any private ACME server).
+        let ca = Ca::new("pebble-https");
+        std::fs::write(d.join("pebble-ca.pem"), &ca.cert_pem).unwrap();
+        let (pc, pk) = ca.leaf(&["localhost", "127.0.0.1"]).write(d, "pebble", "");
+        let (dns, chall_mgmt) = (free_udp_port(), free_tcp_port());
+        let (acme_port, mgmt_port) = (free_tcp_port(), free_tcp_port());
+        let mut conf = json!({
             "listenAddress": format!("127.0.0.1:{acme_port}"),
             "managementListenAddress": format!("127.0.0.1:{mgmt_port}"),
             "certificate": pc, "privateKey": pk,
             "httpPort": http_port, "tlsPort": free_tcp_port(),
-            "ocspResponderURL": "", "externalAccountBindingRequired": false}})
-        .to_string(),
-    )
-    .unwrap();
-    let _chall = spawn(
-        Command::new("pebble-challtestsrv").args([
-            "-dns01",
-            &format!("127.0.0.1:{dns}"),
-            "-http01",
-            "",
-            "-https01",
-            "",
-            "-tlsalpn01",
-            "",
-            "-management",
-            &format!("127.0.0.1:{chall_mgmt}"),
-            "-defaultIPv4",
-            "127.0.0.1",
-            "-defaultIPv6",
-            "",
-        ]),
-        &d.join("challtestsrv.log"),
-    );
-    let _pebble = spawn(
-        Command::new("pebble")
-            .arg("-config")
-            .arg(d.join("pebble.json"))
-            .arg("-dnsserver")
-            .arg(format!("127.0.0.1:{dns}"))
-            .env("PEBBLE_VA_NOSLEEP", "1")
-            .env("PEBBLE_WFE_NONCEREJECT", "0"),
-        &d.join("pebble.log"),
-    );
-    let ca_file = d.join("pebble-ca.pem").display().to_string();
-    let directory = format!("https://127.0.0.1:{acme_port}/dir");
-    assert!(
-        wait_until(Duration::from_secs(20), || curl(&[
-            "-sf", "--cacert", &ca_file, &directory
-        ])
-        .0),
-        "pebble did not come up: {}",
-        std::fs::read_to_string(d.join("pebble.log")).unwrap_or_default()
-    );
+            "ocspResponderURL": "", "externalAccountBindingRequired": false});
+        if let Some(v) = validity_secs {
+            conf["certificateValidityPeriod"] = json!(v);
+        }
+        std::fs::write(d.join("pebble.json"), json!({ "pebble": conf }).to_string()).unwrap();
+        let chall = spawn(
+            Command::new("pebble-challtestsrv").args([
+                "-dns01",
+                &format!("127.0.0.1:{dns}"),
+                "-http01",
+                "",
+                "-https01",
+                "",
+                "-tlsalpn01",
+                "",
+                "-management",
+                &format!("127.0.0.1:{chall_mgmt}"),
+                "-defaultIPv4",
+                "127.0.0.1",
+                "-defaultIPv6",
+                "",
+            ]),
+            &d.join("challtestsrv.log"),
+        );
+        let log = d.join("pebble.log");
+        let pebble = spawn(
+            Command::new("pebble")
+                .arg("-config")
+                .arg(d.join("pebble.json"))
+                .arg("-dnsserver")
+                .arg(format!("127.0.0.1:{dns}"))
+                .env("PEBBLE_VA_NOSLEEP", "1")
+                .env("PEBBLE_WFE_NONCEREJECT", "0"),
+            &log,
+        );
+        let ca_file = d.join("pebble-ca.pem").display().to_string();
+        let directory = format!("https://127.0.0.1:{acme_port}/dir");
+        assert!(
+            wait_until(Duration::from_secs(20), || curl(&[
+                "-sf", "--cacert", &ca_file, &directory
+            ])
+            .0),
+            "pebble did not come up: {}",
+            std::fs::read_to_string(&log).unwrap_or_default()
+        );
+        Pebble {
+            _procs: (chall, pebble),
+            directory,
+            mgmt_port,
+            ca_file,
+            log,
+        }
+    }
 
-    let b = Backend::start("one");
-    let cfg = format!(
+    /// Pebble's root for the chains it issues, as a file in `d`.
+    fn root(&self, d: &Path) -> String {
+        let (ok, root, err) = curl(&[
+            "-sS",
+            "--cacert",
+            &self.ca_file,
+            &format!("https://127.0.0.1:{}/roots/0", self.mgmt_port),
+        ]);
+        assert!(ok, "{err}");
+        std::fs::write(d.join("root.pem"), &root).unwrap();
+        d.join("root.pem").display().to_string()
+    }
+
+    fn log(&self) -> String {
+        std::fs::read_to_string(&self.log).unwrap_or_default()
+    }
+}
+
+fn acme_config(http_port: u16, pebble: &Pebble, backend: &Backend, domains: &str) -> String {
+    format!(
         "[server]\nlisten = \"127.0.0.1:{http_port}\"\n\n[admin]\nlisten = \"127.0.0.1:0\"\n\n{}\n\
 [tls]\nlisten = \"127.0.0.1:0\"\nredirect_http = true\n\n\
-[tls.acme]\ndirectory = \"{directory}\"\nemail = \"ops@acme-a.test\"\n\
-domains = [\"acme-a.test\", \"acme-b.test\"]\nca = \"pebble-ca.pem\"\n",
-        targets_toml(&[b.address()])
-    );
+[tls.acme]\ndirectory = \"{}\"\nemail = \"ops@acme-a.test\"\n\
+domains = [{domains}]\nca = \"pebble-ca.pem\"\n",
+        targets_toml(&[backend.address()]),
+        pebble.directory,
+    )
+}
+
+#[test]
+fn pebble_issues_certificates_that_clients_verify_and_a_restart_reuses_them() {
+    let dir = TempDir::new("acme");
+    let d = dir.0.clone();
+    let http_port = free_tcp_port();
+    let pebble = Pebble::start(&d, http_port, None);
+    let b = Backend::start("one");
+    let cfg = acme_config(http_port, &pebble, &b, "\"acme-a.test\", \"acme-b.test\"");
     let sy = Switchyard::start_in(&cfg, &[], dir);
     let port = https_port(&sy);
     for dom in ["acme-a.test", "acme-b.test"] {
@@ -136,20 +180,10 @@ domains = [\"acme-a.test\", \"acme-b.test\"]\nca = \"pebble-ca.pem\"\n",
             ),
             "{}\n--- pebble:\n{}",
             sy.log_text(),
-            std::fs::read_to_string(d.join("pebble.log")).unwrap_or_default()
+            pebble.log()
         );
     }
-    // Pebble's root for the chain it issued, from its management interface.
-    let (ok, root, err) = curl(&[
-        "-sS",
-        "--cacert",
-        &ca_file,
-        &format!("https://127.0.0.1:{mgmt_port}/roots/0"),
-    ]);
-    assert!(ok, "{err}");
-    std::fs::write(d.join("root.pem"), &root).unwrap();
-    let root_file = d.join("root.pem").display().to_string();
-
+    let root_file = pebble.root(&d);
     let mut py = PyClient::start();
     for dom in ["acme-a.test", "acme-b.test"] {
         let r = py.call(json!({"op": "handshake", "port": port, "sni": dom, "ca": root_file}));
@@ -207,4 +241,50 @@ domains = [\"acme-a.test\", \"acme-b.test\"]\nca = \"pebble-ca.pem\"\n",
         "{}",
         sy.log_text()
     );
+}
+
+#[test]
+fn a_short_lived_certificate_is_renewed_and_swapped_in_without_a_restart() {
+    let dir = TempDir::new("acme-renew");
+    let d = dir.0.clone();
+    let http_port = free_tcp_port();
+    // Six-second certificates: renewed at half their life, whatever renew_before says.
+    let pebble = Pebble::start(&d, http_port, Some(6));
+    let b = Backend::start("one");
+    let sy = Switchyard::start_in(
+        &acme_config(http_port, &pebble, &b, "\"acme-r.test\""),
+        &[],
+        dir,
+    );
+    let port = https_port(&sy);
+    let installed = |n: usize| {
+        sy.wait_log_count(
+            "acme: certificate for acme-r.test installed",
+            n,
+            Duration::from_secs(60),
+        )
+    };
+    assert!(
+        installed(1),
+        "{}\n--- pebble:\n{}",
+        sy.log_text(),
+        pebble.log()
+    );
+    let root_file = pebble.root(&d);
+    let mut py = PyClient::start();
+    let first =
+        py.call(json!({"op": "handshake", "port": port, "sni": "acme-r.test", "ca": root_file}));
+    assert_eq!(first["ok"], true, "{first}");
+    assert!(installed(2), "{first}\n{}", sy.log_text());
+    let second =
+        py.call(json!({"op": "handshake", "port": port, "sni": "acme-r.test", "ca": root_file}));
+    assert_eq!(second["ok"], true, "{second}");
+    assert_ne!(
+        first["sha256"], second["sha256"],
+        "the renewed leaf is served"
+    );
+    // Renewal waits for half the lifetime: not an order per loop turn.
+    std::thread::sleep(Duration::from_secs(1));
+    let orders = sy.log_text().matches("acme: ordering").count();
+    assert!(orders <= 3, "{orders} orders:\n{}", sy.log_text());
 }

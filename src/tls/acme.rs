@@ -130,9 +130,15 @@ pub fn backoff(failures: u32) -> Duration {
     Duration::from_secs(secs.min(3600))
 }
 
-/// When a certificate valid until `not_after` (Unix seconds) should be renewed.
-pub fn renew_at(not_after: i64, renew_before: Duration) -> i64 {
-    not_after.saturating_sub(renew_before.as_secs() as i64)
+/// When a certificate valid from `not_before` until `not_after` (Unix seconds) is renewed:
+/// `renew_before` its expiry, but never in the first half of its life, so a `renew_before`
+/// longer than what the CA issues cannot make every fresh certificate due at once (an order
+/// loop against the CA).
+pub fn renew_at(not_before: i64, not_after: i64, renew_before: Duration) -> i64 {
+    let half = not_before.saturating_add(not_after.saturating_sub(not_before) / 2);
+    not_after
+        .saturating_sub(renew_before.as_secs() as i64)
+        .max(half)
 }
 
 /// The store entries for the stored certificates that parse.
@@ -174,7 +180,9 @@ pub async fn run(shared: Arc<Shared>, cfg: Acme, path: PathBuf) {
                 .certificates
                 .get(d)
                 .and_then(|c| certs::from_pem(c.cert_pem.as_bytes(), c.key_pem.as_bytes()).ok())
-                .map_or(now, |l| renew_at(l.not_after, cfg.renew_before));
+                .map_or(now, |l| {
+                    renew_at(l.not_before, l.not_after, cfg.renew_before)
+                });
             if due > now {
                 let at = tokio::time::Instant::now() + Duration::from_secs((due - now) as u64);
                 wake = wake.min(at);
@@ -193,6 +201,19 @@ pub async fn run(shared: Arc<Shared>, cfg: Acme, path: PathBuf) {
             match order(&shared, &cfg, &mut state, &mut account, d).await {
                 Ok(cert) => {
                     failures.remove(d);
+                    let fresh = certs::from_pem(cert.cert_pem.as_bytes(), cert.key_pem.as_bytes())
+                        .map_or(now, |l| {
+                            renew_at(l.not_before, l.not_after, cfg.renew_before)
+                        });
+                    let now = (crate::clock::unix_ms() / 1000) as i64;
+                    if fresh <= now {
+                        // A CA that issues certificates already due (a lifetime under a
+                        // second): pace it like a failure instead of ordering in a loop.
+                        log::warn!("acme: the new certificate for {d} is already due for renewal");
+                        failures.insert(d.clone(), (0, tokio::time::Instant::now() + backoff(1)));
+                    }
+                    // Look again at once: the next turn sleeps until the renewal time.
+                    wake = tokio::time::Instant::now();
                     state.certificates.insert(d.clone(), cert);
                     let (p, s) = (path.clone(), state.clone());
                     match tokio::task::spawn_blocking(move || save(&p, &s)).await {
@@ -330,7 +351,9 @@ mod tests {
         assert_eq!(backoff(2), Duration::from_secs(20));
         assert_eq!(backoff(5), Duration::from_secs(160));
         assert_eq!(backoff(30), Duration::from_secs(3600));
-        assert_eq!(renew_at(1000, Duration::from_secs(100)), 900);
+        assert_eq!(renew_at(0, 1000, Duration::from_secs(100)), 900);
+        // Never in the first half of the certificate's life.
+        assert_eq!(renew_at(0, 1000, Duration::from_secs(900)), 500);
     }
 
     #[test]

@@ -201,6 +201,11 @@ impl Switchyard {
     pub fn wait_log(&self, needle: &str, timeout: Duration) -> bool {
         wait_until(timeout, || self.log_text().contains(needle))
     }
+
+    /// Waits until the log contains `needle` at least `n` times.
+    pub fn wait_log_count(&self, needle: &str, n: usize, timeout: Duration) -> bool {
+        wait_until(timeout, || self.log_text().matches(needle).count() >= n)
+    }
 }
 
 impl Switchyard {

@@ -113,7 +113,9 @@ for line in sys.stdin:
             t = ctx(c).wrap_socket(s, server_hostname=c.get("sni"))
             der = t.getpeercert(binary_form=True)
             out = {"ok": True, "sha256": hashlib.sha256(der).hexdigest(), "version": t.version(),
-                   "alpn": t.selected_alpn_protocol()}
+                   "alpn": t.selected_alpn_protocol(),
+                   "not_after": (t.getpeercert() or {}).get("notAfter"),
+                   "not_before": (t.getpeercert() or {}).get("notBefore")}
             t.close()
         elif c["op"] == "open":
             # http.client over a socket we wrapped ourselves, so SNI is ours to choose.
