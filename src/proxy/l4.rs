@@ -1,7 +1,6 @@
 //! `[[tcp]]` L4 listeners: accept, pick a healthy target (round robin or by client IP), send
 //! an optional PROXY header, then splice bytes both ways, half-closes kept, until both ends close.
 use super::listener;
-use super::stream::Io;
 use super::upstream::{checkout, ConnectError};
 use crate::config::address::Address;
 use crate::config::tcp::{Balance, ProxyVersion, Tcp};
@@ -16,7 +15,7 @@ use std::pin::pin;
 use std::sync::atomic::{AtomicU64, Ordering::Relaxed};
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
-use tokio::io::{AsyncReadExt, AsyncWriteExt};
+use tokio::io::{AsyncRead, AsyncReadExt, AsyncWrite, AsyncWriteExt};
 use tokio::net::TcpStream;
 use tokio::task::JoinHandle;
 use tokio::time::Instant;
@@ -234,7 +233,7 @@ async fn serve(shared: Arc<Shared>, r: Arc<Route>, client: TcpStream, peer: Sock
             log::warn!("tcp {}: no healthy target for {peer}; closing", r.listen);
             return;
         }
-        Err(ConnectError::AllFailed(e)) => {
+        Err(e @ (ConnectError::AllFailed { .. } | ConnectError::Local(_))) => {
             log::warn!(
                 "tcp {}: no target could be reached for {peer} ({e}); closing",
                 r.listen
@@ -256,7 +255,11 @@ async fn serve(shared: Arc<Shared>, r: Arc<Route>, client: TcpStream, peer: Sock
             return;
         }
     }
-    let flow = splice(client, upstream, r.idle_timeout).await;
+    let flow = match upstream {
+        super::stream::BackendStream::Plain(u) => splice(client, u, r.idle_timeout).await,
+        // L4 targets are never TLS (no [[tcp]] key asks for it); spliced all the same.
+        tls => splice_any(client, tls, r.idle_timeout).await,
+    };
     if shared.table.load().server.access_log {
         log::info!(
             target: "access",
@@ -319,15 +322,36 @@ impl Meter {
 /// FIN (shutdown of the write half) and the other direction keeps going, which protocols that
 /// half-close (a client that sends, shuts down, then reads the answer) rely on. Unlike
 /// `copy_bidirectional` it also ends a connection that is idle both ways.
-pub async fn splice<A: Io, B: Io>(a: A, b: B, idle: Duration) -> Flow {
+pub async fn splice(a: TcpStream, b: TcpStream, idle: Duration) -> Flow {
+    let (ar, aw) = a.into_split();
+    let (br, bw) = b.into_split();
+    splice_halves(ar, aw, br, bw, idle).await
+}
+
+/// [`splice`] for any pair of streams (a TLS client in front of an upgraded HTTP exchange).
+pub async fn splice_any<A, B>(a: A, b: B, idle: Duration) -> Flow
+where
+    A: AsyncRead + AsyncWrite + Send,
+    B: AsyncRead + AsyncWrite + Send,
+{
+    let (ar, aw) = tokio::io::split(a);
+    let (br, bw) = tokio::io::split(b);
+    splice_halves(ar, aw, br, bw, idle).await
+}
+
+async fn splice_halves<AR, AW, BR, BW>(ar: AR, aw: AW, br: BR, bw: BW, idle: Duration) -> Flow
+where
+    AR: AsyncRead + Unpin,
+    AW: AsyncWrite + Unpin,
+    BR: AsyncRead + Unpin,
+    BW: AsyncWrite + Unpin,
+{
     let meter = Meter {
         start: Instant::now(),
         last_ms: AtomicU64::new(0),
         up: AtomicU64::new(0),
         down: AtomicU64::new(0),
     };
-    let (ar, aw) = a.into_halves();
-    let (br, bw) = b.into_halves();
     let mut up = pin!(one_way(ar, bw, &meter, &meter.up));
     let mut down = pin!(one_way(br, aw, &meter, &meter.down));
     let mut watch = pin!(idle_watch(&meter, idle));
@@ -355,9 +379,9 @@ pub async fn splice<A: Io, B: Io>(a: A, b: B, idle: Duration) -> Flow {
     }
 }
 
-async fn one_way(
-    mut r: impl tokio::io::AsyncRead + Unpin,
-    mut w: impl tokio::io::AsyncWrite + Unpin,
+async fn one_way<R: AsyncRead + Unpin, W: AsyncWrite + Unpin>(
+    mut r: R,
+    mut w: W,
     meter: &Meter,
     count: &AtomicU64,
 ) -> std::io::Result<()> {

@@ -1,67 +1,17 @@
-//! The byte streams the proxy moves requests over: a client connection (plain TCP or TLS) and
-//! a backend connection (plain TCP or TLS). One small trait gives the connection loop what it
-//! needs beyond read/write: borrowed halves for the upload watch, owned halves for tunnels,
-//! and a readiness wait that holds no buffer (idle keep-alive connections cost no memory).
-use std::future::Future;
+//! TLS byte streams for the proxy: the client side's TLS stream as a session transport, and a
+//! backend connection that is plain TCP or TLS, with borrowed halves for the exchange (no lock
+//! for plain TCP) and a liveness probe for the idle pool.
 use std::io;
 use std::pin::Pin;
 use std::task::{Context, Poll};
 use tokio::io::{AsyncRead, AsyncWrite, ReadBuf};
 use tokio::net::TcpStream;
 
-pub trait Io: AsyncRead + AsyncWrite + Unpin + Send + 'static {
-    type ReadHalf: AsyncRead + Unpin + Send + 'static;
-    type WriteHalf: AsyncWrite + Unpin + Send + 'static;
-    /// Owned halves, for a tunnel that pumps both ways at once.
-    fn into_halves(self) -> (Self::ReadHalf, Self::WriteHalf);
-    /// Borrowed halves, for reading and writing at once within one exchange.
-    fn halves(
-        &mut self,
-    ) -> (
-        impl AsyncRead + Unpin + Send + '_,
-        impl AsyncWrite + Unpin + Send + '_,
-    );
-    /// Resolves once a read would make progress (data, EOF or an error).
-    fn readable(&self) -> impl Future<Output = io::Result<()>> + Send + '_;
-}
-
-impl Io for TcpStream {
-    type ReadHalf = tokio::net::tcp::OwnedReadHalf;
-    type WriteHalf = tokio::net::tcp::OwnedWriteHalf;
-    fn into_halves(self) -> (Self::ReadHalf, Self::WriteHalf) {
-        self.into_split()
-    }
-    fn halves(
-        &mut self,
-    ) -> (
-        impl AsyncRead + Unpin + Send + '_,
-        impl AsyncWrite + Unpin + Send + '_,
-    ) {
-        self.split()
-    }
-    fn readable(&self) -> impl Future<Output = io::Result<()>> + Send + '_ {
-        TcpStream::readable(self)
-    }
-}
-
 pub type ServerTls = tokio_rustls::server::TlsStream<TcpStream>;
 pub type ClientTls = tokio_rustls::client::TlsStream<TcpStream>;
 
-impl Io for ServerTls {
-    type ReadHalf = tokio::io::ReadHalf<Self>;
-    type WriteHalf = tokio::io::WriteHalf<Self>;
-    fn into_halves(self) -> (Self::ReadHalf, Self::WriteHalf) {
-        tokio::io::split(self)
-    }
-    fn halves(
-        &mut self,
-    ) -> (
-        impl AsyncRead + Unpin + Send + '_,
-        impl AsyncWrite + Unpin + Send + '_,
-    ) {
-        tokio::io::split(self)
-    }
-    async fn readable(&self) -> io::Result<()> {
+impl super::session::ClientStream for ServerTls {
+    async fn wait_readable(&self) -> io::Result<()> {
         // Plaintext rustls already decrypted (or a close_notify) is there without the socket
         // turning readable again.
         if !self.get_ref().1.wants_read() {
@@ -217,25 +167,10 @@ impl AsyncWrite for BackendStream {
     }
 }
 
-type TlsRead = tokio::io::ReadHalf<Box<ClientTls>>;
-type TlsWrite = tokio::io::WriteHalf<Box<ClientTls>>;
-
-impl Io for BackendStream {
-    type ReadHalf = Half<tokio::net::tcp::OwnedReadHalf, TlsRead>;
-    type WriteHalf = Half<tokio::net::tcp::OwnedWriteHalf, TlsWrite>;
-    fn into_halves(self) -> (Self::ReadHalf, Self::WriteHalf) {
-        match self {
-            BackendStream::Plain(p) => {
-                let (r, w) = p.into_split();
-                (Half::Plain(r), Half::Plain(w))
-            }
-            BackendStream::Tls(t) => {
-                let (r, w) = tokio::io::split(t);
-                (Half::Tls(r), Half::Tls(w))
-            }
-        }
-    }
-    fn halves(
+impl BackendStream {
+    /// Borrowed halves, for reading and writing at once within one exchange (no lock for
+    /// plain TCP).
+    pub fn halves(
         &mut self,
     ) -> (
         impl AsyncRead + Unpin + Send + '_,
@@ -249,17 +184,6 @@ impl Io for BackendStream {
             BackendStream::Tls(t) => {
                 let (r, w) = tokio::io::split(&mut **t);
                 (Half::Tls(r), Half::Tls(w))
-            }
-        }
-    }
-    async fn readable(&self) -> io::Result<()> {
-        match self {
-            BackendStream::Plain(p) => p.readable().await,
-            BackendStream::Tls(t) => {
-                if !t.get_ref().1.wants_read() {
-                    return Ok(());
-                }
-                t.get_ref().0.readable().await
             }
         }
     }

@@ -2,13 +2,16 @@
 //! ways until either side closes (half-closes are passed on) or the tunnel has been idle both
 //! ways for an hour, HAProxy's `timeout tunnel` idea with the L4 listeners' default.
 use super::io::write_all;
-use super::stream::Io;
 use bytes::BytesMut;
 use std::time::Duration;
+use tokio::io::{AsyncRead, AsyncWrite};
 
 /// Splices `client` and `upstream`, first delivering bytes each side already sent that were
 /// read past the heads.
-pub async fn splice<C: Io, U: Io>(
+pub async fn splice<
+    C: AsyncRead + AsyncWrite + Unpin + Send,
+    U: AsyncRead + AsyncWrite + Unpin + Send,
+>(
     mut client: C,
     client_pending: &mut BytesMut,
     mut upstream: U,
@@ -25,5 +28,5 @@ pub async fn splice<C: Io, U: Io>(
     }
     // WebSockets idle far longer than a request does; an hour without a byte either way is
     // a dead peer, not a quiet one.
-    Ok(super::l4::splice(client, upstream, crate::config::tcp::DEFAULT_IDLE).await)
+    Ok(super::l4::splice_any(client, upstream, crate::config::tcp::DEFAULT_IDLE).await)
 }

@@ -225,18 +225,19 @@ pub async fn serve(shared: Arc<Shared>, tcp: tokio::net::TcpStream, peer: Socket
         }
     };
     hs.ok.fetch_add(1, Relaxed);
-    let version = match stream.get_ref().1.protocol_version() {
+    let conn = stream.get_ref().1;
+    let version = match conn.protocol_version() {
         Some(rustls::ProtocolVersion::TLSv1_3) => "TLSv1.3",
         Some(rustls::ProtocolVersion::TLSv1_2) => "TLSv1.2",
         _ => "TLS",
     };
-    crate::proxy::conn::serve_io(
-        shared,
-        stream,
-        peer,
-        crate::proxy::conn::ClientInfo { tls: Some(version) },
-    )
-    .await;
+    let info = crate::proxy::session::ConnInfo {
+        tls: Some(crate::proxy::session::TlsInfo {
+            version,
+            sni: conn.server_name().map(str::to_string),
+        }),
+    };
+    crate::proxy::session::serve(shared, stream, peer, info).await;
 }
 
 #[cfg(test)]
