@@ -160,8 +160,7 @@ impl<S: ClientStream> Session<S> {
         // before any routing.
         if self.info.tls.is_none() {
             let target = self.req.target();
-            let host = crate::tls::request_host(target, self.req.header("host"));
-            if let Some(a) = self.dp.tls.plain_answer(target, host.as_deref()) {
+            if let Some(a) = self.dp.tls.plain_answer(target, self.req.header("host")) {
                 return self.answer_plain(a, started).await;
             }
         }

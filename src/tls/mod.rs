@@ -126,7 +126,8 @@ impl TlsRuntime {
 
     /// What the plain listener answers itself, before any routing: an ACME challenge, or the
     /// redirect to https for a host a certificate names. None: route the request as usual.
-    pub fn plain_answer(&self, target: &[u8], host: Option<&str>) -> Option<PlainAnswer> {
+    /// Costs two compares per request unless ACME or the redirect is in use.
+    pub fn plain_answer(&self, target: &[u8], host_header: Option<&[u8]>) -> Option<PlainAnswer> {
         let tail = crate::http::head::origin_tail(target)?;
         if let Some(token) = tail.strip_prefix(ACME_CHALLENGE_PREFIX.as_bytes()) {
             let token = std::str::from_utf8(token).ok()?;
@@ -139,7 +140,8 @@ impl TlsRuntime {
         if !self.redirect.load(Relaxed) {
             return None;
         }
-        let host = host?;
+        let host = request_host(target, host_header)?;
+        let host = host.as_str();
         if !is_dns_host(host) || self.store().named(host).is_none() {
             return None;
         }
@@ -294,29 +296,38 @@ mod tests {
     fn redirects_only_named_hosts_and_never_challenges() {
         let rt = runtime_with(&["a.test", "*.w.test"], true);
         assert_eq!(
-            rt.plain_answer(b"/p?q=1", Some("a.test")),
+            rt.plain_answer(b"/p?q=1", Some(b"a.test".as_slice())),
             Some(PlainAnswer::Redirect("https://a.test:8443/p?q=1".into()))
         );
         assert_eq!(
-            rt.plain_answer(b"http://x.w.test", Some("x.w.test")),
+            rt.plain_answer(b"http://x.w.test", Some(b"x.w.test".as_slice())),
             Some(PlainAnswer::Redirect("https://x.w.test:8443/".into()))
         );
         // The default certificate alone does not count: b.test is not named.
-        assert_eq!(rt.plain_answer(b"/p", Some("b.test")), None);
+        assert_eq!(rt.plain_answer(b"/p", Some(b"b.test".as_slice())), None);
         assert_eq!(rt.plain_answer(b"/p", None), None);
         // Nothing unsafe is echoed into Location.
-        assert_eq!(rt.plain_answer(b"/p", Some("a\"b.w.test")), None);
         assert_eq!(
-            rt.plain_answer(b"/.well-known/acme-challenge/tok", Some("a.test")),
+            rt.plain_answer(b"/p", Some(b"a\"b.w.test".as_slice())),
+            None
+        );
+        assert_eq!(
+            rt.plain_answer(
+                b"/.well-known/acme-challenge/tok",
+                Some(b"a.test".as_slice())
+            ),
             None
         );
         rt.challenges
             .store(Arc::new(vec![("tok".into(), "tok.thumb".into())]));
         assert_eq!(
-            rt.plain_answer(b"/.well-known/acme-challenge/tok", Some("a.test")),
+            rt.plain_answer(
+                b"/.well-known/acme-challenge/tok",
+                Some(b"a.test".as_slice())
+            ),
             Some(PlainAnswer::Challenge("tok.thumb".into()))
         );
         let off = runtime_with(&["a.test"], false);
-        assert_eq!(off.plain_answer(b"/p", Some("a.test")), None);
+        assert_eq!(off.plain_answer(b"/p", Some(b"a.test".as_slice())), None);
     }
 }
