@@ -76,6 +76,12 @@ pub async fn start(cfg: Config) -> std::io::Result<Running> {
     })?;
     let http_addr = http.local_addr()?;
     let admin_addr = admin.local_addr()?;
+    // Before the first accept: a backend that is one of these is refused from the start.
+    shared
+        .own_listeners
+        .store(Arc::new(crate::upstream::own::OwnListeners::new(vec![
+            http_addr, admin_addr,
+        ])));
     let tasks = vec![
         tokio::spawn(listener::accept_loop(
             shared.clone(),
@@ -96,6 +102,11 @@ pub async fn start(cfg: Config) -> std::io::Result<Running> {
     log::info!("http listener on {http_addr}");
     log::info!("admin listener on {admin_addr}");
     let l4 = crate::proxy::l4::L4Listeners::start(&shared, &cfg)?;
+    let mut own = vec![http_addr, admin_addr];
+    own.extend(l4.local_addrs());
+    shared
+        .own_listeners
+        .store(Arc::new(crate::upstream::own::OwnListeners::new(own)));
     Ok(Running {
         shared,
         http_addr,

@@ -35,6 +35,11 @@ pub struct Shared {
     pub open_connections: AtomicU64,
     pub started: Instant,
     pub metrics: crate::metrics::Metrics,
+    /// Failed API-key checks per source address (data plane, atomics only).
+    pub auth_failures: crate::proxy::auth_limit::AuthLimiter,
+    /// Our own listening addresses, never connected to as a backend; set once listeners
+    /// are bound.
+    pub own_listeners: ArcSwap<crate::upstream::own::OwnListeners>,
 }
 
 impl Shared {
@@ -61,6 +66,8 @@ impl Shared {
             open_connections: AtomicU64::new(0),
             started: Instant::now(),
             metrics: crate::metrics::Metrics::default(),
+            auth_failures: crate::proxy::auth_limit::AuthLimiter::new(),
+            own_listeners: ArcSwap::from_pointee(Default::default()),
         })
     }
 

@@ -5,6 +5,7 @@ use super::bufpool;
 use super::io::{read_head, write_all, ReadHeadError};
 use super::request_id;
 use super::upstream::{checkout, ConnectError};
+use crate::http::admit::{self, Refusal, Target};
 use crate::http::error::{self, ErrorKind};
 use crate::http::framing::{self, Body};
 use crate::http::head::{self, HeadError, RequestHead};
@@ -43,6 +44,7 @@ enum Next {
 struct Conn {
     shared: Arc<Shared>,
     client: TcpStream,
+    peer: std::net::IpAddr,
     peer_ip: IpText,
     /// Request bytes; lent from [`bufpool`] only while a head or body is being read.
     buf: BytesMut,
@@ -63,6 +65,8 @@ struct Conn {
     linger: bool,
     /// `access_log` of the table the current request is served with.
     access_log: bool,
+    /// The canonical path of the current request when it differs from the one sent.
+    canon: Vec<u8>,
 }
 
 /// A client address as text, inline: no allocation per connection for what every forwarded
@@ -95,6 +99,7 @@ pub async fn serve(shared: Arc<Shared>, client: TcpStream, peer: SocketAddr) {
     let mut c = Conn {
         shared,
         client,
+        peer: peer.ip(),
         peer_ip: IpText::new(peer.ip()),
         buf: BytesMut::new(),
         head: RequestHead::default(),
@@ -108,6 +113,7 @@ pub async fn serve(shared: Arc<Shared>, client: TcpStream, peer: SocketAddr) {
         is_head: false,
         linger: false,
         access_log: false,
+        canon: Vec::new(),
     };
     loop {
         match c.one().await {
@@ -392,25 +398,30 @@ impl Conn {
                 return self.fail(kind, e.message, true).await;
             }
         };
+        // 2b. Target form, canonical path, host, `_` names, our own hop marker (http::admit).
+        let policy = admit::Policy {
+            underscore: s.underscore_headers,
+            via_token: s.via_name.as_bytes(),
+        };
+        let form = match admit::request(&self.buf, &self.head, &policy, &mut self.canon) {
+            Ok(f) => f,
+            Err(Refusal::BadRequest(m)) => return self.fail(ErrorKind::BadRequest, m, true).await,
+            Err(Refusal::Loop) => {
+                let m = "the request already passed through this fleet (Via)";
+                return self.fail(ErrorKind::LoopDetected, m, true).await;
+            }
+        };
         let method = self.head.method(&self.buf);
         let target = self.head.target(&self.buf);
         let is_head = method == b"HEAD";
-        let is_connect = method == b"CONNECT";
-        let path = head::route_path(target);
-        if path.is_none() && !is_connect && target != b"*" {
-            return self
-                .fail(ErrorKind::BadRequest, "invalid request target", true)
-                .await;
-        }
-        if path.is_some_and(head::has_dot_segment) {
-            return self
-                .fail(
-                    ErrorKind::BadRequest,
-                    "dot segments (. or ..) are not allowed in paths",
-                    true,
-                )
-                .await;
-        }
+        let is_connect = form == Target::Authority;
+        let path: Option<&[u8]> = match form {
+            Target::Path { rewritten: true } => Some(&self.canon),
+            Target::Path { rewritten: false } => head::route_path(target),
+            // CONNECT has no path; routed as `/` (a route `path = "/"`, methods CONNECT).
+            Target::Authority => Some(b"/"),
+            Target::Asterisk => None,
+        };
         let minor = self.head.minor_version;
         // An error answered before the body was read must close: the unread body would be
         // taken for the next request.
@@ -458,14 +469,32 @@ impl Conn {
             }
         };
         rule.requests.fetch_add(1, Relaxed);
+        if is_connect && !rule.methods.iter().any(|m| &**m == b"CONNECT") {
+            let msg = format!("CONNECT is not allowed on {}", rule.label);
+            return self
+                .fail_in(ErrorKind::MethodNotAllowed, &msg, true, Some(rule))
+                .await;
+        }
 
-        // 3b. API key: a route with a permission needs a key that holds it.
+        // 3b. API key: a route with a permission needs a key that holds it. Failed checks
+        // are counted per source address; past the limit every key is a 429 for the rest of
+        // the minute, so a guesser cannot tell a hit.
         let mut key_name: Option<&str> = None;
         if let Some(perm) = &rule.permission {
             let presented = self.head.header(&self.buf, "x-api-key");
+            let limiter = &self.shared.auth_failures;
+            let now = crate::clock::unix_ms();
+            if presented.is_some() && limiter.blocked(self.peer, s.auth_failure_limit, now, 60_000)
+            {
+                let msg = "too many failed API-key checks from this address; retry next minute";
+                return self
+                    .fail_in(ErrorKind::RateLimited, msg, close_on_error, Some(rule))
+                    .await;
+            }
             match presented.and_then(|k| crate::registry::rules::find_key(&table.api_keys, k)) {
                 None => {
                     let msg = if presented.is_some() {
+                        limiter.record_failure(self.peer, now, 60_000);
                         "unknown API key"
                     } else {
                         "this route needs an X-API-Key"
@@ -485,7 +514,8 @@ impl Conn {
         }
 
         // 4. Connect: the first candidate that accepts; connect failures move on.
-        let mut co = match checkout(candidates, s.connect_timeout, s.idle_timeout).await {
+        let own = self.shared.own_listeners.load();
+        let mut co = match checkout(candidates, s.connect_timeout, s.idle_timeout, &own).await {
             Ok(c) => c,
             Err(e) => {
                 let (kind, label) = (rule.kind.as_str(), &rule.label);
@@ -534,6 +564,9 @@ impl Conn {
             chunked: fr.body == Body::Chunked,
             upgrade: fr.upgrade,
             host_fallback: &upstream.label,
+            path: matches!(form, Target::Path { rewritten: true }).then_some(&self.canon[..]),
+            drop_underscore: s.underscore_headers == admit::Underscore::Drop,
+            via: s.via_name.as_bytes(),
         };
         rewrite::request_head(&self.buf, &self.head, &fwd, &mut self.out);
         self.buf.advance(len);

@@ -1,5 +1,6 @@
 //! The data plane: listeners, the per-connection request loop, upstream connections, body
 //! streaming and tunnels. It reads shared state (the table, health cells) and never writes it.
+pub mod auth_limit;
 pub mod body;
 pub mod bufpool;
 pub mod conn;

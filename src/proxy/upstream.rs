@@ -1,5 +1,6 @@
 //! Getting a connection to a backend: an idle pooled one, or a new connect with a timeout,
 //! walking the candidate list on failure. Only connect failures are retried.
+use crate::upstream::own::OwnListeners;
 use crate::upstream::Upstream;
 use std::sync::atomic::Ordering::Relaxed;
 use std::sync::Arc;
@@ -22,11 +23,19 @@ pub enum ConnectError {
     AllFailed(String),
 }
 
-/// Connects one upstream (pool first).
+fn own_listener() -> std::io::Error {
+    std::io::Error::other("refused: that is one of switchyard's own listeners (a loop)")
+}
+
+/// Connects one upstream (pool first). An address that is one of our own listeners is never
+/// connected to, or, when only the connection shows it (a wildcard listener reached through
+/// one of this host's addresses), dropped at once: a loop would otherwise hold a connection
+/// per round trip until file descriptors run out.
 pub async fn connect_one(
     u: &Upstream,
     connect_timeout: Duration,
     idle_timeout: Duration,
+    own: &OwnListeners,
 ) -> std::io::Result<(TcpStream, bool)> {
     if let Some(s) = u.idle.checkout(idle_timeout) {
         return Ok((s, true));
@@ -34,7 +43,13 @@ pub async fn connect_one(
     let addrs = u.dns.addrs(&u.address).await?;
     let mut last = std::io::Error::other("no address");
     for a in addrs {
+        let suspect = own.has_port(a.port());
+        if suspect && own.is_own(None, a) {
+            last = own_listener();
+            continue;
+        }
         match tokio::time::timeout(connect_timeout, TcpStream::connect(a)).await {
+            Ok(Ok(s)) if suspect && own.is_own(s.local_addr().ok(), a) => last = own_listener(),
             Ok(Ok(s)) => {
                 let _ = s.set_nodelay(true);
                 return Ok((s, false));
@@ -51,10 +66,11 @@ pub async fn checkout<'a>(
     candidates: impl Iterator<Item = &'a Arc<Upstream>>,
     connect_timeout: Duration,
     idle_timeout: Duration,
+    own: &OwnListeners,
 ) -> Result<Checkout, ConnectError> {
     let mut last: Option<String> = None;
     for u in candidates {
-        match connect_one(u, connect_timeout, idle_timeout).await {
+        match connect_one(u, connect_timeout, idle_timeout, own).await {
             Ok((stream, reused)) => {
                 return Ok(Checkout {
                     upstream: u.clone(),
