@@ -184,11 +184,13 @@ pub fn request_head(buf: &[u8], head: &RequestHead, fwd: &Forward<'_>, out: &mut
         if name_is(name, "upgrade") {
             upgrade_value = value;
         } else if name_is(name, "host") {
-            host = value;
-            host_present = true;
-            if absolute {
+            // An empty Host (only an HTTP/1.0 client gets this far with one) goes as absent:
+            // the request leaves as HTTP/1.1, where an empty Host is a 400.
+            if absolute || value.is_empty() {
                 continue;
             }
+            host = value;
+            host_present = true;
         }
         if is_hop_by_hop(name)
             || is_set_by_gateway(name)
@@ -453,9 +455,10 @@ mod tests {
         let out = rewrite("GET /a HTTP/1.1\r\nHost: h\r\n\r\n", &fwd());
         assert_eq!(out.matches("Host: ").count(), 2, "{out}");
         assert!(!out.contains("10.9.9.9"), "{out}");
-        // An empty Host is a Host: no second one is added.
-        let out = rewrite("GET /a HTTP/1.1\r\nHost:\r\n\r\n", &fwd());
-        assert!(!out.contains("10.9.9.9"), "{out}");
+        // An empty Host (HTTP/1.0) is replaced: an HTTP/1.1 backend must refuse an empty one.
+        let out = rewrite("GET /a HTTP/1.0\r\nHost:\r\n\r\n", &fwd());
+        assert!(out.contains("\r\nHost: 10.9.9.9:80\r\n"), "{out}");
+        assert_eq!(out.matches("Host:").count(), 1, "{out}");
     }
 
     #[test]
