@@ -13,6 +13,8 @@ use std::hash::BuildHasher;
 use std::net::IpAddr;
 use std::sync::atomic::{AtomicU64, Ordering::Relaxed};
 
+/// The window `auth_failure_limit` counts in (SPEC §4: per minute).
+pub const WINDOW_MS: u64 = 60_000;
 const BUCKETS: usize = 1024;
 const WAYS: usize = 4;
 

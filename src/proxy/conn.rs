@@ -484,7 +484,13 @@ impl Conn {
             let presented = self.head.header(&self.buf, "x-api-key");
             let limiter = &self.shared.auth_failures;
             let now = crate::clock::unix_ms();
-            if presented.is_some() && limiter.blocked(self.peer, s.auth_failure_limit, now, 60_000)
+            if presented.is_some()
+                && limiter.blocked(
+                    self.peer,
+                    s.auth_failure_limit,
+                    now,
+                    super::auth_limit::WINDOW_MS,
+                )
             {
                 let msg = "too many failed API-key checks from this address; retry next minute";
                 return self
@@ -494,7 +500,7 @@ impl Conn {
             match presented.and_then(|k| crate::registry::rules::find_key(&table.api_keys, k)) {
                 None => {
                     let msg = if presented.is_some() {
-                        limiter.record_failure(self.peer, now, 60_000);
+                        limiter.record_failure(self.peer, now, super::auth_limit::WINDOW_MS);
                         "unknown API key"
                     } else {
                         "this route needs an X-API-Key"
