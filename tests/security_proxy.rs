@@ -385,7 +385,7 @@ fn two_fleets_with_default_markers_chain_without_508() {
 #[test]
 fn forbidden_trailer_fields_are_dropped_both_ways() {
     // Request direction: the hyper backend reports the trailers it got.
-    let (app, sy) = setup("");
+    let (_app, sy) = setup("");
     let mut c = RawConn::connect(sy.http);
     c.send(b"POST /pub HTTP/1.1\r\nHost: good.example\r\nTransfer-Encoding: chunked\r\nTrailer: X-Checksum\r\nConnection: close\r\n\r\n5\r\nhello\r\n0\r\nContent-Length: 99\r\nHost: evil\r\nX-Api-Key-Name: ops\r\nX_Forwarded_For: 6.6.6.6\r\nAuthorization: Basic Zm9vOmJhcg==\r\nX-Checksum: ok\r\n\r\n")
         .unwrap();
