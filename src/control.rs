@@ -95,7 +95,15 @@ pub async fn register(
     let cfg = shared.config.load_full();
     let mut control = shared.control.lock().await;
     let key = api_key.and_then(|k| rules::find_key(&cfg.api_keys, k));
+    rules::check_registration_permission(cfg.gateway.registration_permission.as_deref(), key)
+        .map_err(Refusal::Forbidden)?;
     rules::check_permissions(&reg, key).map_err(Refusal::Forbidden)?;
+    if let Some(current) = control.services.iter().find(|s| s.service == reg.service) {
+        rules::check_owner(current, key).map_err(Refusal::Forbidden)?;
+    }
+    if let Some(m) = rules::find_unguarded(&reg, &cfg.routes, &control.services) {
+        return Err(Refusal::Forbidden(m));
+    }
     if let Some(c) = rules::find_conflict(&reg, &cfg.routes, &control.services) {
         return Err(Refusal::Conflict(c));
     }
@@ -136,12 +144,23 @@ pub async fn register(
     Ok(())
 }
 
-/// Deregisters a service; Ok(false) if it was not registered.
-pub async fn deregister(shared: &Arc<Shared>, name: &str) -> Result<bool, Refusal> {
+/// Deregisters a service; Ok(false) if it was not registered. The same key rules as
+/// replacing it: `registration_permission` (checked first, so that a caller without it does
+/// not learn which names exist) and every permission its routes carry.
+pub async fn deregister(
+    shared: &Arc<Shared>,
+    name: &str,
+    api_key: Option<&[u8]>,
+) -> Result<bool, Refusal> {
+    let cfg = shared.config.load_full();
+    let key = api_key.and_then(|k| rules::find_key(&cfg.api_keys, k));
+    rules::check_registration_permission(cfg.gateway.registration_permission.as_deref(), key)
+        .map_err(Refusal::Forbidden)?;
     let mut control = shared.control.lock().await;
-    if !control.services.iter().any(|s| s.service == name) {
+    let Some(current) = control.services.iter().find(|s| s.service == name) else {
         return Ok(false);
-    }
+    };
+    rules::check_owner(current, key).map_err(Refusal::Forbidden)?;
     let next: Vec<Registration> = control
         .services
         .iter()

@@ -24,6 +24,7 @@ pub struct Running {
 
 /// Binds the listeners and starts serving `cfg`.
 pub async fn start(cfg: Config) -> std::io::Result<Running> {
+    crate::fdlimit::raise(cfg.server.max_connections);
     let upstreams = UpstreamSet::default();
     // The file store is read before serving; etcd is loaded by the sync loop, and until then
     // the table is not ready (/ready 503, data plane 503 not_ready).
@@ -76,12 +77,6 @@ pub async fn start(cfg: Config) -> std::io::Result<Running> {
     })?;
     let http_addr = http.local_addr()?;
     let admin_addr = admin.local_addr()?;
-    // Before the first accept: a backend that is one of these is refused from the start.
-    shared
-        .own_listeners
-        .store(Arc::new(crate::upstream::own::OwnListeners::new(vec![
-            http_addr, admin_addr,
-        ])));
     let tasks = vec![
         tokio::spawn(listener::accept_loop(
             shared.clone(),
@@ -90,33 +85,50 @@ pub async fn start(cfg: Config) -> std::io::Result<Running> {
             true,
             conn::serve,
         )),
-        tokio::spawn(listener::accept_loop(
-            shared.clone(),
-            admin,
-            256,
-            false,
-            crate::admin::serve,
-        )),
+        tokio::spawn(crate::admin::listener::accept_loop(shared.clone(), admin)),
     ];
     crate::health::checker::spawn_fresh(&shared, &cfg.gateway);
     log::info!("http listener on {http_addr}");
     log::info!("admin listener on {admin_addr}");
     let l4 = crate::proxy::l4::L4Listeners::start(&shared, &cfg)?;
-    let mut own = vec![http_addr, admin_addr];
-    own.extend(l4.local_addrs());
-    shared
-        .own_listeners
-        .store(Arc::new(crate::upstream::own::OwnListeners::new(own)));
-    Ok(Running {
+    let running = Running {
         shared,
         http_addr,
         admin_addr,
         l4,
         tasks,
-    })
+    };
+    running.publish_own_listeners();
+    Ok(running)
 }
 
 impl Running {
+    /// Publishes the bound listeners and this host's addresses (read again: a reload is a
+    /// good moment to notice a new interface address) for the loop checks.
+    pub fn publish_own_listeners(&self) {
+        use crate::registry::self_target::{HostAddrs, Listener, OwnListeners};
+        let mut listeners = vec![
+            Listener {
+                role: "data",
+                addr: self.http_addr,
+            },
+            Listener {
+                role: "admin",
+                addr: self.admin_addr,
+            },
+        ];
+        listeners.extend(
+            self.l4
+                .local_addrs()
+                .into_iter()
+                .map(|addr| Listener { role: "tcp", addr }),
+        );
+        self.shared.own_listeners.store(Arc::new(OwnListeners::new(
+            listeners,
+            HostAddrs::discover(),
+        )));
+    }
+
     /// Stops accepting, lets open connections finish up to `drain`, then returns. Idle
     /// keep-alive connections close at once, busy ones after their current response; L4
     /// connections and tunnels have no request boundary, so they get the whole `drain`.
@@ -151,6 +163,7 @@ pub async fn run(cfg: Config, path: Option<PathBuf>) -> std::io::Result<()> {
                 Some(p) => {
                     if crate::control::reload(&running.shared, p).await {
                         running.l4.apply(&running.shared, &running.shared.config.load());
+                        running.publish_own_listeners();
                     }
                 }
                 None => log::info!("SIGHUP ignored: no config file to reload"),

@@ -37,9 +37,9 @@ pub struct Shared {
     pub metrics: crate::metrics::Metrics,
     /// Failed API-key checks per source address (data plane, atomics only).
     pub auth_failures: crate::proxy::auth_limit::AuthLimiter,
-    /// Our own listening addresses, never connected to as a backend; set once listeners
-    /// are bound.
-    pub own_listeners: ArcSwap<crate::upstream::own::OwnListeners>,
+    /// switchyard's own listeners and this host's addresses: a backend that resolves to one
+    /// of them is refused (registration) and never connected to (a forwarding loop).
+    pub own_listeners: ArcSwap<crate::registry::self_target::OwnListeners>,
 }
 
 impl Shared {

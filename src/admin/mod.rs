@@ -1,6 +1,7 @@
 //! The admin listener: health, readiness, metrics and the status page, on its own socket and
 //! never on the data port. One request per connection; answers are small and built on demand.
 pub mod health_json;
+pub mod listener;
 pub mod prometheus;
 pub mod register;
 pub mod status_page;
@@ -10,6 +11,7 @@ use crate::http::head::{self, RequestHead};
 use crate::proxy::io::{read_some, write_all, ReadHeadError};
 use crate::state::Shared;
 use bytes::BytesMut;
+use listener::Slot;
 use std::io::Write;
 use std::net::SocketAddr;
 use std::sync::Arc;
@@ -20,7 +22,12 @@ use tokio::time::Instant;
 
 /// The admin API reads small requests only.
 const MAX_ADMIN_HEAD: usize = 16 * 1024;
-const ADMIN_TIMEOUT: Duration = Duration::from_secs(10);
+/// The whole head must arrive within this: probes and scripts send theirs at once, and a
+/// connection that does not is holding a slot for nothing.
+pub const HEAD_TIMEOUT: Duration = Duration::from_secs(2);
+/// A registration body (at most 64 KiB) must follow within this.
+const BODY_TIMEOUT: Duration = Duration::from_secs(5);
+const WRITE_TIMEOUT: Duration = Duration::from_secs(5);
 const LINGER: Duration = Duration::from_millis(500);
 
 /// An answer from an admin endpoint.
@@ -54,32 +61,40 @@ impl Answer {
     }
 }
 
-/// Serves one admin connection.
-pub async fn serve(shared: Arc<Shared>, mut stream: TcpStream, peer: SocketAddr) {
-    let mut buf = BytesMut::with_capacity(2048);
-    let deadline = Instant::now() + ADMIN_TIMEOUT;
+/// A request read in full, or the answer that ends the connection before it was.
+enum Read {
+    Request {
+        buf: BytesMut,
+        head: RequestHead,
+        body: BytesMut,
+    },
+    Answer(Answer),
+    Gone,
+}
+
+/// Serves one admin connection. While it waits on the client (request, linger) the
+/// connection is evictable: at the connection limit a newer one takes its place.
+pub async fn serve(shared: Arc<Shared>, mut stream: TcpStream, peer: SocketAddr, slot: Slot) {
+    slot.evictable();
+    let read = tokio::select! {
+        r = read_request(&shared, &mut stream, peer) => r,
+        _ = slot.evicted() => return,
+    };
+    slot.busy();
     let mut head_only = false;
-    let answer = match read_admin_head(&mut stream, &mut buf, deadline).await {
-        Ok(len) => {
-            let mut h = RequestHead::default();
-            match head::parse(&buf, len, &mut h) {
-                Ok(()) => {
-                    head_only = h.method(&buf) == b"HEAD";
-                    let path = head::route_path(h.target(&buf)).unwrap_or(b"");
-                    if register::owns(path) {
-                        registration(&shared, &mut stream, &mut buf, &h, peer).await
-                    } else {
-                        route(&shared, &buf, &h, peer)
-                    }
-                }
-                Err(e) => head_error(e),
+    let answer = match read {
+        Read::Gone => return,
+        Read::Answer(a) => a,
+        Read::Request { buf, head, body } => {
+            head_only = head.method(&buf) == b"HEAD";
+            let path = head::route_path(head.target(&buf)).unwrap_or(b"");
+            if register::owns(path) {
+                let key = head.header(&buf, "x-api-key");
+                register::handle(&shared, head.method(&buf), path, key, &body, peer.ip()).await
+            } else {
+                route(&shared, &buf, &head, peer)
             }
         }
-        Err(ReadHeadError::Head(e)) => head_error(e),
-        Err(ReadHeadError::Timeout) => {
-            Answer::error(408, "request_timeout", "request head not received in time")
-        }
-        Err(_) => return,
     };
     let mut out = Vec::with_capacity(answer.body.len() + 200);
     let _ = write!(
@@ -94,19 +109,59 @@ pub async fn serve(shared: Arc<Shared>, mut stream: TcpStream, peer: SocketAddr)
     if !head_only {
         out.extend_from_slice(&answer.body);
     }
-    let _ = write_all(&mut stream, &out, ADMIN_TIMEOUT).await;
+    let _ = write_all(&mut stream, &out, WRITE_TIMEOUT).await;
     let _ = stream.shutdown().await;
     // Lingering close: closing with unread bytes (a body we did not want, more garbage)
     // makes the kernel send a reset, which can destroy the answer before the client reads it.
+    slot.evictable();
     let mut scratch = [0u8; 4096];
-    let _ = tokio::time::timeout(LINGER, async {
+    let linger = tokio::time::timeout(LINGER, async {
         while let Ok(n) = tokio::io::AsyncReadExt::read(&mut stream, &mut scratch).await {
             if n == 0 {
                 break;
             }
         }
-    })
-    .await;
+    });
+    tokio::select! {
+        _ = linger => {}
+        _ = slot.evicted() => {}
+    }
+}
+
+/// Reads the head (within `HEAD_TIMEOUT`) and, for the registration API, the body. A
+/// registration from a source outside the allow list is refused before its body is read.
+async fn read_request(shared: &Arc<Shared>, stream: &mut TcpStream, peer: SocketAddr) -> Read {
+    let mut buf = BytesMut::with_capacity(2048);
+    let deadline = Instant::now() + HEAD_TIMEOUT;
+    let len = match read_admin_head(stream, &mut buf, deadline).await {
+        Ok(len) => len,
+        Err(ReadHeadError::Head(e)) => return Read::Answer(head_error(e)),
+        Err(ReadHeadError::Timeout) => {
+            return Read::Answer(Answer::error(
+                408,
+                "request_timeout",
+                "request head not received in time",
+            ))
+        }
+        Err(_) => return Read::Gone,
+    };
+    let mut h = RequestHead::default();
+    if let Err(e) = head::parse(&buf, len, &mut h) {
+        return Read::Answer(head_error(e));
+    }
+    let path = head::route_path(h.target(&buf)).unwrap_or(b"");
+    let body = if register::owns(path) {
+        if let Some(refused) = register::precheck(shared, h.method(&buf), peer.ip()) {
+            return Read::Answer(refused);
+        }
+        match read_body(stream, &mut buf, &h).await {
+            Ok(b) => b,
+            Err(a) => return Read::Answer(a),
+        }
+    } else {
+        BytesMut::new()
+    };
+    Read::Request { buf, head: h, body }
 }
 
 /// Reads a request head like the data plane does, but gives up as soon as the bytes cannot
@@ -161,43 +216,42 @@ fn head_error(e: head::HeadError) -> Answer {
     }
 }
 
-/// Reads a registration request's body (Content-Length only, bounded) and hands it over.
-async fn registration(
-    shared: &Arc<Shared>,
+/// Reads a registration request's body (Content-Length only, bounded).
+async fn read_body(
     stream: &mut TcpStream,
     buf: &mut BytesMut,
     h: &RequestHead,
-    peer: SocketAddr,
-) -> Answer {
-    let framing = match crate::http::framing::request(buf, h) {
-        Ok(f) => f,
-        Err(e) => return Answer::error(400, "bad_request", e.message),
-    };
+) -> Result<BytesMut, Answer> {
+    let framing = crate::http::framing::request(buf, h)
+        .map_err(|e| Answer::error(400, "bad_request", e.message))?;
     let len = match framing.body {
         crate::http::framing::Body::None => 0,
         crate::http::framing::Body::Length(n) if n as usize <= register::MAX_BODY => n as usize,
         crate::http::framing::Body::Length(_) => {
-            return Answer::error(
+            return Err(Answer::error(
                 413,
                 "payload_too_large",
                 "registration bodies are at most 64 KiB",
-            )
+            ))
         }
-        _ => return Answer::error(411, "length_required", "send the body with Content-Length"),
+        _ => {
+            return Err(Answer::error(
+                411,
+                "length_required",
+                "send the body with Content-Length",
+            ))
+        }
     };
     let mut body = buf.split_off(h.len);
-    let deadline = Instant::now() + ADMIN_TIMEOUT;
+    let deadline = Instant::now() + BODY_TIMEOUT;
     while body.len() < len {
         match crate::proxy::io::read_some(stream, &mut body, deadline).await {
             Ok(n) if n > 0 => {}
-            _ => return Answer::error(400, "bad_request", "request body incomplete"),
+            _ => return Err(Answer::error(400, "bad_request", "request body incomplete")),
         }
     }
     body.truncate(len);
-    let method = h.method(buf);
-    let path = head::route_path(h.target(buf)).unwrap_or(b"");
-    let key = h.header(buf, "x-api-key");
-    register::handle(shared, method, path, key, &body, peer.ip()).await
+    Ok(body)
 }
 
 fn route(shared: &Arc<Shared>, buf: &[u8], h: &RequestHead, _peer: SocketAddr) -> Answer {

@@ -346,6 +346,16 @@ impl Collector for Scrape {
                 .into_iter()
                 .map(|(r, n)| ([("result", r)], ConstCounter::new(n))),
         )?;
+        family(
+            &mut enc,
+            "switchyard_fd_exhaustion",
+            "EMFILE/ENFILE met (out of file descriptors), by where: a local error, never counted against a backend.",
+            None,
+            MetricType::Counter,
+            crate::fdlimit::snapshot()
+                .into_iter()
+                .map(|(w, n)| ([("where", w)], ConstCounter::new(n))),
+        )?;
         single(
             &mut enc,
             "switchyard_config_reload_failures",

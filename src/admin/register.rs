@@ -18,6 +18,31 @@ pub fn owns(path: &[u8]) -> bool {
         || path.starts_with(b"/internal/services/")
 }
 
+/// The refusals that do not need the body: the API switched off (404), or a change from a
+/// source outside `allow_registration_from` (403). Checked before the body is read, so a
+/// stranger cannot hold a connection by trickling one.
+pub fn precheck(shared: &Shared, method: &[u8], source: IpAddr) -> Option<Answer> {
+    let cfg = shared.config.load();
+    if !cfg.gateway.enabled {
+        return Some(Answer::error(
+            404,
+            "not_found",
+            "service registration is disabled ([gateway] enabled = false)",
+        ));
+    }
+    let mutating = method != b"GET" && method != b"HEAD";
+    if mutating && !rules::allowed(&cfg.gateway.allow_registration_from, source) {
+        count(shared, "forbidden");
+        log::warn!("registration API refused for {source}: not in allow_registration_from");
+        return Some(Answer::error(
+            403,
+            "forbidden",
+            &format!("{source} is not in allow_registration_from"),
+        ));
+    }
+    None
+}
+
 pub async fn handle(
     shared: &Arc<Shared>,
     method: &[u8],
@@ -26,23 +51,8 @@ pub async fn handle(
     body: &[u8],
     source: IpAddr,
 ) -> Answer {
-    let cfg = shared.config.load_full();
-    if !cfg.gateway.enabled {
-        return Answer::error(
-            404,
-            "not_found",
-            "service registration is disabled ([gateway] enabled = false)",
-        );
-    }
-    let mutating = method != b"GET" && method != b"HEAD";
-    if mutating && !rules::allowed(&cfg.gateway.allow_registration_from, source) {
-        count(shared, "forbidden");
-        log::warn!("registration API refused for {source}: not in allow_registration_from");
-        return Answer::error(
-            403,
-            "forbidden",
-            &format!("{source} is not in allow_registration_from"),
-        );
+    if let Some(refused) = precheck(shared, method, source) {
+        return refused;
     }
     match (method, path) {
         (b"POST", b"/internal/register-service") => register(shared, api_key, body, source).await,
@@ -52,7 +62,7 @@ pub async fn handle(
             if !registry::valid_service_name(&name) {
                 return Answer::error(404, "not_found", "no such service");
             }
-            match control::deregister(shared, &name).await {
+            match control::deregister(shared, &name, api_key).await {
                 Ok(true) => Answer::json(200, &json!({"status": "deregistered", "service": name})),
                 Ok(false) => Answer::error(404, "not_found", &format!("service {name} is not registered")),
                 Err(r) => refusal(shared, r),
@@ -109,6 +119,11 @@ async fn register(
             return Answer::error(400, "bad_request", &e);
         }
     };
+    if let Err(e) = check_target(shared, &reg).await {
+        count(shared, "invalid");
+        log::warn!("registration from {source} refused: {e}");
+        return Answer::error(400, "bad_request", &e);
+    }
     let (name, url, n) = (reg.service.clone(), reg.url.clone(), reg.routes.len());
     match control::register(shared, reg, api_key).await {
         Ok(()) => {
@@ -123,6 +138,42 @@ async fn register(
             refusal(shared, r)
         }
     }
+}
+
+/// Resolves the url's host and refuses it when it leads back into switchyard or to an address
+/// class no backend has. A name that does not resolve now is accepted (it may be a pod that
+/// is still starting); the data plane checks every connect again.
+async fn check_target(shared: &Shared, reg: &registry::Registration) -> Result<(), String> {
+    let Some(addr) = reg.address() else {
+        return Err("url: not http://host:port".into());
+    };
+    let addrs: Vec<std::net::SocketAddr> = match addr.ip() {
+        Some(ip) => vec![std::net::SocketAddr::new(ip, addr.port)],
+        None => {
+            let timeout = shared.config.load().server.connect_timeout;
+            let lookup = tokio::net::lookup_host((addr.host.as_str(), addr.port));
+            match tokio::time::timeout(timeout, lookup).await {
+                Ok(Ok(it)) => it.collect(),
+                Ok(Err(e)) => {
+                    log::info!(
+                        "registration of {}: {} does not resolve yet ({e})",
+                        reg.service,
+                        addr.host
+                    );
+                    vec![]
+                }
+                Err(_) => {
+                    log::info!(
+                        "registration of {}: resolving {} timed out",
+                        reg.service,
+                        addr.host
+                    );
+                    vec![]
+                }
+            }
+        }
+    };
+    registry::check_target(&addrs, &shared.own_listeners.load())
 }
 
 fn list(shared: &Shared) -> Answer {

@@ -72,6 +72,7 @@ const SECTIONS: &[(&str, &[&str])] = &[
             "stop_ping_after_failures",
             "allow_registration_from",
             "registration_rate_limit",
+            "registration_permission",
         ],
     ),
     ("api_keys", &["name", "key_sha256", "key", "permissions"]),

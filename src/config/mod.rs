@@ -3,6 +3,7 @@
 pub mod address;
 pub mod expand;
 pub mod keys;
+pub mod listeners;
 pub mod schema;
 pub mod tcp;
 pub mod validate;
@@ -68,6 +69,8 @@ pub struct Gateway {
     pub allow_registration_from: Vec<ipnet::IpNet>,
     /// Registrations per source address per minute.
     pub registration_rate_limit: u32,
+    /// When set, every registration and deregistration needs a key holding it.
+    pub registration_permission: Option<String>,
     pub health_check_interval: Duration,
     pub health_check_timeout: Duration,
     pub max_consecutive_failures: u32,
@@ -84,6 +87,7 @@ impl Default for Gateway {
                 "::1/128".parse().expect("literal"),
             ],
             registration_rate_limit: 30,
+            registration_permission: None,
             health_check_interval: Duration::from_secs(30),
             health_check_timeout: Duration::from_secs(5),
             max_consecutive_failures: 3,

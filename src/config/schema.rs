@@ -96,6 +96,7 @@ pub struct RawGateway {
     pub stop_ping_after_failures: Option<Val<u32>>,
     pub allow_registration_from: Option<List>,
     pub registration_rate_limit: Option<Val<u32>>,
+    pub registration_permission: Option<Val<String>>,
 }
 
 #[derive(Debug, Deserialize)]

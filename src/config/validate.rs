@@ -234,6 +234,10 @@ pub fn validate(raw: RawConfig, src: &str) -> Result<Config, Vec<Problem>> {
                 .registration_rate_limit
                 .as_ref()
                 .map_or(d.registration_rate_limit, |v| v.value),
+            registration_permission: g
+                .registration_permission
+                .as_ref()
+                .map(|v| v.value.trim().to_string()),
             health_check_interval: c.positive(
                 &g.health_check_interval,
                 "gateway.health_check_interval",
@@ -276,6 +280,15 @@ pub fn validate(raw: RawConfig, src: &str) -> Result<Config, Vec<Problem>> {
                 );
             }
         }
+        if let Some(v) = &g.registration_permission {
+            if !valid_permission(v.value.trim()) {
+                c.problem(
+                    Some(&v.span),
+                    "gateway.registration_permission",
+                    format!("{:?}: use letters, digits and - _ . : /", v.value),
+                );
+            }
+        }
         if let Some(v) = &g.registration_rate_limit {
             if v.value == 0 {
                 c.problem(
@@ -287,6 +300,7 @@ pub fn validate(raw: RawConfig, src: &str) -> Result<Config, Vec<Problem>> {
         }
     }
     super::tcp::validate(&mut c, &raw, &mut cfg);
+    super::listeners::check(&mut c, &raw, &cfg.server.listen, &cfg.admin_listen);
     api_keys(&mut c, &raw, &mut cfg);
     store(&mut c, &raw, &mut cfg);
     if cfg.server.via_name.is_empty() {

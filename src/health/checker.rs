@@ -9,6 +9,10 @@ use crate::config::Gateway;
 use crate::state::Shared;
 use crate::upstream::Upstream;
 use std::sync::{Arc, Weak};
+use std::time::Duration;
+
+/// How soon a check that could not run (no file descriptor) is tried again.
+const LOCAL_RETRY: Duration = Duration::from_millis(500);
 
 /// Starts checking every checked upstream that has no checker running (new ones, and those
 /// whose checking had stopped: a reload or a new registration starts them again).
@@ -41,7 +45,24 @@ async fn run(weak: Weak<Upstream>, shared: Weak<Shared>, mut timings: Timings) {
         if let Some(sh) = shared.upgrade() {
             timings = Timings::from(&sh.table.load().gateway);
         }
-        let result = probe::check(&u, probe, timings.timeout).await;
+        let result = match probe::check(&u, probe, timings.timeout).await {
+            Err(probe::CheckError::Local(reason)) => {
+                // Not the backend's fault: the state machine does not see it, and the check
+                // is tried again soon rather than after a whole interval.
+                crate::fdlimit::count(crate::fdlimit::Site::HealthCheck);
+                log::warn!(
+                    "health check {}{} could not run: {reason}; retrying, status stays {}",
+                    u.label,
+                    probe,
+                    u.status().as_str()
+                );
+                drop(u);
+                tokio::time::sleep(timings.interval.min(LOCAL_RETRY)).await;
+                continue;
+            }
+            Err(probe::CheckError::Failed(reason)) => Err(reason),
+            Ok(rt) => Ok(rt),
+        };
         let now = unix_ms();
         match &result {
             Ok(rt) => u.health.record_check(now, Some(rt.as_micros() as u64)),

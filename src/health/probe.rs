@@ -26,8 +26,30 @@ impl std::fmt::Display for Probe<'_> {
     }
 }
 
-/// Runs one check; Ok(response time) on success, Err(reason) on failure.
-pub async fn check(u: &Upstream, probe: Probe<'_>, timeout: Duration) -> Result<Duration, String> {
+/// Why a check did not succeed.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum CheckError {
+    /// The backend failed the check: it counts.
+    Failed(String),
+    /// This process could not run the check (out of file descriptors): says nothing about
+    /// the backend, so it must not count against it.
+    Local(String),
+}
+
+impl std::fmt::Display for CheckError {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        match self {
+            CheckError::Failed(m) | CheckError::Local(m) => f.write_str(m),
+        }
+    }
+}
+
+/// Runs one check; Ok(response time) on success.
+pub async fn check(
+    u: &Upstream,
+    probe: Probe<'_>,
+    timeout: Duration,
+) -> Result<Duration, CheckError> {
     let start = Instant::now();
     let attempt = async {
         match probe {
@@ -38,49 +60,61 @@ pub async fn check(u: &Upstream, probe: Probe<'_>, timeout: Duration) -> Result<
     match tokio::time::timeout(timeout, attempt).await {
         Ok(Ok(())) => Ok(start.elapsed()),
         Ok(Err(e)) => Err(e),
-        Err(_) => Err(format!("no answer within {timeout:?}")),
+        Err(_) => Err(CheckError::Failed(format!("no answer within {timeout:?}"))),
     }
 }
 
-async fn connect(u: &Upstream) -> Result<tokio::net::TcpStream, String> {
+/// EMFILE/ENFILE are ours, anything else the backend's.
+fn classify(what: &str, e: std::io::Error) -> CheckError {
+    if crate::fdlimit::is_exhaustion(&e) {
+        CheckError::Local(format!("{what}: {e} (local: out of file descriptors)"))
+    } else {
+        CheckError::Failed(format!("{what}: {e}"))
+    }
+}
+
+async fn connect(u: &Upstream) -> Result<tokio::net::TcpStream, CheckError> {
     let addrs = u
         .dns
         .addrs(&u.address)
         .await
-        .map_err(|e| format!("resolve: {e}"))?;
-    let addr = addrs.first().ok_or("no address")?;
+        .map_err(|e| classify("resolve", e))?;
+    let addr = addrs
+        .first()
+        .ok_or_else(|| CheckError::Failed("no address".into()))?;
     tokio::net::TcpStream::connect(addr)
         .await
-        .map_err(|e| format!("connect: {e}"))
+        .map_err(|e| classify("connect", e))
 }
 
-async fn attempt(u: &Upstream, endpoint: &str) -> Result<(), String> {
+async fn attempt(u: &Upstream, endpoint: &str) -> Result<(), CheckError> {
     let mut s = connect(u).await?;
+    let fail = |m: String| CheckError::Failed(m);
     let req = format!(
         "GET {endpoint} HTTP/1.1\r\nHost: {}\r\nUser-Agent: switchyard-health-check\r\nConnection: close\r\n\r\n",
         u.address
     );
     s.write_all(req.as_bytes())
         .await
-        .map_err(|e| format!("send: {e}"))?;
+        .map_err(|e| fail(format!("send: {e}")))?;
     let mut buf = BytesMut::with_capacity(1024);
     let len = loop {
         match crate::http::head::scan(&buf, 0, 16 * 1024) {
             Ok(Scan::Complete(n)) => break n,
             Ok(Scan::Partial) => {}
-            Err(_) => return Err("invalid response head".into()),
+            Err(_) => return Err(fail("invalid response head".into())),
         }
         match tokio::io::AsyncReadExt::read_buf(&mut s, &mut buf).await {
-            Ok(0) => return Err("connection closed before a response".into()),
+            Ok(0) => return Err(fail("connection closed before a response".into())),
             Ok(_) => {}
-            Err(e) => return Err(format!("read: {e}")),
+            Err(e) => return Err(fail(format!("read: {e}"))),
         }
     };
     let mut head = ResponseHead::default();
-    response::parse(&buf, len, &mut head).map_err(|_| "invalid response head".to_string())?;
+    response::parse(&buf, len, &mut head).map_err(|_| fail("invalid response head".into()))?;
     if (200..300).contains(&head.status) {
         Ok(())
     } else {
-        Err(format!("status {}", head.status))
+        Err(fail(format!("status {}", head.status)))
     }
 }

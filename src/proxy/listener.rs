@@ -52,6 +52,9 @@ pub async fn accept_loop<F, Fut>(
             r = listener.accept() => match r {
                 Ok(x) => x,
                 Err(e) => {
+                    if crate::fdlimit::is_exhaustion(&e) {
+                        crate::fdlimit::count(crate::fdlimit::Site::Accept);
+                    }
                     // EMFILE and friends: back off instead of spinning.
                     log::warn!("accept failed: {e}");
                     tokio::time::sleep(std::time::Duration::from_millis(50)).await;

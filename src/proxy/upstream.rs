@@ -1,11 +1,15 @@
 //! Getting a connection to a backend: an idle pooled one, or a new connect with a timeout,
 //! walking the candidate list on failure. Only connect failures are retried.
-use crate::upstream::own::OwnListeners;
+use crate::registry::self_target::OwnListeners;
 use crate::upstream::Upstream;
 use std::sync::atomic::Ordering::Relaxed;
 use std::sync::Arc;
 use std::time::Duration;
 use tokio::net::TcpStream;
+
+/// Attempts, and the pause between them, when a connect fails for want of a descriptor.
+const LOCAL_RETRIES: u32 = 2;
+const LOCAL_RETRY_DELAY: Duration = Duration::from_millis(20);
 
 /// A connection to an upstream and whether it came from the idle pool.
 pub struct Checkout {
@@ -23,14 +27,10 @@ pub enum ConnectError {
     AllFailed(String),
 }
 
-fn own_listener() -> std::io::Error {
-    std::io::Error::other("refused: that is one of switchyard's own listeners (a loop)")
-}
-
-/// Connects one upstream (pool first). An address that is one of our own listeners is never
-/// connected to, or, when only the connection shows it (a wildcard listener reached through
-/// one of this host's addresses), dropped at once: a loop would otherwise hold a connection
-/// per round trip until file descriptors run out.
+/// Connects one upstream (pool first). An address that leads to one of switchyard's own
+/// listeners is never connected to, checked on every connect because a DNS name can start
+/// pointing at us after it was configured or registered: a loop would hold a connection per
+/// round trip until descriptors run out.
 pub async fn connect_one(
     u: &Upstream,
     connect_timeout: Duration,
@@ -43,17 +43,32 @@ pub async fn connect_one(
     let addrs = u.dns.addrs(&u.address).await?;
     let mut last = std::io::Error::other("no address");
     for a in addrs {
-        let suspect = own.has_port(a.port());
-        if suspect && own.is_own(None, a) {
-            last = own_listener();
+        if let Some(l) = own.find(a) {
+            last = std::io::Error::other(format!(
+                "refused: {a} is one of switchyard's own listeners ({} {}), a loop",
+                l.role, l.addr
+            ));
             continue;
         }
-        match tokio::time::timeout(connect_timeout, TcpStream::connect(a)).await {
-            Ok(Ok(s)) if suspect && own.is_own(s.local_addr().ok(), a) => last = own_listener(),
+        let mut local_retries = LOCAL_RETRIES;
+        let connected = loop {
+            let r = tokio::time::timeout(connect_timeout, TcpStream::connect(a)).await;
+            match r {
+                // Out of descriptors: ours, not the backend's. Another connection may close in
+                // a moment; a short wait beats a 503.
+                Ok(Err(e)) if crate::fdlimit::is_exhaustion(&e) && local_retries > 0 => {
+                    local_retries -= 1;
+                    tokio::time::sleep(LOCAL_RETRY_DELAY).await;
+                }
+                other => break other,
+            }
+        };
+        match connected {
             Ok(Ok(s)) => {
                 let _ = s.set_nodelay(true);
                 return Ok((s, false));
             }
+            Ok(Err(e)) if crate::fdlimit::is_exhaustion(&e) => return Err(e),
             Ok(Err(e)) => last = e,
             Err(_) => last = std::io::Error::new(std::io::ErrorKind::TimedOut, "connect timed out"),
         }
@@ -77,6 +92,15 @@ pub async fn checkout<'a>(
                     stream,
                     reused,
                 })
+            }
+            Err(e) if crate::fdlimit::is_exhaustion(&e) => {
+                // Every other candidate would fail the same way, and none of them is at fault.
+                crate::fdlimit::count(crate::fdlimit::Site::Connect);
+                log::warn!(
+                    "connect to {} could not start: {e} (local: out of file descriptors)",
+                    u.label
+                );
+                return Err(ConnectError::AllFailed(format!("local: {e}")));
             }
             Err(e) => {
                 u.stats.connect_failures.fetch_add(1, Relaxed);

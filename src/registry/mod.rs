@@ -1,7 +1,10 @@
 //! Self-registered services: the registration document and its validation, the rules a
 //! registration must pass (allow list, permissions, conflicts, rate limit) and the store.
+pub mod addr_class;
 pub mod rules;
+pub mod self_target;
 pub mod store;
+pub mod strict_json;
 
 use crate::config::address::{self, Address};
 use crate::routing::pattern::Pattern;
@@ -75,11 +78,38 @@ fn field_err(field: &str, msg: &str) -> String {
     format!("{field}: {msg}")
 }
 
+/// `[A-Za-z0-9][A-Za-z0-9._-]{0,63}`: never `.` or `..` (the name is a path segment of
+/// `DELETE /internal/services/<name>` and a key in the etcd store).
 pub fn valid_service_name(s: &str) -> bool {
-    !s.is_empty()
-        && s.len() <= 128
-        && s.bytes()
-            .all(|b| b.is_ascii_alphanumeric() || b"-_.".contains(&b))
+    let b = s.as_bytes();
+    !b.is_empty()
+        && b.len() <= 64
+        && b[0].is_ascii_alphanumeric()
+        && b.iter()
+            .all(|c| c.is_ascii_alphanumeric() || b"-_.".contains(c))
+}
+
+/// Checks where a registration's url leads: `addrs` are what its host resolves to (the
+/// literal itself for an IP). Err names the field, like every registration error.
+pub fn check_target(
+    addrs: &[std::net::SocketAddr],
+    own: &self_target::OwnListeners,
+) -> Result<(), String> {
+    for a in addrs {
+        if let Some(why) = addr_class::forbidden(a.ip(), &own.host) {
+            return Err(field_err("url", &format!("{} is {why}", a.ip())));
+        }
+    }
+    if let Some((t, l)) = own.first_own(addrs) {
+        return Err(field_err(
+            "url",
+            &format!(
+                "{t} is switchyard's own {} listener ({}): that would be a forwarding loop",
+                l.role, l.addr
+            ),
+        ));
+    }
+    Ok(())
 }
 
 /// `http://host:port` (a trailing `/` is tolerated); nothing else.
@@ -96,7 +126,10 @@ pub fn parse_url(url: &str) -> Result<Address, String> {
 
 /// Validates a registration body; errors name the field (`routes[1].path: ...`).
 pub fn parse_registration(body: &[u8]) -> Result<Registration, String> {
-    let v: Value = serde_json::from_slice(body).map_err(|e| format!("body: invalid JSON: {e}"))?;
+    let v: Value = strict_json::parse(body).map_err(|e| match e {
+        strict_json::StrictError::Duplicate(path) => field_err(&path, "duplicate key"),
+        strict_json::StrictError::Syntax(e) => format!("body: invalid JSON: {e}"),
+    })?;
     let obj = v.as_object().ok_or("body: expected a JSON object")?;
     for k in obj.keys() {
         if !["service", "url", "health_endpoint", "routes"].contains(&k.as_str()) {
@@ -112,10 +145,18 @@ pub fn parse_registration(body: &[u8]) -> Result<Registration, String> {
     };
     let service = str_field("service")?.ok_or_else(|| field_err("service", "missing"))?;
     if !valid_service_name(&service) {
-        return Err(field_err("service", "use 1-128 letters, digits, - _ ."));
+        return Err(field_err(
+            "service",
+            "use 1-64 letters, digits, - _ . starting with a letter or digit",
+        ));
     }
     let url = str_field("url")?.ok_or_else(|| field_err("url", "missing"))?;
-    parse_url(&url).map_err(|e| field_err("url", &e))?;
+    let addr = parse_url(&url).map_err(|e| field_err("url", &e))?;
+    if let Some(ip) = addr.ip() {
+        if let Some(why) = addr_class::forbidden(ip, &self_target::HostAddrs::default()) {
+            return Err(field_err("url", &format!("{ip} is {why}")));
+        }
+    }
     let health_endpoint =
         str_field("health_endpoint")?.unwrap_or_else(|| DEFAULT_HEALTH_ENDPOINT.to_string());
     if !health_endpoint.starts_with('/') || health_endpoint.bytes().any(|b| b <= b' ' || b == 0x7f)
@@ -208,8 +249,59 @@ mod tests {
     }
 
     #[test]
+    fn service_names() {
+        for ok in ["a", "sagjan", "A.b-c_d", "0", &"x".repeat(64)] {
+            assert!(valid_service_name(ok), "{ok}");
+        }
+        for bad in [
+            "",
+            ".",
+            "..",
+            ".a",
+            "_a",
+            "-a",
+            "a b",
+            "a/b",
+            &"x".repeat(65),
+        ] {
+            assert!(!valid_service_name(bad), "{bad}");
+        }
+    }
+
+    #[test]
+    fn targets_that_loop_or_leak_are_refused() {
+        use self_target::{HostAddrs, Listener, OwnListeners};
+        let own = OwnListeners::new(
+            vec![Listener {
+                role: "admin",
+                addr: "127.0.0.1:9901".parse().unwrap(),
+            }],
+            HostAddrs::default(),
+        );
+        let e = check_target(&["127.0.0.1:9901".parse().unwrap()], &own).unwrap_err();
+        assert!(e.starts_with("url:") && e.contains("admin"), "{e}");
+        let e = check_target(
+            &[
+                "10.0.0.1:80".parse().unwrap(),
+                "169.254.169.254:80".parse().unwrap(),
+            ],
+            &own,
+        )
+        .unwrap_err();
+        assert!(e.contains("link-local"), "{e}");
+        assert!(check_target(&["127.0.0.1:9902".parse().unwrap()], &own).is_ok());
+    }
+
+    #[test]
     fn errors_name_the_field() {
-        let cases: [(&[u8], &str); 10] = [
+        let cases: [(&[u8], &str); 17] = [
+            (br#"{"service": ".", "url": "http://a:1", "routes": []}"#, "service:"),
+            (br#"{"service": "..", "url": "http://a:1", "routes": []}"#, "service:"),
+            (br#"{"service": "-a", "url": "http://a:1", "routes": []}"#, "service:"),
+            (br#"{"service": "a", "url": "http://169.254.169.254:80", "routes": []}"#, "url:"),
+            (br#"{"service": "a", "url": "http://[fe80::1]:80", "routes": []}"#, "url:"),
+            (br#"{"service": "a", "url": "http://0.0.0.0:80", "routes": []}"#, "url:"),
+            (br#"{"service": "a", "url": "http://a:1", "url": "http://b:1", "routes": []}"#, "url: duplicate"),
             (b"{", "body"),
             (b"[]", "body"),
             (br#"{"url": "http://a:1", "routes": []}"#, "service:"),

@@ -56,6 +56,130 @@ pub fn check_permissions(reg: &Registration, key: Option<&ApiKey>) -> Result<(),
     Ok(())
 }
 
+/// A key that holds `p`; Err says what is missing.
+fn require(key: Option<&ApiKey>, p: &str, what: &str) -> Result<(), String> {
+    match key {
+        None => Err(format!(
+            "{what} needs permission {p}: send an X-API-Key that holds it"
+        )),
+        Some(k) if !k.permissions.iter().any(|x| x == p) => Err(format!(
+            "{what} needs permission {p}, which API key {} does not hold",
+            k.name
+        )),
+        Some(_) => Ok(()),
+    }
+}
+
+/// `[gateway] registration_permission`: when set, every registration and deregistration
+/// needs a key holding it.
+pub fn check_registration_permission(
+    required: Option<&str>,
+    key: Option<&ApiKey>,
+) -> Result<(), String> {
+    match required {
+        None => Ok(()),
+        Some(p) => require(key, p, "registering and deregistering"),
+    }
+}
+
+/// Replacing or deleting a registered service needs every permission its current routes
+/// carry: otherwise a keyless caller could drop a guarded route or point it elsewhere.
+pub fn check_owner(current: &Registration, key: Option<&ApiKey>) -> Result<(), String> {
+    for r in &current.routes {
+        if let Some(p) = &r.permission {
+            require(
+                key,
+                p,
+                &format!("changing service {} (route {})", current.service, r.path),
+            )?;
+        }
+    }
+    Ok(())
+}
+
+/// Whether some path matches both patterns.
+fn intersects(a: &Pattern, b: &Pattern) -> bool {
+    use crate::routing::pattern::Seg;
+    let (n, m) = (a.segs.len(), b.segs.len());
+    let lengths = match (a.trailing, b.trailing) {
+        (false, false) => n == m,
+        (true, false) => m > n,
+        (false, true) => n > m,
+        (true, true) => true,
+    };
+    lengths
+        && a.segs.iter().zip(&b.segs).all(|(x, y)| match (x, y) {
+            (Seg::Lit(x), Seg::Lit(y)) => x == y,
+            _ => true,
+        })
+}
+
+/// A route of `reg` that would take requests away from a permission-guarded route (static,
+/// or another service's) without carrying that permission: one that matches some of the
+/// same requests and ranks at least as high (SPEC §3), or is the same pattern. A route
+/// carries one permission, so it must carry exactly the guard's.
+pub fn find_unguarded(
+    reg: &Registration,
+    statics: &[Route],
+    others: &[Registration],
+) -> Option<String> {
+    use crate::routing::table::rank;
+    // The low 24 bits of a rank are the order in the file, which a new registration may
+    // change: ties count as taking the requests.
+    let class =
+        |p: &Pattern, has_methods: bool, is_static: bool| rank(p, has_methods, is_static, 0) >> 24;
+    let mut guards: Vec<(Pattern, Vec<String>, bool, &str, String)> = Vec::new();
+    for s in statics {
+        if let (Some(p), Ok(pat)) = (&s.permission, Pattern::parse(&s.path)) {
+            guards.push((
+                pat,
+                s.methods.clone(),
+                true,
+                p,
+                format!("the static route {}", s.path),
+            ));
+        }
+    }
+    for o in others.iter().filter(|o| o.service != reg.service) {
+        for r in &o.routes {
+            if let (Some(p), Ok(pat)) = (&r.permission, Pattern::parse(&r.path)) {
+                let methods = r.method.iter().cloned().collect();
+                guards.push((
+                    pat,
+                    methods,
+                    false,
+                    p,
+                    format!("route {} of service {}", r.path, o.service),
+                ));
+            }
+        }
+    }
+    for r in &reg.routes {
+        let Ok(rp) = Pattern::parse(&r.path) else {
+            continue;
+        };
+        let r_class = class(&rp, r.method.is_some(), false);
+        for (gp, gm, g_static, perm, what) in &guards {
+            let methods_overlap = match &r.method {
+                None => true,
+                Some(m) => gm.is_empty() || gm.contains(m),
+            };
+            let takes = rp == *gp || r_class >= class(gp, !gm.is_empty(), *g_static);
+            if methods_overlap
+                && intersects(&rp, gp)
+                && takes
+                && r.permission.as_deref() != Some(*perm)
+            {
+                return Some(format!(
+                    "route {} would take requests from {what}, which needs permission {perm}: give the route \"permission\": \"{perm}\"",
+                    r.path
+                ));
+            }
+        }
+    }
+    None
+}
+
 fn same_route(path_a: &str, method_a: Option<&str>, path_b: &str, methods_b: &[String]) -> bool {
     let (Ok(a), Ok(b)) = (Pattern::parse(path_a), Pattern::parse(path_b)) else {
         return false;
@@ -214,6 +338,80 @@ mod tests {
             find_conflict(&reg("b", "/api/x/*", None, None), &[], &[other]).is_none(),
             "a service may replace itself"
         );
+    }
+
+    fn route(path: &str, methods: &[&str], perm: Option<&str>) -> Route {
+        Route {
+            path: path.into(),
+            methods: methods.iter().map(|m| m.to_string()).collect(),
+            backend: "b".into(),
+            permission: perm.map(String::from),
+        }
+    }
+
+    #[test]
+    fn pattern_intersection() {
+        let i = |a: &str, b: &str| {
+            let (a, b) = (Pattern::parse(a).unwrap(), Pattern::parse(b).unwrap());
+            assert_eq!(intersects(&a, &b), intersects(&b, &a), "symmetric");
+            intersects(&a, &b)
+        };
+        assert!(i("/admin/*", "/admin/secret/*"));
+        assert!(i("/admin/*", "/admin/x"));
+        assert!(!i("/admin/*", "/admin"));
+        assert!(i("/a/*/c", "/a/b/*"));
+        assert!(!i("/a/*/c", "/a/b/d"));
+        assert!(i("/*", "/anything"));
+        assert!(!i("/x/*", "/y/*"));
+        assert!(!i("/a/b", "/a/b/c"));
+    }
+
+    #[test]
+    fn more_specific_routes_must_carry_the_guard() {
+        let statics = vec![route("/admin/*", &[], Some("admin"))];
+        let u = |path: &str, m: Option<&str>, p: Option<&str>| {
+            find_unguarded(&reg("x", path, m, p), &statics, &[])
+        };
+        assert!(u("/admin/secret/*", None, None).is_some());
+        assert!(u("/admin/secret", Some("GET"), None).is_some());
+        assert!(u("/admin/secret/*", None, Some("other")).is_some());
+        assert!(u("/admin/*", None, None).is_some(), "equal");
+        assert!(u("/admin/secret/*", None, Some("admin")).is_none());
+        // Less specific or disjoint routes leave the guarded route in charge.
+        assert!(u("/*", None, None).is_none());
+        assert!(u("/public/*", None, None).is_none());
+        // A guard on GET only: a POST route does not take its requests.
+        let statics = vec![route("/admin/*", &["GET"], Some("admin"))];
+        assert!(find_unguarded(&reg("x", "/admin/x", Some("POST"), None), &statics, &[]).is_none());
+        assert!(find_unguarded(&reg("x", "/admin/x", None, None), &statics, &[]).is_some());
+        // Another service's guarded route counts too, but a service's own does not.
+        let other = reg("b", "/api/*", None, Some("api"));
+        assert!(find_unguarded(
+            &reg("a", "/api/x/*", None, None),
+            &[],
+            std::slice::from_ref(&other)
+        )
+        .is_some());
+        assert!(find_unguarded(&reg("b", "/api/x/*", None, None), &[], &[other]).is_none());
+    }
+
+    #[test]
+    fn owners_and_registration_permission() {
+        use sha2::{Digest, Sha256};
+        let k = ApiKey {
+            name: "k".into(),
+            sha256: Sha256::digest(b"k").into(),
+            permissions: vec!["registry:write".into(), "a".into()],
+        };
+        let cur = reg("s", "/x/*", None, Some("a"));
+        assert!(check_owner(&cur, Some(&k)).is_ok());
+        assert!(check_owner(&cur, None).is_err());
+        assert!(check_owner(&reg("s", "/x/*", None, Some("b")), Some(&k)).is_err());
+        assert!(check_owner(&reg("s", "/x/*", None, None), None).is_ok());
+        assert!(check_registration_permission(None, None).is_ok());
+        assert!(check_registration_permission(Some("registry:write"), None).is_err());
+        assert!(check_registration_permission(Some("registry:write"), Some(&k)).is_ok());
+        assert!(check_registration_permission(Some("registry:admin"), Some(&k)).is_err());
     }
 
     #[test]

@@ -1,7 +1,6 @@
 //! One backend address as the data plane sees it: its health cell, its idle connection pool,
 //! its resolved addresses and its counters. Shared by every pool and table that names it.
 pub mod dns;
-pub mod own;
 pub mod pool;
 pub mod set;
 

@@ -70,6 +70,34 @@ impl Switchyard {
     /// Starts in a given working directory (where the file store lives), so that a restart
     /// can find the previous process's state.
     pub fn start_in(config: &str, env: &[(&str, &str)], dir: TempDir) -> Switchyard {
+        Self::start_prepared(config, env, dir, |_| {})
+    }
+
+    /// Starts with the file descriptor limit (soft, hard) of the child set before it runs.
+    pub fn start_with_nofile(config: &str, soft: u64, hard: u64) -> Switchyard {
+        Self::start_prepared(config, &[], TempDir::new("sy"), move |cmd| {
+            use std::os::unix::process::CommandExt;
+            // SAFETY: setrlimit is async-signal-safe; nothing else runs in the child here.
+            unsafe {
+                cmd.pre_exec(move || {
+                    nix::sys::resource::setrlimit(
+                        nix::sys::resource::Resource::RLIMIT_NOFILE,
+                        soft,
+                        hard,
+                    )
+                    .map_err(std::io::Error::from)
+                });
+            }
+        })
+    }
+
+    /// Starts with `prepare` applied to the command first.
+    pub fn start_prepared(
+        config: &str,
+        env: &[(&str, &str)],
+        dir: TempDir,
+        prepare: impl FnOnce(&mut Command),
+    ) -> Switchyard {
         let config_path = dir.0.join("config.toml");
         std::fs::write(&config_path, config).expect("write config");
         let mut cmd = Command::new(env!("CARGO_BIN_EXE_switchyard"));
@@ -83,6 +111,7 @@ impl Switchyard {
         for (k, v) in env {
             cmd.env(k, v);
         }
+        prepare(&mut cmd);
         let mut child = cmd.spawn().expect("spawn switchyard");
         let stderr = child.stderr.take().expect("stderr");
         let log = Arc::new(Mutex::new(String::new()));
