@@ -38,6 +38,9 @@ const SECTIONS: &[(&str, &[&str])] = &[
             "drain_timeout",
             "access_log",
             "gateway_header",
+            "underscore_headers",
+            "via_name",
+            "auth_failure_limit",
         ],
     ),
     ("admin", &["listen"]),
@@ -321,7 +324,8 @@ mod tests {
             | "pods"
             | "max_consecutive_failures"
             | "stop_ping_after_failures"
-            | "registration_rate_limit" => "4".to_string(),
+            | "registration_rate_limit"
+            | "auth_failure_limit" => "4".to_string(),
             "access_log" | "enabled" => "true".into(),
             k if k.ends_with("timeout") || k.ends_with("interval") => "1".into(),
             "addresses"

@@ -29,6 +29,13 @@ pub struct Server {
     pub drain_timeout: Duration,
     pub access_log: bool,
     pub gateway_header: String,
+    /// `underscore_headers`: request header names with `_` (SPEC §4).
+    pub underscore_headers: crate::http::admit::Underscore,
+    /// The fleet's hop marker, sent as `Via: 1.1 <via_name>` (loop detection, SPEC §4). When
+    /// not configured, derived from the store's identity (see `validate::fleet_identity`).
+    pub via_name: String,
+    /// Failed API-key checks per source address per minute before 429 (0: no limit).
+    pub auth_failure_limit: u32,
 }
 
 impl Default for Server {
@@ -48,6 +55,9 @@ impl Default for Server {
             drain_timeout: Duration::from_secs(30),
             access_log: true,
             gateway_header: "switchyard".into(),
+            underscore_headers: crate::http::admit::Underscore::Drop,
+            via_name: String::new(),
+            auth_failure_limit: 20,
         }
     }
 }

@@ -43,6 +43,9 @@ pub struct RawServer {
     pub drain_timeout: Option<Val<Secs>>,
     pub access_log: Option<Val<bool>>,
     pub gateway_header: Option<Val<String>>,
+    pub underscore_headers: Option<Val<String>>,
+    pub via_name: Option<Val<String>>,
+    pub auth_failure_limit: Option<Val<u32>>,
 }
 
 #[derive(Debug, Deserialize, Default)]

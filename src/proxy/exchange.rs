@@ -5,6 +5,7 @@ use super::connect;
 use super::downstream::{Downstream, RequestBody};
 use super::error::ProxyError;
 use super::{relay, route, send};
+use crate::http::admit::Target;
 use crate::http::framing::{Body, RequestFraming};
 use crate::http::head::{self, RequestHead};
 use crate::http::response::ResponseHead;
@@ -27,6 +28,10 @@ pub(crate) struct Request {
     pub rid: Vec<u8>,
     /// `METHOD target` for the access log, filled only when it is on.
     pub line: String,
+    /// The target's form once `read` admitted it (`http::admit`); None before.
+    pub form: Option<Target>,
+    /// The canonical path when it differs from the one sent (`form` says so).
+    pub canon: Vec<u8>,
 }
 
 impl Request {
@@ -39,9 +44,19 @@ impl Request {
     pub fn header(&self, lower: &str) -> Option<&[u8]> {
         self.head.header(&self.bytes, lower)
     }
-    /// The path routing sees, when the target has one.
+    /// The path routing sees: the canonical one (`http::canonical`), `/` for CONNECT (routed
+    /// as a route `path = "/"` that lists the method), None for `*` or before admission.
     pub fn path(&self) -> Option<&[u8]> {
-        head::route_path(self.target())
+        match self.form? {
+            Target::Path { rewritten: true } => Some(&self.canon),
+            Target::Path { rewritten: false } => head::route_path(self.target()),
+            Target::Authority => Some(b"/"),
+            Target::Asterisk => None,
+        }
+    }
+    /// The path the backend gets in place of the one sent, when canonicalizing changed it.
+    pub fn rewritten_path(&self) -> Option<&[u8]> {
+        matches!(self.form, Some(Target::Path { rewritten: true })).then_some(&self.canon[..])
     }
     pub fn is_head(&self) -> bool {
         self.method() == b"HEAD"
@@ -61,6 +76,8 @@ impl Request {
         self.framing = RequestFraming::default();
         self.rid.clear();
         self.line.clear();
+        self.form = None;
+        self.canon.clear();
     }
 }
 
@@ -98,6 +115,8 @@ pub(crate) struct Exchange<'t> {
     pub table: &'t Table,
     pub req: &'t Request,
     pub client_ip: &'t str,
+    /// The client's address, for the per-address count of failed API keys.
+    pub peer: std::net::IpAddr,
     /// The client's scheme, for `X-Forwarded-Proto`.
     pub proto: &'static str,
     /// When the head had arrived.
@@ -121,6 +140,7 @@ impl<'t> Exchange<'t> {
         table: &'t Table,
         req: &'t Request,
         client_ip: &'t str,
+        peer: std::net::IpAddr,
         proto: &'static str,
         started: Instant,
     ) -> Self {
@@ -129,6 +149,7 @@ impl<'t> Exchange<'t> {
             table,
             req,
             client_ip,
+            peer,
             proto,
             started,
             rule: None,
@@ -172,7 +193,11 @@ pub(crate) async fn run<D: Downstream, B: RequestBody>(
     down: &mut D,
     body: &mut B,
 ) -> Result<Relayed, ProxyError> {
-    let routed = match route::route(ex.table, ex.req) {
+    let auth = route::AuthFailures {
+        limiter: &ex.dp.auth_failures,
+        peer: ex.peer,
+    };
+    let routed = match route::route(ex.table, ex.req, &auth) {
         Ok(r) => r,
         Err(r) => {
             ex.rule = r.rule;
