@@ -5,7 +5,7 @@ use super::schema::RawConfig;
 use super::value::{List, Secs, Val};
 use super::{line_of, Backend, Config, Gateway, PathRoute, Problem, Route, Server, Target};
 use crate::routing::pattern::Pattern;
-use std::collections::{HashMap, HashSet};
+use std::collections::HashSet;
 
 pub(super) struct Checker<'s> {
     src: &'s str,
@@ -291,20 +291,38 @@ pub fn validate(raw: RawConfig, src: &str) -> Result<Config, Vec<Problem>> {
         }
     }
 
-    let mut seen_prefix: HashMap<String, usize> = HashMap::new();
+    let mut seen_prefix: Vec<(String, Vec<String>, usize)> = Vec::new();
     for (i, p) in raw.path_routes.iter().enumerate() {
         let key = format!("path_routes[{i}].path");
         let path = p.path.value.trim();
         let norm = format!("/{}", path.trim_matches('/'));
+        let hosts = super::hosts::hosts(&mut c, &p.hosts, &format!("path_routes[{i}]"));
         if !path.starts_with('/') || path.contains(['*', '?', '#', ' ']) || path.contains("//") {
             c.problem(Some(&p.path.span), &key, format!("{path:?} must be a path prefix starting with / (patterns belong in [[routes]])"));
-        } else if let Some(prev) = seen_prefix.insert(norm.clone(), i) {
+        } else if let Some((_, _, prev)) = seen_prefix
+            .iter()
+            .find(|(q, hs, _)| *q == norm && crate::routing::host::share_entry(hs, &hosts))
+        {
             c.problem(
                 Some(&p.path.span),
                 &key,
                 format!("duplicate path route {norm} (also path_routes[{prev}])"),
             );
         }
+        seen_prefix.push((norm.clone(), hosts.clone(), i));
+        let segments: Vec<&str> = norm.split('/').filter(|s| !s.is_empty()).collect();
+        let rewrites = super::hosts::rewrites(
+            &mut c,
+            super::hosts::RawRewrites {
+                strip_prefix: &p.strip_prefix,
+                set_request_headers: &p.set_request_headers,
+                remove_request_headers: &p.remove_request_headers,
+                set_response_headers: &p.set_response_headers,
+                remove_response_headers: &p.remove_response_headers,
+            },
+            &format!("path_routes[{i}]"),
+            &segments,
+        );
         let addr = c.address(&p.address, &format!("path_routes[{i}].address"), false);
         let hc = c.endpoint(
             &p.health_check_endpoint,
@@ -315,6 +333,8 @@ pub fn validate(raw: RawConfig, src: &str) -> Result<Config, Vec<Problem>> {
                 path: norm,
                 address,
                 health_check_endpoint: hc,
+                hosts,
+                rewrites,
             });
         }
     }
@@ -363,9 +383,10 @@ pub fn validate(raw: RawConfig, src: &str) -> Result<Config, Vec<Problem>> {
         });
     }
 
-    let mut seen_routes: Vec<(Pattern, Vec<String>, usize)> = Vec::new();
+    let mut seen_routes: Vec<(Pattern, Vec<String>, Vec<String>, usize)> = Vec::new();
     for (i, r) in raw.routes.iter().enumerate() {
         let key = format!("routes[{i}]");
+        let hosts = super::hosts::hosts(&mut c, &r.hosts, &key);
         let pattern = match Pattern::parse(r.path.value.trim()) {
             Ok(p) => Some(p),
             Err(e) => {
@@ -417,22 +438,35 @@ pub fn validate(raw: RawConfig, src: &str) -> Result<Config, Vec<Problem>> {
             let overlaps = |other: &Vec<String>| {
                 methods.is_empty() && other.is_empty() || methods.iter().any(|m| other.contains(m))
             };
-            if let Some((_, _, j)) = seen_routes
-                .iter()
-                .find(|(q, ms, _)| *q == p && overlaps(ms))
-            {
+            if let Some((_, _, _, j)) = seen_routes.iter().find(|(q, ms, hs, _)| {
+                *q == p && overlaps(ms) && crate::routing::host::share_entry(hs, &hosts)
+            }) {
                 c.problem(
                     Some(&r.path.span),
                     &format!("{key}.path"),
                     format!("duplicate route {p} (also routes[{j}])"),
                 );
             }
-            seen_routes.push((p.clone(), methods.clone(), i));
+            seen_routes.push((p.clone(), methods.clone(), hosts.clone(), i));
+            let rewrites = super::hosts::rewrites(
+                &mut c,
+                super::hosts::RawRewrites {
+                    strip_prefix: &r.strip_prefix,
+                    set_request_headers: &r.set_request_headers,
+                    remove_request_headers: &r.remove_request_headers,
+                    set_response_headers: &r.set_response_headers,
+                    remove_response_headers: &r.remove_response_headers,
+                },
+                &key,
+                &p.literal_prefix(),
+            );
             cfg.routes.push(Route {
                 path: p.to_string(),
                 methods,
                 backend,
                 permission,
+                hosts,
+                rewrites,
             });
         }
     }
@@ -661,9 +695,10 @@ const MAX_PODS: u32 = 4096;
 fn shards(c: &mut Checker<'_>, raw: &RawConfig, cfg: &mut Config) {
     use crate::routing::shard::{HashKind, KeySource};
     let mut names = HashSet::new();
-    let mut paths: Vec<(Pattern, usize)> = Vec::new();
+    let mut paths: Vec<(Pattern, Vec<String>, usize)> = Vec::new();
     for (i, s) in raw.shards.iter().enumerate() {
         let key = format!("shards[{i}]");
+        let hosts = super::hosts::hosts(c, &s.hosts, &key);
         let name = s.name.value.trim().to_string();
         if name.is_empty() || !names.insert(name.clone()) {
             c.problem(
@@ -674,14 +709,17 @@ fn shards(c: &mut Checker<'_>, raw: &RawConfig, cfg: &mut Config) {
         }
         let pattern = match Pattern::parse(s.path.value.trim()) {
             Ok(p) => {
-                if let Some((_, j)) = paths.iter().find(|(q, _)| *q == p) {
+                if let Some((_, _, j)) = paths
+                    .iter()
+                    .find(|(q, hs, _)| *q == p && crate::routing::host::share_entry(hs, &hosts))
+                {
                     c.problem(
                         Some(&s.path.span),
                         &format!("{key}.path"),
                         format!("{p} is also the path of shards[{j}]"),
                     );
                 }
-                paths.push((p.clone(), i));
+                paths.push((p.clone(), hosts.clone(), i));
                 Some(p)
             }
             Err(e) => {
@@ -798,6 +836,19 @@ fn shards(c: &mut Checker<'_>, raw: &RawConfig, cfg: &mut Config) {
             &s.health_check_endpoint,
             &format!("{key}.health_check_endpoint"),
         );
+        let literal: Vec<&str> = pattern.as_ref().map_or(Vec::new(), |p| p.literal_prefix());
+        let rewrites = super::hosts::rewrites(
+            c,
+            super::hosts::RawRewrites {
+                strip_prefix: &s.strip_prefix,
+                set_request_headers: &s.set_request_headers,
+                remove_request_headers: &s.remove_request_headers,
+                set_response_headers: &s.set_response_headers,
+                remove_response_headers: &s.remove_response_headers,
+            },
+            &key,
+            &literal,
+        );
         if let (Some(p), Some(key_source), Some(hash)) = (pattern, source, hash) {
             cfg.shards.push(crate::config::Shard {
                 name,
@@ -807,6 +858,8 @@ fn shards(c: &mut Checker<'_>, raw: &RawConfig, cfg: &mut Config) {
                 addresses,
                 health_check_endpoint: hc,
                 reject,
+                hosts,
+                rewrites,
             });
         }
     }

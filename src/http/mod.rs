@@ -1,6 +1,7 @@
 //! HTTP/1.x wire rules: request and response heads, body framing, the chunked codec, error
 //! answers and the rewriting of heads between client and backend. Pure code, no sockets.
 pub mod chunked;
+pub mod edits;
 pub mod error;
 pub mod framing;
 pub mod head;

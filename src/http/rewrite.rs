@@ -1,5 +1,6 @@
 //! Rewrites heads as they cross the proxy: the request head a backend receives and the
 //! response head a client receives (hop-by-hop headers out, forwarding headers in).
+use super::edits::{self, Edits, HeaderEdits};
 use super::head::{HeaderRange, RequestHead};
 use super::response::ResponseHead;
 use super::{list_items, name_is, push_u64};
@@ -92,7 +93,7 @@ impl<'b> Listed<'b> {
 
 /// The authority of an absolute-form target (`http://u@a:1/p` gives `a:1`) or of an
 /// authority-form one (CONNECT `a:443`); empty for origin-form and `*`.
-fn target_authority(target: &[u8]) -> &[u8] {
+pub fn target_authority(target: &[u8]) -> &[u8] {
     let Some(tail) = super::head::origin_tail(target) else {
         return if target == b"*" { b"" } else { target };
     };
@@ -120,6 +121,8 @@ pub struct Forward<'a> {
     /// The Host to send when the client sent none (an HTTP/1.0 client): the request goes
     /// upstream as HTTP/1.1, which requires one (RFC 9112 §3.2).
     pub host_fallback: &'a str,
+    /// The rule's rewrites (`strip_prefix`, request header sets and removals).
+    pub edits: &'a Edits,
 }
 
 /// Writes the head a backend receives into `out` (cleared first).
@@ -130,6 +133,10 @@ pub fn request_head(buf: &[u8], head: &RequestHead, fwd: &Forward<'_>, out: &mut
     let target = head.target(buf);
     match super::head::origin_tail(target) {
         Some(tail) => {
+            let tail = match &fwd.edits.strip_prefix {
+                Some(p) => edits::strip(tail, p).unwrap_or(tail),
+                None => tail,
+            };
             if tail.first() != Some(&b'/') {
                 out.push(b'/');
             }
@@ -140,6 +147,7 @@ pub fn request_head(buf: &[u8], head: &RequestHead, fwd: &Forward<'_>, out: &mut
     }
     out.extend_from_slice(b" HTTP/1.1\r\n");
     let listed = Listed::new(buf, &head.headers);
+    let set = &fwd.edits.request;
     let mut xff_seen = false;
     let mut host: &[u8] = b"";
     let mut host_present = false;
@@ -157,7 +165,11 @@ pub fn request_head(buf: &[u8], head: &RequestHead, fwd: &Forward<'_>, out: &mut
             host = value;
             host_present = true;
         }
-        if is_hop_by_hop(name) || is_set_by_gateway(name) || listed.has(buf, &head.headers, name) {
+        if is_hop_by_hop(name)
+            || is_set_by_gateway(name)
+            || listed.has(buf, &head.headers, name)
+            || set.drops(name)
+        {
             continue;
         }
         out.extend_from_slice(name);
@@ -165,7 +177,9 @@ pub fn request_head(buf: &[u8], head: &RequestHead, fwd: &Forward<'_>, out: &mut
         out.extend_from_slice(value);
         out.extend_from_slice(b"\r\n");
     }
-    if !host_present {
+    // The rule's own headers; X-Forwarded-Host below still names the client's host.
+    out.extend_from_slice(set.lines());
+    if !host_present && !set.sets_host() {
         // An HTTP/1.1 request needs a Host (RFC 9112 §3.2), which an HTTP/1.0 client may not
         // have sent: the target's authority when it names one, else the upstream address.
         let authority = target_authority(target);
@@ -238,6 +252,8 @@ pub struct Reply<'a> {
     pub keep_alive_1_0: bool,
     /// A 101 (or a tunnel): keep Upgrade and send `Connection: upgrade`.
     pub switching: bool,
+    /// The rule's response header sets and removals.
+    pub edits: &'a HeaderEdits,
 }
 
 /// Writes the head a client receives into `out` (cleared first).
@@ -255,7 +271,8 @@ pub fn response_head(buf: &[u8], head: &ResponseHead, reply: &Reply<'_>, out: &m
         if !keep_upgrade
             && (is_hop_by_hop(name)
                 || name_is(name, "content-length")
-                || listed.has(buf, &head.headers, name))
+                || listed.has(buf, &head.headers, name)
+                || reply.edits.drops(name))
         {
             continue;
         }
@@ -264,6 +281,7 @@ pub fn response_head(buf: &[u8], head: &ResponseHead, reply: &Reply<'_>, out: &m
         out.extend_from_slice(&buf[h.value.clone()]);
         out.extend_from_slice(b"\r\n");
     }
+    out.extend_from_slice(reply.edits.lines());
     if let Some(n) = reply.content_length {
         out.extend_from_slice(b"Content-Length: ");
         push_u64(out, n);
@@ -345,6 +363,7 @@ mod tests {
             chunked: false,
             upgrade: false,
             host_fallback: "10.9.9.9:80",
+            edits: &edits::NONE,
         }
     }
 
@@ -429,6 +448,7 @@ mod tests {
                 close: false,
                 keep_alive_1_0: false,
                 switching: false,
+                edits: &edits::NONE.response,
             };
             response_head(b, &h, &reply, &mut out);
             let out = String::from_utf8(out).unwrap();

@@ -437,7 +437,14 @@ impl Conn {
                     .map(|i| &target[i + 1..]),
                 header: &header,
             };
-            table.route(method, path, &keys)
+            let mut host_buf = crate::routing::host::HostBuf::default();
+            let host = if table.uses_hosts() {
+                let raw = head.header(buf, "host");
+                crate::routing::host::of_request(target, raw, &mut host_buf)
+            } else {
+                None
+            };
+            table.route(method, host, path, &keys)
         };
         let (rule, candidates) = match decision {
             Decision::Forward { rule, candidates } => (rule, candidates),
@@ -534,6 +541,7 @@ impl Conn {
             chunked: fr.body == Body::Chunked,
             upgrade: fr.upgrade,
             host_fallback: &upstream.label,
+            edits: &rule.edits,
         };
         rewrite::request_head(&self.buf, &self.head, &fwd, &mut self.out);
         self.buf.advance(len);
@@ -795,6 +803,7 @@ impl Conn {
                 close: false,
                 keep_alive_1_0: false,
                 switching: status == 101,
+                edits: &rule.edits.response,
             };
             rewrite::response_head(&self.up_buf, &self.resp, &reply, &mut self.out);
             self.up_buf.advance(self.resp.len);
@@ -861,6 +870,7 @@ impl Conn {
             close: client_close,
             keep_alive_1_0: minor == 0 && !client_close,
             switching: false,
+            edits: &rule.edits.response,
         };
         rewrite::response_head(&self.up_buf, &self.resp, &reply, &mut self.out);
         self.up_buf.advance(self.resp.len);

@@ -1,9 +1,10 @@
 //! The one builder of routing tables: config (and, later, registrations) plus the upstream
 //! set in, a complete immutable table out. Reload, registration and store events all use it.
-use super::pattern::{Pattern, PatternTrie};
-use super::prefix::PrefixTrie;
+use super::fxhash::FxHashMap;
+use super::host::HostSpec;
+use super::pattern::Pattern;
 use super::select::Pool;
-use super::table::{rank, Rule, RuleKind, ServiceEntry, ShardRule, Table};
+use super::table::{rank, Rule, RuleKind, RuleSet, ServiceEntry, ShardRule, Table};
 use crate::config::Config;
 use crate::metrics::RuleStats;
 use crate::registry::Registration;
@@ -12,6 +13,29 @@ use crate::upstream::Upstream;
 use std::collections::{HashMap, HashSet};
 use std::sync::atomic::AtomicU64;
 use std::sync::Arc;
+
+/// The tries of every host group while a table is built.
+#[derive(Default)]
+struct Groups {
+    any: RuleSet,
+    exact: FxHashMap<Box<[u8]>, RuleSet>,
+    wild: FxHashMap<Box<[u8]>, RuleSet>,
+}
+
+impl Groups {
+    /// Calls `f` with the rule set of every group a rule with these `hosts` belongs to.
+    fn each(&mut self, hosts: &[String], mut f: impl FnMut(&mut RuleSet)) {
+        if hosts.is_empty() {
+            return f(&mut self.any);
+        }
+        for h in hosts {
+            match HostSpec::of(h) {
+                HostSpec::Exact(e) => f(self.exact.entry(e.as_bytes().into()).or_default()),
+                HostSpec::Wildcard(w) => f(self.wild.entry(w.as_bytes().into()).or_default()),
+            }
+        }
+    }
+}
 
 /// Builds a table from `cfg` and the registered services. Upstreams come from `set`, so cells
 /// are shared with earlier tables; afterwards the set forgets upstreams no longer used.
@@ -35,19 +59,22 @@ pub fn build(cfg: &Config, services: &[Registration], set: &UpstreamSet) -> Tabl
         pools.insert(&b.name, Arc::new(Pool::new(b.name.clone(), ups)));
     }
 
+    let mut groups = Groups::default();
     let mut routes = Vec::new();
-    let mut route_trie = PatternTrie::default();
     for (i, r) in cfg.routes.iter().enumerate() {
         let (Ok(pattern), Some(pool)) = (Pattern::parse(&r.path), pools.get(r.backend.as_str()))
         else {
             // validate() has refused such a config; a table is never built from it.
             continue;
         };
-        route_trie.insert(&pattern, routes.len() as u32);
+        let id = routes.len() as u32;
+        groups.each(&r.hosts, |g| g.route_trie.insert(&pattern, id));
         routes.push(Rule {
             kind: RuleKind::Route,
             label: r.path.clone(),
             origin: format!("routes[{i}]"),
+            hosts: r.hosts.clone(),
+            edits: r.rewrites.edits(),
             stats: RuleStats::new(pool.upstreams.len()),
             pool: pool.clone(),
             permission: r.permission.clone(),
@@ -74,11 +101,14 @@ pub fn build(cfg: &Config, services: &[Registration], set: &UpstreamSet) -> Tabl
             let Ok(pattern) = Pattern::parse(&r.path) else {
                 continue;
             };
-            route_trie.insert(&pattern, routes.len() as u32);
+            let id = routes.len() as u32;
+            groups.each(&r.hosts, |g| g.route_trie.insert(&pattern, id));
             routes.push(Rule {
                 kind: RuleKind::Route,
                 label: r.path.clone(),
                 origin: format!("service {}", reg.service),
+                hosts: r.hosts.clone(),
+                edits: Default::default(),
                 pool: pool.clone(),
                 permission: r.permission.clone(),
                 methods: r.method.iter().map(|m| m.as_bytes().into()).collect(),
@@ -97,7 +127,6 @@ pub fn build(cfg: &Config, services: &[Registration], set: &UpstreamSet) -> Tabl
     }
 
     let mut shards = Vec::new();
-    let mut shard_trie = PatternTrie::default();
     for (i, sh) in cfg.shards.iter().enumerate() {
         let Ok(pattern) = Pattern::parse(&sh.path) else {
             continue;
@@ -107,11 +136,14 @@ pub fn build(cfg: &Config, services: &[Registration], set: &UpstreamSet) -> Tabl
             .iter()
             .map(|a| get(a, sh.health_check_endpoint.as_deref()))
             .collect();
-        shard_trie.insert(&pattern, shards.len() as u32);
+        let id = shards.len() as u32;
+        groups.each(&sh.hosts, |g| g.shard_trie.insert(&pattern, id));
         shards.push(Rule {
             kind: RuleKind::Shard,
             label: sh.path.clone(),
             origin: format!("shards[{i}] {}", sh.name),
+            hosts: sh.hosts.clone(),
+            edits: sh.rewrites.edits(),
             pool: Arc::new(Pool::new(sh.name.clone(), pods)),
             permission: None,
             methods: vec![],
@@ -128,18 +160,21 @@ pub fn build(cfg: &Config, services: &[Registration], set: &UpstreamSet) -> Tabl
     }
 
     let mut path_routes = Vec::new();
-    let mut prefix_trie = PrefixTrie::default();
     let mut path_routed = HashSet::new();
     for (i, p) in cfg.path_routes.iter().enumerate() {
-        if !prefix_trie.insert(&p.path, path_routes.len() as u32) {
-            continue;
-        }
+        // validate() refused duplicates, so every insert lands.
+        let id = path_routes.len() as u32;
+        groups.each(&p.hosts, |g| {
+            g.prefix_trie.insert(&p.path, id);
+        });
         path_routed.insert(&p.address);
         let u = get(&p.address, p.health_check_endpoint.as_deref());
         path_routes.push(Rule {
             kind: RuleKind::PathRoute,
             label: p.path.clone(),
             origin: format!("path_routes[{i}]"),
+            hosts: p.hosts.clone(),
+            edits: p.rewrites.edits(),
             pool: Arc::new(Pool::new(p.address.to_string(), vec![u])),
             stats: RuleStats::new(1),
             permission: None,
@@ -163,6 +198,8 @@ pub fn build(cfg: &Config, services: &[Registration], set: &UpstreamSet) -> Tabl
         stats: RuleStats::new(catch.len()),
         label: "catch-all".into(),
         origin: "targets".into(),
+        hosts: vec![],
+        edits: Default::default(),
         pool: Arc::new(Pool::new("targets".into(), catch)),
         permission: None,
         methods: vec![],
@@ -177,12 +214,12 @@ pub fn build(cfg: &Config, services: &[Registration], set: &UpstreamSet) -> Tabl
         server: Arc::new(cfg.server.clone()),
         gateway: cfg.gateway.clone(),
         routes,
-        route_trie,
         path_routes,
-        prefix_trie,
         catch_all,
         shards,
-        shard_trie,
+        any_host: groups.any,
+        by_host: groups.exact,
+        by_suffix: groups.wild,
         services: registered,
         api_keys: cfg.api_keys.clone(),
         ready: true,
@@ -206,7 +243,7 @@ mod tests {
             query: None,
             header: &none,
         };
-        match t.route(method.as_bytes(), Some(path.as_bytes()), &keys) {
+        match t.route(method.as_bytes(), None, Some(path.as_bytes()), &keys) {
             Decision::Forward {
                 rule,
                 mut candidates,
@@ -295,7 +332,7 @@ backend = "comments"
             header: &none,
         };
         assert!(matches!(
-            t.route(b"CONNECT", None, &keys),
+            t.route(b"CONNECT", None, None, &keys),
             Decision::NotFound
         ));
     }
