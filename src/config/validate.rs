@@ -962,6 +962,107 @@ mod tests {
     }
 
     #[test]
+    fn hosts_and_rewrites_are_checked_with_key_and_line() {
+        let e = err(r#"[[backends]]
+name = "b"
+addresses = ["127.0.0.1:1"]
+[[routes]]
+path = "/api/*"
+backend = "b"
+hosts = ["api.example.com", "a.com:80"]
+strip_prefix = "/ap"
+[[routes]]
+path = "/api/*"
+backend = "b"
+hosts = ["API.example.com."]
+set_request_headers = { "Content-Length" = "1", "X-Ok" = "a\nb" }
+remove_request_headers = ["Host"]
+[[path_routes]]
+path = "/files"
+address = "127.0.0.1:2"
+strip_prefix = "/files/x"
+set_response_headers = { "X-Gateway" = "me" }
+remove_response_headers = ["Transfer-Encoding", "Bad Name"]
+"#);
+        for want in [
+            "t.toml:7: routes[0].hosts: \"a.com:80\"",
+            "t.toml:8: routes[0].strip_prefix",
+            "t.toml:10: routes[1].path: duplicate route /api/* (also routes[0])",
+            "t.toml:13: routes[1].set_request_headers.Content-Length",
+            "t.toml:13: routes[1].set_request_headers.X-Ok",
+            "t.toml:14: routes[1].remove_request_headers: Host cannot be removed",
+            "t.toml:18: path_routes[0].strip_prefix",
+            "t.toml:19: path_routes[0].set_response_headers.X-Gateway",
+            "t.toml:20: path_routes[0].remove_response_headers: Transfer-Encoding",
+            "t.toml:20: path_routes[0].remove_response_headers: \"Bad Name\"",
+        ] {
+            assert!(e.contains(want), "{want:?} missing in\n{e}");
+        }
+        assert_eq!(e.lines().count(), 10, "{e}");
+    }
+
+    #[test]
+    fn same_path_on_other_hosts_is_no_duplicate() {
+        let c = ok(r#"[[backends]]
+name = "b"
+addresses = ["127.0.0.1:1"]
+[[routes]]
+path = "/api/*"
+backend = "b"
+hosts = ["a.example.com"]
+strip_prefix = "/api/"
+set_request_headers = { Host = "internal", "X-Env" = "prod" }
+remove_response_headers = ["Server"]
+[[routes]]
+path = "/api/*"
+backend = "b"
+hosts = ["*.example.com"]
+[[routes]]
+path = "/api/*"
+backend = "b"
+[[path_routes]]
+path = "/files"
+address = "127.0.0.1:2"
+hosts = ["f.example.com"]
+strip_prefix = "/files"
+[[path_routes]]
+path = "/files/"
+address = "127.0.0.1:3"
+[[shards]]
+name = "g"
+path = "/g/*"
+key = "path:1"
+addresses = ["127.0.0.1:4"]
+hosts = ["g.example.com"]
+strip_prefix = "/g"
+[[shards]]
+name = "h"
+path = "/g/*"
+key = "path:1"
+addresses = ["127.0.0.1:5"]
+"#);
+        assert_eq!(c.routes[0].hosts, ["a.example.com"]);
+        assert_eq!(c.routes[0].rewrites.strip_prefix.as_deref(), Some("/api"));
+        assert_eq!(
+            c.routes[0].rewrites.set_request_headers,
+            [
+                ("Host".to_string(), "internal".to_string()),
+                ("X-Env".into(), "prod".into())
+            ]
+        );
+        assert_eq!(c.path_routes.len(), 2);
+        assert_eq!(c.shards[0].rewrites.strip_prefix.as_deref(), Some("/g"));
+        let e = err("[[path_routes]]\npath = \"/f\"\naddress = \"127.0.0.1:2\"\nhosts = [\"a.com\", \"b.com\"]\n[[path_routes]]\npath = \"/f\"\naddress = \"127.0.0.1:3\"\nhosts = [\"b.com\"]\n");
+        assert!(
+            e.contains("t.toml:6: path_routes[1].path: duplicate path route /f"),
+            "{e}"
+        );
+        let e = err("[[shards]]\nname = \"g\"\npath = \"/g/*\"\nkey = \"path:1\"\naddresses = [\"127.0.0.1:4\"]\nstrip_prefix = \"/g/x\"\nhosts = []\n");
+        assert!(e.contains("shards[0].strip_prefix"), "{e}");
+        assert!(e.contains("shards[0].hosts: empty list"), "{e}");
+    }
+
+    #[test]
     fn bad_values_name_their_line() {
         let e = err("[server]\n\nidle_timeout = \"soon\"\n");
         assert!(e.contains("t.toml:3:"), "{e}");

@@ -524,6 +524,87 @@ mod tests {
         assert!(out.starts_with("GET / HTTP/1.1\r\n"), "{out}");
     }
 
+    fn rule_edits() -> Edits {
+        crate::config::Rewrites {
+            strip_prefix: Some("/files".into()),
+            set_request_headers: vec![
+                ("Host".into(), "files.internal".into()),
+                ("X-Env".into(), "prod".into()),
+            ],
+            remove_request_headers: vec!["X-Debug".into()],
+            set_response_headers: vec![("Cache-Control".into(), "no-store".into())],
+            remove_response_headers: vec!["Server".into()],
+        }
+        .edits()
+    }
+
+    #[test]
+    fn rule_edits_strip_set_and_remove() {
+        let e = rule_edits();
+        let mut f = fwd();
+        f.edits = &e;
+        let out = rewrite(
+            "GET /files/a.pdf?x=1 HTTP/1.1\r\nHost: Client.Example\r\nX-Debug: 1\r\nx-env: dev\r\nAccept: */*\r\n\r\n",
+            &f,
+        );
+        assert!(out.starts_with("GET /a.pdf?x=1 HTTP/1.1\r\n"), "{out}");
+        assert!(out.contains("\r\nHost: files.internal\r\n"), "{out}");
+        assert_eq!(out.matches("Host: ").count(), 2, "{out}");
+        assert!(
+            out.contains("X-Forwarded-Host: Client.Example\r\n"),
+            "{out}"
+        );
+        assert!(
+            out.contains("X-Env: prod\r\n") && !out.contains("dev"),
+            "{out}"
+        );
+        assert!(!out.contains("X-Debug"), "{out}");
+        assert!(out.contains("Accept: */*\r\n"), "{out}");
+        for (target, want) in [
+            ("/files", "GET / HTTP/1.1"),
+            ("/files/", "GET / HTTP/1.1"),
+            ("/files?q", "GET /?q HTTP/1.1"),
+            ("http://h/files/b", "GET /b HTTP/1.1"),
+        ] {
+            let out = rewrite(&format!("GET {target} HTTP/1.1\r\nHost: h\r\n\r\n"), &f);
+            assert!(out.starts_with(want), "{target}: {out}");
+        }
+        // An HTTP/1.0 request without Host takes the set Host, not the fallback.
+        let out = rewrite("GET /files/x HTTP/1.0\r\n\r\n", &f);
+        assert!(out.contains("\r\nHost: files.internal\r\n"), "{out}");
+        assert!(
+            !out.contains("10.9.9.9") && !out.contains("X-Forwarded-Host"),
+            "{out}"
+        );
+    }
+
+    #[test]
+    fn response_edits() {
+        let e = rule_edits();
+        let b = b"HTTP/1.1 200 OK\r\nServer: nginx\r\ncache-control: public\r\nX-A: 1\r\n\r\n";
+        let mut h = ResponseHead::default();
+        crate::http::response::parse(b, b.len(), &mut h).unwrap();
+        let reply = Reply {
+            gateway: "g",
+            upstream_ms: 1.0,
+            content_length: Some(0),
+            chunked: false,
+            close: false,
+            keep_alive_1_0: false,
+            switching: false,
+            edits: &e.response,
+        };
+        let mut out = Vec::new();
+        response_head(b, &h, &reply, &mut out);
+        let out = String::from_utf8(out).unwrap();
+        assert!(!out.contains("nginx") && !out.contains("public"), "{out}");
+        assert!(out.contains("Cache-Control: no-store\r\n"), "{out}");
+        assert!(
+            out.contains("X-A: 1\r\n") && out.contains("X-Gateway: g\r\n"),
+            "{out}"
+        );
+    }
+
     #[test]
     fn framing_and_upgrade_are_rewritten() {
         let mut f = fwd();

@@ -337,6 +337,141 @@ backend = "comments"
         ));
     }
 
+    fn pick_host(t: &Table, method: &str, host: &str, path: &str) -> String {
+        let mut hb = crate::routing::host::HostBuf::default();
+        let h = hb.set(host.as_bytes());
+        t.find(method.as_bytes(), h, Some(path.as_bytes()))
+            .map_or("404".into(), |r| r.origin.clone())
+    }
+
+    const HOSTS: &str = r#"
+[[targets]]
+address = "127.0.0.1:8001"
+[[backends]]
+name = "b"
+addresses = ["127.0.0.1:7000"]
+[[routes]]
+path = "/api/*"
+backend = "b"
+[[routes]]
+path = "/api/special/*"
+backend = "b"
+[[routes]]
+path = "/*"
+backend = "b"
+hosts = ["api.example.com"]
+[[routes]]
+path = "/api/*"
+backend = "b"
+hosts = ["*.example.com"]
+[[routes]]
+path = "/api/*"
+backend = "b"
+hosts = ["*.eu.example.com"]
+[[routes]]
+path = "/get-only"
+methods = ["GET"]
+backend = "b"
+hosts = ["api.example.com"]
+[[path_routes]]
+path = "/files"
+address = "127.0.0.1:8007"
+hosts = ["files.example.com"]
+[[path_routes]]
+path = "/files"
+address = "127.0.0.1:8008"
+"#;
+
+    #[test]
+    fn host_groups_come_before_specificity() {
+        let t = table(HOSTS);
+        // Exact host first, even with a less specific pattern.
+        assert_eq!(
+            pick_host(&t, "GET", "api.example.com", "/api/special/x"),
+            "routes[2]"
+        );
+        assert_eq!(
+            pick_host(&t, "GET", "API.Example.com.:443", "/x"),
+            "routes[2]"
+        );
+        // Wildcards, longest suffix first; never the bare domain.
+        assert_eq!(
+            pick_host(&t, "GET", "www.example.com", "/api/x"),
+            "routes[3]"
+        );
+        assert_eq!(
+            pick_host(&t, "GET", "a.b.example.com", "/api/x"),
+            "routes[3]"
+        );
+        assert_eq!(
+            pick_host(&t, "GET", "x.eu.example.com", "/api/x"),
+            "routes[4]"
+        );
+        assert_eq!(pick_host(&t, "GET", "example.com", "/api/x"), "routes[0]");
+        // A wildcard group without a rule for the path falls through to host-less rules.
+        assert_eq!(pick_host(&t, "GET", "www.example.com", "/api2"), "targets");
+        assert_eq!(
+            pick_host(&t, "GET", "other.org", "/api/special/x"),
+            "routes[1]"
+        );
+        // Path routes by host, then the host-less one; the catch-all serves every host.
+        assert_eq!(
+            pick_host(&t, "GET", "files.example.com", "/files/a"),
+            "path_routes[0]"
+        );
+        assert_eq!(
+            pick_host(&t, "GET", "other.org", "/files/a"),
+            "path_routes[1]"
+        );
+        assert_eq!(pick_host(&t, "GET", "api.example.com", "/zzz"), "routes[2]");
+        assert_eq!(pick_host(&t, "GET", "files.example.com", "/zzz"), "targets");
+        // No host at all: host-less rules only.
+        assert_eq!(
+            t.find(b"GET", None, Some(b"/api/x"))
+                .map(|r| r.origin.clone()),
+            Some("routes[0]".into())
+        );
+    }
+
+    #[test]
+    fn other_methods_in_a_host_group_are_404() {
+        let t = table(HOSTS);
+        assert_eq!(
+            pick_host(&t, "GET", "api.example.com", "/get-only"),
+            "routes[5]"
+        );
+        // routes[2] (/*) also matches in the same group and takes it.
+        assert_eq!(
+            pick_host(&t, "POST", "api.example.com", "/get-only"),
+            "routes[2]"
+        );
+        let t = table(
+            "[[backends]]\nname = \"b\"\naddresses = [\"127.0.0.1:7000\"]\n[[routes]]\npath = \"/x\"\nmethods = [\"GET\"]\nbackend = \"b\"\nhosts = [\"a.com\"]\n[[routes]]\npath = \"/x\"\nbackend = \"b\"\n",
+        );
+        assert_eq!(pick_host(&t, "POST", "a.com", "/x"), "404");
+        assert_eq!(pick_host(&t, "POST", "b.com", "/x"), "routes[1]");
+    }
+
+    #[test]
+    fn registered_routes_with_hosts() {
+        let cfg = parse(HOSTS, "t", Box::new(|_| None)).unwrap();
+        let reg = crate::registry::parse_registration(
+            br#"{"service": "s", "url": "http://127.0.0.1:7100", "routes": [{"path": "/api/*", "hosts": ["Reg.Example.com"]}]}"#,
+        )
+        .unwrap();
+        let t = build(&cfg, &[reg], &UpstreamSet::default());
+        assert_eq!(
+            pick_host(&t, "GET", "reg.example.com", "/api/x"),
+            "service s"
+        );
+        assert_eq!(
+            pick_host(&t, "GET", "www.example.com", "/api/x"),
+            "routes[3]"
+        );
+        assert!(t.uses_hosts());
+        assert!(!table(CFG).uses_hosts());
+    }
+
     #[test]
     fn health_survives_rebuild() {
         let set = UpstreamSet::default();
