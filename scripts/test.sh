@@ -17,6 +17,8 @@ command -v pebble >/dev/null || need+=(pebble)                # ACME server (+ p
 command -v h2load >/dev/null || need+=(nghttp2-client)        # HTTP/2 load
 command -v curl >/dev/null || need+=(curl)                    # curl as an independent client
 command -v openssl >/dev/null || need+=(openssl)              # test certificates, s_client
+command -v systemd-analyze >/dev/null || need+=(systemd)      # verifies deploy/switchyard.service
+command -v md5sum >/dev/null || need+=(coreutils)             # the demo test's shard check
 [ -e /etc/ssl/certs/ca-certificates.crt ] || need+=(ca-certificates)
 if ! python3 -c 'import venv, ensurepip' 2>/dev/null; then need+=(python3-venv); fi
 if [ ${#need[@]} -gt 0 ]; then

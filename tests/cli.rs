@@ -207,3 +207,52 @@ fn check_reports_schema_and_semantic_problems_together() {
     assert!(err.contains("config.toml:3:"), "{err}");
     assert!(err.contains("config.toml:6: targets[0].address"), "{err}");
 }
+
+#[test]
+fn help_for_every_command_version_and_usage_errors_exit_2() {
+    let dir = TempDir::new("cli-help");
+    for args in [
+        &["--help"][..],
+        &["-h"],
+        &["help"],
+        &["check", "--help"],
+        &["route", "--help"],
+        &["demo", "--help"],
+        &["help", "route"],
+    ] {
+        let (code, out, err) = run(args, &dir.0);
+        assert_eq!(code, Some(0), "{args:?}: {err}");
+        assert!(out.contains("Usage: switchyard"), "{args:?}:\n{out}");
+    }
+    let (code, out, _) = run(&["route", "--help"], &dir.0);
+    assert_eq!(code, Some(0));
+    assert!(out.contains("Usage: switchyard route [-c PATH] METHOD PATH [-H 'Name: value']..."));
+    assert!(out.contains("-H, --header"), "{out}");
+    let (code, out, _) = run(&["--version"], &dir.0);
+    assert_eq!(code, Some(0));
+    assert_eq!(
+        out.trim(),
+        format!("switchyard {}", env!("CARGO_PKG_VERSION"))
+    );
+    let (_, out, _) = run(&["--help"], &dir.0);
+    assert!(out.contains("--version"), "{out}");
+
+    for args in [
+        &["frobnicate"][..],
+        &["-x"],
+        &["route", "GET"],
+        &["route", "GET", "/a", "-H", "no-colon"],
+        &["check", "extra"],
+        &["demo", "-c", "x.toml"],
+        &["demo", "--listen"],
+    ] {
+        let (code, out, err) = run(args, &dir.0);
+        assert_eq!(code, Some(2), "{args:?}: {out}{err}");
+        assert!(err.contains("error:"), "{args:?}: {err}");
+        assert!(out.is_empty(), "{args:?}: {out}");
+    }
+    // `-c` before the command is the same as after it.
+    let (code, _, err) = run(&["-c", "missing.toml", "check"], &dir.0);
+    assert_eq!(code, Some(1));
+    assert!(err.contains("missing.toml"), "{err}");
+}
