@@ -407,3 +407,51 @@ hosts = ["f.example.com"]
         "{out}"
     );
 }
+
+/// README's Hosts example: its config checks, and `switchyard route` prints the lines shown.
+#[test]
+fn the_readme_hosts_example_routes_as_shown() {
+    let readme =
+        std::fs::read_to_string(concat!(env!("CARGO_MANIFEST_DIR"), "/README.md")).unwrap();
+    let section = readme
+        .split("\n### Hosts\n")
+        .nth(1)
+        .and_then(|s| s.split("\n### Rewrites\n").next())
+        .expect("README has a Hosts section");
+    let block = |lang: &str| {
+        section
+            .split(&format!("```{lang}\n"))
+            .nth(1)
+            .and_then(|b| b.split("```").next())
+            .unwrap_or_else(|| panic!("a {lang} block"))
+            .to_string()
+    };
+    let dir = TempDir::new("readme-hosts");
+    let cfg = dir.0.join("hosts.toml");
+    std::fs::write(&cfg, block("toml")).unwrap();
+    let (code, out) = run(&["check", "-c", cfg.to_str().unwrap()]);
+    assert_eq!(code, Some(0), "{out}");
+    let text = block("text");
+    let mut lines = text.lines();
+    let cmd = lines.next().unwrap();
+    assert_eq!(
+        cmd,
+        "$ switchyard route -c hosts.toml -H 'Host: Shop.Example.com:8443' GET '/app/login?next=/'"
+    );
+    let (code, out) = run(&[
+        "route",
+        "-c",
+        cfg.to_str().unwrap(),
+        "-H",
+        "Host: Shop.Example.com:8443",
+        "GET",
+        "/app/login?next=/",
+    ]);
+    assert_eq!(code, Some(0), "{out}");
+    for l in lines {
+        assert!(
+            out.lines().any(|o| o == l),
+            "README shows {l:?}, route printed:\n{out}"
+        );
+    }
+}

@@ -300,3 +300,41 @@ set_response_headers = { "X-Ok" = "a\r\nX-Injected: 1" }
         assert!(text.contains(want), "{want:?} missing in\n{text}");
     }
 }
+
+/// Every switchyard config on the nginx/Traefik page passes `check` (a block that uses the
+/// `api` pool without defining it gets that one definition first).
+#[test]
+fn the_nginx_traefik_page_configs_check() {
+    let page = std::fs::read_to_string(concat!(
+        env!("CARGO_MANIFEST_DIR"),
+        "/docs/coming-from-nginx-traefik.md"
+    ))
+    .unwrap();
+    let blocks: Vec<&str> = page
+        .split("```toml\n")
+        .skip(1)
+        .filter_map(|b| b.split("```").next())
+        .collect();
+    assert_eq!(blocks.len(), 9, "one per nginx and Traefik section");
+    let dir = TempDir::new("nginx-page");
+    for (i, b) in blocks.iter().enumerate() {
+        let mut text = String::new();
+        if b.contains("backend = \"api\"") && !b.contains("name = \"api\"") {
+            text.push_str("[[backends]]\nname = \"api\"\naddresses = [\"127.0.0.1:9001\"]\n");
+        }
+        text.push_str(b);
+        let path = dir.0.join(format!("block{i}.toml"));
+        std::fs::write(&path, &text).unwrap();
+        let out = Command::new(env!("CARGO_BIN_EXE_switchyard"))
+            .args(["check", "-c"])
+            .arg(&path)
+            .stdin(Stdio::null())
+            .output()
+            .expect("check");
+        assert!(
+            out.status.success(),
+            "block {i}:\n{text}\n{}",
+            String::from_utf8_lossy(&out.stderr)
+        );
+    }
+}

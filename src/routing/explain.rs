@@ -270,7 +270,7 @@ fn explain_edits(out: &mut String, rule: &super::Rule, target: &str) {
         if !edits.is_empty() {
             let _ = writeln!(
                 out,
-                "{what} headers dropped before that: {}",
+                "incoming {what} headers dropped: {}",
                 edits.dropped().join(", ")
             );
         }
