@@ -5,6 +5,7 @@ pub mod edits;
 pub mod error;
 pub mod framing;
 pub mod head;
+pub mod reply;
 pub mod response;
 pub mod rewrite;
 
