@@ -27,7 +27,10 @@ pub fn explain(table: &Table, method: &str, target: &str, headers: &[(String, St
     let from_target = !crate::http::rewrite::target_authority(target.as_bytes()).is_empty();
     let host = super::host::of_request(target.as_bytes(), header("host"), &mut host_buf);
     let host_str = host.map(|h| String::from_utf8_lossy(h).into_owned());
+    // Without any host rule the host changes nothing: no lines about it.
+    let hosts_matter = table.uses_hosts();
     match (&host_str, from_target) {
+        _ if !hosts_matter => {}
         (Some(h), true) => {
             let _ = writeln!(out, "host: {h} (from the request target's authority)");
         }
@@ -124,7 +127,9 @@ pub fn explain(table: &Table, method: &str, target: &str, headers: &[(String, St
         }
         Group::Any => "rules without hosts (after exact and wildcard hosts)".to_string(),
     };
-    let _ = writeln!(out, "host group: {group}");
+    if hosts_matter {
+        let _ = writeln!(out, "host group: {group}");
+    }
     if !rule.hosts.is_empty() {
         let _ = writeln!(out, "hosts: {}", rule.hosts.join(", "));
     }
