@@ -17,4 +17,5 @@ pub mod registry;
 pub mod routing;
 pub mod server;
 pub mod state;
+pub mod tls;
 pub mod upstream;

@@ -54,6 +54,7 @@ pub struct RawConfig {
     pub store: Option<RawStore>,
     #[serde(default)]
     pub tcp: Vec<super::tcp::RawTcp>,
+    pub tls: Option<super::tls::RawTls>,
 }
 
 #[derive(Debug, Deserialize, Default)]
@@ -105,6 +106,9 @@ pub struct RawBackend {
     pub name: Val<String>,
     pub addresses: List,
     pub health_check_endpoint: Option<Val<String>>,
+    pub tls: Option<Val<bool>>,
+    pub tls_ca: Option<Val<String>>,
+    pub tls_server_name: Option<Val<String>>,
 }
 
 #[derive(Debug, Deserialize)]

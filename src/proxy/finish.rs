@@ -7,7 +7,6 @@ use super::exchange::{After, Exchange, Relayed};
 use crate::routing::Rule;
 use crate::state::Shared;
 use crate::upstream::Upstream;
-use tokio::net::TcpStream;
 use tokio::time::Instant;
 
 /// What the connection does after an exchange.
@@ -17,7 +16,7 @@ pub(crate) enum Next {
     /// Close after draining what the client still sends.
     Linger,
     /// The connection became a tunnel to this upstream stream.
-    Tunnel(TcpStream),
+    Tunnel(super::stream::BackendStream),
 }
 
 impl From<After> for Next {

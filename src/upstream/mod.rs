@@ -28,6 +28,8 @@ pub struct Upstream {
     pub idle: pool::IdlePool,
     pub dns: dns::Resolved,
     pub stats: UpstreamStats,
+    /// Connections are TLS, verified as this says (`tls = true`).
+    pub tls: Option<std::sync::Arc<crate::tls::client::BackendTls>>,
 }
 
 impl Upstream {
@@ -51,6 +53,7 @@ impl Upstream {
             health,
             idle: pool::IdlePool::new(),
             stats: UpstreamStats::default(),
+            tls: None,
         }
     }
 
