@@ -8,6 +8,13 @@ pub fn unix_ms() -> u64 {
         .map_or(0, |d| d.as_millis() as u64)
 }
 
+/// `2025-11-14T20:30:00.123Z`: [`rfc3339`] with milliseconds (the access log's `ts`).
+pub fn rfc3339_ms(unix_ms: u64) -> String {
+    let mut s = rfc3339(unix_ms);
+    s.insert_str(s.len() - 1, &format!(".{:03}", unix_ms % 1000));
+    s
+}
+
 /// `2025-11-14T20:30:00Z` for a Unix time in milliseconds.
 pub fn rfc3339(unix_ms: u64) -> String {
     let secs = unix_ms / 1000;
@@ -39,5 +46,9 @@ mod tests {
         assert_eq!(super::rfc3339(0), "1970-01-01T00:00:00Z");
         assert_eq!(super::rfc3339(1_763_152_200_000), "2025-11-14T20:30:00Z");
         assert_eq!(super::rfc3339(951_782_400_000), "2000-02-29T00:00:00Z");
+        assert_eq!(
+            super::rfc3339_ms(951_782_400_007),
+            "2000-02-29T00:00:00.007Z"
+        );
     }
 }
