@@ -21,6 +21,8 @@ const SECTIONS: &[(&str, &[&str])] = &[
             "api_keys",
             "tcp",
             "store",
+            "outlier",
+            "retry",
         ],
     ),
     (
@@ -36,13 +38,27 @@ const SECTIONS: &[(&str, &[&str])] = &[
             "max_connections",
             "drain_timeout",
             "access_log",
+            "access_log_format",
+            "access_log_path",
+            "access_log_query",
             "gateway_header",
+            "hold_timeout",
+            "hold_max",
         ],
     ),
     ("admin", &["listen"]),
     ("targets", &["address", "health_check_endpoint"]),
     ("path_routes", &["path", "address", "health_check_endpoint"]),
-    ("backends", &["name", "addresses", "health_check_endpoint"]),
+    (
+        "backends",
+        &[
+            "name",
+            "addresses",
+            "health_check_endpoint",
+            "hold_timeout",
+            "hold_max",
+        ],
+    ),
     ("routes", &["path", "methods", "backend", "permission"]),
     (
         "shards",
@@ -56,6 +72,8 @@ const SECTIONS: &[(&str, &[&str])] = &[
             "hash",
             "health_check_endpoint",
             "on_unavailable",
+            "hold_timeout",
+            "hold_max",
         ],
     ),
     (
@@ -73,6 +91,25 @@ const SECTIONS: &[(&str, &[&str])] = &[
         ],
     ),
     ("api_keys", &["name", "key_sha256", "key", "permissions"]),
+    (
+        "outlier",
+        &[
+            "consecutive_failures",
+            "consecutive_5xx",
+            "base_ejection_time",
+            "max_ejection_percent",
+        ],
+    ),
+    (
+        "retry",
+        &[
+            "attempts",
+            "on",
+            "budget_percent",
+            "min_retries_per_second",
+            "max_retry_body",
+        ],
+    ),
     (
         "tcp",
         &[
@@ -289,14 +326,24 @@ mod tests {
             | "pods"
             | "max_consecutive_failures"
             | "stop_ping_after_failures"
-            | "registration_rate_limit" => "4".to_string(),
-            "access_log" | "enabled" => "true".into(),
+            | "registration_rate_limit"
+            | "hold_max"
+            | "consecutive_failures"
+            | "consecutive_5xx"
+            | "max_ejection_percent"
+            | "attempts"
+            | "budget_percent"
+            | "min_retries_per_second"
+            | "max_retry_body" => "4".to_string(),
+            "access_log" | "enabled" | "access_log_query" => "true".into(),
+            "base_ejection_time" => "1".into(),
             k if k.ends_with("timeout") || k.ends_with("interval") => "1".into(),
             "addresses"
             | "methods"
             | "targets"
             | "permissions"
             | "endpoints"
+            | "on"
             | "allow_registration_from" => "[\"x\"]".into(),
             _ => "\"x\"".into(),
         };

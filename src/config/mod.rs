@@ -4,6 +4,7 @@ pub mod address;
 pub mod expand;
 pub mod keys;
 pub mod listeners;
+pub mod resilience;
 pub mod schema;
 pub mod tcp;
 pub mod validate;
@@ -26,7 +27,13 @@ pub struct Server {
     pub max_connections: usize,
     pub drain_timeout: Duration,
     pub access_log: bool,
+    pub access_log_format: crate::observe::access_log::Format,
+    /// `-` = stdout.
+    pub access_log_path: String,
+    pub access_log_query: bool,
     pub gateway_header: String,
+    /// Holding through a cold start, for pools that do not set their own (SPEC §11).
+    pub hold: resilience::Hold,
 }
 
 impl Default for Server {
@@ -45,7 +52,11 @@ impl Default for Server {
             max_connections: 10000,
             drain_timeout: Duration::from_secs(30),
             access_log: true,
+            access_log_format: Default::default(),
+            access_log_path: "-".into(),
+            access_log_query: false,
             gateway_header: "switchyard".into(),
+            hold: Default::default(),
         }
     }
 }
@@ -105,6 +116,7 @@ pub struct Backend {
     pub name: String,
     pub addresses: Vec<Address>,
     pub health_check_endpoint: Option<String>,
+    pub hold: resilience::HoldOverride,
 }
 
 #[derive(Debug, Clone, PartialEq)]
@@ -128,6 +140,7 @@ pub struct Shard {
     pub health_check_endpoint: Option<String>,
     /// `on_unavailable = "reject"`: 503 instead of failing over to the next pod.
     pub reject: bool,
+    pub hold: resilience::HoldOverride,
 }
 
 /// `[[api_keys]]`: a named key, stored as its SHA-256, and the permissions it holds.
@@ -176,6 +189,8 @@ pub struct Config {
     pub store: Store,
     /// `[[tcp]]` L4 listeners.
     pub tcp: Vec<tcp::Tcp>,
+    pub outlier: crate::resilience::outlier::OutlierConfig,
+    pub retry: crate::resilience::policy::RetryConfig,
 }
 
 impl Default for Config {
@@ -195,6 +210,8 @@ impl Default for Config {
             api_keys: vec![],
             store: Store::default(),
             tcp: vec![],
+            outlier: Default::default(),
+            retry: Default::default(),
         }
     }
 }

@@ -26,6 +26,8 @@ pub struct RawConfig {
     pub store: Option<RawStore>,
     #[serde(default)]
     pub tcp: Vec<super::tcp::RawTcp>,
+    pub outlier: Option<super::resilience::RawOutlier>,
+    pub retry: Option<super::resilience::RawRetry>,
 }
 
 #[derive(Debug, Deserialize, Default)]
@@ -41,7 +43,12 @@ pub struct RawServer {
     pub max_connections: Option<Val<usize>>,
     pub drain_timeout: Option<Val<Secs>>,
     pub access_log: Option<Val<bool>>,
+    pub access_log_format: Option<Val<String>>,
+    pub access_log_path: Option<Val<String>>,
+    pub access_log_query: Option<Val<bool>>,
     pub gateway_header: Option<Val<String>>,
+    pub hold_timeout: Option<Val<Secs>>,
+    pub hold_max: Option<Val<u32>>,
 }
 
 #[derive(Debug, Deserialize, Default)]
@@ -71,6 +78,8 @@ pub struct RawBackend {
     pub name: Val<String>,
     pub addresses: List,
     pub health_check_endpoint: Option<Val<String>>,
+    pub hold_timeout: Option<Val<Secs>>,
+    pub hold_max: Option<Val<u32>>,
 }
 
 #[derive(Debug, Deserialize)]
@@ -108,6 +117,8 @@ pub struct RawShard {
     pub hash: Option<Val<String>>,
     pub health_check_endpoint: Option<Val<String>>,
     pub on_unavailable: Option<Val<String>>,
+    pub hold_timeout: Option<Val<Secs>>,
+    pub hold_max: Option<Val<u32>>,
 }
 
 #[derive(Debug, Deserialize)]

@@ -136,7 +136,9 @@ pub fn validate(raw: RawConfig, src: &str) -> Result<Config, Vec<Problem>> {
             .gateway_header
             .as_ref()
             .map_or(d.gateway_header.clone(), |v| v.value.clone()),
+        ..Server::default()
     };
+    super::resilience::validate(&mut c, &raw, &mut cfg);
     if let Some(v) = &rs.max_header_bytes {
         if !(1024..=1 << 20).contains(&v.value) {
             c.problem(
@@ -356,10 +358,17 @@ pub fn validate(raw: RawConfig, src: &str) -> Result<Config, Vec<Problem>> {
             &b.health_check_endpoint,
             &format!("backends[{i}].health_check_endpoint"),
         );
+        let hold = super::resilience::hold(
+            &mut c,
+            &b.hold_timeout,
+            &b.hold_max,
+            &format!("backends[{i}]"),
+        );
         cfg.backends.push(Backend {
             name,
             addresses,
             health_check_endpoint: hc,
+            hold,
         });
     }
 
@@ -798,6 +807,7 @@ fn shards(c: &mut Checker<'_>, raw: &RawConfig, cfg: &mut Config) {
             &s.health_check_endpoint,
             &format!("{key}.health_check_endpoint"),
         );
+        let hold = super::resilience::hold(c, &s.hold_timeout, &s.hold_max, &key);
         if let (Some(p), Some(key_source), Some(hash)) = (pattern, source, hash) {
             cfg.shards.push(crate::config::Shard {
                 name,
@@ -807,6 +817,7 @@ fn shards(c: &mut Checker<'_>, raw: &RawConfig, cfg: &mut Config) {
                 addresses,
                 health_check_endpoint: hc,
                 reject,
+                hold,
             });
         }
     }

@@ -251,7 +251,7 @@ mod tests {
     }
 
     fn eject(u: &Upstream, now: u64) {
-        use crate::resilience::outlier::{OutlierConfig, Outcome};
+        use crate::resilience::outlier::{Outcome, OutlierConfig};
         let c = OutlierConfig {
             consecutive_failures: 1,
             max_ejection_percent: 100,
