@@ -1,10 +1,10 @@
 //! The replica side of the fleet: load the whole table from etcd before serving, follow the
 //! prefix with a watch, reload everything every `full_refresh_interval` as a safety net, and
 //! reconnect with backoff while etcd is away, serving the last table meanwhile.
+use crate::etcd::pb::mvccpb::event::EventType;
 use crate::registry::store::etcd::EtcdStore;
 use crate::registry::Registration;
 use crate::state::Shared;
-use etcd_client::{EventType, WatchOptions};
 use std::sync::atomic::{AtomicU64, Ordering::Relaxed};
 use std::sync::Arc;
 use std::time::Duration;
@@ -81,16 +81,14 @@ async fn session(
     apply(shared, services).await;
     store.mark_synced(revision);
     *backoff = Duration::from_millis(50);
-    let mut client = match store.client().await {
+    let client = match store.client().await {
         Ok(c) => c,
         Err(e) => return e.to_string(),
     };
-    let opts = WatchOptions::new()
-        .with_prefix()
-        .with_start_revision(revision + 1);
-    let mut stream = match client.watch(store.services_prefix(), Some(opts)).await {
+    let prefix = store.services_prefix();
+    let mut stream = match client.watch_prefix(prefix.as_bytes(), revision + 1).await {
         Ok(x) => x,
-        Err(e) => return format!("watch: {e}"),
+        Err(e) => return e.to_string(),
     };
     let mut tick = tokio::time::interval(full_refresh);
     tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
@@ -101,13 +99,13 @@ async fn session(
                 let resp = match msg {
                     Ok(Some(r)) => r,
                     Ok(None) => return "watch closed".into(),
-                    Err(e) => return format!("watch: {e}"),
+                    Err(e) => return e.to_string(),
                 };
-                if resp.canceled() || resp.compact_revision() > 0 {
+                if resp.canceled || resp.compact_revision > 0 {
                     // Compacted past our revision or cancelled: reload and watch again.
-                    return format!("watch cancelled (compact revision {})", resp.compact_revision());
+                    return format!("watch cancelled (compact revision {})", resp.compact_revision);
                 }
-                if resp.events().is_empty() {
+                if resp.events.is_empty() {
                     continue;
                 }
                 if drop_this_watch_response() {
@@ -115,19 +113,19 @@ async fn session(
                     continue;
                 }
                 let mut services = shared.control.lock().await.services.clone();
-                for ev in resp.events() {
-                    let Some(kv) = ev.kv() else { continue };
-                    let Some(name) = store.name_of(kv.key()) else { continue };
+                for ev in &resp.events {
+                    let Some(kv) = ev.kv.as_ref() else { continue };
+                    let Some(name) = store.name_of(&kv.key) else { continue };
                     services.retain(|s| s.service != name);
-                    if ev.event_type() == EventType::Put {
-                        if let Some(r) = store.decode(kv.key(), kv.value()) {
+                    if ev.r#type == EventType::Put as i32 {
+                        if let Some(r) = store.decode(&kv.key, &kv.value) {
                             services.push(r);
                         }
                     }
                 }
                 services.sort_by(|a, b| a.service.cmp(&b.service));
                 apply(shared, services).await;
-                store.mark_synced(resp.header().map_or(0, |h| h.revision()));
+                store.mark_synced(resp.header.map_or(0, |h| h.revision));
             }
             _ = tick.tick() => {
                 match store.load_all().await {

@@ -6,6 +6,7 @@ pub mod clock;
 pub mod config;
 pub mod control;
 pub mod demo;
+pub mod etcd;
 pub mod fdlimit;
 pub mod fleet;
 pub mod health;

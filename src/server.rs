@@ -2,7 +2,7 @@
 //! signals (SIGHUP reload, SIGTERM/SIGINT drain). No request handling lives here.
 use crate::config::{self, Config};
 use crate::control::Control;
-use crate::proxy::{conn, listener};
+use crate::proxy::{listener, session};
 use crate::registry::store::{etcd::EtcdStore, file::FileStore, Store};
 use crate::routing::build::build;
 use crate::state::Shared;
@@ -83,7 +83,7 @@ pub async fn start(cfg: Config) -> std::io::Result<Running> {
             http,
             cfg.server.max_connections,
             true,
-            conn::serve,
+            session::serve_tcp,
         )),
         tokio::spawn(crate::admin::listener::accept_loop(shared.clone(), admin)),
     ];

@@ -307,3 +307,139 @@ fn early_answer_to_a_large_upload_reaches_the_client() {
     drop(c);
     let _ = writer.join();
 }
+
+/// Uploads `size` bytes of `x` on `c` from a thread of its own; returns the thread.
+fn upload_in_background(c: &std::net::TcpStream, size: usize) -> std::thread::JoinHandle<()> {
+    use std::io::Write;
+    let mut w = c.try_clone().unwrap();
+    std::thread::spawn(move || {
+        let chunk = vec![b'x'; 64 * 1024];
+        let mut sent = 0;
+        while sent < size && w.write_all(&chunk).is_ok() {
+            sent += chunk.len();
+        }
+    })
+}
+
+/// A backend that answers 413 after the head and then holds its socket open without reading:
+/// the answer reaches the client at once, while it is still uploading (full duplex), not after
+/// the upload stalls.
+#[test]
+fn early_answer_reaches_the_client_while_the_backend_holds_its_socket() {
+    use std::io::{Read, Write};
+    let raw = RawBackend::start(|mut s| {
+        let _ = read_request_head(&mut s);
+        let _ = s.write_all(b"HTTP/1.1 413 Content Too Large\r\nContent-Length: 7\r\n\r\ntoo big");
+        std::thread::sleep(Duration::from_secs(8));
+    });
+    let cfg = format!(
+        "{}[[targets]]\naddress = \"{}\"\n",
+        listen_section("idle_timeout = 20"),
+        raw.addr
+    );
+    let sy = Switchyard::start(&cfg);
+    let mut c = std::net::TcpStream::connect(sy.http).unwrap();
+    c.set_read_timeout(Some(Duration::from_secs(5))).unwrap();
+    let size = 64 << 20;
+    c.write_all(
+        format!("POST /upload HTTP/1.1\r\nHost: t\r\nContent-Length: {size}\r\n\r\n").as_bytes(),
+    )
+    .unwrap();
+    let writer = upload_in_background(&c, size);
+    let t0 = Instant::now();
+    let mut got = Vec::new();
+    let mut b = [0u8; 4096];
+    while !String::from_utf8_lossy(&got).contains("too big") {
+        match c.read(&mut b) {
+            Ok(0) | Err(_) => break,
+            Ok(n) => got.extend_from_slice(&b[..n]),
+        }
+    }
+    let text = String::from_utf8_lossy(&got);
+    assert!(text.starts_with("HTTP/1.1 413"), "{text}");
+    assert!(text.contains("too big"), "{text}");
+    assert!(
+        t0.elapsed() < Duration::from_secs(3),
+        "took {:?}",
+        t0.elapsed()
+    );
+    drop(c);
+    let _ = writer.join();
+}
+
+/// A raw backend that echoes every piece as soon as it reads it (no buffering, unlike an
+/// HTTP library might): with 48 MiB both socket buffers fill many times over, so the proxy
+/// must read the answer while it still sends the body.
+#[test]
+fn streaming_echo_of_a_large_body_does_not_stall() {
+    use std::io::{Read, Write};
+    let size: usize = 48 << 20;
+    let raw = RawBackend::start(move |mut s| {
+        let got = read_request_head(&mut s);
+        // The body bytes that came with the head are echoed first.
+        let end = got
+            .windows(4)
+            .position(|w| w == b"\r\n\r\n")
+            .map_or(got.len(), |i| i + 4);
+        let head = format!("HTTP/1.1 200 OK\r\nContent-Length: {size}\r\n\r\n");
+        if s.write_all(head.as_bytes()).is_err() || s.write_all(&got[end..]).is_err() {
+            return;
+        }
+        let mut left = size - (got.len() - end);
+        let mut buf = vec![0u8; 64 * 1024];
+        while left > 0 {
+            let n = match s.read(&mut buf[..left.min(64 * 1024)]) {
+                Ok(0) | Err(_) => return,
+                Ok(n) => n,
+            };
+            if s.write_all(&buf[..n]).is_err() {
+                return;
+            }
+            left -= n;
+        }
+    });
+    let cfg = format!(
+        "{}[[targets]]\naddress = \"{}\"\n",
+        listen_section("idle_timeout = 5"),
+        raw.addr
+    );
+    let sy = Switchyard::start(&cfg);
+    let mut c = std::net::TcpStream::connect(sy.http).unwrap();
+    c.set_read_timeout(Some(Duration::from_secs(5))).unwrap();
+    c.write_all(
+        format!("POST /echo HTTP/1.1\r\nHost: t\r\nContent-Length: {size}\r\n\r\n").as_bytes(),
+    )
+    .unwrap();
+    let t0 = Instant::now();
+    let writer = upload_in_background(&c, size);
+    let mut got = 0usize;
+    let mut head = Vec::new();
+    let mut b = vec![0u8; 64 * 1024];
+    while got < size {
+        let n = match c.read(&mut b) {
+            Ok(0) | Err(_) => break,
+            Ok(n) => n,
+        };
+        if head.len() < 4 || !head.ends_with(b"\r\n\r\n") {
+            // Still in the head: count only what follows it.
+            let mut i = 0;
+            while i < n && !head.ends_with(b"\r\n\r\n") {
+                head.push(b[i]);
+                i += 1;
+            }
+            got += n - i;
+            assert!(b[i..n].iter().all(|x| *x == b'x'));
+        } else {
+            assert!(b[..n].iter().all(|x| *x == b'x'));
+            got += n;
+        }
+    }
+    assert!(String::from_utf8_lossy(&head).starts_with("HTTP/1.1 200"));
+    assert_eq!(got, size, "the echo stalled after {got} bytes");
+    assert!(
+        t0.elapsed() < Duration::from_secs(20),
+        "took {:?}",
+        t0.elapsed()
+    );
+    writer.join().unwrap();
+}

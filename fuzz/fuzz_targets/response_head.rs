@@ -4,6 +4,7 @@
 
 use libfuzzer_sys::fuzz_target;
 use switchyard::http::framing::{self, Body};
+use switchyard::http::reply;
 use switchyard::http::head::{self, HeadError, Scan};
 use switchyard::http::response::{self, ResponseHead};
 use switchyard::http::rewrite::{self, Reply};
@@ -50,7 +51,7 @@ fuzz_target!(|data: &[u8]| {
     };
     let is_head = flags & 1 != 0;
     let minor = (flags >> 1) & 1;
-    let mut client_close = flags & 4 != 0;
+    let client_close = flags & 4 != 0;
     let upgrade = flags & 8 != 0;
     let is_connect = flags & 16 != 0;
 
@@ -101,27 +102,19 @@ fuzz_target!(|data: &[u8]| {
         return;
     }
 
-    // The ordinary response, framed for the client as `proxy::conn` does.
+    // The ordinary response, framed for the client by the rule the proxy uses.
     let Ok(rbody) = framing::response(buf, &r.headers, status, is_head) else {
         return;
     };
-    let (content_length, chunked) = match rbody {
-        Body::Length(n) => (Some(n), false),
-        Body::None if is_head || status == 304 || status == 204 || status < 200 => (None, false),
-        Body::None => (Some(0), false),
-        Body::Chunked | Body::UntilClose if minor == 1 => (None, true),
-        Body::Chunked | Body::UntilClose => {
-            client_close = true;
-            (None, false)
-        }
-    };
+    // The proxy's own rule (HEAD / 304 keep the declared length; chunked for HTTP/1.1).
+    let f = reply::frame(buf, &r.headers, rbody, status, is_head, minor, client_close);
     let reply = Reply {
         gateway: "switchyard",
         upstream_ms: 12.345,
-        content_length,
-        chunked,
-        close: client_close,
-        keep_alive_1_0: minor == 0 && !client_close,
+        content_length: f.content_length,
+        chunked: f.chunked,
+        close: f.close,
+        keep_alive_1_0: minor == 0 && !f.close,
         switching: false,
     };
     rewrite::response_head(buf, &r, &reply, &mut out);

@@ -1,11 +1,13 @@
 //! Framing rules for requests and responses (RFC 9112 §6): which body follows a head, and the
 //! request-smuggling defences. A head that fails here never reaches a backend.
+use super::error::ErrorKind;
 use super::head::{HeaderRange, RequestHead};
 use super::{list_items, name_is, trim_ows};
 
 /// How the body after a head is delimited.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
 pub enum Body {
+    #[default]
     None,
     Length(u64),
     Chunked,
@@ -14,7 +16,7 @@ pub enum Body {
 }
 
 /// What the connection loop needs to know about a request beyond routing.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
 pub struct RequestFraming {
     pub body: Body,
     /// The client wants the connection kept open after this exchange.
@@ -28,13 +30,14 @@ pub struct RequestFraming {
 /// closed connection.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub struct FramingError {
-    pub status: u16,
+    /// `BadRequest`, or `ExpectationFailed` for an unknown expectation.
+    pub kind: ErrorKind,
     pub message: &'static str,
 }
 
 const fn bad(message: &'static str) -> FramingError {
     FramingError {
-        status: 400,
+        kind: ErrorKind::BadRequest,
         message,
     }
 }
@@ -130,7 +133,7 @@ pub fn request(buf: &[u8], head: &RequestHead) -> Result<RequestFraming, Framing
                 expect_continue = true;
             } else {
                 return Err(FramingError {
-                    status: 417,
+                    kind: ErrorKind::ExpectationFailed,
                     message: "unsupported Expect value",
                 });
             }
@@ -260,7 +263,7 @@ mod tests {
         ];
         for v in vectors {
             let e = framing(v).expect_err(v);
-            assert_eq!(e.status, 400, "{v}");
+            assert_eq!(e.kind.status(), 400, "{v}");
         }
     }
 
@@ -282,8 +285,8 @@ mod tests {
         assert_eq!(
             framing("GET / HTTP/1.1\r\nHost: a\r\nExpect: tea\r\n\r\n")
                 .unwrap_err()
-                .status,
-            417
+                .kind,
+            ErrorKind::ExpectationFailed
         );
         let f = framing("GET / HTTP/1.1\r\nHost: a\r\nConnection: keep-alive, Upgrade\r\nUpgrade: websocket\r\n\r\n").unwrap();
         assert!(f.upgrade);

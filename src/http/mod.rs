@@ -4,6 +4,7 @@ pub mod chunked;
 pub mod error;
 pub mod framing;
 pub mod head;
+pub mod reply;
 pub mod response;
 pub mod rewrite;
 

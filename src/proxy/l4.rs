@@ -15,8 +15,7 @@ use std::pin::pin;
 use std::sync::atomic::{AtomicU64, Ordering::Relaxed};
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
-use tokio::io::{AsyncReadExt, AsyncWriteExt};
-use tokio::net::tcp::{OwnedReadHalf, OwnedWriteHalf};
+use tokio::io::{AsyncRead, AsyncReadExt, AsyncWrite, AsyncWriteExt};
 use tokio::net::TcpStream;
 use tokio::task::JoinHandle;
 use tokio::time::Instant;
@@ -234,7 +233,7 @@ async fn serve(shared: Arc<Shared>, r: Arc<Route>, client: TcpStream, peer: Sock
             log::warn!("tcp {}: no healthy target for {peer}; closing", r.listen);
             return;
         }
-        Err(ConnectError::AllFailed(e)) => {
+        Err(e @ (ConnectError::AllFailed { .. } | ConnectError::Local(_))) => {
             log::warn!(
                 "tcp {}: no target could be reached for {peer} ({e}); closing",
                 r.listen
@@ -320,14 +319,35 @@ impl Meter {
 /// half-close (a client that sends, shuts down, then reads the answer) rely on. Unlike
 /// `copy_bidirectional` it also ends a connection that is idle both ways.
 pub async fn splice(a: TcpStream, b: TcpStream, idle: Duration) -> Flow {
+    let (ar, aw) = a.into_split();
+    let (br, bw) = b.into_split();
+    splice_halves(ar, aw, br, bw, idle).await
+}
+
+/// [`splice`] for any pair of streams (a TLS client in front of an upgraded HTTP exchange).
+pub async fn splice_any<A, B>(a: A, b: B, idle: Duration) -> Flow
+where
+    A: AsyncRead + AsyncWrite + Send,
+    B: AsyncRead + AsyncWrite + Send,
+{
+    let (ar, aw) = tokio::io::split(a);
+    let (br, bw) = tokio::io::split(b);
+    splice_halves(ar, aw, br, bw, idle).await
+}
+
+async fn splice_halves<AR, AW, BR, BW>(ar: AR, aw: AW, br: BR, bw: BW, idle: Duration) -> Flow
+where
+    AR: AsyncRead + Unpin,
+    AW: AsyncWrite + Unpin,
+    BR: AsyncRead + Unpin,
+    BW: AsyncWrite + Unpin,
+{
     let meter = Meter {
         start: Instant::now(),
         last_ms: AtomicU64::new(0),
         up: AtomicU64::new(0),
         down: AtomicU64::new(0),
     };
-    let (ar, aw) = a.into_split();
-    let (br, bw) = b.into_split();
     let mut up = pin!(one_way(ar, bw, &meter, &meter.up));
     let mut down = pin!(one_way(br, aw, &meter, &meter.down));
     let mut watch = pin!(idle_watch(&meter, idle));
@@ -355,9 +375,9 @@ pub async fn splice(a: TcpStream, b: TcpStream, idle: Duration) -> Flow {
     }
 }
 
-async fn one_way(
-    mut r: OwnedReadHalf,
-    mut w: OwnedWriteHalf,
+async fn one_way<R: AsyncRead + Unpin, W: AsyncWrite + Unpin>(
+    mut r: R,
+    mut w: W,
     meter: &Meter,
     count: &AtomicU64,
 ) -> std::io::Result<()> {

@@ -1,12 +1,25 @@
-//! The data plane: listeners, the per-connection request loop, upstream connections, body
-//! streaming and tunnels. It reads shared state (the table, health cells) and never writes it.
+//! The data plane: listeners, the per-connection session, the phases a request goes through
+//! (read → route → connect → send → relay → finish), upstream connections, body streaming and
+//! tunnels. It reads shared state (the table, health cells) and never writes it.
 pub mod body;
 pub mod bufpool;
-pub mod conn;
+pub(crate) mod connect;
+pub(crate) mod downstream;
+pub(crate) mod error;
+pub(crate) mod exchange;
+pub(crate) mod finish;
+pub(crate) mod h1;
 pub mod io;
 pub mod l4;
 pub mod listener;
 pub mod proxy_protocol;
+pub(crate) mod read;
+pub(crate) mod relay;
 pub mod request_id;
+pub(crate) mod route;
+pub(crate) mod send;
+pub mod session;
+#[cfg(test)]
+mod tests;
 pub mod tunnel;
 pub mod upstream;

@@ -4,12 +4,13 @@
 use super::io::write_all;
 use bytes::BytesMut;
 use std::time::Duration;
+use tokio::io::{AsyncRead, AsyncWrite};
 use tokio::net::TcpStream;
 
 /// Splices `client` and `upstream`, first delivering bytes each side already sent that were
 /// read past the heads.
-pub async fn splice(
-    mut client: TcpStream,
+pub async fn splice<C: AsyncRead + AsyncWrite + Unpin + Send>(
+    mut client: C,
     client_pending: &mut BytesMut,
     mut upstream: TcpStream,
     upstream_pending: &mut BytesMut,
@@ -25,5 +26,5 @@ pub async fn splice(
     }
     // WebSockets idle far longer than a request does; an hour without a byte either way is
     // a dead peer, not a quiet one.
-    Ok(super::l4::splice(client, upstream, crate::config::tcp::DEFAULT_IDLE).await)
+    Ok(super::l4::splice_any(client, upstream, crate::config::tcp::DEFAULT_IDLE).await)
 }

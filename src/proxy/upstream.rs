@@ -15,6 +15,8 @@ pub struct Checkout {
     pub upstream: Arc<Upstream>,
     pub stream: TcpStream,
     pub reused: bool,
+    /// Candidates tried, this one included.
+    pub attempts: u32,
 }
 
 /// Why no connection could be had.
@@ -22,8 +24,24 @@ pub struct Checkout {
 pub enum ConnectError {
     /// The candidate list was empty: nothing healthy.
     NoCandidates,
-    /// Every candidate failed to connect; the last error.
-    AllFailed(String),
+    /// Every candidate failed to connect: how many, and the last one's error.
+    AllFailed {
+        attempts: u32,
+        last: Arc<Upstream>,
+        error: std::io::Error,
+    },
+    /// This process ran out of file descriptors: no candidate is at fault.
+    Local(std::io::Error),
+}
+
+impl std::fmt::Display for ConnectError {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        match self {
+            ConnectError::NoCandidates => f.write_str("no healthy address"),
+            ConnectError::AllFailed { last, error, .. } => write!(f, "{}: {error}", last.label),
+            ConnectError::Local(e) => write!(f, "local: {e}"),
+        }
+    }
 }
 
 /// Connects one upstream (pool first).
@@ -70,14 +88,17 @@ pub async fn checkout<'a>(
     connect_timeout: Duration,
     idle_timeout: Duration,
 ) -> Result<Checkout, ConnectError> {
-    let mut last: Option<String> = None;
+    let mut last: Option<(Arc<Upstream>, std::io::Error)> = None;
+    let mut attempts = 0;
     for u in candidates {
+        attempts += 1;
         match connect_one(u, connect_timeout, idle_timeout).await {
             Ok((stream, reused)) => {
                 return Ok(Checkout {
                     upstream: u.clone(),
                     stream,
                     reused,
+                    attempts,
                 })
             }
             Err(e) if crate::fdlimit::is_exhaustion(&e) => {
@@ -87,7 +108,7 @@ pub async fn checkout<'a>(
                     "connect to {} could not start: {e} (local: out of file descriptors)",
                     u.label
                 );
-                return Err(ConnectError::AllFailed(format!("local: {e}")));
+                return Err(ConnectError::Local(e));
             }
             Err(e) => {
                 u.stats.connect_failures.fetch_add(1, Relaxed);
@@ -95,12 +116,16 @@ pub async fn checkout<'a>(
                     "connect to {} failed: {e}; trying the next candidate",
                     u.label
                 );
-                last = Some(format!("{}: {e}", u.label));
+                last = Some((u.clone(), e));
             }
         }
     }
     Err(match last {
         None => ConnectError::NoCandidates,
-        Some(e) => ConnectError::AllFailed(e),
+        Some((last, error)) => ConnectError::AllFailed {
+            attempts,
+            last,
+            error,
+        },
     })
 }

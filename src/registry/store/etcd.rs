@@ -1,8 +1,10 @@
 //! The fleet store: registrations in etcd, one key per service under the prefix. Writes are
 //! transactions guarded by the prefix's revision, so two replicas cannot store clashing routes.
 use super::{BoxFuture, ConflictCheck, Store, StoreError};
+use crate::etcd::client::{compare_mod_revision, prefix_end, put_op};
+use crate::etcd::pb::etcdserverpb::compare::CompareResult;
+use crate::etcd::{Client, ConnectOptions};
 use crate::registry::{parse_registration, Registration};
-use etcd_client::{Client, Compare, CompareOp, ConnectOptions, GetOptions, Txn, TxnOp};
 use std::sync::atomic::{AtomicBool, AtomicI64, AtomicU64, Ordering::Relaxed};
 use std::time::Duration;
 
@@ -51,19 +53,18 @@ impl EtcdStore {
         format!("{}{service}", self.services_prefix())
     }
 
-    /// A connected client (tonic reconnects a channel by itself once it exists).
+    /// The client, made once: tonic dials on first use and re-dials by itself, and the client
+    /// moves to the next endpoint when one fails, which it remembers across calls.
     pub async fn client(&self) -> Result<Client, StoreError> {
         let mut slot = self.client.lock().await;
         if let Some(c) = slot.as_ref() {
             return Ok(c.clone());
         }
-        let opts = ConnectOptions::new()
-            .with_connect_timeout(CONNECT_TIMEOUT)
-            .with_timeout(OP_TIMEOUT);
-        let c = tokio::time::timeout(OP_TIMEOUT, Client::connect(&self.endpoints, Some(opts)))
-            .await
-            .map_err(|_| unavailable("connect timed out"))?
-            .map_err(unavailable)?;
+        let opts = ConnectOptions {
+            connect_timeout: CONNECT_TIMEOUT,
+            op_timeout: OP_TIMEOUT,
+        };
+        let c = Client::connect(&self.endpoints, opts).map_err(unavailable)?;
         *slot = Some(c.clone());
         Ok(c)
     }
@@ -71,19 +72,16 @@ impl EtcdStore {
     /// Every registration under the prefix and the revision they were read at. Values that
     /// are not valid registrations are logged and skipped, never fatal.
     pub async fn load_all(&self) -> Result<(Vec<Registration>, i64), StoreError> {
-        let mut c = self.client().await?;
+        let c = self.client().await?;
         let prefix = self.services_prefix();
-        let resp = tokio::time::timeout(
-            OP_TIMEOUT,
-            c.get(prefix.as_bytes(), Some(GetOptions::new().with_prefix())),
-        )
-        .await
-        .map_err(|_| unavailable("range timed out"))?
-        .map_err(unavailable)?;
-        let revision = resp.header().map_or(0, |h| h.revision());
+        let resp = c
+            .range_prefix(prefix.as_bytes())
+            .await
+            .map_err(unavailable)?;
+        let revision = resp.header.map_or(0, |h| h.revision);
         let mut out = Vec::new();
-        for kv in resp.kvs() {
-            if let Some(r) = self.decode(kv.key(), kv.value()) {
+        for kv in &resp.kvs {
+            if let Some(r) = self.decode(&kv.key, &kv.value) {
                 out.push(r);
             }
         }
@@ -128,10 +126,9 @@ impl EtcdStore {
         self.status.revision.fetch_max(revision, Relaxed);
     }
 
-    /// Drops the cached client after a failure, so the next call connects afresh.
+    /// Records a failed call for `/health` (the client itself re-dials and fails over).
     pub async fn disconnected(&self) {
         self.status.connected.store(false, Relaxed);
-        *self.client.lock().await = None;
     }
 
     async fn put_txn(
@@ -151,21 +148,21 @@ impl EtcdStore {
             }
             // Succeeds only if nothing under the prefix changed since it was read: the
             // conflict check above saw exactly what is stored.
-            let txn = Txn::new()
-                .when([Compare::mod_revision(
-                    self.services_prefix(),
-                    CompareOp::Less,
-                    revision + 1,
-                )
-                .with_prefix()])
-                .and_then([TxnOp::put(self.key(&reg.service), value.clone(), None)]);
-            let mut c = self.client().await?;
-            let resp = tokio::time::timeout(OP_TIMEOUT, c.txn(txn))
+            let prefix = self.services_prefix();
+            let unchanged = compare_mod_revision(
+                prefix.as_bytes(),
+                &prefix_end(prefix.as_bytes()),
+                CompareResult::Less,
+                revision + 1,
+            );
+            let put = put_op(self.key(&reg.service).as_bytes(), &value);
+            let c = self.client().await?;
+            let resp = c
+                .txn(vec![unchanged], vec![put], Vec::new())
                 .await
-                .map_err(|_| unavailable("transaction timed out"))?
                 .map_err(unavailable)?;
-            if resp.succeeded() {
-                self.mark_synced(resp.header().map_or(revision, |h| h.revision()));
+            if resp.succeeded {
+                self.mark_synced(resp.header.map_or(revision, |h| h.revision));
                 return Ok(());
             }
         }
@@ -205,14 +202,14 @@ impl Store for EtcdStore {
         _all: &'a [Registration],
     ) -> BoxFuture<'a, Result<(), StoreError>> {
         Box::pin(async move {
-            let mut c = self.client().await?;
-            let r = tokio::time::timeout(OP_TIMEOUT, c.delete(self.key(service), None))
+            let c = self.client().await?;
+            let r = c
+                .delete(self.key(service).as_bytes())
                 .await
-                .map_err(|_| unavailable("delete timed out"))
-                .and_then(|r| r.map_err(unavailable));
+                .map_err(unavailable);
             match r {
                 Ok(resp) => {
-                    self.mark_synced(resp.header().map_or(0, |h| h.revision()));
+                    self.mark_synced(resp.header.map_or(0, |h| h.revision));
                     Ok(())
                 }
                 Err(e) => {

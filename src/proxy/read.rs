@@ -1,0 +1,166 @@
+//! Phase 1, read (HTTP/1.x): the next request head off the connection. The head is consumed
+//! where it is parsed, on every path, so whatever is answered the next turn starts after it;
+//! then the limits, the framing and smuggling checks and the target checks: nothing reaches a
+//! backend before these pass.
+use super::bufpool;
+use super::error::ProxyError;
+use super::io::{read_head, ReadHeadError};
+use super::request_id;
+use super::session::{ClientStream, Session};
+use crate::http::error::ErrorKind;
+use crate::http::framing;
+use crate::http::head::{self, HeadError};
+use bytes::Buf;
+use tokio::time::Instant;
+
+/// Why no request came.
+pub(crate) enum NoRequest {
+    /// The client closed, or an idle keep-alive wait ended (timeout, drain): close quietly.
+    Quiet,
+    /// A head that cannot be served: answer, then close.
+    Refused(ProxyError),
+}
+
+/// Reads, parses and checks the next request into `s.req`; returns when its head had arrived.
+pub(crate) async fn read_request<S: ClientStream>(
+    s: &mut Session<S>,
+) -> Result<Instant, NoRequest> {
+    // Only what the wait for the head needs; the table the request is served with is loaded
+    // once the head is here, so this one is a guard, not an Arc clone.
+    let (header_timeout, idle_timeout, max_header_bytes) = {
+        let t = s.dp.table.load();
+        s.access_log = t.server.access_log;
+        let t = &t.server;
+        (t.request_header_timeout, t.idle_timeout, t.max_header_bytes)
+    };
+    s.req.clear();
+    let first_wait = if s.served == 0 {
+        header_timeout
+    } else {
+        idle_timeout
+    };
+    let first_byte = Instant::now() + first_wait;
+    let mut read = Ok(0);
+    if s.buf.is_empty() {
+        // Wait for the first byte holding no buffer, so that idle connections cost no
+        // buffer memory; an idle keep-alive wait also ends on drain.
+        bufpool::release(&mut s.buf);
+        read = idle_wait(s, first_byte).await?;
+    }
+    if read.is_ok() {
+        if s.buf.capacity() == 0 {
+            s.buf = bufpool::take();
+        }
+        read = read_head(
+            &mut s.client,
+            &mut s.buf,
+            max_header_bytes,
+            first_byte,
+            header_timeout,
+        )
+        .await;
+    }
+    let len = match read {
+        Ok(n) => n,
+        Err(ReadHeadError::Closed | ReadHeadError::Io(_) | ReadHeadError::Truncated) => {
+            return Err(NoRequest::Quiet)
+        }
+        Err(ReadHeadError::Timeout) if s.buf.is_empty() && s.served > 0 => {
+            return Err(NoRequest::Quiet)
+        }
+        Err(ReadHeadError::Timeout) => {
+            let e = ProxyError::client(
+                ErrorKind::RequestTimeout,
+                "request head not received in time",
+            );
+            return Err(refuse(s, e));
+        }
+        Err(ReadHeadError::Head(e)) => return Err(refuse(s, head_error(e))),
+    };
+    let started = Instant::now();
+    s.req.bytes.extend_from_slice(&s.buf[..len]);
+    s.buf.advance(len);
+    if let Err(e) = head::parse(&s.req.bytes, len, &mut s.req.head) {
+        return Err(refuse(s, head_error(e)));
+    }
+    let req = &mut s.req;
+    match req.head.header(&req.bytes, "x-request-id") {
+        Some(v) if request_id::acceptable(v) => req.rid.extend_from_slice(v),
+        _ => request_id::generate(&mut req.rid),
+    }
+    if s.access_log {
+        req.line
+            .push_str(&String::from_utf8_lossy(req.head.method(&req.bytes)));
+        req.line.push(' ');
+        req.line
+            .push_str(&String::from_utf8_lossy(req.head.target(&req.bytes)));
+    }
+    check(req).map_err(NoRequest::Refused)?;
+    Ok(started)
+}
+
+/// Waits until the client sends (or closes); a keep-alive wait also ends on drain.
+async fn idle_wait<S: ClientStream>(
+    s: &mut Session<S>,
+    first_byte: Instant,
+) -> Result<Result<usize, ReadHeadError>, NoRequest> {
+    let ready = tokio::time::timeout_at(first_byte, s.client.wait_readable());
+    let ready = if s.served > 0 {
+        if *s.shutdown.borrow() {
+            return Err(NoRequest::Quiet);
+        }
+        tokio::select! {
+            r = ready => r,
+            _ = s.shutdown.changed() => return Err(NoRequest::Quiet),
+        }
+    } else {
+        ready.await
+    };
+    Ok(match ready {
+        Ok(Ok(())) => Ok(0),
+        Ok(Err(e)) => Err(ReadHeadError::Io(e)),
+        Err(_) => Err(ReadHeadError::Timeout),
+    })
+}
+
+/// A refusal before the head could be parsed: with a fresh request id.
+fn refuse<S>(s: &mut Session<S>, e: ProxyError) -> NoRequest {
+    s.req.rid.clear();
+    request_id::generate(&mut s.req.rid);
+    NoRequest::Refused(e)
+}
+
+fn head_error(e: HeadError) -> ProxyError {
+    match e {
+        HeadError::Malformed(m) => ProxyError::client(ErrorKind::BadRequest, m),
+        HeadError::UriTooLong => ProxyError::client(
+            ErrorKind::UriTooLong,
+            "request line longer than max_header_bytes",
+        ),
+        HeadError::TooLarge => ProxyError::client(
+            ErrorKind::HeadersTooLarge,
+            "request head larger than max_header_bytes",
+        ),
+    }
+}
+
+/// Framing, smuggling and target checks on a parsed head.
+fn check(req: &mut super::exchange::Request) -> Result<(), ProxyError> {
+    req.framing = framing::request(&req.bytes, &req.head)
+        .map_err(|e| ProxyError::client(e.kind, e.message))?;
+    let target = req.target();
+    let path = head::route_path(target);
+    if path.is_none() && !req.is_connect() && target != b"*" {
+        return Err(ProxyError::client(
+            ErrorKind::BadRequest,
+            "invalid request target",
+        ));
+    }
+    if path.is_some_and(head::has_dot_segment) {
+        return Err(ProxyError::client(
+            ErrorKind::BadRequest,
+            "dot segments (. or ..) are not allowed in paths",
+        ));
+    }
+    Ok(())
+}

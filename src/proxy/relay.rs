@@ -1,0 +1,315 @@
+//! Phase 5, relay: the backend's answer back to the client while the request body still goes
+//! up (full duplex, as Pingora joins its two halves): interim answers, the final head, a tunnel
+//! or the body, then the upstream connection back to the pool when both directions ended
+//! cleanly. An early final answer (a 413 while the client uploads) reaches the client at once;
+//! a backend that answers while it reads (an echo) never stalls on full socket buffers.
+use super::body::CopyError;
+use super::downstream::{Downstream, RequestBody};
+use super::error::{ProxyError, Side};
+use super::exchange::{After, Bufs, Continue, Exchange, Relayed};
+use super::io::{read_head, ReadHeadError};
+use super::send::Expect;
+use super::upstream::Checkout;
+use crate::config::Server;
+use crate::http::error::ErrorKind;
+use crate::http::response::{self, ResponseHead};
+use crate::http::{framing, list_items, name_is};
+use bytes::{Buf, BytesMut};
+use std::future::Future;
+use std::pin::{pin, Pin};
+use std::time::Duration;
+use tokio::io::AsyncRead;
+use tokio::time::{timeout_at, Instant};
+
+/// After the backend stopped taking the body, how long a final answer it wrote before
+/// closing may take to show up.
+const REFUSAL_WAIT: Duration = Duration::from_millis(200);
+
+/// Where the upload stands.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum Upload {
+    /// Body bytes are still going up.
+    Running,
+    /// All sent (or there was nothing to send).
+    Done,
+    /// The backend stopped reading: the rest of the body is never sent.
+    Refused,
+}
+
+/// How the relay ended, before the upstream stream is given back or spliced.
+enum End {
+    /// The answer is out; `pool`: the upstream connection can carry another request.
+    Done {
+        pool: bool,
+    },
+    Tunnel,
+}
+
+pub(crate) async fn relay<D: Downstream, B: RequestBody>(
+    ex: &mut Exchange<'_>,
+    mut co: Checkout,
+    down: &mut D,
+    body: &mut B,
+    bufs: &mut Bufs<'_>,
+    expect: Expect,
+) -> Result<Relayed, ProxyError> {
+    match both_ways(ex, &mut co, down, body, bufs, expect).await? {
+        End::Tunnel => Ok(Relayed::Tunnel(co.stream)),
+        End::Done { pool } => {
+            if pool && bufs.up.is_empty() {
+                co.upstream.idle.release(co.stream);
+            }
+            Ok(Relayed::Done)
+        }
+    }
+}
+
+async fn both_ways<D: Downstream, B: RequestBody>(
+    ex: &mut Exchange<'_>,
+    co: &mut Checkout,
+    down: &mut D,
+    body: &mut B,
+    bufs: &mut Bufs<'_>,
+    expect: Expect,
+) -> Result<End, ProxyError> {
+    let s: &Server = &ex.table.server;
+    let label: &str = &co.upstream.label;
+    let (mut ur, mut uw) = co.stream.split();
+    let uploading = expect == Expect::Body && body.has_more();
+    let mut up = if uploading {
+        Upload::Running
+    } else {
+        Upload::Done
+    };
+    let mut upload = pin!(body.send_to(&mut uw));
+    if expect == Expect::Body {
+        let mut heads = Heads {
+            bufs: &mut *bufs,
+            cont: &mut ex.cont,
+            label,
+            s,
+        };
+        if uploading {
+            let head = heads.read_final(&mut ur, down, far_future());
+            up = while_uploading(upload.as_mut(), head, label, s).await?;
+        } else {
+            let first_byte = ex.sent_at + s.upstream_timeout;
+            heads.read_final(&mut ur, down, first_byte).await?;
+        }
+    }
+    if up == Upload::Refused {
+        // Neither connection can carry another request; the client may still be sending,
+        // so it is drained after the answer rather than reset under it.
+        ex.after(After::Linger);
+    }
+    let status = bufs.resp.status;
+    let upstream_ms = ex.sent_at.elapsed().as_secs_f64() * 1000.0;
+    let fr = ex.req.framing;
+    if (status == 101 && fr.upgrade) || (ex.req.is_connect() && (200..300).contains(&status)) {
+        down.tunnel_head(bufs.out, bufs.up, bufs.resp, upstream_ms)
+            .await
+            .map_err(|_| ProxyError::client_gone())?;
+        bufs.up.advance(bufs.resp.len);
+        ex.status = Some(status);
+        return Ok(End::Tunnel);
+    }
+    if status == 101 {
+        let msg = format!("{label} switched protocols without being asked");
+        return Err(ProxyError::upstream(ErrorKind::BadGateway, msg));
+    }
+    let rbody =
+        framing::response(bufs.up, &bufs.resp.headers, status, ex.req.is_head()).map_err(|m| {
+            let msg = format!("{label} sent an invalid response: {m}");
+            ProxyError::upstream(ErrorKind::BadGateway, msg)
+        })?;
+    let backend_close = closes(bufs.up, bufs.resp);
+    if ex.dp.draining() {
+        ex.after(After::Close);
+    }
+    let w = down
+        .final_head(
+            bufs.out,
+            bufs.up,
+            bufs.resp,
+            rbody,
+            ex.after != After::KeepAlive,
+            upstream_ms,
+        )
+        .await
+        .map_err(|_| ProxyError::client_gone())?;
+    ex.status = Some(status);
+    if w.close {
+        ex.after(After::Close);
+    }
+    let answer = down.body(bufs.out, &mut ur, bufs.up, w);
+    let (copied, up) = if up == Upload::Running {
+        body_while_uploading(upload.as_mut(), answer).await
+    } else {
+        (answer.await, up)
+    };
+    if let Err(e) = copied {
+        // The head is out: the only honest signal left is closing the connection.
+        log::warn!("response body from {label} broken off: {e:?}");
+        let mut err = ProxyError::gone(Side::Upstream, "response body broken off");
+        err.relayed = w.len as u64;
+        return Err(err);
+    }
+    if up != Upload::Done {
+        ex.after(After::Linger);
+    }
+    let until_close = matches!(w.relay, crate::http::reply::Relay::UntilClose { .. });
+    Ok(End::Done {
+        pool: up == Upload::Done && expect == Expect::Body && !backend_close && !until_close,
+    })
+}
+
+/// The backend's `Connection: close` (or HTTP/1.0): its connection is not pooled.
+fn closes(up: &[u8], resp: &ResponseHead) -> bool {
+    resp.minor_version == 0
+        || resp.headers.iter().any(|h| {
+            name_is(&up[h.name.clone()], "connection")
+                && list_items(&up[h.value.clone()]).any(|t| t.eq_ignore_ascii_case(b"close"))
+        })
+}
+
+/// A deadline that never comes: while the client uploads, the backend may stay silent as
+/// long as the body keeps moving (the upload has its own idle timeouts).
+fn far_future() -> Instant {
+    Instant::now() + Duration::from_secs(86_400 * 365)
+}
+
+/// Runs the upload and the wait for the final head together; returns how the upload stood
+/// when the head arrived.
+async fn while_uploading(
+    mut upload: Pin<&mut impl Future<Output = Result<(), CopyError>>>,
+    head: impl Future<Output = Result<(), ProxyError>>,
+    label: &str,
+    s: &Server,
+) -> Result<Upload, ProxyError> {
+    let mut head = pin!(head);
+    tokio::select! {
+        biased;
+        r = &mut upload => match r {
+            Ok(()) => {
+                // The request is complete: now the backend has `upstream_timeout` to answer.
+                let deadline = Instant::now() + s.upstream_timeout;
+                match timeout_at(deadline, head).await {
+                    Ok(r) => r.map(|()| Upload::Done),
+                    Err(_) => Err(no_answer(ErrorKind::GatewayTimeout, label, s)),
+                }
+            }
+            Err(CopyError::Sink(_)) => {
+                // The backend stopped reading: it has had to write its refusal before
+                // closing, so a short wait is enough to find it.
+                match tokio::time::timeout(REFUSAL_WAIT, head).await {
+                    Ok(Ok(())) => Ok(Upload::Refused),
+                    _ => {
+                        let msg = format!("{label} closed the connection while receiving the body");
+                        Err(ProxyError::upstream(ErrorKind::BadGateway, msg))
+                    }
+                }
+            }
+            Err(e) => Err(upload_failed(e)),
+        },
+        r = &mut head => r.map(|()| Upload::Running),
+    }
+}
+
+/// Relays the answer's body while the upload goes on; returns the relay's result and how the
+/// upload stood at its end.
+async fn body_while_uploading(
+    mut upload: Pin<&mut impl Future<Output = Result<(), CopyError>>>,
+    answer: impl Future<Output = Result<(), CopyError>>,
+) -> (Result<(), CopyError>, Upload) {
+    let mut answer = pin!(answer);
+    let mut up = Upload::Running;
+    loop {
+        tokio::select! {
+            biased;
+            r = &mut upload, if up == Upload::Running => match r {
+                Ok(()) => up = Upload::Done,
+                // The backend stopped reading; its answer still goes on.
+                Err(CopyError::Sink(_)) => up = Upload::Refused,
+                Err(e) => return (Err(e), up),
+            },
+            r = &mut answer => return (r, up),
+        }
+    }
+}
+
+/// The error for an upload that failed on the client's side.
+fn upload_failed(e: CopyError) -> ProxyError {
+    match e {
+        CopyError::Invalid(m) => ProxyError::client(ErrorKind::BadRequest, m),
+        _ => ProxyError::client_gone(),
+    }
+}
+
+/// The error for a response head that did not come.
+fn no_answer(kind: ErrorKind, label: &str, s: &Server) -> ProxyError {
+    let msg = match kind {
+        ErrorKind::GatewayTimeout => {
+            format!("{label} did not answer within {:?}", s.upstream_timeout)
+        }
+        _ => format!("{label} closed the connection or sent an invalid response head"),
+    };
+    ProxyError::upstream(kind, msg)
+}
+
+/// Reads response heads for one exchange.
+struct Heads<'a, 'b> {
+    bufs: &'a mut Bufs<'b>,
+    cont: &'a mut Continue,
+    label: &'a str,
+    s: &'a Server,
+}
+
+impl Heads<'_, '_> {
+    /// Reads heads until a final one (left parsed in `bufs.resp`, its bytes in `bufs.up`),
+    /// relaying interim answers; the first byte must come before `first_byte`.
+    async fn read_final<R: AsyncRead + Unpin, D: Downstream>(
+        &mut self,
+        ur: &mut R,
+        down: &mut D,
+        first_byte: Instant,
+    ) -> Result<(), ProxyError> {
+        loop {
+            let n = self.read_one(ur, first_byte).await?;
+            let st = self.bufs.resp.status;
+            if !(100..200).contains(&st) || st == 101 {
+                return Ok(());
+            }
+            if st != 100 || *self.cont == Continue::Waiting {
+                let b = &mut *self.bufs;
+                down.interim(b.out, b.up, b.resp)
+                    .await
+                    .map_err(|_| ProxyError::client_gone())?;
+                if st == 100 {
+                    *self.cont = Continue::Sent;
+                }
+            }
+            self.bufs.up.advance(n);
+        }
+    }
+
+    /// One head: a stall past `first_byte` is a 504; a close, an oversized or an invalid
+    /// head a 502.
+    async fn read_one<R: AsyncRead + Unpin>(
+        &mut self,
+        ur: &mut R,
+        first_byte: Instant,
+    ) -> Result<usize, ProxyError> {
+        let s = self.s;
+        let up: &mut BytesMut = self.bufs.up;
+        let n = match read_head(ur, up, s.max_header_bytes, first_byte, s.upstream_timeout).await {
+            Ok(n) => n,
+            Err(ReadHeadError::Timeout) => {
+                return Err(no_answer(ErrorKind::GatewayTimeout, self.label, s))
+            }
+            Err(_) => return Err(no_answer(ErrorKind::BadGateway, self.label, s)),
+        };
+        response::parse(up, n, self.bufs.resp)
+            .map_err(|_| no_answer(ErrorKind::BadGateway, self.label, s))?;
+        Ok(n)
+    }
+}

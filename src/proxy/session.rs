@@ -1,0 +1,286 @@
+//! One client connection, whatever carries it (TCP today, TLS once it lands): [`serve`] takes
+//! any [`ClientStream`] and drives it request after request: `read` the next head, then one
+//! [`Exchange`] through the phases and `finish`, and either the next request (routed on its
+//! own), a tunnel, or the close. The session owns the sockets and buffers; each exchange is
+//! fresh.
+use super::bufpool;
+use super::downstream::{Downstream, RequestBody};
+use super::error::ProxyError;
+use super::exchange::{self, Bufs, Exchange, Request};
+use super::finish::{self, LogLine, Next};
+use super::h1::{H1Body, H1Out};
+use super::read::{self, NoRequest};
+use crate::http::framing::Body;
+use crate::http::response::ResponseHead;
+use crate::state::Shared;
+use bytes::BytesMut;
+use std::future::Future;
+use std::net::SocketAddr;
+use std::sync::Arc;
+use std::time::Duration;
+use tokio::io::{AsyncRead, AsyncWrite, AsyncWriteExt};
+use tokio::net::TcpStream;
+use tokio::sync::watch;
+use tokio::time::Instant;
+
+/// How long a connection closed after an error keeps reading (and discarding) what the client
+/// still sends; see [`Session::linger`].
+const LINGER: Duration = Duration::from_secs(2);
+
+/// A client transport the session can serve.
+pub trait ClientStream: AsyncRead + AsyncWrite + Unpin + Send {
+    /// Resolves once a read would not block (bytes, EOF or an error), holding no buffer
+    /// meanwhile: idle keep-alive connections wait here. A stream that keeps decrypted bytes
+    /// of its own must resolve at once while it holds some.
+    fn wait_readable(&self) -> impl Future<Output = std::io::Result<()>> + Send;
+}
+
+impl ClientStream for TcpStream {
+    fn wait_readable(&self) -> impl Future<Output = std::io::Result<()>> + Send {
+        self.readable()
+    }
+}
+
+/// What the transport says about a connection, for the forwarded head and the log.
+#[derive(Debug, Clone, Default)]
+pub struct ConnInfo {
+    /// Set when the client connection is TLS.
+    pub tls: Option<TlsInfo>,
+}
+
+/// The TLS side of a connection.
+#[derive(Debug, Clone)]
+pub struct TlsInfo {
+    /// `TLSv1.3` and the like.
+    pub version: &'static str,
+    /// The server name the client asked for.
+    pub sni: Option<String>,
+}
+
+impl ConnInfo {
+    /// The scheme the client used, for `X-Forwarded-Proto`.
+    pub fn proto(&self) -> &'static str {
+        if self.tls.is_some() {
+            "https"
+        } else {
+            "http"
+        }
+    }
+}
+
+/// A client address as text, inline: no allocation per connection for what every forwarded
+/// head and log line repeats.
+struct IpText {
+    bytes: [u8; 45],
+    len: u8,
+}
+
+impl IpText {
+    fn new(ip: std::net::IpAddr) -> Self {
+        use std::io::Write;
+        let mut bytes = [0u8; 45];
+        let mut w = &mut bytes[..];
+        // 45 bytes hold the longest IPv6 text (v4-mapped with dotted quad).
+        let _ = write!(w, "{ip}");
+        let len = (45 - w.len()) as u8;
+        IpText { bytes, len }
+    }
+
+    fn as_str(&self) -> &str {
+        std::str::from_utf8(&self.bytes[..usize::from(self.len)]).unwrap_or("")
+    }
+}
+
+/// One client connection's state across its requests.
+pub(crate) struct Session<S> {
+    pub dp: Arc<Shared>,
+    pub client: S,
+    peer_ip: IpText,
+    info: ConnInfo,
+    /// Request bytes; lent from [`bufpool`] only while a head or body is being read.
+    pub buf: BytesMut,
+    /// The current request; its vectors are kept from one request to the next.
+    pub req: Request,
+    /// Heads being written; allocated with the first request.
+    out: Vec<u8>,
+    /// Response bytes; lent from [`bufpool`] for one exchange.
+    up_buf: BytesMut,
+    resp: ResponseHead,
+    pub shutdown: watch::Receiver<bool>,
+    /// Requests served so far.
+    pub served: u64,
+    /// `access_log` of the table the current request is read with.
+    pub access_log: bool,
+}
+
+/// Serves one accepted client connection until it closes: the entry point for every
+/// transport (plain TCP from the listener; TLS streams after their handshake).
+pub async fn serve<S: ClientStream>(dp: Arc<Shared>, stream: S, peer: SocketAddr, info: ConnInfo) {
+    let shutdown = dp.shutdown.subscribe();
+    let mut s = Session {
+        dp,
+        client: stream,
+        peer_ip: IpText::new(peer.ip()),
+        info,
+        buf: BytesMut::new(),
+        req: Request::default(),
+        out: Vec::new(),
+        up_buf: BytesMut::new(),
+        resp: ResponseHead::default(),
+        shutdown,
+        served: 0,
+        access_log: false,
+    };
+    loop {
+        match s.turn().await {
+            Next::KeepAlive => s.served += 1,
+            // A clean close needs no shutdown(): dropping the socket sends the same FIN
+            // (and, with unread input, the same reset), one syscall per connection fewer.
+            Next::Close => return,
+            Next::Linger => return s.linger().await,
+            Next::Tunnel(upstream) => return s.tunnel(upstream).await,
+        }
+    }
+}
+
+/// [`serve`] for a plain TCP connection from the listener.
+pub async fn serve_tcp(dp: Arc<Shared>, stream: TcpStream, peer: SocketAddr) {
+    serve(dp, stream, peer, ConnInfo::default()).await
+}
+
+impl<S: ClientStream> Session<S> {
+    /// One request: read, then the phases, then finish.
+    async fn turn(&mut self) -> Next {
+        let started = match read::read_request(self).await {
+            Ok(t) => t,
+            Err(NoRequest::Quiet) => return Next::Close,
+            Err(NoRequest::Refused(e)) => return self.refuse(e).await,
+        };
+        // The table current when the head arrived, not when the wait for it began: a request
+        // on a connection that sat idle across a reload is routed with the new table.
+        let table = self.dp.table.load_full();
+        let Session {
+            dp,
+            client,
+            buf,
+            req,
+            out,
+            up_buf,
+            resp,
+            peer_ip,
+            info,
+            ..
+        } = self;
+        let s = &*table.server;
+        let mut ex = Exchange::new(dp, &table, req, peer_ip.as_str(), info.proto(), started);
+        let mut bufs = Bufs {
+            out,
+            up: up_buf,
+            resp,
+        };
+        let (minor, is_head) = (req.head.minor_version, req.is_head());
+        let next = match req.framing.body {
+            Body::None => {
+                let mut down = H1Out {
+                    w: &mut *client,
+                    minor,
+                    is_head,
+                    idle: s.idle_timeout,
+                    gateway: &s.gateway_header,
+                };
+                let mut body = H1Body::none(buf, s.idle_timeout);
+                one(&mut ex, &mut bufs, &mut down, &mut body).await
+            }
+            framing => {
+                // The upload and the answer move at the same time: each gets its half.
+                let (r, w) = tokio::io::split(&mut *client);
+                let mut down = H1Out {
+                    w,
+                    minor,
+                    is_head,
+                    idle: s.idle_timeout,
+                    gateway: &s.gateway_header,
+                };
+                let mut body = H1Body {
+                    r,
+                    pending: buf,
+                    body: framing,
+                    left: match framing {
+                        Body::Length(n) => n,
+                        _ => 0,
+                    },
+                    idle: s.idle_timeout,
+                };
+                one(&mut ex, &mut bufs, &mut down, &mut body).await
+            }
+        };
+        if !matches!(next, Next::Tunnel(_)) {
+            bufs.up.clear();
+            bufpool::release(bufs.up);
+        }
+        next
+    }
+
+    /// Answers a request that never became an exchange (a bad or late head).
+    async fn refuse(&mut self, e: ProxyError) -> Next {
+        let started = Instant::now();
+        let server = self.dp.table.load().server.clone();
+        let mut down = H1Out {
+            w: &mut self.client,
+            minor: 1,
+            is_head: self.req.head.len > 0 && self.req.is_head(),
+            idle: server.idle_timeout,
+            gateway: &server.gateway_header,
+        };
+        let Some((status, next)) = finish::answer(&mut down, &e, &self.req.rid, true).await else {
+            return Next::Close;
+        };
+        let log = LogLine {
+            on: self.access_log,
+            client_ip: self.peer_ip.as_str(),
+            line: &self.req.line,
+            rid: &self.req.rid,
+        };
+        finish::record(&self.dp, &log, None, None, status, started);
+        next
+    }
+
+    /// Closing a socket that still has unread input makes the kernel send a reset, and a
+    /// client still sending its body then gets a broken pipe instead of our answer (the 404 or
+    /// 413 it should read). So after an error answer, send our FIN, then read and discard
+    /// until the client closes, for at most [`LINGER`] (HAProxy's and nginx's lingering
+    /// close).
+    async fn linger(mut self) {
+        let _ = self.client.shutdown().await;
+        let deadline = Instant::now() + LINGER;
+        loop {
+            self.buf.clear();
+            match super::io::read_some(&mut self.client, &mut self.buf, deadline).await {
+                Ok(n) if n > 0 => {}
+                _ => return,
+            }
+        }
+    }
+
+    /// Splices the client and `upstream` once the exchange became a tunnel.
+    async fn tunnel(mut self, upstream: TcpStream) {
+        let idle = self.dp.table.load().server.idle_timeout;
+        if let Err(e) =
+            super::tunnel::splice(self.client, &mut self.buf, upstream, &mut self.up_buf, idle)
+                .await
+        {
+            log::debug!("tunnel ended: {e}");
+        }
+    }
+}
+
+/// One exchange through the phases, then finish.
+async fn one<D: Downstream, B: RequestBody>(
+    ex: &mut Exchange<'_>,
+    bufs: &mut Bufs<'_>,
+    down: &mut D,
+    body: &mut B,
+) -> Next {
+    let r = exchange::run(ex, bufs, down, body).await;
+    finish::finish(ex, r, down).await
+}
