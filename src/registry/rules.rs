@@ -273,6 +273,8 @@ mod tests {
                 path: path.into(),
                 permission: perm.map(String::from),
             }],
+            hold_timeout: None,
+            hold_max: None,
         }
     }
 

@@ -6,3 +6,4 @@ pub mod budget;
 pub mod hold;
 pub mod outlier;
 pub mod policy;
+pub mod pool_rt;

@@ -32,7 +32,9 @@ pub fn build(cfg: &Config, services: &[Registration], set: &UpstreamSet) -> Tabl
             .iter()
             .map(|a| get(a, b.health_check_endpoint.as_deref()))
             .collect();
-        pools.insert(&b.name, Arc::new(Pool::new(b.name.clone(), ups)));
+        let pool = Pool::new(b.name.clone(), ups)
+            .with(set.pool_runtime(&b.name), b.hold.over(cfg.server.hold));
+        pools.insert(&b.name, Arc::new(pool));
     }
 
     let mut routes = Vec::new();
@@ -64,7 +66,10 @@ pub fn build(cfg: &Config, services: &[Registration], set: &UpstreamSet) -> Tabl
     for (si, reg) in services.iter().enumerate() {
         let Some(addr) = reg.address() else { continue };
         let u = get(&addr, Some(&reg.health_endpoint));
-        let pool = Arc::new(Pool::new(reg.service.clone(), vec![u.clone()]));
+        let pool = Arc::new(
+            Pool::new(reg.service.clone(), vec![u.clone()])
+                .with(set.pool_runtime(&reg.service), reg.hold().over(cfg.server.hold)),
+        );
         registered.push(ServiceEntry {
             name: reg.service.clone(),
             url: reg.url.clone(),
@@ -112,7 +117,10 @@ pub fn build(cfg: &Config, services: &[Registration], set: &UpstreamSet) -> Tabl
             kind: RuleKind::Shard,
             label: sh.path.clone(),
             origin: format!("shards[{i}] {}", sh.name),
-            pool: Arc::new(Pool::new(sh.name.clone(), pods)),
+            pool: Arc::new(
+                Pool::new(sh.name.clone(), pods)
+                    .with(set.pool_runtime(&sh.name), sh.hold.over(cfg.server.hold)),
+            ),
             permission: None,
             methods: vec![],
             rank: rank(&pattern, false, true, i),
@@ -140,7 +148,10 @@ pub fn build(cfg: &Config, services: &[Registration], set: &UpstreamSet) -> Tabl
             kind: RuleKind::PathRoute,
             label: p.path.clone(),
             origin: format!("path_routes[{i}]"),
-            pool: Arc::new(Pool::new(p.address.to_string(), vec![u])),
+            pool: Arc::new(Pool::new(p.address.to_string(), vec![u]).with(
+                set.pool_runtime(&p.address.to_string()),
+                cfg.server.hold,
+            )),
             stats: RuleStats::new(1),
             permission: None,
             methods: vec![],
@@ -163,7 +174,10 @@ pub fn build(cfg: &Config, services: &[Registration], set: &UpstreamSet) -> Tabl
         stats: RuleStats::new(catch.len()),
         label: "catch-all".into(),
         origin: "targets".into(),
-        pool: Arc::new(Pool::new("targets".into(), catch)),
+        pool: Arc::new(
+            Pool::new("targets".into(), catch)
+                .with(set.pool_runtime("targets"), cfg.server.hold),
+        ),
         permission: None,
         methods: vec![],
         pattern: None,
@@ -173,7 +187,17 @@ pub fn build(cfg: &Config, services: &[Registration], set: &UpstreamSet) -> Tabl
     });
 
     set.retain(&used);
+    let names: HashSet<&str> = routes
+        .iter()
+        .chain(&path_routes)
+        .chain(&shards)
+        .chain(&catch_all)
+        .map(|r| r.pool.name.as_str())
+        .collect();
+    set.retain_pools(&names);
     Table {
+        outlier: cfg.outlier.clone(),
+        retry: cfg.retry.clone(),
         server: Arc::new(cfg.server.clone()),
         gateway: cfg.gateway.clone(),
         routes,

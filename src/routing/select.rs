@@ -9,6 +9,8 @@
 //! every UP address of a pool is ejected, the UNKNOWN ones are tried as if nothing were UP.
 use super::shard::{next_in_order, HashKind, Pick};
 use crate::health::Status;
+use crate::config::resilience::Hold;
+use crate::resilience::pool_rt::PoolRuntime;
 use crate::upstream::Upstream;
 use std::sync::atomic::{AtomicUsize, Ordering::Relaxed};
 use std::sync::Arc;
@@ -18,6 +20,10 @@ pub struct Pool {
     pub name: String,
     pub upstreams: Vec<Arc<Upstream>>,
     next: AtomicUsize,
+    /// State that outlives the table: hold queue, retry budget, in-flight count.
+    pub rt: Arc<PoolRuntime>,
+    /// How requests wait when nothing is usable (SPEC §11).
+    pub hold: Hold,
 }
 
 impl Pool {
@@ -26,7 +32,43 @@ impl Pool {
             name,
             upstreams,
             next: AtomicUsize::new(0),
+            rt: Arc::default(),
+            hold: Hold::default(),
         }
+    }
+
+    /// The same pool with its long-lived state and hold settings.
+    pub fn with(mut self, rt: Arc<PoolRuntime>, hold: Hold) -> Self {
+        self.rt = rt;
+        self.hold = hold;
+        self
+    }
+
+    /// Whether any address could take a request now (in service, or usable UNKNOWN, or an
+    /// ejected one whose time is up), without claiming a probe.
+    pub fn has_usable(&self, now_ms: u64) -> bool {
+        let tier = tier_of(&self.upstreams);
+        self.upstreams.iter().any(|u| {
+            usable_in(tier, u.status()) && {
+                let until = u.outlier.ejected_until();
+                until == 0 || now_ms >= until
+            }
+        })
+    }
+
+    /// Whether any address is UP by its checks (ejected or not): without one, a pool that
+    /// failed to connect is starting, and holding for it makes sense.
+    pub fn any_up(&self) -> bool {
+        self.upstreams.iter().any(|u| u.status() == Status::Up)
+    }
+
+    /// The earliest end of an ejection in this pool, in Unix ms.
+    pub fn next_return_ms(&self) -> Option<u64> {
+        self.upstreams
+            .iter()
+            .map(|u| u.outlier.ejected_until())
+            .filter(|t| *t != 0)
+            .min()
     }
 
     /// Round robin over the pool's usable addresses (SPEC §6): the UP ones; only while none is

@@ -108,6 +108,8 @@ pub struct KeyInput<'r> {
 #[derive(Debug)]
 pub struct Table {
     pub server: Arc<Server>,
+    pub outlier: crate::resilience::outlier::OutlierConfig,
+    pub retry: crate::resilience::policy::RetryConfig,
     pub gateway: Gateway,
     pub routes: Vec<Rule>,
     pub(super) route_trie: PatternTrie,

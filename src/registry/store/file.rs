@@ -161,6 +161,8 @@ mod tests {
                 path: "/api/comments/*".into(),
                 permission: None,
             }],
+            hold_timeout: None,
+            hold_max: None,
         }
     }
 
