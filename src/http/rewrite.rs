@@ -22,7 +22,7 @@ fn is_hop_by_hop(name: &[u8]) -> bool {
 /// Headers the request rewrite sets itself; a client's copy is dropped (or, for
 /// X-Forwarded-For, folded into ours) so that it cannot be spoofed.
 fn is_set_by_gateway(name: &[u8]) -> bool {
-    const SET: [&str; 8] = [
+    const SET: [&str; 9] = [
         "content-length",
         "x-forwarded-for",
         "x-forwarded-proto",
@@ -31,6 +31,7 @@ fn is_set_by_gateway(name: &[u8]) -> bool {
         "x-api-key",
         "x-api-key-name",
         "x-shard",
+        "x-retry-attempt",
     ];
     SET.iter().any(|h| name_is(name, h))
 }

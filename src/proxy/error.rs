@@ -38,6 +38,10 @@ pub(crate) struct ProxyError {
     pub relayed: u64,
     /// The upstream connection came from the idle pool.
     pub reused: bool,
+    /// A 5xx the backend answered that was held back for a retry (its budget already taken).
+    pub status: Option<u16>,
+    /// Whether the backend sent any byte of an answer before failing.
+    pub answered: bool,
     /// For the log line and the JSON `message`.
     pub detail: Cow<'static, str>,
 }
@@ -51,6 +55,8 @@ impl ProxyError {
             retry: false,
             relayed: 0,
             reused: false,
+            status: None,
+            answered: false,
             detail,
         }
     }

@@ -2,6 +2,14 @@
 //! over the phases after `read`: route → connect → send → relay. Whatever the outcome, the
 //! finish phase gets it. Nothing here knows which protocol the client speaks.
 use super::connect;
+use super::error::Side;
+use crate::http::error::ErrorKind;
+use crate::resilience::hold;
+use crate::resilience::outlier::Outcome;
+use crate::resilience::policy::{self, Decision, Failure, RequestFacts, RetryConfig, What};
+use crate::resilience::pool_rt::InFlight;
+use crate::routing::select::Pool;
+use std::time::Duration;
 use super::downstream::{Downstream, RequestBody};
 use super::error::ProxyError;
 use super::{relay, route, send};
@@ -106,8 +114,12 @@ pub(crate) struct Exchange<'t> {
     pub rule: Option<&'t Rule>,
     pub upstream: Option<Arc<Upstream>>,
     pub key_name: Option<&'t str>,
-    /// Candidates tried to connect.
+    /// Candidates tried to connect, over every try.
     pub attempts: u32,
+    /// Which try this is (1 = the first), for `X-Retry-Attempt`.
+    pub try_no: u32,
+    /// The 5xx answers this try may hold back for a retry (None: relay whatever comes).
+    pub retry_on: Option<crate::resilience::policy::OnSet>,
     /// When the head went to the backend (for `Server-Timing` and the response deadline).
     pub sent_at: Instant,
     /// The status relayed to the client, once its head is out.
@@ -136,6 +148,8 @@ impl<'t> Exchange<'t> {
             upstream: None,
             key_name: None,
             attempts: 0,
+            try_no: 1,
+            retry_on: None,
             sent_at: started,
             status: None,
             cont: if req.framing.expect_continue {
@@ -166,7 +180,8 @@ pub(crate) struct Bufs<'b> {
     pub resp: &'b mut ResponseHead,
 }
 
-/// Route, connect, send and relay one exchange; the caller hands the result to `finish`.
+/// Route, connect, send and relay one exchange, with the retries, holding and outlier
+/// reports of SPEC §11; the caller hands the result to `finish`.
 pub(crate) async fn run<D: Downstream, B: RequestBody>(
     ex: &mut Exchange<'_>,
     bufs: &mut Bufs<'_>,
@@ -180,19 +195,185 @@ pub(crate) async fn run<D: Downstream, B: RequestBody>(
             return Err(r.error);
         }
     };
-    ex.rule = Some(routed.rule);
+    let rule = routed.rule;
+    ex.rule = Some(rule);
     ex.key_name = routed.key_name;
-    let mut co = connect::connect(ex, routed.candidates).await?;
-    if bufs.up.capacity() == 0 {
-        *bufs.up = super::bufpool::take();
-    }
-    let reused = co.reused;
-    let r = async {
-        let expect = send::send_head(ex, &mut co, bufs, down, body).await?;
-        relay::relay(ex, co, down, body, bufs, expect).await
-    };
-    r.await.map_err(|mut e| {
+    let pool = &*rule.pool;
+    let _in_flight = InFlight::enter(&pool.rt.in_flight);
+    let retry = &ex.table.retry;
+    let facts = facts(ex.req, retry);
+    pool.rt.budget.record_request(crate::clock::unix_ms() / 1000);
+    let mut candidates = routed.candidates;
+    let mut held = false;
+    // The one retry of a stale pooled connection: to this address, on a new connection.
+    let mut fresh: Option<Arc<Upstream>> = None;
+    let mut stale_retried = false;
+    loop {
+        ex.retry_on = (ex.try_no < retry.attempts && replayable(&facts)).then_some(retry.on);
+        let connected = match fresh.take() {
+            Some(u) => connect::connect(ex, std::iter::once(&u), true).await,
+            None => connect::connect(ex, &mut candidates, false).await,
+        };
+        let mut co = match connected {
+            Ok(co) => co,
+            Err(e) if !held && pool.hold.timeout > Duration::ZERO && !pool.any_up() => {
+                held = true;
+                hold(ex, pool, e).await?;
+                candidates = match route::route(ex.table, ex.req) {
+                    Ok(r) => r.candidates,
+                    Err(r) => return Err(r.error),
+                };
+                continue;
+            }
+            Err(e) => return Err(e),
+        };
+        if bufs.up.capacity() == 0 {
+            *bufs.up = super::bufpool::take();
+        }
+        bufs.up.clear();
+        let upstream = co.upstream.clone();
+        let _addr_in_flight = InFlight::enter(&upstream.stats.in_flight);
+        let reused = co.reused;
+        let r = async {
+            let expect = send::send_head(ex, &mut co, bufs, down, body).await?;
+            relay::relay(ex, co, down, body, bufs, expect).await
+        };
+        let mut e = match r.await {
+            Ok(done) => {
+                let o = match ex.status {
+                    Some(st) if st >= 500 => Outcome::Status5xx,
+                    _ => Outcome::Success,
+                };
+                connect::report(ex.table, pool, &upstream, o);
+                return Ok(done);
+            }
+            Err(e) => e,
+        };
         e.reused = reused;
-        e
-    })
+        e.answered |= !bufs.up.is_empty();
+        if e.side != Side::Upstream {
+            return Err(e);
+        }
+        let what = match (e.status, e.answer()) {
+            (Some(st), _) => What::Status(st),
+            (None, Some(ErrorKind::GatewayTimeout)) => What::Timeout,
+            _ => What::Reset,
+        };
+        let outcome = match what {
+            What::Status(_) => Outcome::Status5xx,
+            _ => Outcome::Failure,
+        };
+        let f = Failure {
+            what,
+            relayed: e.relayed,
+            reused,
+            answered: e.answered,
+        };
+        let decision = policy::decide(retry, &facts, &f, ex.try_no, stale_retried);
+        if decision != Decision::FreshConnection {
+            connect::report(ex.table, pool, &upstream, outcome);
+        }
+        let go = match decision {
+            Decision::GiveUp | Decision::RetryFree => false,
+            Decision::FreshConnection => {
+                stale_retried = true;
+                fresh = Some(upstream.clone());
+                log::debug!(
+                    "{} closed a pooled connection as it was reused; one more try on a new one",
+                    upstream.label
+                );
+                true
+            }
+            // A held-back 5xx took its budget when it was held back.
+            Decision::Retry => {
+                e.status.is_some()
+                    || pool.rt.budget.try_retry(
+                        crate::clock::unix_ms() / 1000,
+                        retry.budget_percent,
+                        retry.min_retries_per_second,
+                    )
+            }
+        };
+        if !go {
+            if let Some(st) = e.status {
+                // The held-back answer cannot be relayed any more; say what it was.
+                log::warn!("{} (no retry left)", e.detail);
+                e = ProxyError::upstream(status_kind(st), e.detail);
+            }
+            return Err(e);
+        }
+        log::info!(
+            "retrying a request for {} {} after: {} (try {} of {})",
+            rule.kind.as_str(),
+            rule.label,
+            e.detail,
+            ex.try_no + 1,
+            retry.attempts
+        );
+        ex.try_no += 1;
+        ex.status = None;
+        ex.upstream = None;
+    }
+}
+
+fn status_kind(status: u16) -> ErrorKind {
+    match status {
+        503 => ErrorKind::ServiceUnavailable,
+        504 => ErrorKind::GatewayTimeout,
+        _ => ErrorKind::BadGateway,
+    }
+}
+
+/// What the retry policy needs to know about the request. A body is kept for a replay only
+/// when there is none to stream (the replay of streamed bodies up to `max_retry_body` is not
+/// built yet: such requests are retried only on connect failures).
+fn facts(req: &Request, _retry: &RetryConfig) -> RequestFacts {
+    RequestFacts {
+        idempotent: policy::idempotent(req.method()),
+        has_idempotency_key: req.header("idempotency-key").is_some(),
+        body_len: match req.framing.body {
+            Body::None => Some(0),
+            Body::Length(n) => Some(n),
+            _ => None,
+        },
+        body_kept: req.framing.body == Body::None && !req.framing.upgrade && !req.is_connect(),
+    }
+}
+
+fn replayable(f: &RequestFacts) -> bool {
+    (f.idempotent || f.has_idempotency_key) && f.body_kept
+}
+
+/// Waits for the pool to get an UP address (SPEC §11 holding); the refusal `e` is what the
+/// client gets when the queue is full. A request that times out gets a 503 of its own.
+async fn hold(ex: &Exchange<'_>, pool: &Pool, e: ProxyError) -> Result<(), ProxyError> {
+    let Some(_place) = pool.rt.hold.enter(pool.hold.max) else {
+        log::warn!(
+            "{} (hold queue of pool {} full: {} waiting)",
+            e.detail,
+            pool.name,
+            pool.hold.max
+        );
+        return Err(e);
+    };
+    let cells = pool.upstreams.iter().map(|u| &u.health);
+    let r = hold::wait_until(
+        &pool.rt.hold,
+        cells,
+        pool.hold.timeout,
+        || pool.any_up(),
+        || None,
+    )
+    .await;
+    match r {
+        hold::Held::Ready => Ok(()),
+        hold::Held::TimedOut => {
+            let msg = format!(
+                "{} (held {:?}, no address of pool {} turned UP)",
+                e.detail, pool.hold.timeout, pool.name
+            );
+            let _ = ex;
+            Err(ProxyError::refuse(ErrorKind::ServiceUnavailable, msg))
+        }
+    }
 }

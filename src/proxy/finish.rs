@@ -4,6 +4,7 @@
 use super::downstream::Downstream;
 use super::error::{ProxyError, Side};
 use super::exchange::{After, Exchange, Relayed};
+use crate::http::error::ErrorKind;
 use crate::routing::Rule;
 use crate::state::Shared;
 use crate::upstream::Upstream;
@@ -84,10 +85,12 @@ pub(crate) async fn answer<D: Downstream>(
     close: bool,
 ) -> Option<(u16, Next)> {
     let kind = e.answer()?;
-    if e.side == Side::Upstream {
-        log::warn!("{}", e.detail);
+    let message = public_message(kind, e);
+    if message != e.detail {
+        // The detail names addresses and OS errors: for the log, with the request id.
+        log::warn!("{} (request {})", e.detail, String::from_utf8_lossy(rid));
     }
-    let sent = down.error(kind, &e.detail, rid, close).await;
+    let sent = down.error(kind, message, rid, close).await;
     let next = if close {
         Next::Linger
     } else if sent.is_err() {
@@ -96,6 +99,18 @@ pub(crate) async fn answer<D: Downstream>(
         Next::KeepAlive
     };
     Some((kind.status(), next))
+}
+
+/// What the client is told (SPEC §11): for failures of a backend or of the way to one, what
+/// failed in the client's terms, never an address or an operating-system error text.
+fn public_message(kind: ErrorKind, e: &ProxyError) -> &str {
+    match kind {
+        ErrorKind::BadGateway => "the backend closed the connection or sent an invalid response",
+        ErrorKind::GatewayTimeout => "the backend did not answer in time",
+        ErrorKind::ServiceUnavailable => "no backend for this route is available right now",
+        _ if e.side == Side::Upstream => "the backend failed",
+        _ => &e.detail,
+    }
 }
 
 /// Metrics and the access log line for one finished exchange (errors switchyard answered

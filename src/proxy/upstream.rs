@@ -50,7 +50,17 @@ pub async fn connect_one(
     connect_timeout: Duration,
     idle_timeout: Duration,
 ) -> std::io::Result<(TcpStream, bool)> {
-    if let Some(s) = u.idle.checkout(idle_timeout) {
+    connect_fresh_or_idle(u, connect_timeout, Some(idle_timeout)).await
+}
+
+/// Connects one upstream: from the idle pool first when `idle_timeout` is given, else always
+/// a new connection (the retry of a stale pooled one).
+pub async fn connect_fresh_or_idle(
+    u: &Upstream,
+    connect_timeout: Duration,
+    idle_timeout: Option<Duration>,
+) -> std::io::Result<(TcpStream, bool)> {
+    if let Some(s) = idle_timeout.and_then(|t| u.idle.checkout(t)) {
         return Ok((s, true));
     }
     let addrs = u.dns.addrs(&u.address).await?;
@@ -88,11 +98,22 @@ pub async fn checkout<'a>(
     connect_timeout: Duration,
     idle_timeout: Duration,
 ) -> Result<Checkout, ConnectError> {
+    checkout_with(candidates, connect_timeout, Some(idle_timeout), &|_| {}).await
+}
+
+/// [`checkout`] with a hook called for each address whose connect failed (outlier
+/// detection), and no idle pool when `idle_timeout` is None.
+pub async fn checkout_with<'a>(
+    candidates: impl Iterator<Item = &'a Arc<Upstream>>,
+    connect_timeout: Duration,
+    idle_timeout: Option<Duration>,
+    on_failure: &(dyn Fn(&Upstream) + Sync),
+) -> Result<Checkout, ConnectError> {
     let mut last: Option<(Arc<Upstream>, std::io::Error)> = None;
     let mut attempts = 0;
     for u in candidates {
         attempts += 1;
-        match connect_one(u, connect_timeout, idle_timeout).await {
+        match connect_fresh_or_idle(u, connect_timeout, idle_timeout).await {
             Ok((stream, reused)) => {
                 return Ok(Checkout {
                     upstream: u.clone(),
@@ -112,6 +133,7 @@ pub async fn checkout<'a>(
             }
             Err(e) => {
                 u.stats.connect_failures.fetch_add(1, Relaxed);
+                on_failure(u);
                 log::warn!(
                     "connect to {} failed: {e}; trying the next candidate",
                     u.label
