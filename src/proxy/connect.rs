@@ -75,7 +75,11 @@ pub(crate) fn report(table: &Table, pool: &Pool, u: &Upstream, o: Outcome) {
             }
         ),
         Some(Event::Returned) => {
-            log::info!("outlier: {} back in pool {} after a successful probe", u.label, pool.name)
+            log::info!(
+                "outlier: {} back in pool {} after a successful probe",
+                u.label,
+                pool.name
+            )
         }
         None => {}
     }

@@ -2,25 +2,25 @@
 //! over the phases after `read`: route → connect → send → relay. Whatever the outcome, the
 //! finish phase gets it. Nothing here knows which protocol the client speaks.
 use super::connect;
+use super::downstream::{Downstream, RequestBody};
+use super::error::ProxyError;
 use super::error::Side;
+use super::{relay, route, send};
 use crate::http::error::ErrorKind;
+use crate::http::framing::{Body, RequestFraming};
+use crate::http::head::{self, RequestHead};
+use crate::http::response::ResponseHead;
 use crate::resilience::hold;
 use crate::resilience::outlier::Outcome;
 use crate::resilience::policy::{self, Decision, Failure, RequestFacts, RetryConfig, What};
 use crate::resilience::pool_rt::InFlight;
 use crate::routing::select::Pool;
-use std::time::Duration;
-use super::downstream::{Downstream, RequestBody};
-use super::error::ProxyError;
-use super::{relay, route, send};
-use crate::http::framing::{Body, RequestFraming};
-use crate::http::head::{self, RequestHead};
-use crate::http::response::ResponseHead;
 use crate::routing::{Rule, Table};
 use crate::state::Shared;
 use crate::upstream::Upstream;
 use bytes::BytesMut;
 use std::sync::Arc;
+use std::time::Duration;
 use tokio::net::TcpStream;
 use tokio::time::Instant;
 
@@ -202,12 +202,16 @@ pub(crate) async fn run<D: Downstream, B: RequestBody>(
     let _in_flight = InFlight::enter(&pool.rt.in_flight);
     let retry = &ex.table.retry;
     let facts = facts(ex.req, retry);
-    pool.rt.budget.record_request(crate::clock::unix_ms() / 1000);
+    pool.rt
+        .budget
+        .record_request(crate::clock::unix_ms() / 1000);
     let mut candidates = routed.candidates;
     let mut held = false;
     // The one retry of a stale pooled connection: to this address, on a new connection.
     let mut fresh: Option<Arc<Upstream>> = None;
     let mut stale_retried = false;
+    // The failure of the previous try: what the client gets when no candidate is left.
+    let mut last: Option<ProxyError> = None;
     loop {
         ex.retry_on = (ex.try_no < retry.attempts && replayable(&facts)).then_some(retry.on);
         let connected = match fresh.take() {
@@ -216,6 +220,10 @@ pub(crate) async fn run<D: Downstream, B: RequestBody>(
         };
         let mut co = match connected {
             Ok(co) => co,
+            Err(e) if last.is_some() => {
+                log::debug!("no candidate left for a retry: {}", e.detail);
+                return Err(last.take().map_or(e, |l| l));
+            }
             Err(e) if !held && pool.hold.timeout > Duration::ZERO && !pool.any_up() => {
                 held = true;
                 hold(ex, pool, e).await?;
@@ -257,6 +265,8 @@ pub(crate) async fn run<D: Downstream, B: RequestBody>(
         let what = match (e.status, e.answer()) {
             (Some(st), _) => What::Status(st),
             (None, Some(ErrorKind::GatewayTimeout)) => What::Timeout,
+            // An answer that could not be relayed (an invalid head) counts as a 502.
+            _ if e.answered => What::Status(502),
             _ => What::Reset,
         };
         let outcome = match what {
@@ -313,6 +323,10 @@ pub(crate) async fn run<D: Downstream, B: RequestBody>(
         ex.try_no += 1;
         ex.status = None;
         ex.upstream = None;
+        if let Some(st) = e.status {
+            e = ProxyError::upstream(status_kind(st), e.detail);
+        }
+        last = Some(e);
     }
 }
 
@@ -336,7 +350,9 @@ fn facts(req: &Request, _retry: &RetryConfig) -> RequestFacts {
             Body::Length(n) => Some(n),
             _ => None,
         },
-        body_kept: req.framing.body == Body::None && !req.framing.upgrade && !req.is_connect(),
+        body_kept: matches!(req.framing.body, Body::None | Body::Length(0))
+            && !req.framing.upgrade
+            && !req.is_connect(),
     }
 }
 

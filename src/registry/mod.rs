@@ -277,12 +277,20 @@ pub fn parse_registration(body: &[u8]) -> Result<Registration, String> {
     let hold_timeout = num("hold_timeout")?.map(|n| n.as_f64().unwrap_or(-1.0));
     let hold_max = match num("hold_max")? {
         None => None,
-        Some(n) => Some(n.as_u64().ok_or_else(|| field_err("hold_max", "expected a whole number"))?),
+        Some(n) => Some(
+            n.as_u64()
+                .ok_or_else(|| field_err("hold_max", "expected a whole number"))?,
+        ),
     };
-    let hold = crate::config::resilience::registration_hold(hold_timeout, hold_max).map_err(|e| {
-        let field = if e.starts_with("hold_max") { "hold_max" } else { "hold_timeout" };
-        field_err(field, &e)
-    })?;
+    let hold =
+        crate::config::resilience::registration_hold(hold_timeout, hold_max).map_err(|e| {
+            let field = if e.starts_with("hold_max") {
+                "hold_max"
+            } else {
+                "hold_timeout"
+            };
+            field_err(field, &e)
+        })?;
     Ok(Registration {
         service,
         url,

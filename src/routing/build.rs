@@ -66,10 +66,10 @@ pub fn build(cfg: &Config, services: &[Registration], set: &UpstreamSet) -> Tabl
     for (si, reg) in services.iter().enumerate() {
         let Some(addr) = reg.address() else { continue };
         let u = get(&addr, Some(&reg.health_endpoint));
-        let pool = Arc::new(
-            Pool::new(reg.service.clone(), vec![u.clone()])
-                .with(set.pool_runtime(&reg.service), reg.hold().over(cfg.server.hold)),
-        );
+        let pool = Arc::new(Pool::new(reg.service.clone(), vec![u.clone()]).with(
+            set.pool_runtime(&reg.service),
+            reg.hold().over(cfg.server.hold),
+        ));
         registered.push(ServiceEntry {
             name: reg.service.clone(),
             url: reg.url.clone(),
@@ -148,10 +148,10 @@ pub fn build(cfg: &Config, services: &[Registration], set: &UpstreamSet) -> Tabl
             kind: RuleKind::PathRoute,
             label: p.path.clone(),
             origin: format!("path_routes[{i}]"),
-            pool: Arc::new(Pool::new(p.address.to_string(), vec![u]).with(
-                set.pool_runtime(&p.address.to_string()),
-                cfg.server.hold,
-            )),
+            pool: Arc::new(
+                Pool::new(p.address.to_string(), vec![u])
+                    .with(set.pool_runtime(&p.address.to_string()), cfg.server.hold),
+            ),
             stats: RuleStats::new(1),
             permission: None,
             methods: vec![],
@@ -175,8 +175,7 @@ pub fn build(cfg: &Config, services: &[Registration], set: &UpstreamSet) -> Tabl
         label: "catch-all".into(),
         origin: "targets".into(),
         pool: Arc::new(
-            Pool::new("targets".into(), catch)
-                .with(set.pool_runtime("targets"), cfg.server.hold),
+            Pool::new("targets".into(), catch).with(set.pool_runtime("targets"), cfg.server.hold),
         ),
         permission: None,
         methods: vec![],

@@ -8,8 +8,8 @@
 //! whose time is up is handed to exactly one request (the probe); the others skip it. When
 //! every UP address of a pool is ejected, the UNKNOWN ones are tried as if nothing were UP.
 use super::shard::{next_in_order, HashKind, Pick};
-use crate::health::Status;
 use crate::config::resilience::Hold;
+use crate::health::Status;
 use crate::resilience::pool_rt::PoolRuntime;
 use crate::upstream::Upstream;
 use std::sync::atomic::{AtomicUsize, Ordering::Relaxed};

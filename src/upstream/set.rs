@@ -1,8 +1,8 @@
 //! The control plane's index of upstreams, keyed by address and health endpoint, so that a
 //! rebuilt table points at the same cells and health survives reloads and registrations.
 use super::Upstream;
-use crate::resilience::pool_rt::PoolRuntime;
 use crate::config::address::Address;
+use crate::resilience::pool_rt::PoolRuntime;
 use std::collections::{HashMap, HashSet};
 use std::sync::{Arc, Mutex};
 
