@@ -110,6 +110,8 @@ addresses = ["127.0.0.1:18002", "127.0.0.1:18003"]
                 path: format!("/reg{i:06}/v1/*"),
                 permission: None,
             }],
+            hold_timeout: None,
+            hold_max: None,
         })
         .collect();
     build(&cfg, &services, &UpstreamSet::default())

@@ -173,9 +173,9 @@ pub fn text_line(e: &Entry<'_>, query: bool, out: &mut String) {
             })
             .collect()
     };
-    let _ = write!(
+    let _ = writeln!(
         out,
-        "{} {} \"{} {} {}\" {} {}/{} \"{}\" rule={} upstream={} attempts={} {:.1}ms upstream_ms={} rid={}{}\n",
+        "{} {} \"{} {} {}\" {} {}/{} \"{}\" rule={} upstream={} attempts={} {:.1}ms upstream_ms={} rid={}{}",
         e.client,
         e.host.map_or_else(|| "-".into(), esc),
         esc(e.method),
