@@ -2,6 +2,17 @@
 //! for what is twenty lines of calendar arithmetic.
 use std::time::{SystemTime, UNIX_EPOCH};
 
+/// Whole seconds of a monotonic instant since a fixed base: the retry budget's clock, read
+/// from an instant the caller usually has already (no clock read of its own).
+pub fn mono_secs(at: tokio::time::Instant) -> u64 {
+    static BASE: std::sync::OnceLock<tokio::time::Instant> = std::sync::OnceLock::new();
+    let base = *BASE.get_or_init(|| {
+        at.checked_sub(std::time::Duration::from_secs(1))
+            .unwrap_or(at)
+    });
+    at.saturating_duration_since(base).as_secs()
+}
+
 pub fn unix_ms() -> u64 {
     SystemTime::now()
         .duration_since(UNIX_EPOCH)

@@ -204,7 +204,7 @@ pub(crate) async fn run<D: Downstream, B: RequestBody>(
     let facts = facts(ex.req, retry);
     pool.rt
         .budget
-        .record_request(crate::clock::unix_ms() / 1000);
+        .record_request(crate::clock::mono_secs(ex.started));
     let mut candidates = routed.candidates;
     let mut held = false;
     // The one retry of a stale pooled connection: to this address, on a new connection.
@@ -298,7 +298,7 @@ pub(crate) async fn run<D: Downstream, B: RequestBody>(
             Decision::Retry => {
                 e.status.is_some()
                     || pool.rt.budget.try_retry(
-                        crate::clock::unix_ms() / 1000,
+                        crate::clock::mono_secs(tokio::time::Instant::now()),
                         retry.budget_percent,
                         retry.min_retries_per_second,
                     )
@@ -342,9 +342,11 @@ fn status_kind(status: u16) -> ErrorKind {
 /// when there is none to stream (the replay of streamed bodies up to `max_retry_body` is not
 /// built yet: such requests are retried only on connect failures).
 fn facts(req: &Request, _retry: &RetryConfig) -> RequestFacts {
+    // The header scan for Idempotency-Key is only paid by methods that are not idempotent.
+    let idempotent = policy::idempotent(req.method());
     RequestFacts {
-        idempotent: policy::idempotent(req.method()),
-        has_idempotency_key: req.header("idempotency-key").is_some(),
+        idempotent,
+        has_idempotency_key: !idempotent && req.header("idempotency-key").is_some(),
         body_len: match req.framing.body {
             Body::None => Some(0),
             Body::Length(n) => Some(n),

@@ -190,7 +190,7 @@ fn held_back(ex: &Exchange<'_>, status: u16) -> bool {
     let r = &ex.table.retry;
     set.contains(on)
         && rule.pool.rt.budget.try_retry(
-            crate::clock::unix_ms() / 1000,
+            crate::clock::mono_secs(Instant::now()),
             r.budget_percent,
             r.min_retries_per_second,
         )

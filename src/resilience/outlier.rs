@@ -93,6 +93,17 @@ impl Outlier {
         self.ejected_until() == 0
     }
 
+    /// Ends an ejection and its run (the active check saw the address come back UP).
+    /// Returns whether it was ejected.
+    pub fn reset(&self) -> bool {
+        let was = self.ejected_until.swap(0, Relaxed) != 0;
+        self.times.store(0, Relaxed);
+        self.failures.store(0, Relaxed);
+        self.fivexx.store(0, Relaxed);
+        self.probe_at.store(0, Relaxed);
+        was
+    }
+
     pub fn ejections(&self) -> u64 {
         self.ejections.load(Relaxed)
     }
