@@ -105,6 +105,9 @@ addresses = ["127.0.0.1:18002", "127.0.0.1:18003"]
             // A few hundred distinct addresses: registered services share hosts in practice.
             url: format!("http://127.0.0.1:{}", 20000 + i % 256),
             health_endpoint: "/health".into(),
+            tls: false,
+            tls_ca: None,
+            tls_server_name: None,
             routes: vec![RegRoute {
                 method: None,
                 path: format!("/reg{i:06}/v1/*"),

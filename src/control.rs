@@ -44,13 +44,22 @@ pub async fn reload(shared: &Arc<Shared>, path: &std::path::Path) -> bool {
     match config::load(path) {
         Ok(cfg) => {
             let old = shared.config.load();
-            if old.server.listen != cfg.server.listen || old.admin_listen != cfg.admin_listen {
+            if old.server.listen != cfg.server.listen
+                || old.admin_listen != cfg.admin_listen
+                || old.tls.as_ref().map(|t| &t.listen) != cfg.tls.as_ref().map(|t| &t.listen)
+            {
                 log::warn!("reload: changed listen addresses take effect at the next restart");
             }
             let mut control = shared.control.lock().await;
             control
                 .limiter
                 .set_limit(cfg.gateway.registration_rate_limit);
+            if old.tls.as_ref().map(|t| &t.acme) != cfg.tls.as_ref().map(|t| &t.acme) {
+                log::warn!("reload: a changed [tls.acme] takes effect at the next restart");
+            }
+            // Certificates were read and checked by config::load: a bad file refused the
+            // whole reload above. Open TLS connections keep the config they started with.
+            shared.tls.apply(cfg.tls.as_ref());
             shared.config.store(Arc::new(cfg));
             rebuild(shared, &control.services);
             log::info!("reloaded {}", path.display());

@@ -19,4 +19,5 @@ pub mod resilience;
 pub mod routing;
 pub mod server;
 pub mod state;
+pub mod tls;
 pub mod upstream;

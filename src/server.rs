@@ -17,6 +17,8 @@ pub struct Running {
     pub shared: Arc<Shared>,
     pub http_addr: SocketAddr,
     pub admin_addr: SocketAddr,
+    /// The HTTPS listener, with `[tls]`.
+    pub https_addr: Option<SocketAddr>,
     /// The `[[tcp]]` listeners, re-applied on every successful reload.
     pub l4: crate::proxy::l4::L4Listeners,
     tasks: Vec<tokio::task::JoinHandle<()>>,
@@ -77,7 +79,21 @@ pub async fn start(cfg: Config) -> std::io::Result<Running> {
     })?;
     let http_addr = http.local_addr()?;
     let admin_addr = admin.local_addr()?;
-    let tasks = vec![
+    shared.tls.apply(cfg.tls.as_ref());
+    let https = match &cfg.tls {
+        None => None,
+        Some(t) => Some(listener::bind(&t.listen).map_err(|e| {
+            std::io::Error::new(
+                e.kind(),
+                format!("cannot listen on {} (tls): {e}", t.listen),
+            )
+        })?),
+    };
+    let https_addr = https.as_ref().map(|l| l.local_addr()).transpose()?;
+    if let Some(a) = https_addr {
+        shared.tls.set_https_port(a.port());
+    }
+    let mut tasks = vec![
         tokio::spawn(listener::accept_loop(
             shared.clone(),
             http,
@@ -87,14 +103,34 @@ pub async fn start(cfg: Config) -> std::io::Result<Running> {
         )),
         tokio::spawn(crate::admin::listener::accept_loop(shared.clone(), admin)),
     ];
+    if let Some(l) = https {
+        tasks.push(tokio::spawn(listener::accept_loop(
+            shared.clone(),
+            l,
+            cfg.server.max_connections,
+            true,
+            crate::tls::serve,
+        )));
+    }
+    if let Some(acme) = cfg.tls.as_ref().and_then(|t| t.acme.clone()) {
+        // validate() allows [tls.acme] with the file store only.
+        if let config::Store::File { path } = &cfg.store {
+            let file = crate::tls::acme::file_beside(path);
+            tokio::spawn(crate::tls::acme::run(shared.clone(), acme, file));
+        }
+    }
     crate::health::checker::spawn_fresh(&shared, &cfg.gateway);
     log::info!("http listener on {http_addr}");
+    if let Some(a) = https_addr {
+        log::info!("https listener on {a}");
+    }
     log::info!("admin listener on {admin_addr}");
     let l4 = crate::proxy::l4::L4Listeners::start(&shared, &cfg)?;
     let running = Running {
         shared,
         http_addr,
         admin_addr,
+        https_addr,
         l4,
         tasks,
     };
@@ -117,6 +153,10 @@ impl Running {
                 addr: self.admin_addr,
             },
         ];
+        listeners.extend(self.https_addr.map(|addr| Listener {
+            role: "https",
+            addr,
+        }));
         listeners.extend(
             self.l4
                 .local_addrs()

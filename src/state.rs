@@ -35,6 +35,8 @@ pub struct Shared {
     pub open_connections: AtomicU64,
     pub started: Instant,
     pub metrics: crate::metrics::Metrics,
+    /// Certificates, the HTTPS server config, handshake counts, ACME challenges.
+    pub tls: crate::tls::TlsRuntime,
     /// switchyard's own listeners and this host's addresses: a backend that resolves to one
     /// of them is refused (registration) and never connected to (a forwarding loop).
     pub own_listeners: ArcSwap<crate::registry::self_target::OwnListeners>,
@@ -64,6 +66,7 @@ impl Shared {
             open_connections: AtomicU64::new(0),
             started: Instant::now(),
             metrics: crate::metrics::Metrics::default(),
+            tls: crate::tls::TlsRuntime::default(),
             own_listeners: ArcSwap::from_pointee(Default::default()),
         })
     }

@@ -9,7 +9,8 @@ use serde_json::{json, Map, Value};
 pub fn address_json(u: &Upstream) -> Value {
     let mut m = Map::new();
     m.insert("status".into(), json!(u.status().as_str()));
-    m.insert("url".into(), json!(format!("http://{}", u.label)));
+    let scheme = if u.tls.is_some() { "https" } else { "http" };
+    m.insert("url".into(), json!(format!("{scheme}://{}", u.label)));
     let last = u.health.last_check_ms();
     if last > 0 {
         m.insert("last_ping".into(), json!(rfc3339(last)));
@@ -81,7 +82,35 @@ pub fn health(shared: &Shared) -> Value {
         "targets": targets,
         "backends": backends,
         "tcp": tcp,
+        "certificates": certificates_json(shared),
     })
+}
+
+/// Every certificate being served (SPEC §9): hosts, expiry and where it came from.
+fn certificates_json(shared: &Shared) -> Value {
+    let store = shared.tls.store();
+    Value::Array(
+        store
+            .entries
+            .iter()
+            .map(|e| {
+                let mut m = Map::new();
+                m.insert("hosts".into(), json!(e.hosts));
+                m.insert(
+                    "not_after".into(),
+                    json!(rfc3339(e.loaded.not_after.max(0) as u64 * 1000)),
+                );
+                m.insert("source".into(), json!(e.source.as_str()));
+                if let Some(f) = &e.file {
+                    m.insert("file".into(), json!(f.display().to_string()));
+                }
+                if e.default {
+                    m.insert("default".into(), json!(true));
+                }
+                Value::Object(m)
+            })
+            .collect(),
+    )
 }
 
 /// `store` in `/health`: what the store reports, plus whether the last write succeeded.

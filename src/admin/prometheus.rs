@@ -385,6 +385,31 @@ impl Collector for Scrape {
             ConstGauge::new(shared.open() as i64),
         )?;
 
+        let hs = &shared.tls.handshakes;
+        family(
+            &mut enc,
+            "switchyard_tls_handshakes",
+            "TLS handshakes on the HTTPS listener, by result (ok, error: protocol error, alert or refused version; timeout: nothing within request_header_timeout).",
+            None,
+            MetricType::Counter,
+            [("ok", &hs.ok), ("error", &hs.error), ("timeout", &hs.timeout)]
+                .map(|(r, n)| ([("result", r)], ConstCounter::new(n.load(Relaxed)))),
+        )?;
+        let certs = shared.tls.store();
+        family(
+            &mut enc,
+            "switchyard_tls_certificate_expiry_timestamp",
+            "When the certificate served for each host expires, in Unix seconds.",
+            Some(&Unit::Seconds),
+            MetricType::Gauge,
+            certs.hosts().map(|(h, e)| {
+                (
+                    [("host", h.to_string())],
+                    ConstGauge::new(e.loaded.not_after),
+                )
+            }),
+        )?;
+
         let rows = address_rows(&shared.all_upstreams());
         let addr = |r: &AddressRow| [("address", r.label.to_string())];
         family(

@@ -23,6 +23,7 @@ const SECTIONS: &[(&str, &[&str])] = &[
             "store",
             "outlier",
             "retry",
+            "tls",
         ],
     ),
     (
@@ -57,6 +58,9 @@ const SECTIONS: &[(&str, &[&str])] = &[
             "health_check_endpoint",
             "hold_timeout",
             "hold_max",
+            "tls",
+            "tls_ca",
+            "tls_server_name",
         ],
     ),
     ("routes", &["path", "methods", "backend", "permission"]),
@@ -131,6 +135,21 @@ const SECTIONS: &[(&str, &[&str])] = &[
             "full_refresh_interval",
         ],
     ),
+    (
+        "tls",
+        &[
+            "listen",
+            "min_version",
+            "redirect_http",
+            "certificates",
+            "acme",
+        ],
+    ),
+    ("tls.certificates", &["cert", "key", "hosts", "default"]),
+    (
+        "tls.acme",
+        &["directory", "email", "domains", "ca", "renew_before"],
+    ),
 ];
 
 fn allowed(section: &str) -> &'static [&'static str] {
@@ -180,13 +199,19 @@ fn check_table(src: &str, section: &str, path: &str, t: &DeTable<'_>, out: &mut 
             });
             continue;
         }
-        if section.is_empty() && SECTIONS.iter().any(|(s, _)| *s == name) {
+        // Sections nest by name: `tls` holds `tls.certificates` and `tls.acme`.
+        let sub = if section.is_empty() {
+            name.to_string()
+        } else {
+            format!("{section}.{name}")
+        };
+        if SECTIONS.iter().any(|(s, _)| *s == sub) {
             match v.get_ref() {
-                DeValue::Table(inner) => check_table(src, name, &full, inner, out),
+                DeValue::Table(inner) => check_table(src, &sub, &full, inner, out),
                 DeValue::Array(items) => {
                     for (i, item) in items.iter().enumerate() {
                         if let DeValue::Table(inner) = item.get_ref() {
-                            check_table(src, name, &format!("{full}[{i}]"), inner, out);
+                            check_table(src, &sub, &format!("{full}[{i}]"), inner, out);
                         }
                     }
                 }
@@ -356,6 +381,7 @@ mod tests {
                 "shards",
                 "api_keys",
                 "tcp",
+                "tls.certificates",
             ];
             if arrays.contains(section) {
                 src.push_str(&format!("[[{section}]]\n"));
@@ -363,6 +389,10 @@ mod tests {
                 src.push_str(&format!("[{section}]\n"));
             }
             for k in keys.iter() {
+                // Nested sections get their own header below.
+                if SECTIONS.iter().any(|(s, _)| *s == format!("{section}.{k}")) {
+                    continue;
+                }
                 src.push_str(&format!("{k} = {}\n", value(k)));
             }
         }

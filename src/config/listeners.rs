@@ -55,6 +55,13 @@ pub(super) fn check(c: &mut Checker<'_>, raw: &RawConfig, server: &Address, admi
             all.push((format!("tcp[{i}].listen"), Some(t.listen.span.clone()), a));
         }
     }
+    if let Some(t) = &raw.tls {
+        let v = t.listen.as_ref();
+        let text = v.map_or(crate::config::tls::DEFAULT_LISTEN, |v| v.value.trim());
+        if let Ok(a) = address::parse(text, true) {
+            all.push(("tls.listen".into(), span(v), a));
+        }
+    }
     let resolved: Vec<Vec<SocketAddr>> = all.iter().map(|(_, _, a)| resolve(a)).collect();
     for j in 1..all.len() {
         for i in 0..j {

@@ -7,12 +7,14 @@ pub mod listeners;
 pub mod resilience;
 pub mod schema;
 pub mod tcp;
+pub mod tls;
 pub mod validate;
 pub mod value;
 
 use address::Address;
 use std::fmt;
 use std::path::Path;
+use std::sync::Arc;
 use std::time::Duration;
 
 #[derive(Debug, Clone, PartialEq)]
@@ -117,6 +119,8 @@ pub struct Backend {
     pub addresses: Vec<Address>,
     pub health_check_endpoint: Option<String>,
     pub hold: resilience::HoldOverride,
+    /// `tls = true`: connections to the addresses are TLS, verified as configured here.
+    pub tls: Option<Arc<crate::tls::client::BackendTls>>,
 }
 
 #[derive(Debug, Clone, PartialEq)]
@@ -191,6 +195,8 @@ pub struct Config {
     pub tcp: Vec<tcp::Tcp>,
     pub outlier: crate::resilience::outlier::OutlierConfig,
     pub retry: crate::resilience::policy::RetryConfig,
+    /// `[tls]`: the HTTPS listener and its certificates.
+    pub tls: Option<tls::Tls>,
 }
 
 impl Default for Config {
@@ -212,6 +218,7 @@ impl Default for Config {
             tcp: vec![],
             outlier: Default::default(),
             retry: Default::default(),
+            tls: None,
         }
     }
 }
@@ -331,10 +338,16 @@ impl Config {
     /// The short summary `switchyard check` prints.
     pub fn summary(&self) -> String {
         format!(
-            "listeners: http {}, admin {}, tcp {}\nroutes: {} pattern routes, {} path routes\npools: {} backends, catch-all of {} targets\nshards: {}",
+            "listeners: http {}, admin {}, tcp {}{}\nroutes: {} pattern routes, {} path routes\npools: {} backends, catch-all of {} targets\nshards: {}",
             self.server.listen,
             self.admin_listen,
             self.tcp.len(),
+            self.tls.as_ref().map_or(String::new(), |t| format!(
+                ", https {} ({} certificate files{})",
+                t.listen,
+                t.certificates.len(),
+                if t.acme.is_some() { ", acme" } else { "" }
+            )),
             self.routes.len(),
             self.path_routes.len(),
             self.backends.len(),

@@ -28,6 +28,7 @@ pub struct RawConfig {
     pub tcp: Vec<super::tcp::RawTcp>,
     pub outlier: Option<super::resilience::RawOutlier>,
     pub retry: Option<super::resilience::RawRetry>,
+    pub tls: Option<super::tls::RawTls>,
 }
 
 #[derive(Debug, Deserialize, Default)]
@@ -80,6 +81,9 @@ pub struct RawBackend {
     pub health_check_endpoint: Option<Val<String>>,
     pub hold_timeout: Option<Val<Secs>>,
     pub hold_max: Option<Val<u32>>,
+    pub tls: Option<Val<bool>>,
+    pub tls_ca: Option<Val<String>>,
+    pub tls_server_name: Option<Val<String>>,
 }
 
 #[derive(Debug, Deserialize)]

@@ -71,6 +71,60 @@ impl Checker<'_> {
     }
 }
 
+/// `tls`, `tls_ca`, `tls_server_name` of a `[[backends]]`: the CA file is read here so that a
+/// bad one is a config error with its line.
+fn backend_tls(
+    c: &mut Checker<'_>,
+    b: &super::schema::RawBackend,
+    key: &str,
+) -> Option<std::sync::Arc<crate::tls::client::BackendTls>> {
+    let on = b.tls.as_ref().is_some_and(|v| v.value);
+    if !on {
+        for (v, k) in [
+            (&b.tls_ca, "tls_ca"),
+            (&b.tls_server_name, "tls_server_name"),
+        ] {
+            if let Some(v) = v {
+                c.problem(
+                    Some(&v.span),
+                    &format!("{key}.{k}"),
+                    "only with tls = true".into(),
+                );
+            }
+        }
+        return None;
+    }
+    let ca = match &b.tls_ca {
+        None => None,
+        Some(v) => match std::fs::read(v.value.trim()) {
+            Ok(pem) => Some((v, pem)),
+            Err(e) => {
+                c.problem(
+                    Some(&v.span),
+                    &format!("{key}.tls_ca"),
+                    format!("cannot read {}: {e}", v.value.trim()),
+                );
+                return None;
+            }
+        },
+    };
+    let name = b.tls_server_name.as_ref();
+    match crate::tls::client::BackendTls::new(
+        ca.as_ref().map(|(v, pem)| (v.value.trim(), pem.as_slice())),
+        name.map(|v| v.value.trim()),
+    ) {
+        Ok(t) => Some(std::sync::Arc::new(t)),
+        Err(crate::tls::client::TlsSetupError::Ca(m)) => {
+            c.problem(ca.map(|(v, _)| &v.span), &format!("{key}.tls_ca"), m);
+            None
+        }
+        Err(crate::tls::client::TlsSetupError::ServerName(m)) => {
+            c.problem(name.map(|v| &v.span), &format!("{key}.tls_server_name"), m);
+            None
+        }
+    }
+}
+
 fn valid_method(m: &str) -> bool {
     !m.is_empty()
         && m.bytes()
@@ -271,9 +325,19 @@ pub fn validate(raw: RawConfig, src: &str) -> Result<Config, Vec<Problem>> {
         }
     }
     super::tcp::validate(&mut c, &raw, &mut cfg);
+    super::tls::validate(&mut c, raw.tls.as_ref(), &mut cfg);
     super::listeners::check(&mut c, &raw, &cfg.server.listen, &cfg.admin_listen);
     api_keys(&mut c, &raw, &mut cfg);
     store(&mut c, &raw, &mut cfg);
+    if let (Some(a), super::Store::Etcd { .. }) =
+        (raw.tls.as_ref().and_then(|t| t.acme.as_ref()), &cfg.store)
+    {
+        c.problem(
+            Some(&a.directory.span),
+            "tls.acme",
+            "ACME certificates are kept in the file store only so far; with kind = \"etcd\" use [[tls.certificates]] files".into(),
+        );
+    }
 
     let mut seen_targets = HashSet::new();
     for (i, t) in raw.targets.iter().enumerate() {
@@ -364,11 +428,13 @@ pub fn validate(raw: RawConfig, src: &str) -> Result<Config, Vec<Problem>> {
             &b.hold_max,
             &format!("backends[{i}]"),
         );
+        let tls = backend_tls(&mut c, b, &format!("backends[{i}]"));
         cfg.backends.push(Backend {
             name,
             addresses,
             health_check_endpoint: hc,
             hold,
+            tls,
         });
     }
 

@@ -1,5 +1,6 @@
 //! One active health check: `GET <endpoint>` over a fresh connection, success on a 2xx head
 //! within the timeout; or, for L4 targets, a bare TCP connect. Failures come with a reason.
+//! A TLS backend is checked over TLS, its certificate verified as for traffic.
 use crate::http::head::Scan;
 use crate::http::response::{self, ResponseHead};
 use crate::upstream::Upstream;
@@ -88,8 +89,16 @@ async fn connect(u: &Upstream) -> Result<tokio::net::TcpStream, CheckError> {
 }
 
 async fn attempt(u: &Upstream, endpoint: &str) -> Result<(), CheckError> {
-    let mut s = connect(u).await?;
+    let tcp = connect(u).await?;
     let fail = |m: String| CheckError::Failed(m);
+    let mut s = match &u.tls {
+        None => crate::proxy::stream::BackendStream::Plain(tcp),
+        Some(t) => crate::proxy::stream::BackendStream::Tls(Box::new(
+            t.handshake(tcp, &u.address)
+                .await
+                .map_err(|e| fail(e.to_string()))?,
+        )),
+    };
     let req = format!(
         "GET {endpoint} HTTP/1.1\r\nHost: {}\r\nUser-Agent: switchyard-health-check\r\nConnection: close\r\n\r\n",
         u.address

@@ -21,7 +21,6 @@ use crate::upstream::Upstream;
 use bytes::BytesMut;
 use std::sync::Arc;
 use std::time::Duration;
-use tokio::net::TcpStream;
 use tokio::time::Instant;
 
 /// A parsed request, as the `read` phase leaves it.
@@ -97,7 +96,7 @@ pub(crate) enum Continue {
 pub(crate) enum Relayed {
     Done,
     /// The exchange became a tunnel to this upstream stream (101, 2xx to CONNECT).
-    Tunnel(TcpStream),
+    Tunnel(super::stream::BackendStream),
 }
 
 /// One request on its way through the phases.

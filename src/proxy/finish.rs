@@ -8,7 +8,6 @@ use crate::http::error::ErrorKind;
 use crate::routing::Rule;
 use crate::state::Shared;
 use crate::upstream::Upstream;
-use tokio::net::TcpStream;
 use tokio::time::Instant;
 
 /// What the connection does after an exchange.
@@ -18,7 +17,7 @@ pub(crate) enum Next {
     /// Close after draining what the client still sends.
     Linger,
     /// The connection became a tunnel to this upstream stream.
-    Tunnel(TcpStream),
+    Tunnel(super::stream::BackendStream),
 }
 
 impl From<After> for Next {

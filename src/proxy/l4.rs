@@ -255,7 +255,11 @@ async fn serve(shared: Arc<Shared>, r: Arc<Route>, client: TcpStream, peer: Sock
             return;
         }
     }
-    let flow = splice(client, upstream, r.idle_timeout).await;
+    let flow = match upstream {
+        super::stream::BackendStream::Plain(u) => splice(client, u, r.idle_timeout).await,
+        // L4 targets are never TLS (no [[tcp]] key asks for it); spliced all the same.
+        tls => splice_any(client, tls, r.idle_timeout).await,
+    };
     if shared.table.load().server.access_log {
         log::info!(
             target: "access",

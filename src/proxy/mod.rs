@@ -19,6 +19,7 @@ pub mod request_id;
 pub(crate) mod route;
 pub(crate) mod send;
 pub mod session;
+pub mod stream;
 #[cfg(test)]
 mod tests;
 pub mod tunnel;

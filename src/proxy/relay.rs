@@ -74,7 +74,7 @@ async fn both_ways<D: Downstream, B: RequestBody>(
 ) -> Result<End, ProxyError> {
     let s: &Server = &ex.table.server;
     let label: &str = &co.upstream.label;
-    let (mut ur, mut uw) = co.stream.split();
+    let (mut ur, mut uw) = co.stream.halves();
     let uploading = expect == Expect::Body && body.has_more();
     let mut up = if uploading {
         Upload::Running

@@ -156,6 +156,14 @@ impl<S: ClientStream> Session<S> {
             Err(NoRequest::Quiet) => return Next::Close,
             Err(NoRequest::Refused(e)) => return self.refuse(e).await,
         };
+        // The plain listener answers ACME challenges and the redirect to https itself,
+        // before any routing.
+        if self.info.tls.is_none() {
+            let target = self.req.target();
+            if let Some(a) = self.dp.tls.plain_answer(target, self.req.header("host")) {
+                return self.answer_plain(a, started).await;
+            }
+        }
         // The table current when the head arrived, not when the wait for it began: a request
         // on a connection that sat idle across a reload is routed with the new table.
         let table = self.dp.table.load_full();
@@ -221,6 +229,50 @@ impl<S: ClientStream> Session<S> {
         next
     }
 
+    /// Writes an answer the plain listener gives without routing (a 308 to https, an ACME
+    /// key authorization).
+    async fn answer_plain(&mut self, a: crate::tls::PlainAnswer, started: Instant) -> Next {
+        use std::fmt::Write;
+        let gateway = self.dp.table.load().server.gateway_header.clone();
+        let close = self.req.must_close_on_error();
+        let (status, mut r, body) = match &a {
+            crate::tls::PlainAnswer::Redirect(loc) => (
+                308,
+                format!("HTTP/1.1 308 Permanent Redirect\r\nLocation: {loc}\r\n"),
+                "",
+            ),
+            crate::tls::PlainAnswer::Challenge(auth) => (
+                200,
+                "HTTP/1.1 200 OK\r\nContent-Type: application/octet-stream\r\n".to_string(),
+                auth.as_str(),
+            ),
+        };
+        let _ = write!(
+            r,
+            "Content-Length: {}\r\nX-Gateway: {gateway}\r\nX-Request-Id: {}\r\n{}\r\n",
+            body.len(),
+            String::from_utf8_lossy(&self.req.rid),
+            if close { "Connection: close\r\n" } else { "" },
+        );
+        if !self.req.is_head() {
+            r.push_str(body);
+        }
+        let sent =
+            super::io::write_all(&mut self.client, r.as_bytes(), Duration::from_secs(5)).await;
+        let log = LogLine {
+            on: self.access_log,
+            client_ip: self.peer_ip.as_str(),
+            line: &self.req.line,
+            rid: &self.req.rid,
+        };
+        finish::record(&self.dp, &log, None, None, status, started);
+        match (sent, close) {
+            (Err(_), _) => Next::Close,
+            (Ok(()), true) => Next::Linger,
+            (Ok(()), false) => Next::KeepAlive,
+        }
+    }
+
     /// Answers a request that never became an exchange (a bad or late head).
     async fn refuse(&mut self, e: ProxyError) -> Next {
         let started = Instant::now();
@@ -263,7 +315,7 @@ impl<S: ClientStream> Session<S> {
     }
 
     /// Splices the client and `upstream` once the exchange became a tunnel.
-    async fn tunnel(mut self, upstream: TcpStream) {
+    async fn tunnel(mut self, upstream: super::stream::BackendStream) {
         let idle = self.dp.table.load().server.idle_timeout;
         if let Err(e) =
             super::tunnel::splice(self.client, &mut self.buf, upstream, &mut self.up_buf, idle)

@@ -5,14 +5,16 @@ use super::io::write_all;
 use bytes::BytesMut;
 use std::time::Duration;
 use tokio::io::{AsyncRead, AsyncWrite};
-use tokio::net::TcpStream;
 
 /// Splices `client` and `upstream`, first delivering bytes each side already sent that were
 /// read past the heads.
-pub async fn splice<C: AsyncRead + AsyncWrite + Unpin + Send>(
+pub async fn splice<
+    C: AsyncRead + AsyncWrite + Unpin + Send,
+    U: AsyncRead + AsyncWrite + Unpin + Send,
+>(
     mut client: C,
     client_pending: &mut BytesMut,
-    mut upstream: TcpStream,
+    mut upstream: U,
     upstream_pending: &mut BytesMut,
     write_timeout: Duration,
 ) -> std::io::Result<super::l4::Flow> {

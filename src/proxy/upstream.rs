@@ -1,5 +1,7 @@
 //! Getting a connection to a backend: an idle pooled one, or a new connect with a timeout,
-//! walking the candidate list on failure. Only connect failures are retried.
+//! walking the candidate list on failure. Only connect failures are retried; for a TLS
+//! backend the handshake (and the verification of its certificate) is part of the connect.
+use super::stream::BackendStream;
 use crate::upstream::Upstream;
 use std::sync::atomic::Ordering::Relaxed;
 use std::sync::Arc;
@@ -13,7 +15,7 @@ const LOCAL_RETRY_DELAY: Duration = Duration::from_millis(20);
 /// A connection to an upstream and whether it came from the idle pool.
 pub struct Checkout {
     pub upstream: Arc<Upstream>,
-    pub stream: TcpStream,
+    pub stream: BackendStream,
     pub reused: bool,
     /// Candidates tried, this one included.
     pub attempts: u32,
@@ -49,7 +51,7 @@ pub async fn connect_one(
     u: &Upstream,
     connect_timeout: Duration,
     idle_timeout: Duration,
-) -> std::io::Result<(TcpStream, bool)> {
+) -> std::io::Result<(BackendStream, bool)> {
     connect_fresh_or_idle(u, connect_timeout, Some(idle_timeout)).await
 }
 
@@ -59,10 +61,28 @@ pub async fn connect_fresh_or_idle(
     u: &Upstream,
     connect_timeout: Duration,
     idle_timeout: Option<Duration>,
-) -> std::io::Result<(TcpStream, bool)> {
+) -> std::io::Result<(BackendStream, bool)> {
     if let Some(s) = idle_timeout.and_then(|t| u.idle.checkout(t)) {
         return Ok((s, true));
     }
+    let tcp = connect_tcp(u, connect_timeout).await?;
+    let Some(tls) = &u.tls else {
+        return Ok((BackendStream::Plain(tcp), false));
+    };
+    // The handshake gets its own connect_timeout: a backend that accepts and never answers
+    // the ClientHello is as unreachable as one that never accepts.
+    match tokio::time::timeout(connect_timeout, tls.handshake(tcp, &u.address)).await {
+        Ok(Ok(s)) => Ok((BackendStream::Tls(Box::new(s)), false)),
+        Ok(Err(e)) => Err(e),
+        Err(_) => Err(std::io::Error::new(
+            std::io::ErrorKind::TimedOut,
+            "TLS handshake timed out",
+        )),
+    }
+}
+
+/// A new TCP connection to the first resolved address that accepts.
+pub async fn connect_tcp(u: &Upstream, connect_timeout: Duration) -> std::io::Result<TcpStream> {
     let addrs = u.dns.addrs(&u.address).await?;
     let mut last = std::io::Error::other("no address");
     for a in addrs {
@@ -82,7 +102,7 @@ pub async fn connect_fresh_or_idle(
         match connected {
             Ok(Ok(s)) => {
                 let _ = s.set_nodelay(true);
-                return Ok((s, false));
+                return Ok(s);
             }
             Ok(Err(e)) if crate::fdlimit::is_exhaustion(&e) => return Err(e),
             Ok(Err(e)) => last = e,

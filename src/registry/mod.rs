@@ -34,6 +34,16 @@ pub struct Registration {
     pub hold_timeout: Option<HoldSecs>,
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub hold_max: Option<u32>,
+    /// TLS to the service (`"tls": true`, or an `https://` url).
+    #[serde(default, skip_serializing_if = "std::ops::Not::not")]
+    pub tls: bool,
+    /// PEM text of the CA that signed the service's certificate (default: the system's
+    /// roots). Text, not a path: a registrant cannot place files on the gateway, and a path
+    /// would let it probe the gateway's file system.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub tls_ca: Option<String>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub tls_server_name: Option<String>,
 }
 
 /// A hold time in milliseconds, written as fractional seconds (so `Registration` stays `Eq`).
@@ -68,7 +78,17 @@ impl Registration {
 
     /// The `host:port` of the url (validated when the registration was accepted).
     pub fn address(&self) -> Option<Address> {
-        parse_url(&self.url).ok()
+        parse_url(&self.url).ok().map(|(a, _)| a)
+    }
+
+    /// How the service is reached over TLS; None for plain HTTP (or settings that no longer
+    /// parse, which registration refused).
+    pub fn backend_tls(&self) -> Option<crate::tls::client::BackendTls> {
+        if !self.tls {
+            return None;
+        }
+        let ca = self.tls_ca.as_ref().map(|p| ("inline PEM", p.as_bytes()));
+        crate::tls::client::BackendTls::new(ca, self.tls_server_name.as_deref()).ok()
     }
 }
 
@@ -146,16 +166,22 @@ pub fn check_target(
     Ok(())
 }
 
-/// `http://host:port` (a trailing `/` is tolerated); nothing else.
-pub fn parse_url(url: &str) -> Result<Address, String> {
-    let rest = url
-        .strip_prefix("http://")
-        .ok_or("must start with http://")?;
+/// `http://host:port` or `https://host:port` (a trailing `/` is tolerated); nothing else.
+/// The flag: https.
+pub fn parse_url(url: &str) -> Result<(Address, bool), String> {
+    let (rest, https) = match url.strip_prefix("http://") {
+        Some(r) => (r, false),
+        None => (
+            url.strip_prefix("https://")
+                .ok_or("must start with http:// or https://")?,
+            true,
+        ),
+    };
     let rest = rest.strip_suffix('/').unwrap_or(rest);
     if rest.contains(['/', '?', '#', '@']) {
         return Err("must be http://host:port with no path, query or credentials".into());
     }
-    address::parse(rest, false)
+    address::parse(rest, false).map(|a| (a, https))
 }
 
 /// Validates a registration body; errors name the field (`routes[1].path: ...`).
@@ -173,6 +199,9 @@ pub fn parse_registration(body: &[u8]) -> Result<Registration, String> {
             "routes",
             "hold_timeout",
             "hold_max",
+            "tls",
+            "tls_ca",
+            "tls_server_name",
         ]
         .contains(&k.as_str())
         {
@@ -194,7 +223,40 @@ pub fn parse_registration(body: &[u8]) -> Result<Registration, String> {
         ));
     }
     let url = str_field("url")?.ok_or_else(|| field_err("url", "missing"))?;
-    let addr = parse_url(&url).map_err(|e| field_err("url", &e))?;
+    let (addr, https) = parse_url(&url).map_err(|e| field_err("url", &e))?;
+    let tls = match obj.get("tls") {
+        None | Some(Value::Null) => https,
+        Some(Value::Bool(b)) if *b || !https => *b,
+        Some(Value::Bool(_)) => return Err(field_err("tls", "false contradicts an https:// url")),
+        Some(_) => return Err(field_err("tls", "expected true or false")),
+    };
+    let tls_ca = str_field("tls_ca")?;
+    let tls_server_name = str_field("tls_server_name")?;
+    if !tls && (tls_ca.is_some() || tls_server_name.is_some()) {
+        return Err(field_err(
+            if tls_ca.is_some() {
+                "tls_ca"
+            } else {
+                "tls_server_name"
+            },
+            "only with tls: true",
+        ));
+    }
+    if tls {
+        let ca = tls_ca.as_ref().map(|p| ("tls_ca", p.as_bytes()));
+        match crate::tls::client::BackendTls::new(ca, tls_server_name.as_deref()) {
+            Ok(_) => {}
+            Err(crate::tls::client::TlsSetupError::Ca(m)) => {
+                return Err(field_err(
+                    "tls_ca",
+                    &format!("expected PEM text of a CA certificate ({m})"),
+                ))
+            }
+            Err(crate::tls::client::TlsSetupError::ServerName(m)) => {
+                return Err(field_err("tls_server_name", &m))
+            }
+        }
+    }
     if let Some(ip) = addr.ip() {
         if let Some(why) = addr_class::forbidden(ip, &self_target::HostAddrs::default()) {
             return Err(field_err("url", &format!("{ip} is {why}")));
@@ -298,6 +360,9 @@ pub fn parse_registration(body: &[u8]) -> Result<Registration, String> {
         routes,
         hold_timeout: hold.timeout.map(|t| HoldSecs(t.as_millis() as u64)),
         hold_max: hold.max,
+        tls,
+        tls_ca,
+        tls_server_name,
     })
 }
 
@@ -375,7 +440,7 @@ mod tests {
             (b"[]", "body"),
             (br#"{"url": "http://a:1", "routes": []}"#, "service:"),
             (br#"{"service": "a b", "url": "http://a:1", "routes": []}"#, "service:"),
-            (br#"{"service": "a", "url": "https://a:1", "routes": []}"#, "url:"),
+            (br#"{"service": "a", "url": "ftp://a:1", "routes": []}"#, "url:"),
             (br#"{"service": "a", "url": "http://a:1/x", "routes": []}"#, "url:"),
             (br#"{"service": "a", "url": "http://a:1", "routes": [{"path": "x"}]}"#, "routes[0].path"),
             (br#"{"service": "a", "url": "http://a:1", "routes": [{"path": "/x", "method": "G T"}]}"#, "routes[0].method"),

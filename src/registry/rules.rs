@@ -268,6 +268,9 @@ mod tests {
             service: name.into(),
             url: "http://127.0.0.1:1".into(),
             health_endpoint: "/health".into(),
+            tls: false,
+            tls_ca: None,
+            tls_server_name: None,
             routes: vec![RegRoute {
                 method: method.map(String::from),
                 path: path.into(),

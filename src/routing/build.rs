@@ -17,8 +17,10 @@ use std::sync::Arc;
 /// are shared with earlier tables; afterwards the set forgets upstreams no longer used.
 pub fn build(cfg: &Config, services: &[Registration], set: &UpstreamSet) -> Table {
     let mut used: Vec<Arc<Upstream>> = Vec::new();
-    let mut get = |a: &crate::config::address::Address, ep: Option<&str>| {
-        let u = set.get(a, ep);
+    let mut get = |a: &crate::config::address::Address,
+                   ep: Option<&str>,
+                   tls: Option<&Arc<crate::tls::client::BackendTls>>| {
+        let u = set.get_tls(a, ep, tls);
         if !used.iter().any(|x| Arc::ptr_eq(x, &u)) {
             used.push(u.clone());
         }
@@ -30,7 +32,7 @@ pub fn build(cfg: &Config, services: &[Registration], set: &UpstreamSet) -> Tabl
         let ups = b
             .addresses
             .iter()
-            .map(|a| get(a, b.health_check_endpoint.as_deref()))
+            .map(|a| get(a, b.health_check_endpoint.as_deref(), b.tls.as_ref()))
             .collect();
         let pool = Pool::new(b.name.clone(), ups)
             .with(set.pool_runtime(&b.name), b.hold.over(cfg.server.hold));
@@ -65,7 +67,8 @@ pub fn build(cfg: &Config, services: &[Registration], set: &UpstreamSet) -> Tabl
     let mut registered = Vec::new();
     for (si, reg) in services.iter().enumerate() {
         let Some(addr) = reg.address() else { continue };
-        let u = get(&addr, Some(&reg.health_endpoint));
+        let tls = reg.backend_tls().map(Arc::new);
+        let u = get(&addr, Some(&reg.health_endpoint), tls.as_ref());
         let pool = Arc::new(Pool::new(reg.service.clone(), vec![u.clone()]).with(
             set.pool_runtime(&reg.service),
             reg.hold().over(cfg.server.hold),
@@ -110,7 +113,7 @@ pub fn build(cfg: &Config, services: &[Registration], set: &UpstreamSet) -> Tabl
         let pods = sh
             .addresses
             .iter()
-            .map(|a| get(a, sh.health_check_endpoint.as_deref()))
+            .map(|a| get(a, sh.health_check_endpoint.as_deref(), None))
             .collect();
         shard_trie.insert(&pattern, shards.len() as u32);
         shards.push(Rule {
@@ -143,7 +146,7 @@ pub fn build(cfg: &Config, services: &[Registration], set: &UpstreamSet) -> Tabl
             continue;
         }
         path_routed.insert(&p.address);
-        let u = get(&p.address, p.health_check_endpoint.as_deref());
+        let u = get(&p.address, p.health_check_endpoint.as_deref(), None);
         path_routes.push(Rule {
             kind: RuleKind::PathRoute,
             label: p.path.clone(),
@@ -167,7 +170,7 @@ pub fn build(cfg: &Config, services: &[Registration], set: &UpstreamSet) -> Tabl
         .targets
         .iter()
         .filter(|t| !path_routed.contains(&t.address))
-        .map(|t| get(&t.address, t.health_check_endpoint.as_deref()))
+        .map(|t| get(&t.address, t.health_check_endpoint.as_deref(), None))
         .collect();
     let catch_all = (!catch.is_empty()).then(|| Rule {
         kind: RuleKind::CatchAll,

@@ -31,6 +31,8 @@ pub struct Upstream {
     pub idle: pool::IdlePool,
     pub dns: dns::Resolved,
     pub stats: UpstreamStats,
+    /// Connections are TLS, verified as this says (`tls = true`).
+    pub tls: Option<std::sync::Arc<crate::tls::client::BackendTls>>,
 }
 
 impl Upstream {
@@ -55,6 +57,7 @@ impl Upstream {
             outlier: Default::default(),
             idle: pool::IdlePool::new(),
             stats: UpstreamStats::default(),
+            tls: None,
         }
     }
 

@@ -1,15 +1,15 @@
 //! Idle keep-alive connections to one backend address. A lock-free bounded queue: a checkout
 //! never waits on another worker, and a connection is handed to one request at a time.
+use crate::proxy::stream::BackendStream;
 use crossbeam_queue::ArrayQueue;
 use std::time::{Duration, Instant};
-use tokio::net::TcpStream;
 
 /// Idle connections kept per address; beyond this a released connection is closed.
 pub const IDLE_PER_ADDRESS: usize = 256;
 
 #[derive(Debug)]
 pub struct IdlePool {
-    queue: ArrayQueue<(TcpStream, Instant)>,
+    queue: ArrayQueue<(BackendStream, Instant)>,
 }
 
 impl Default for IdlePool {
@@ -27,22 +27,17 @@ impl IdlePool {
 
     /// Takes an idle connection that is still open and was idle less than `max_idle`.
     /// Connections the backend closed (readable EOF) or that hold unexpected bytes are dropped.
-    pub fn checkout(&self, max_idle: Duration) -> Option<TcpStream> {
-        while let Some((stream, since)) = self.queue.pop() {
-            if since.elapsed() >= max_idle {
-                continue;
-            }
-            let mut probe = [0u8; 1];
-            match stream.try_read(&mut probe) {
-                Err(e) if e.kind() == std::io::ErrorKind::WouldBlock => return Some(stream),
-                _ => continue,
+    pub fn checkout(&self, max_idle: Duration) -> Option<BackendStream> {
+        while let Some((mut stream, since)) = self.queue.pop() {
+            if since.elapsed() < max_idle && stream.still_idle() {
+                return Some(stream);
             }
         }
         None
     }
 
     /// Returns a connection for reuse; closes it if the pool is full.
-    pub fn release(&self, stream: TcpStream) {
+    pub fn release(&self, stream: BackendStream) {
         let _ = self.queue.push((stream, Instant::now()));
     }
 

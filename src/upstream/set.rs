@@ -6,7 +6,9 @@ use crate::resilience::pool_rt::PoolRuntime;
 use std::collections::{HashMap, HashSet};
 use std::sync::{Arc, Mutex};
 
-type Key = (Address, Option<String>);
+/// Address, health endpoint, and the TLS settings' fingerprint (a backend reached over TLS
+/// is another upstream than the same address in clear).
+type Key = (Address, Option<String>, Option<[u8; 32]>);
 
 #[derive(Debug, Default)]
 pub struct UpstreamSet {
@@ -25,12 +27,28 @@ impl UpstreamSet {
     /// The upstream for this address and endpoint, created (and remembered as fresh, for the
     /// health checker to pick up) if new.
     pub fn get(&self, address: &Address, endpoint: Option<&str>) -> Arc<Upstream> {
+        self.get_tls(address, endpoint, None)
+    }
+
+    /// `get` for an upstream that may be reached over TLS.
+    pub fn get_tls(
+        &self,
+        address: &Address,
+        endpoint: Option<&str>,
+        tls: Option<&Arc<crate::tls::client::BackendTls>>,
+    ) -> Arc<Upstream> {
         let mut inner = self.inner.lock().unwrap_or_else(|p| p.into_inner());
-        let key = (address.clone(), endpoint.map(str::to_string));
+        let key = (
+            address.clone(),
+            endpoint.map(str::to_string),
+            tls.map(|t| t.fingerprint),
+        );
         if let Some(u) = inner.map.get(&key) {
             return u.clone();
         }
-        let u = Arc::new(Upstream::new(address.clone(), endpoint.map(str::to_string)));
+        let mut u = Upstream::new(address.clone(), endpoint.map(str::to_string));
+        u.tls = tls.cloned();
+        let u = Arc::new(u);
         inner.map.insert(key, u.clone());
         inner.fresh.push(u.clone());
         u

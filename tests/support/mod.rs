@@ -5,6 +5,7 @@
 pub mod backend;
 pub mod etcd;
 pub mod metrics;
+pub mod tls;
 pub mod wire;
 
 use std::io::{BufRead, BufReader, Read, Write};
@@ -199,6 +200,11 @@ impl Switchyard {
     /// Waits until the log contains `needle`.
     pub fn wait_log(&self, needle: &str, timeout: Duration) -> bool {
         wait_until(timeout, || self.log_text().contains(needle))
+    }
+
+    /// Waits until the log contains `needle` at least `n` times.
+    pub fn wait_log_count(&self, needle: &str, n: usize, timeout: Duration) -> bool {
+        wait_until(timeout, || self.log_text().matches(needle).count() >= n)
     }
 }
 

@@ -156,6 +156,9 @@ mod tests {
             service: "sagjan".into(),
             url: "http://127.0.0.1:7812".into(),
             health_endpoint: "/health".into(),
+            tls: false,
+            tls_ca: None,
+            tls_server_name: None,
             routes: vec![RegRoute {
                 method: Some("GET".into()),
                 path: "/api/comments/*".into(),
