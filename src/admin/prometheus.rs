@@ -569,6 +569,14 @@ impl Collector for Scrape {
         )?;
         single(
             &mut enc,
+            "switchyard_access_log_dropped",
+            "Access log lines dropped because the writer was behind (requests are never held up).",
+            None,
+            MetricType::Counter,
+            ConstCounter::new(crate::observe::access_log::dropped_total()),
+        )?;
+        single(
+            &mut enc,
             "switchyard_config_reload_failures",
             "SIGHUP reloads refused because the new config was invalid.",
             None,

@@ -13,6 +13,15 @@ use std::time::Duration;
 /// Lines that may wait for the writer; beyond this they are dropped.
 pub const CHANNEL_LINES: usize = 8192;
 
+/// Lines dropped by every writer this process ran (a reload to a new path starts a new one;
+/// the counter stays monotonic for `/metrics`).
+static DROPPED_TOTAL: AtomicU64 = AtomicU64::new(0);
+
+/// `switchyard_access_log_dropped_total`.
+pub fn dropped_total() -> u64 {
+    DROPPED_TOTAL.load(Relaxed)
+}
+
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
 pub enum Format {
     #[default]
@@ -205,6 +214,7 @@ enum Msg {
 /// The data plane's handle: format + hand over. Cheap to share behind an `Arc`.
 #[derive(Debug)]
 pub struct AccessLog {
+    path: String,
     tx: mpsc::SyncSender<Msg>,
     reopen: Arc<AtomicBool>,
     dropped: AtomicU64,
@@ -234,6 +244,7 @@ impl AccessLog {
             .name("access-log".into())
             .spawn(move || writer(rx, sink, r, w))?;
         Ok(AccessLog {
+            path: path.to_string(),
             tx,
             reopen,
             dropped: AtomicU64::new(0),
@@ -241,10 +252,26 @@ impl AccessLog {
         })
     }
 
+    /// Where this writer writes (`-` = stdout).
+    pub fn path(&self) -> &str {
+        &self.path
+    }
+
+    /// Formats `e` and hands the line over.
+    pub fn write(&self, e: &Entry<'_>, format: Format, query: bool) {
+        let mut line = String::with_capacity(384);
+        match format {
+            Format::Json => json_line(e, query, &mut line),
+            Format::Text => text_line(e, query, &mut line),
+        }
+        self.send(line);
+    }
+
     /// Hands a line over; drops and counts it if the writer is behind.
     pub fn send(&self, line: String) {
         if self.tx.try_send(Msg::Line(line)).is_err() {
             self.dropped.fetch_add(1, Relaxed);
+            DROPPED_TOTAL.fetch_add(1, Relaxed);
         }
     }
 
@@ -261,6 +288,34 @@ impl AccessLog {
     pub fn written(&self) -> u64 {
         self.written.load(Relaxed)
     }
+}
+
+/// Puts the writer `server` asks for into `slot`: none when the log is off, the running one
+/// when the path stayed, else a new one (an unopenable path is an error and `slot` is left
+/// as it was, so a reload can be refused before anything changed).
+pub fn apply(
+    slot: &arc_swap::ArcSwapOption<AccessLog>,
+    server: &crate::config::Server,
+) -> std::io::Result<()> {
+    if !server.access_log {
+        slot.store(None);
+        return Ok(());
+    }
+    if slot
+        .load()
+        .as_ref()
+        .is_some_and(|l| l.path() == server.access_log_path)
+    {
+        return Ok(());
+    }
+    let log = AccessLog::start(&server.access_log_path).map_err(|e| {
+        std::io::Error::new(
+            e.kind(),
+            format!("access_log_path {}: {e}", server.access_log_path),
+        )
+    })?;
+    slot.store(Some(Arc::new(log)));
+    Ok(())
 }
 
 enum Sink {

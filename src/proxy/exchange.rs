@@ -33,8 +33,6 @@ pub(crate) struct Request {
     pub head: RequestHead,
     pub framing: RequestFraming,
     pub rid: Vec<u8>,
-    /// `METHOD target` for the access log, filled only when it is on.
-    pub line: String,
 }
 
 impl Request {
@@ -68,7 +66,6 @@ impl Request {
         self.head.len = 0;
         self.framing = RequestFraming::default();
         self.rid.clear();
-        self.line.clear();
     }
 }
 
@@ -121,6 +118,11 @@ pub(crate) struct Exchange<'t> {
     pub retry_on: Option<crate::resilience::policy::OnSet>,
     /// When the head went to the backend (for `Server-Timing` and the response deadline).
     pub sent_at: Instant,
+    /// From the head sent to the backend's answer head, once one came (the access log's
+    /// `upstream_ms`).
+    pub upstream_time: Option<Duration>,
+    /// The client connection's TLS version, for the access log.
+    pub tls: Option<&'static str>,
     /// The status relayed to the client, once its head is out.
     pub status: Option<u16>,
     pub cont: Continue,
@@ -150,6 +152,8 @@ impl<'t> Exchange<'t> {
             try_no: 1,
             retry_on: None,
             sent_at: started,
+            upstream_time: None,
+            tls: None,
             status: None,
             cont: if req.framing.expect_continue {
                 Continue::Waiting

@@ -88,13 +88,6 @@ pub(crate) async fn read_request<S: ClientStream>(
         Some(v) if request_id::acceptable(v) => req.rid.extend_from_slice(v),
         _ => request_id::generate(&mut req.rid),
     }
-    if s.access_log {
-        req.line
-            .push_str(&String::from_utf8_lossy(req.head.method(&req.bytes)));
-        req.line.push(' ');
-        req.line
-            .push_str(&String::from_utf8_lossy(req.head.target(&req.bytes)));
-    }
     check(req).map_err(NoRequest::Refused)?;
     Ok(started)
 }

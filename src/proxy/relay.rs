@@ -114,7 +114,9 @@ async fn both_ways<D: Downstream, B: RequestBody>(
         e.answered = true;
         return Err(e);
     }
-    let upstream_ms = ex.sent_at.elapsed().as_secs_f64() * 1000.0;
+    let upstream_time = ex.sent_at.elapsed();
+    ex.upstream_time = Some(upstream_time);
+    let upstream_ms = upstream_time.as_secs_f64() * 1000.0;
     let fr = ex.req.framing;
     if (status == 101 && fr.upgrade) || (ex.req.is_connect() && (200..300).contains(&status)) {
         down.tunnel_head(bufs.out, bufs.up, bufs.resp, upstream_ms)
