@@ -45,6 +45,9 @@ const SECTIONS: &[(&str, &[&str])] = &[
             "gateway_header",
             "hold_timeout",
             "hold_max",
+            "underscore_headers",
+            "via_name",
+            "auth_failure_limit",
         ],
     ),
     ("admin", &["listen"]),
@@ -359,7 +362,8 @@ mod tests {
             | "attempts"
             | "budget_percent"
             | "min_retries_per_second"
-            | "max_retry_body" => "4".to_string(),
+            | "max_retry_body"
+            | "auth_failure_limit" => "4".to_string(),
             "access_log" | "enabled" | "access_log_query" => "true".into(),
             "base_ejection_time" => "1".into(),
             k if k.ends_with("timeout") || k.ends_with("interval") => "1".into(),

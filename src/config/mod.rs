@@ -36,6 +36,13 @@ pub struct Server {
     pub gateway_header: String,
     /// Holding through a cold start, for pools that do not set their own (SPEC §11).
     pub hold: resilience::Hold,
+    /// `underscore_headers`: request header names with `_` (SPEC §4).
+    pub underscore_headers: crate::http::admit::Underscore,
+    /// The fleet's hop marker, sent as `Via: 1.1 <via_name>` (loop detection, SPEC §4). When
+    /// not configured, derived from the store's identity (see `validate::fleet_identity`).
+    pub via_name: String,
+    /// Failed API-key checks per source address per minute before 429 (0: no limit).
+    pub auth_failure_limit: u32,
 }
 
 impl Default for Server {
@@ -59,6 +66,9 @@ impl Default for Server {
             access_log_query: false,
             gateway_header: "switchyard".into(),
             hold: Default::default(),
+            underscore_headers: crate::http::admit::Underscore::Drop,
+            via_name: String::new(),
+            auth_failure_limit: 20,
         }
     }
 }

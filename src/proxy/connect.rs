@@ -27,7 +27,10 @@ pub(crate) async fn connect<'a>(
         }
     };
     let idle = (!fresh).then_some(s.idle_timeout);
-    match checkout_with(candidates, s.connect_timeout, idle, &on_failure).await {
+    // Never one of our own listeners, checked at each connect: a DNS name can come to point
+    // at us after it was configured or registered.
+    let own = ex.dp.own_listeners.load();
+    match checkout_with(candidates, s.connect_timeout, idle, &own, &on_failure).await {
         Ok(co) => {
             ex.attempts += co.attempts;
             co.upstream.count_request();
@@ -45,7 +48,15 @@ pub(crate) async fn connect<'a>(
                 ConnectError::NoCandidates => format!("no healthy address for {kind} {label}"),
                 _ => format!("no address of {kind} {label} could be reached ({e})"),
             };
-            Err(ProxyError::refuse(ErrorKind::ServiceUnavailable, msg).retryable())
+            let looped = matches!(&e, ConnectError::AllFailed { error, .. }
+                if error.get_ref().is_some_and(|i| i.is::<super::upstream::OwnListenerLoop>()));
+            let mut err = ProxyError::refuse(ErrorKind::ServiceUnavailable, msg).retryable();
+            if looped {
+                err.public = Some(
+                    "the backend address of this route leads to switchyard's own listeners (a forwarding loop)",
+                );
+            }
+            Err(err)
         }
     }
 }

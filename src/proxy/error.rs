@@ -44,6 +44,9 @@ pub(crate) struct ProxyError {
     pub answered: bool,
     /// For the log line and the JSON `message`.
     pub detail: Cow<'static, str>,
+    /// What the client is told instead of the generic text for its status, when a failure
+    /// can be named without an address or an OS error (SPEC §11).
+    pub public: Option<&'static str>,
 }
 
 impl ProxyError {
@@ -58,6 +61,7 @@ impl ProxyError {
             status: None,
             answered: false,
             detail,
+            public: None,
         }
     }
 
@@ -86,6 +90,13 @@ impl ProxyError {
     /// The client went away (or stopped reading) mid-exchange.
     pub fn client_gone() -> Self {
         Self::gone(Side::Client, "the client closed the connection")
+    }
+
+    /// The connection closes after the answer whatever its framing (bytes the client may
+    /// already send after the head, a tunnel's, must not be read as a request).
+    pub fn closing(mut self) -> Self {
+        self.must_close = true;
+        self
     }
 
     pub fn retryable(mut self) -> Self {

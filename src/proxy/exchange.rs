@@ -6,6 +6,7 @@ use super::downstream::{Downstream, RequestBody};
 use super::error::ProxyError;
 use super::error::Side;
 use super::{relay, route, send};
+use crate::http::admit::Target;
 use crate::http::error::ErrorKind;
 use crate::http::framing::{Body, RequestFraming};
 use crate::http::head::{self, RequestHead};
@@ -33,6 +34,10 @@ pub(crate) struct Request {
     pub head: RequestHead,
     pub framing: RequestFraming,
     pub rid: Vec<u8>,
+    /// The target's form once `read` admitted it (`http::admit`); None before.
+    pub form: Option<Target>,
+    /// The canonical path when it differs from the one sent (`form` says so).
+    pub canon: Vec<u8>,
 }
 
 impl Request {
@@ -45,9 +50,19 @@ impl Request {
     pub fn header(&self, lower: &str) -> Option<&[u8]> {
         self.head.header(&self.bytes, lower)
     }
-    /// The path routing sees, when the target has one.
+    /// The path routing sees: the canonical one (`http::canonical`), `/` for CONNECT (routed
+    /// as a route `path = "/"` that lists the method), None for `*` or before admission.
     pub fn path(&self) -> Option<&[u8]> {
-        head::route_path(self.target())
+        match self.form? {
+            Target::Path { rewritten: true } => Some(&self.canon),
+            Target::Path { rewritten: false } => head::route_path(self.target()),
+            Target::Authority => Some(b"/"),
+            Target::Asterisk => None,
+        }
+    }
+    /// The path the backend gets in place of the one sent, when canonicalizing changed it.
+    pub fn rewritten_path(&self) -> Option<&[u8]> {
+        matches!(self.form, Some(Target::Path { rewritten: true })).then_some(&self.canon[..])
     }
     pub fn is_head(&self) -> bool {
         self.method() == b"HEAD"
@@ -66,6 +81,8 @@ impl Request {
         self.head.len = 0;
         self.framing = RequestFraming::default();
         self.rid.clear();
+        self.form = None;
+        self.canon.clear();
     }
 }
 
@@ -103,6 +120,8 @@ pub(crate) struct Exchange<'t> {
     pub table: &'t Table,
     pub req: &'t Request,
     pub client_ip: &'t str,
+    /// The client's address, for the per-address count of failed API keys.
+    pub peer: std::net::IpAddr,
     /// The client's scheme, for `X-Forwarded-Proto`.
     pub proto: &'static str,
     /// When the head had arrived.
@@ -135,6 +154,7 @@ impl<'t> Exchange<'t> {
         table: &'t Table,
         req: &'t Request,
         client_ip: &'t str,
+        peer: std::net::IpAddr,
         proto: &'static str,
         started: Instant,
     ) -> Self {
@@ -143,6 +163,7 @@ impl<'t> Exchange<'t> {
             table,
             req,
             client_ip,
+            peer,
             proto,
             started,
             rule: None,
@@ -191,7 +212,11 @@ pub(crate) async fn run<D: Downstream, B: RequestBody>(
     down: &mut D,
     body: &mut B,
 ) -> Result<Relayed, ProxyError> {
-    let routed = match route::route(ex.table, ex.req) {
+    let auth = route::AuthFailures {
+        limiter: &ex.dp.auth_failures,
+        peer: ex.peer,
+    };
+    let routed = match route::route(ex.table, ex.req, &auth) {
         Ok(r) => r,
         Err(r) => {
             ex.rule = r.rule;
@@ -230,7 +255,7 @@ pub(crate) async fn run<D: Downstream, B: RequestBody>(
             Err(e) if !held && pool.hold.timeout > Duration::ZERO && !pool.any_up() => {
                 held = true;
                 hold(ex, pool, e).await?;
-                candidates = match route::route(ex.table, ex.req) {
+                candidates = match route::route(ex.table, ex.req, &auth) {
                     Ok(r) => r.candidates,
                     Err(r) => return Err(r.error),
                 };

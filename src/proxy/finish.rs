@@ -160,6 +160,9 @@ pub(crate) async fn answer<D: Downstream>(
 /// What the client is told (SPEC §11): for failures of a backend or of the way to one, what
 /// failed in the client's terms, never an address or an operating-system error text.
 fn public_message(kind: ErrorKind, e: &ProxyError) -> &str {
+    if let Some(p) = e.public {
+        return p;
+    }
     match kind {
         ErrorKind::BadGateway => "the backend closed the connection or sent an invalid response",
         ErrorKind::GatewayTimeout => "the backend did not answer in time",

@@ -95,6 +95,7 @@ impl IpText {
 pub(crate) struct Session<S> {
     pub dp: Arc<Shared>,
     pub client: S,
+    peer: std::net::IpAddr,
     peer_ip: IpText,
     info: ConnInfo,
     /// Request bytes; lent from [`bufpool`] only while a head or body is being read.
@@ -120,6 +121,7 @@ pub async fn serve<S: ClientStream>(dp: Arc<Shared>, stream: S, peer: SocketAddr
     let mut s = Session {
         dp,
         client: stream,
+        peer: peer.ip(),
         peer_ip: IpText::new(peer.ip()),
         info,
         buf: BytesMut::new(),
@@ -175,12 +177,21 @@ impl<S: ClientStream> Session<S> {
             out,
             up_buf,
             resp,
+            peer,
             peer_ip,
             info,
             ..
         } = self;
         let s = &*table.server;
-        let mut ex = Exchange::new(dp, &table, req, peer_ip.as_str(), info.proto(), started);
+        let mut ex = Exchange::new(
+            dp,
+            &table,
+            req,
+            peer_ip.as_str(),
+            *peer,
+            info.proto(),
+            started,
+        );
         ex.tls = info.tls.as_ref().map(|t| t.version);
         let mut bufs = Bufs {
             out,

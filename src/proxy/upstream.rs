@@ -2,6 +2,7 @@
 //! walking the candidate list on failure. Only connect failures are retried; for a TLS
 //! backend the handshake (and the verification of its certificate) is part of the connect.
 use super::stream::BackendStream;
+use crate::registry::self_target::OwnListeners;
 use crate::upstream::Upstream;
 use std::sync::atomic::Ordering::Relaxed;
 use std::sync::Arc;
@@ -46,13 +47,17 @@ impl std::fmt::Display for ConnectError {
     }
 }
 
-/// Connects one upstream (pool first).
+/// Connects one upstream (pool first). An address that leads to one of switchyard's own
+/// listeners is never connected to, checked on every connect because a DNS name can start
+/// pointing at us after it was configured or registered: a loop would hold a connection per
+/// round trip until descriptors run out.
 pub async fn connect_one(
     u: &Upstream,
     connect_timeout: Duration,
     idle_timeout: Duration,
+    own: &OwnListeners,
 ) -> std::io::Result<(BackendStream, bool)> {
-    connect_fresh_or_idle(u, connect_timeout, Some(idle_timeout)).await
+    connect_fresh_or_idle(u, connect_timeout, Some(idle_timeout), own).await
 }
 
 /// Connects one upstream: from the idle pool first when `idle_timeout` is given, else always
@@ -61,11 +66,12 @@ pub async fn connect_fresh_or_idle(
     u: &Upstream,
     connect_timeout: Duration,
     idle_timeout: Option<Duration>,
+    own: &OwnListeners,
 ) -> std::io::Result<(BackendStream, bool)> {
     if let Some(s) = idle_timeout.and_then(|t| u.idle.checkout(t)) {
         return Ok((s, true));
     }
-    let tcp = connect_tcp(u, connect_timeout).await?;
+    let tcp = connect_tcp(u, connect_timeout, own).await?;
     let Some(tls) = &u.tls else {
         return Ok((BackendStream::Plain(tcp), false));
     };
@@ -81,11 +87,36 @@ pub async fn connect_fresh_or_idle(
     }
 }
 
-/// A new TCP connection to the first resolved address that accepts.
-pub async fn connect_tcp(u: &Upstream, connect_timeout: Duration) -> std::io::Result<TcpStream> {
+/// A connect refused because the address is one of switchyard's own listeners (a forwarding
+/// loop): typed, so the client can be told what is wrong without the address.
+#[derive(Debug)]
+pub struct OwnListenerLoop(pub String);
+
+impl std::fmt::Display for OwnListenerLoop {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str(&self.0)
+    }
+}
+
+impl std::error::Error for OwnListenerLoop {}
+
+/// A new TCP connection to the first resolved address that accepts and is not one of our own
+/// listeners.
+pub async fn connect_tcp(
+    u: &Upstream,
+    connect_timeout: Duration,
+    own: &OwnListeners,
+) -> std::io::Result<TcpStream> {
     let addrs = u.dns.addrs(&u.address).await?;
     let mut last = std::io::Error::other("no address");
     for a in addrs {
+        if let Some(l) = own.find(a) {
+            last = std::io::Error::other(OwnListenerLoop(format!(
+                "refused: {a} is one of switchyard's own listeners ({} {}), a loop",
+                l.role, l.addr
+            )));
+            continue;
+        }
         let mut local_retries = LOCAL_RETRIES;
         let connected = loop {
             let r = tokio::time::timeout(connect_timeout, TcpStream::connect(a)).await;
@@ -117,8 +148,16 @@ pub async fn checkout<'a>(
     candidates: impl Iterator<Item = &'a Arc<Upstream>>,
     connect_timeout: Duration,
     idle_timeout: Duration,
+    own: &OwnListeners,
 ) -> Result<Checkout, ConnectError> {
-    checkout_with(candidates, connect_timeout, Some(idle_timeout), &|_| {}).await
+    checkout_with(
+        candidates,
+        connect_timeout,
+        Some(idle_timeout),
+        own,
+        &|_| {},
+    )
+    .await
 }
 
 /// [`checkout`] with a hook called for each address whose connect failed (outlier
@@ -127,13 +166,14 @@ pub async fn checkout_with<'a>(
     candidates: impl Iterator<Item = &'a Arc<Upstream>>,
     connect_timeout: Duration,
     idle_timeout: Option<Duration>,
+    own: &OwnListeners,
     on_failure: &(dyn Fn(&Upstream) + Sync),
 ) -> Result<Checkout, ConnectError> {
     let mut last: Option<(Arc<Upstream>, std::io::Error)> = None;
     let mut attempts = 0;
     for u in candidates {
         attempts += 1;
-        match connect_fresh_or_idle(u, connect_timeout, idle_timeout).await {
+        match connect_fresh_or_idle(u, connect_timeout, idle_timeout, own).await {
             Ok((stream, reused)) => {
                 return Ok(Checkout {
                     upstream: u.clone(),
