@@ -196,6 +196,33 @@ fn consecutive_5xx_eject_and_one_probe_returns_or_reejects() {
     );
     assert_eq!(sample(&m, &series), Some(1.0), "{m}");
     assert!(sy.wait_log("ejected from pool targets", Duration::from_secs(2)));
+    // /health says until when (RFC 3339 ms, so later times sort later as text).
+    let now_text = |d: u64| {
+        let ms = std::time::SystemTime::now()
+            .duration_since(std::time::UNIX_EPOCH)
+            .unwrap()
+            .as_millis() as u64
+            + d;
+        // The same text form the admin API uses, via a tiny civil-date conversion.
+        civil_rfc3339_ms(ms)
+    };
+    let h: serde_json::Value = client()
+        .get(sy.admin_url("/health"))
+        .send()
+        .unwrap()
+        .json()
+        .unwrap();
+    let (eb, eg) = (&h["targets"][bad.address()], &h["targets"][good.address()]);
+    let until = eb["ejected_until"]
+        .as_str()
+        .unwrap_or_else(|| panic!("{h}"));
+    assert!(
+        until > now_text(0).as_str() && until <= now_text(1100).as_str(),
+        "{until}"
+    );
+    assert_eq!(eb["ejections"], 1);
+    assert_eq!(eg["ejected_until"], serde_json::Value::Null, "{h}");
+    assert_eq!(eg["ejections"], 0);
     // Time up: one request probes it; it fails again, so it is out for twice as long.
     std::thread::sleep(Duration::from_millis(1200));
     for _ in 0..10 {
@@ -203,6 +230,28 @@ fn consecutive_5xx_eject_and_one_probe_returns_or_reejects() {
     }
     assert_eq!(bad.hits(), 4, "exactly one probe");
     assert_eq!(sample(&metrics(&sy), &series), Some(2.0));
+}
+
+/// Unix ms as `YYYY-MM-DDTHH:MM:SS.mmmZ` (Howard Hinnant's days-to-civil), for comparing
+/// with the admin API's times as text.
+fn civil_rfc3339_ms(ms: u64) -> String {
+    let (days, rem) = ((ms / 86_400_000) as i64, ms % 86_400_000);
+    let z = days + 719_468;
+    let era = z.div_euclid(146_097);
+    let doe = z - era * 146_097;
+    let yoe = (doe - doe / 1460 + doe / 36_524 - doe / 146_096) / 365;
+    let doy = doe - (365 * yoe + yoe / 4 - yoe / 100);
+    let mp = (5 * doy + 2) / 153;
+    let d = doy - (153 * mp + 2) / 5 + 1;
+    let m = if mp < 10 { mp + 3 } else { mp - 9 };
+    let y = yoe + era * 400 + i64::from(m <= 2);
+    format!(
+        "{y:04}-{m:02}-{d:02}T{:02}:{:02}:{:02}.{:03}Z",
+        rem / 3_600_000,
+        rem / 60_000 % 60,
+        rem / 1000 % 60,
+        rem % 1000
+    )
 }
 
 #[test]
