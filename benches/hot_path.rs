@@ -170,6 +170,8 @@ addresses = ["127.0.0.1:18002", "127.0.0.1:18003"]
                 permission: None,
                 hosts: vec![],
             }],
+            hold_timeout: None,
+            hold_max: None,
         })
         .collect();
     build(&cfg, &services, &UpstreamSet::default())

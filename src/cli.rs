@@ -19,7 +19,7 @@ const USAGE: &str = "switchyard [-c PATH]
        switchyard --help | --version";
 
 const AFTER_HELP: &str =
-    "Environment: RUST_LOG sets the log level (default info; the access log is target `access`).
+    "Environment: RUST_LOG sets the log level (default info; the HTTP access log goes to access_log_path).
 Signals: SIGHUP reloads the config file; SIGTERM/SIGINT drain and exit 0.
 Exit codes: 0 ok, 1 a bad config or a failure at run time, 2 a usage error.";
 

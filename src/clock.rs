@@ -2,10 +2,28 @@
 //! for what is twenty lines of calendar arithmetic.
 use std::time::{SystemTime, UNIX_EPOCH};
 
+/// Whole seconds of a monotonic instant since a fixed base: the retry budget's clock, read
+/// from an instant the caller usually has already (no clock read of its own).
+pub fn mono_secs(at: tokio::time::Instant) -> u64 {
+    static BASE: std::sync::OnceLock<tokio::time::Instant> = std::sync::OnceLock::new();
+    let base = *BASE.get_or_init(|| {
+        at.checked_sub(std::time::Duration::from_secs(1))
+            .unwrap_or(at)
+    });
+    at.saturating_duration_since(base).as_secs()
+}
+
 pub fn unix_ms() -> u64 {
     SystemTime::now()
         .duration_since(UNIX_EPOCH)
         .map_or(0, |d| d.as_millis() as u64)
+}
+
+/// `2025-11-14T20:30:00.123Z`: [`rfc3339`] with milliseconds (the access log's `ts`).
+pub fn rfc3339_ms(unix_ms: u64) -> String {
+    let mut s = rfc3339(unix_ms);
+    s.insert_str(s.len() - 1, &format!(".{:03}", unix_ms % 1000));
+    s
 }
 
 /// `2025-11-14T20:30:00Z` for a Unix time in milliseconds.
@@ -39,5 +57,9 @@ mod tests {
         assert_eq!(super::rfc3339(0), "1970-01-01T00:00:00Z");
         assert_eq!(super::rfc3339(1_763_152_200_000), "2025-11-14T20:30:00Z");
         assert_eq!(super::rfc3339(951_782_400_000), "2000-02-29T00:00:00Z");
+        assert_eq!(
+            super::rfc3339_ms(951_782_400_007),
+            "2000-02-29T00:00:00.007Z"
+        );
     }
 }

@@ -43,6 +43,12 @@ pub fn rebuild(shared: &Arc<Shared>, services: &[Registration]) {
 pub async fn reload(shared: &Arc<Shared>, path: &std::path::Path) -> bool {
     match config::load(path) {
         Ok(cfg) => {
+            // The one part of a reload that can still fail: checked before anything changes.
+            if let Err(e) = crate::observe::access_log::apply(&shared.access_log, &cfg.server) {
+                shared.metrics_reload_failures.fetch_add(1, Relaxed);
+                log::error!("reload refused, still running the previous config: {e}");
+                return false;
+            }
             let old = shared.config.load();
             if old.server.listen != cfg.server.listen
                 || old.admin_listen != cfg.admin_listen

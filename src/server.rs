@@ -62,6 +62,7 @@ pub async fn start(cfg: Config) -> std::io::Result<Running> {
         etcd.is_none(),
         upstreams,
     );
+    crate::observe::access_log::apply(&shared.access_log, &cfg.server)?;
     if let Some((s, every)) = etcd {
         tokio::spawn(crate::fleet::run(shared.clone(), s, every));
     }
@@ -201,12 +202,21 @@ pub async fn run(cfg: Config, path: Option<PathBuf>) -> std::io::Result<()> {
         tokio::select! {
             _ = hup.recv() => match &path {
                 Some(p) => {
+                    // Log rotation: the file was moved away; the next line opens it anew.
+                    if let Some(l) = running.shared.access_log.load().as_deref() {
+                        l.reopen();
+                    }
                     if crate::control::reload(&running.shared, p).await {
                         running.l4.apply(&running.shared, &running.shared.config.load());
                         running.publish_own_listeners();
                     }
                 }
-                None => log::info!("SIGHUP ignored: no config file to reload"),
+                None => {
+                    if let Some(l) = running.shared.access_log.load().as_deref() {
+                        l.reopen();
+                    }
+                    log::info!("SIGHUP: access log reopened; no config file to reload");
+                }
             },
             _ = term.recv() => break,
             _ = int.recv() => break,

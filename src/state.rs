@@ -42,6 +42,9 @@ pub struct Shared {
     /// switchyard's own listeners and this host's addresses: a backend that resolves to one
     /// of them is refused (registration) and never connected to (a forwarding loop).
     pub own_listeners: ArcSwap<crate::registry::self_target::OwnListeners>,
+    /// The access log's writer (SPEC §12); None while `access_log = false`. Replaced when a
+    /// reload changes `access_log_path`, reopened on SIGHUP.
+    pub access_log: arc_swap::ArcSwapOption<crate::observe::access_log::AccessLog>,
 }
 
 impl Shared {
@@ -71,6 +74,7 @@ impl Shared {
             tls: crate::tls::TlsRuntime::default(),
             auth_failures: crate::proxy::auth_limit::AuthLimiter::new(),
             own_listeners: ArcSwap::from_pointee(Default::default()),
+            access_log: Default::default(),
         })
     }
 

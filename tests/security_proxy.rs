@@ -314,6 +314,8 @@ fn a_backend_that_is_switchyard_itself_never_loops() {
     let r = get(&sy, "/x", "");
     assert_eq!(r.status, 503, "{}", r.text());
     assert!(r.text().contains("own listeners"), "{}", r.text());
+    // Named, without the address (SPEC §11: error bodies carry no internals).
+    assert!(!r.text().contains(&port.to_string()), "{}", r.text());
     // By name (localhost may also resolve to ::1, where nothing listens: 503 either way).
     let r = get(&sy, "/by-name/x", "");
     assert_eq!(r.status, 503, "{}", r.text());

@@ -633,3 +633,45 @@ fn backend_tls_verifies_against_tls_ca_and_fails_over() {
     assert_eq!(r.status(), 400);
     assert!(r.text().unwrap().contains("tls_ca"));
 }
+
+#[test]
+fn access_log_names_the_tls_version_of_the_client_connection() {
+    let b = Backend::start("one");
+    let routes = format!(
+        "[[path_routes]]\npath = \"/one\"\naddress = \"{}\"\n",
+        b.address()
+    );
+    let server = "access_log_format = \"json\"\naccess_log_path = \"access.log\"";
+    let (sy, _c, port) = start(server, &routes, "");
+    let mut py = PyClient::start();
+    let r = py.call(
+        json!({"op": "open", "name": "k", "port": port, "sni": "a.test", "ca": ca_path(&sy)}),
+    );
+    assert_eq!(r["ok"], true, "{r}");
+    let r =
+        py.call(json!({"op": "get", "name": "k", "path": "/one/x", "headers": {"Host": "a.test"}}));
+    assert_eq!(r["status"], 200, "{r}");
+    assert_eq!(
+        client().get(sy.url("/one/plain")).send().unwrap().status(),
+        200
+    );
+    let path = sy.config_path.parent().unwrap().join("access.log");
+    let mut text = String::new();
+    wait_until(Duration::from_secs(5), || {
+        text = std::fs::read_to_string(&path).unwrap_or_default();
+        text.lines().count() >= 2
+    });
+    let lines: Vec<serde_json::Value> = text
+        .lines()
+        .map(|l| serde_json::from_str(l).expect("JSON line"))
+        .collect();
+    assert_eq!(lines.len(), 2, "{text}");
+    let (tls, plain) = if lines[0]["path"] == "/one/x" {
+        (&lines[0], &lines[1])
+    } else {
+        (&lines[1], &lines[0])
+    };
+    assert_eq!(tls["path"], "/one/x");
+    assert_eq!(tls["tls"], "TLSv1.3", "{tls}");
+    assert_eq!(plain["tls"], serde_json::Value::Null, "{plain}");
+}

@@ -1,6 +1,6 @@
 //! The `GET /health` document (SPEC §5): overall status, and every checked address with its
-//! status, last check, response time and consecutive failures.
-use crate::clock::rfc3339;
+//! status, last check, response time, consecutive failures and outlier ejection.
+use crate::clock::{rfc3339, rfc3339_ms};
 use crate::health::Status;
 use crate::state::Shared;
 use crate::upstream::Upstream;
@@ -28,6 +28,18 @@ pub fn address_json(u: &Upstream) -> Value {
     if u.health.stopped() {
         m.insert("checks_stopped".into(), json!(true));
     }
+    // Passive health (SPEC §11): null while in service; while ejected, until when (a time in
+    // the past: the probe request has not come back yet). UP and not ejected takes traffic.
+    let until = u.outlier.ejected_until();
+    m.insert(
+        "ejected_until".into(),
+        if until == 0 {
+            Value::Null
+        } else {
+            json!(rfc3339_ms(until))
+        },
+    );
+    m.insert("ejections".into(), json!(u.outlier.ejections()));
     Value::Object(m)
 }
 

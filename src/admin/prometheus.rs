@@ -88,6 +88,9 @@ struct AddressRow {
     connect_failures: u64,
     requests: u64,
     failures: u32,
+    in_flight: u64,
+    ejections: u64,
+    ejected: bool,
 }
 
 fn worst(a: Status, b: Status) -> Status {
@@ -116,6 +119,9 @@ fn address_rows(all: &[Arc<Upstream>]) -> Vec<AddressRow> {
             connect_failures: u.stats.connect_failures.load(Relaxed),
             requests: u.stats.requests.load(Relaxed),
             failures: u.health.failures(),
+            in_flight: u.stats.in_flight.load(Relaxed),
+            ejections: u.outlier.ejections(),
+            ejected: !u.outlier.in_service(),
         };
         match rows.iter_mut().find(|r| r.label == row.label) {
             Some(r) => {
@@ -130,11 +136,161 @@ fn address_rows(all: &[Arc<Upstream>]) -> Vec<AddressRow> {
                 r.connect_failures += row.connect_failures;
                 r.requests += row.requests;
                 r.failures = r.failures.max(row.failures);
+                r.in_flight += row.in_flight;
+                r.ejections += row.ejections;
+                r.ejected |= row.ejected;
             }
             None => rows.push(row),
         }
     }
     rows
+}
+
+/// Per-pool figures: `up` of each member (with its pool), requests in flight, holding.
+fn pools(enc: &mut DescriptorEncoder, table: &crate::routing::Table) -> Result<(), Error> {
+    let mut seen: BTreeMap<&str, &crate::routing::select::Pool> = BTreeMap::new();
+    for r in table
+        .routes
+        .iter()
+        .chain(&table.path_routes)
+        .chain(&table.shards)
+        .chain(table.catch_all.as_ref())
+    {
+        seen.entry(r.pool.name.as_str()).or_insert(&r.pool);
+    }
+    let mut members: BTreeMap<(&str, &str), bool> = BTreeMap::new();
+    for (name, p) in &seen {
+        for u in &p.upstreams {
+            *members.entry((name, &u.label)).or_default() |= u.in_service();
+        }
+    }
+    family(
+        enc,
+        "switchyard_up",
+        "1 when the address takes traffic in the pool (UP and not ejected), else 0.",
+        None,
+        MetricType::Gauge,
+        members.iter().map(|((pool, address), up)| {
+            (
+                [("pool", pool.to_string()), ("address", address.to_string())],
+                ConstGauge::new(i64::from(*up)),
+            )
+        }),
+    )?;
+    let by_pool = |f: fn(&crate::routing::select::Pool) -> u64| {
+        seen.iter()
+            .map(move |(n, p)| ([("pool", n.to_string())], f(p)))
+            .collect::<Vec<_>>()
+    };
+    family(
+        enc,
+        "switchyard_pool_in_flight",
+        "Requests routed to the pool and not finished yet, held ones included: the figure to autoscale the pool on.",
+        None,
+        MetricType::Gauge,
+        by_pool(|p| p.rt.in_flight.load(Relaxed))
+            .into_iter()
+            .map(|(l, v)| (l, ConstGauge::new(v as i64))),
+    )?;
+    family(
+        enc,
+        "switchyard_pool_held",
+        "Requests waiting for the pool to get a usable address (hold_timeout).",
+        None,
+        MetricType::Gauge,
+        by_pool(|p| u64::from(p.rt.hold.waiting()))
+            .into_iter()
+            .map(|(l, v)| (l, ConstGauge::new(v as i64))),
+    )?;
+    for (name, help, f) in [
+        (
+            "switchyard_pool_hold_timeouts",
+            "Held requests that got 503 when hold_timeout ran out.",
+            (|p: &crate::routing::select::Pool| p.rt.hold.timed_out.load(Relaxed))
+                as fn(&crate::routing::select::Pool) -> u64,
+        ),
+        (
+            "switchyard_pool_hold_overflows",
+            "Requests that got 503 at once because hold_max requests were waiting already.",
+            |p| p.rt.hold.overflowed.load(Relaxed),
+        ),
+        (
+            "switchyard_pool_hold_served",
+            "Held requests that got an address before hold_timeout.",
+            |p| p.rt.hold.served.load(Relaxed),
+        ),
+    ] {
+        family(
+            enc,
+            name,
+            help,
+            None,
+            MetricType::Counter,
+            by_pool(f)
+                .into_iter()
+                .map(|(l, v)| (l, ConstCounter::new(v))),
+        )?;
+    }
+    Ok(())
+}
+
+/// `process_*` as Prometheus' client libraries write them (from /proc), and the access log's
+/// dropped lines.
+fn process(enc: &mut DescriptorEncoder, _shared: &crate::state::Shared) -> Result<(), Error> {
+    let Some(p) = crate::observe::process::Process::read() else {
+        return Ok(());
+    };
+    single(
+        enc,
+        "process_start_time",
+        "Start time of the process since unix epoch in seconds.",
+        Some(&Unit::Seconds),
+        MetricType::Gauge,
+        ConstGauge::new(p.start_time_seconds),
+    )?;
+    single(
+        enc,
+        "process_resident_memory",
+        "Resident memory size in bytes.",
+        Some(&Unit::Bytes),
+        MetricType::Gauge,
+        ConstGauge::new(p.resident_memory_bytes as i64),
+    )?;
+    single(
+        enc,
+        "process_virtual_memory",
+        "Virtual memory size in bytes.",
+        Some(&Unit::Bytes),
+        MetricType::Gauge,
+        ConstGauge::new(p.virtual_memory_bytes as i64),
+    )?;
+    single(
+        enc,
+        "process_open_fds",
+        "Number of open file descriptors.",
+        None,
+        MetricType::Gauge,
+        ConstGauge::new(p.open_fds as i64),
+    )?;
+    if let Some(m) = p.max_fds {
+        single(
+            enc,
+            "process_max_fds",
+            "Maximum number of open file descriptors.",
+            None,
+            MetricType::Gauge,
+            ConstGauge::new(m as i64),
+        )?;
+    }
+    single(
+        enc,
+        "process_cpu",
+        "Total user and system CPU time spent in seconds.",
+        Some(&Unit::Seconds),
+        MetricType::Counter,
+        ConstCounter::new(p.cpu_seconds),
+    )?;
+    Ok(())
 }
 
 /// Writes one family of constant samples: `(labels, value)` pairs.
@@ -182,6 +338,7 @@ impl Collector for Scrape {
             .routes
             .iter()
             .chain(&table.path_routes)
+            .chain(&table.shards)
             .chain(table.catch_all.as_ref())
         {
             let members = rule.pool.upstreams.iter().map(|u| Some(&*u.label));
@@ -326,6 +483,35 @@ impl Collector for Scrape {
         )?;
         family(
             &mut enc,
+            "switchyard_upstream_in_flight",
+            "Requests using the address right now.",
+            None,
+            MetricType::Gauge,
+            rows.iter()
+                .map(|r| (addr(r), ConstGauge::new(r.in_flight as i64))),
+        )?;
+        family(
+            &mut enc,
+            "switchyard_upstream_ejections",
+            "Times outlier detection ejected the address.",
+            None,
+            MetricType::Counter,
+            rows.iter()
+                .map(|r| (addr(r), ConstCounter::new(r.ejections))),
+        )?;
+        family(
+            &mut enc,
+            "switchyard_upstream_ejected",
+            "1 while outlier detection keeps the address out of its pools.",
+            None,
+            MetricType::Gauge,
+            rows.iter()
+                .map(|r| (addr(r), ConstGauge::new(i64::from(r.ejected)))),
+        )?;
+        pools(&mut enc, &table)?;
+        process(&mut enc, shared)?;
+        family(
+            &mut enc,
             "switchyard_health_checks",
             "Active health checks run, by result (success or failure).",
             None,
@@ -380,6 +566,14 @@ impl Collector for Scrape {
             crate::fdlimit::snapshot()
                 .into_iter()
                 .map(|(w, n)| ([("where", w)], ConstCounter::new(n))),
+        )?;
+        single(
+            &mut enc,
+            "switchyard_access_log_dropped",
+            "Access log lines dropped because the writer was behind (requests are never held up).",
+            None,
+            MetricType::Counter,
+            ConstCounter::new(crate::observe::access_log::dropped_total()),
         )?;
         single(
             &mut enc,

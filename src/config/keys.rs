@@ -21,6 +21,8 @@ const SECTIONS: &[(&str, &[&str])] = &[
             "api_keys",
             "tcp",
             "store",
+            "outlier",
+            "retry",
             "tls",
         ],
     ),
@@ -37,7 +39,12 @@ const SECTIONS: &[(&str, &[&str])] = &[
             "max_connections",
             "drain_timeout",
             "access_log",
+            "access_log_format",
+            "access_log_path",
+            "access_log_query",
             "gateway_header",
+            "hold_timeout",
+            "hold_max",
             "underscore_headers",
             "via_name",
             "auth_failure_limit",
@@ -65,6 +72,8 @@ const SECTIONS: &[(&str, &[&str])] = &[
             "name",
             "addresses",
             "health_check_endpoint",
+            "hold_timeout",
+            "hold_max",
             "tls",
             "tls_ca",
             "tls_server_name",
@@ -103,6 +112,8 @@ const SECTIONS: &[(&str, &[&str])] = &[
             "remove_request_headers",
             "set_response_headers",
             "remove_response_headers",
+            "hold_timeout",
+            "hold_max",
         ],
     ),
     (
@@ -120,6 +131,25 @@ const SECTIONS: &[(&str, &[&str])] = &[
         ],
     ),
     ("api_keys", &["name", "key_sha256", "key", "permissions"]),
+    (
+        "outlier",
+        &[
+            "consecutive_failures",
+            "consecutive_5xx",
+            "base_ejection_time",
+            "max_ejection_percent",
+        ],
+    ),
+    (
+        "retry",
+        &[
+            "attempts",
+            "on",
+            "budget_percent",
+            "min_retries_per_second",
+            "max_retry_body",
+        ],
+    ),
     (
         "tcp",
         &[
@@ -358,14 +388,24 @@ mod tests {
             | "max_consecutive_failures"
             | "stop_ping_after_failures"
             | "registration_rate_limit"
+            | "hold_max"
+            | "consecutive_failures"
+            | "consecutive_5xx"
+            | "max_ejection_percent"
+            | "attempts"
+            | "budget_percent"
+            | "min_retries_per_second"
+            | "max_retry_body"
             | "auth_failure_limit" => "4".to_string(),
-            "access_log" | "enabled" => "true".into(),
+            "access_log" | "enabled" | "access_log_query" => "true".into(),
+            "base_ejection_time" => "1".into(),
             k if k.ends_with("timeout") || k.ends_with("interval") => "1".into(),
             "addresses"
             | "methods"
             | "targets"
             | "permissions"
             | "endpoints"
+            | "on"
             | "allow_registration_from"
             | "hosts"
             | "remove_request_headers"

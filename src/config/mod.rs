@@ -5,6 +5,7 @@ pub mod expand;
 pub mod hosts;
 pub mod keys;
 pub mod listeners;
+pub mod resilience;
 pub mod schema;
 pub mod tcp;
 pub mod tls;
@@ -29,7 +30,13 @@ pub struct Server {
     pub max_connections: usize,
     pub drain_timeout: Duration,
     pub access_log: bool,
+    pub access_log_format: crate::observe::access_log::Format,
+    /// `-` = stdout.
+    pub access_log_path: String,
+    pub access_log_query: bool,
     pub gateway_header: String,
+    /// Holding through a cold start, for pools that do not set their own (SPEC §11).
+    pub hold: resilience::Hold,
     /// `underscore_headers`: request header names with `_` (SPEC §4).
     pub underscore_headers: crate::http::admit::Underscore,
     /// The fleet's hop marker, sent as `Via: 1.1 <via_name>` (loop detection, SPEC §4). When
@@ -55,7 +62,11 @@ impl Default for Server {
             max_connections: 10000,
             drain_timeout: Duration::from_secs(30),
             access_log: true,
+            access_log_format: Default::default(),
+            access_log_path: "-".into(),
+            access_log_query: false,
             gateway_header: "switchyard".into(),
+            hold: Default::default(),
             underscore_headers: crate::http::admit::Underscore::Drop,
             via_name: String::new(),
             auth_failure_limit: 20,
@@ -148,6 +159,7 @@ pub struct Backend {
     pub name: String,
     pub addresses: Vec<Address>,
     pub health_check_endpoint: Option<String>,
+    pub hold: resilience::HoldOverride,
     /// `tls = true`: connections to the addresses are TLS, verified as configured here.
     pub tls: Option<Arc<crate::tls::client::BackendTls>>,
 }
@@ -179,6 +191,7 @@ pub struct Shard {
     /// Normalized `hosts` entries; empty = every host.
     pub hosts: Vec<String>,
     pub rewrites: Rewrites,
+    pub hold: resilience::HoldOverride,
 }
 
 /// `[[api_keys]]`: a named key, stored as its SHA-256, and the permissions it holds.
@@ -227,6 +240,8 @@ pub struct Config {
     pub store: Store,
     /// `[[tcp]]` L4 listeners.
     pub tcp: Vec<tcp::Tcp>,
+    pub outlier: crate::resilience::outlier::OutlierConfig,
+    pub retry: crate::resilience::policy::RetryConfig,
     /// `[tls]`: the HTTPS listener and its certificates.
     pub tls: Option<tls::Tls>,
 }
@@ -248,6 +263,8 @@ impl Default for Config {
             api_keys: vec![],
             store: Store::default(),
             tcp: vec![],
+            outlier: Default::default(),
+            retry: Default::default(),
             tls: None,
         }
     }

@@ -54,6 +54,8 @@ pub struct RawConfig {
     pub store: Option<RawStore>,
     #[serde(default)]
     pub tcp: Vec<super::tcp::RawTcp>,
+    pub outlier: Option<super::resilience::RawOutlier>,
+    pub retry: Option<super::resilience::RawRetry>,
     pub tls: Option<super::tls::RawTls>,
 }
 
@@ -70,7 +72,12 @@ pub struct RawServer {
     pub max_connections: Option<Val<usize>>,
     pub drain_timeout: Option<Val<Secs>>,
     pub access_log: Option<Val<bool>>,
+    pub access_log_format: Option<Val<String>>,
+    pub access_log_path: Option<Val<String>>,
+    pub access_log_query: Option<Val<bool>>,
     pub gateway_header: Option<Val<String>>,
+    pub hold_timeout: Option<Val<Secs>>,
+    pub hold_max: Option<Val<u32>>,
     pub underscore_headers: Option<Val<String>>,
     pub via_name: Option<Val<String>>,
     pub auth_failure_limit: Option<Val<u32>>,
@@ -109,6 +116,8 @@ pub struct RawBackend {
     pub name: Val<String>,
     pub addresses: List,
     pub health_check_endpoint: Option<Val<String>>,
+    pub hold_timeout: Option<Val<Secs>>,
+    pub hold_max: Option<Val<u32>>,
     pub tls: Option<Val<bool>>,
     pub tls_ca: Option<Val<String>>,
     pub tls_server_name: Option<Val<String>>,
@@ -161,6 +170,8 @@ pub struct RawShard {
     pub remove_request_headers: Option<List>,
     pub set_response_headers: Option<HeaderTable>,
     pub remove_response_headers: Option<List>,
+    pub hold_timeout: Option<Val<Secs>>,
+    pub hold_max: Option<Val<u32>>,
 }
 
 #[derive(Debug, Deserialize)]

@@ -221,7 +221,9 @@ pub fn validate(raw: RawConfig, src: &str) -> Result<Config, Vec<Problem>> {
             .auth_failure_limit
             .as_ref()
             .map_or(d.auth_failure_limit, |v| v.value),
+        ..Server::default()
     };
+    super::resilience::validate(&mut c, &raw, &mut cfg);
     if let Some(v) = &rs.max_header_bytes {
         if !(1024..=1 << 20).contains(&v.value) {
             c.problem(
@@ -482,11 +484,18 @@ pub fn validate(raw: RawConfig, src: &str) -> Result<Config, Vec<Problem>> {
             &b.health_check_endpoint,
             &format!("backends[{i}].health_check_endpoint"),
         );
+        let hold = super::resilience::hold(
+            &mut c,
+            &b.hold_timeout,
+            &b.hold_max,
+            &format!("backends[{i}]"),
+        );
         let tls = backend_tls(&mut c, b, &format!("backends[{i}]"));
         cfg.backends.push(Backend {
             name,
             addresses,
             health_check_endpoint: hc,
+            hold,
             tls,
         });
     }
@@ -980,6 +989,7 @@ fn shards(c: &mut Checker<'_>, raw: &RawConfig, cfg: &mut Config) {
             &key,
             &literal,
         );
+        let hold = super::resilience::hold(c, &s.hold_timeout, &s.hold_max, &key);
         if let (Some(p), Some(key_source), Some(hash)) = (pattern, source, hash) {
             cfg.shards.push(crate::config::Shard {
                 name,
@@ -991,6 +1001,7 @@ fn shards(c: &mut Checker<'_>, raw: &RawConfig, cfg: &mut Config) {
                 reject,
                 hosts,
                 rewrites,
+                hold,
             });
         }
     }

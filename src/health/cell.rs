@@ -36,6 +36,9 @@ pub struct HealthCell {
     up_since_ms: AtomicU64,
     checks_ok: AtomicU64,
     checks_failed: AtomicU64,
+    /// Fired on every transition to UP: requests held through a cold start wait on it
+    /// (`resilience::hold`) instead of polling the status.
+    up: tokio::sync::Notify,
 }
 
 impl HealthCell {
@@ -100,9 +103,18 @@ impl HealthCell {
 
     /// Sets the status and when it changed (for uptime).
     pub fn set_status_at(&self, s: Status, unix_ms: u64) {
-        self.set_status(s);
+        let was = self.status.swap(s as u8, Relaxed);
         self.up_since_ms
             .store(if s == Status::Up { unix_ms.max(1) } else { 0 }, Relaxed);
+        if s == Status::Up && was != Status::Up as u8 {
+            self.up.notify_waiters();
+        }
+    }
+
+    /// Resolves at the next transition to UP (a listener created before the transition sees
+    /// it even if it was not polled yet).
+    pub fn became_up(&self) -> tokio::sync::futures::Notified<'_> {
+        self.up.notified()
     }
 
     /// Unix ms since the address is UP, 0 if it is not.

@@ -82,6 +82,14 @@ async fn run(weak: Weak<Upstream>, shared: Weak<Shared>, mut timings: Timings) {
         u.health.count_check(result.is_ok());
         if let Some(t) = transition {
             u.health.set_status_at(t.to, now);
+            if t.to == Status::Up && u.outlier.reset() {
+                // As Envoy's successful_active_health_check_uneject_host (default on): an
+                // address that came back UP is not kept out by an ejection from its outage.
+                log::info!(
+                    "outlier: {} back in service: its health check turned UP",
+                    u.label
+                );
+            }
             match t.to {
                 Status::Down => log::error!(
                     "{} is DOWN after {} failed checks",

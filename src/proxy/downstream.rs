@@ -84,6 +84,9 @@ pub(crate) trait Downstream {
         rid: &[u8],
         close: bool,
     ) -> io::Result<()>;
+
+    /// Bytes written to the client so far.
+    fn bytes_out(&self) -> u64;
 }
 
 /// The request body, whatever the client's protocol: it knows how to go to an HTTP/1.1
@@ -95,6 +98,9 @@ pub(crate) trait RequestBody {
     /// Moves body bytes already at hand behind the head in `out` when they are few, so that
     /// a small request leaves in one write.
     fn coalesce(&mut self, out: &mut Vec<u8>);
+
+    /// Body bytes passed on so far.
+    fn bytes_in(&self) -> u64;
 
     /// Sends the rest of the body to `dst`.
     async fn send_to<W: AsyncWrite + Unpin>(&mut self, dst: &mut W) -> Result<(), CopyError>;

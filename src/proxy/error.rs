@@ -38,8 +38,15 @@ pub(crate) struct ProxyError {
     pub relayed: u64,
     /// The upstream connection came from the idle pool.
     pub reused: bool,
+    /// A 5xx the backend answered that was held back for a retry (its budget already taken).
+    pub status: Option<u16>,
+    /// Whether the backend sent any byte of an answer before failing.
+    pub answered: bool,
     /// For the log line and the JSON `message`.
     pub detail: Cow<'static, str>,
+    /// What the client is told instead of the generic text for its status, when a failure
+    /// can be named without an address or an OS error (SPEC §11).
+    pub public: Option<&'static str>,
 }
 
 impl ProxyError {
@@ -51,7 +58,10 @@ impl ProxyError {
             retry: false,
             relayed: 0,
             reused: false,
+            status: None,
+            answered: false,
             detail,
+            public: None,
         }
     }
 

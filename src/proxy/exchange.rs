@@ -4,16 +4,24 @@
 use super::connect;
 use super::downstream::{Downstream, RequestBody};
 use super::error::ProxyError;
+use super::error::Side;
 use super::{relay, route, send};
 use crate::http::admit::Target;
+use crate::http::error::ErrorKind;
 use crate::http::framing::{Body, RequestFraming};
 use crate::http::head::{self, RequestHead};
 use crate::http::response::ResponseHead;
+use crate::resilience::hold;
+use crate::resilience::outlier::Outcome;
+use crate::resilience::policy::{self, Decision, Failure, RequestFacts, RetryConfig, What};
+use crate::resilience::pool_rt::InFlight;
+use crate::routing::select::Pool;
 use crate::routing::{Rule, Table};
 use crate::state::Shared;
 use crate::upstream::Upstream;
 use bytes::BytesMut;
 use std::sync::Arc;
+use std::time::Duration;
 use tokio::time::Instant;
 
 /// A parsed request, as the `read` phase leaves it.
@@ -26,8 +34,6 @@ pub(crate) struct Request {
     pub head: RequestHead,
     pub framing: RequestFraming,
     pub rid: Vec<u8>,
-    /// `METHOD target` for the access log, filled only when it is on.
-    pub line: String,
     /// The target's form once `read` admitted it (`http::admit`); None before.
     pub form: Option<Target>,
     /// The canonical path when it differs from the one sent (`form` says so).
@@ -75,7 +81,6 @@ impl Request {
         self.head.len = 0;
         self.framing = RequestFraming::default();
         self.rid.clear();
-        self.line.clear();
         self.form = None;
         self.canon.clear();
     }
@@ -124,10 +129,19 @@ pub(crate) struct Exchange<'t> {
     pub rule: Option<&'t Rule>,
     pub upstream: Option<Arc<Upstream>>,
     pub key_name: Option<&'t str>,
-    /// Candidates tried to connect.
+    /// Candidates tried to connect, over every try.
     pub attempts: u32,
+    /// Which try this is (1 = the first), for `X-Retry-Attempt`.
+    pub try_no: u32,
+    /// The 5xx answers this try may hold back for a retry (None: relay whatever comes).
+    pub retry_on: Option<crate::resilience::policy::OnSet>,
     /// When the head went to the backend (for `Server-Timing` and the response deadline).
     pub sent_at: Instant,
+    /// From the head sent to the backend's answer head, once one came (the access log's
+    /// `upstream_ms`).
+    pub upstream_time: Option<Duration>,
+    /// The client connection's TLS version, for the access log.
+    pub tls: Option<&'static str>,
     /// The status relayed to the client, once its head is out.
     pub status: Option<u16>,
     pub cont: Continue,
@@ -156,7 +170,11 @@ impl<'t> Exchange<'t> {
             upstream: None,
             key_name: None,
             attempts: 0,
+            try_no: 1,
+            retry_on: None,
             sent_at: started,
+            upstream_time: None,
+            tls: None,
             status: None,
             cont: if req.framing.expect_continue {
                 Continue::Waiting
@@ -186,7 +204,8 @@ pub(crate) struct Bufs<'b> {
     pub resp: &'b mut ResponseHead,
 }
 
-/// Route, connect, send and relay one exchange; the caller hands the result to `finish`.
+/// Route, connect, send and relay one exchange, with the retries, holding and outlier
+/// reports of SPEC §11; the caller hands the result to `finish`.
 pub(crate) async fn run<D: Downstream, B: RequestBody>(
     ex: &mut Exchange<'_>,
     bufs: &mut Bufs<'_>,
@@ -204,19 +223,203 @@ pub(crate) async fn run<D: Downstream, B: RequestBody>(
             return Err(r.error);
         }
     };
-    ex.rule = Some(routed.rule);
+    let rule = routed.rule;
+    ex.rule = Some(rule);
     ex.key_name = routed.key_name;
-    let mut co = connect::connect(ex, routed.candidates).await?;
-    if bufs.up.capacity() == 0 {
-        *bufs.up = super::bufpool::take();
-    }
-    let reused = co.reused;
-    let r = async {
-        let expect = send::send_head(ex, &mut co, bufs, down, body).await?;
-        relay::relay(ex, co, down, body, bufs, expect).await
-    };
-    r.await.map_err(|mut e| {
+    let pool = &*rule.pool;
+    let _in_flight = InFlight::enter(&pool.rt.in_flight);
+    let retry = &ex.table.retry;
+    let facts = facts(ex.req, retry);
+    pool.rt
+        .budget
+        .record_request(crate::clock::mono_secs(ex.started));
+    let mut candidates = routed.candidates;
+    let mut held = false;
+    // The one retry of a stale pooled connection: to this address, on a new connection.
+    let mut fresh: Option<Arc<Upstream>> = None;
+    let mut stale_retried = false;
+    // The failure of the previous try: what the client gets when no candidate is left.
+    let mut last: Option<ProxyError> = None;
+    loop {
+        ex.retry_on = (ex.try_no < retry.attempts && replayable(&facts)).then_some(retry.on);
+        let connected = match fresh.take() {
+            Some(u) => connect::connect(ex, std::iter::once(&u), true).await,
+            None => connect::connect(ex, &mut candidates, false).await,
+        };
+        let mut co = match connected {
+            Ok(co) => co,
+            Err(e) if last.is_some() => {
+                log::debug!("no candidate left for a retry: {}", e.detail);
+                return Err(last.take().map_or(e, |l| l));
+            }
+            Err(e) if !held && pool.hold.timeout > Duration::ZERO && !pool.any_up() => {
+                held = true;
+                hold(ex, pool, e).await?;
+                candidates = match route::route(ex.table, ex.req, &auth) {
+                    Ok(r) => r.candidates,
+                    Err(r) => return Err(r.error),
+                };
+                continue;
+            }
+            Err(e) => return Err(e),
+        };
+        if bufs.up.capacity() == 0 {
+            *bufs.up = super::bufpool::take();
+        }
+        bufs.up.clear();
+        let upstream = co.upstream.clone();
+        let _addr_in_flight = InFlight::enter(&upstream.stats.in_flight);
+        let reused = co.reused;
+        let r = async {
+            let expect = send::send_head(ex, &mut co, bufs, down, body).await?;
+            relay::relay(ex, co, down, body, bufs, expect).await
+        };
+        let mut e = match r.await {
+            Ok(done) => {
+                let o = match ex.status {
+                    Some(st) if st >= 500 => Outcome::Status5xx,
+                    _ => Outcome::Success,
+                };
+                connect::report(ex.table, pool, &upstream, o);
+                return Ok(done);
+            }
+            Err(e) => e,
+        };
         e.reused = reused;
-        e
-    })
+        e.answered |= !bufs.up.is_empty();
+        if e.side != Side::Upstream {
+            return Err(e);
+        }
+        let what = match (e.status, e.answer()) {
+            (Some(st), _) => What::Status(st),
+            (None, Some(ErrorKind::GatewayTimeout)) => What::Timeout,
+            // An answer that could not be relayed (an invalid head) counts as a 502.
+            _ if e.answered => What::Status(502),
+            _ => What::Reset,
+        };
+        let outcome = match what {
+            What::Status(_) => Outcome::Status5xx,
+            _ => Outcome::Failure,
+        };
+        let f = Failure {
+            what,
+            relayed: e.relayed,
+            reused,
+            answered: e.answered,
+        };
+        let decision = policy::decide(retry, &facts, &f, ex.try_no, stale_retried);
+        if decision != Decision::FreshConnection {
+            connect::report(ex.table, pool, &upstream, outcome);
+        }
+        let go = match decision {
+            Decision::GiveUp | Decision::RetryFree => false,
+            Decision::FreshConnection => {
+                stale_retried = true;
+                fresh = Some(upstream.clone());
+                log::debug!(
+                    "{} closed a pooled connection as it was reused; one more try on a new one",
+                    upstream.label
+                );
+                true
+            }
+            // A held-back 5xx took its budget when it was held back.
+            Decision::Retry => {
+                e.status.is_some()
+                    || pool.rt.budget.try_retry(
+                        crate::clock::mono_secs(tokio::time::Instant::now()),
+                        retry.budget_percent,
+                        retry.min_retries_per_second,
+                    )
+            }
+        };
+        if !go {
+            if let Some(st) = e.status {
+                // The held-back answer cannot be relayed any more; say what it was.
+                log::warn!("{} (no retry left)", e.detail);
+                e = ProxyError::upstream(status_kind(st), e.detail);
+            }
+            return Err(e);
+        }
+        log::info!(
+            "retrying a request for {} {} after: {} (try {} of {})",
+            rule.kind.as_str(),
+            rule.label,
+            e.detail,
+            ex.try_no + 1,
+            retry.attempts
+        );
+        ex.try_no += 1;
+        ex.status = None;
+        ex.upstream = None;
+        if let Some(st) = e.status {
+            e = ProxyError::upstream(status_kind(st), e.detail);
+        }
+        last = Some(e);
+    }
+}
+
+fn status_kind(status: u16) -> ErrorKind {
+    match status {
+        503 => ErrorKind::ServiceUnavailable,
+        504 => ErrorKind::GatewayTimeout,
+        _ => ErrorKind::BadGateway,
+    }
+}
+
+/// What the retry policy needs to know about the request. A body is kept for a replay only
+/// when there is none to stream (the replay of streamed bodies up to `max_retry_body` is not
+/// built yet: such requests are retried only on connect failures).
+fn facts(req: &Request, _retry: &RetryConfig) -> RequestFacts {
+    // The header scan for Idempotency-Key is only paid by methods that are not idempotent.
+    let idempotent = policy::idempotent(req.method());
+    RequestFacts {
+        idempotent,
+        has_idempotency_key: !idempotent && req.header("idempotency-key").is_some(),
+        body_len: match req.framing.body {
+            Body::None => Some(0),
+            Body::Length(n) => Some(n),
+            _ => None,
+        },
+        body_kept: matches!(req.framing.body, Body::None | Body::Length(0))
+            && !req.framing.upgrade
+            && !req.is_connect(),
+    }
+}
+
+fn replayable(f: &RequestFacts) -> bool {
+    (f.idempotent || f.has_idempotency_key) && f.body_kept
+}
+
+/// Waits for the pool to get an UP address (SPEC §11 holding); the refusal `e` is what the
+/// client gets when the queue is full. A request that times out gets a 503 of its own.
+async fn hold(ex: &Exchange<'_>, pool: &Pool, e: ProxyError) -> Result<(), ProxyError> {
+    let Some(_place) = pool.rt.hold.enter(pool.hold.max) else {
+        log::warn!(
+            "{} (hold queue of pool {} full: {} waiting)",
+            e.detail,
+            pool.name,
+            pool.hold.max
+        );
+        return Err(e);
+    };
+    let cells = pool.upstreams.iter().map(|u| &u.health);
+    let r = hold::wait_until(
+        &pool.rt.hold,
+        cells,
+        pool.hold.timeout,
+        || pool.any_up(),
+        || None,
+    )
+    .await;
+    match r {
+        hold::Held::Ready => Ok(()),
+        hold::Held::TimedOut => {
+            let msg = format!(
+                "{} (held {:?}, no address of pool {} turned UP)",
+                e.detail, pool.hold.timeout, pool.name
+            );
+            let _ = ex;
+            Err(ProxyError::refuse(ErrorKind::ServiceUnavailable, msg))
+        }
+    }
 }

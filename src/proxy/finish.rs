@@ -3,10 +3,13 @@
 //! client connection does next.
 use super::downstream::Downstream;
 use super::error::{ProxyError, Side};
-use super::exchange::{After, Exchange, Relayed};
+use super::exchange::{After, Exchange, Relayed, Request};
+use crate::http::error::ErrorKind;
+use crate::observe::access_log::Entry;
 use crate::routing::Rule;
 use crate::state::Shared;
 use crate::upstream::Upstream;
+use std::time::Duration;
 use tokio::time::Instant;
 
 /// What the connection does after an exchange.
@@ -15,8 +18,20 @@ pub(crate) enum Next {
     Close,
     /// Close after draining what the client still sends.
     Linger,
-    /// The connection became a tunnel to this upstream stream.
-    Tunnel(super::stream::BackendStream),
+    /// The connection became a tunnel to this upstream stream; the second access log line
+    /// is written from what the box keeps when it closes (None: the log is off).
+    Tunnel(super::stream::BackendStream, Option<Box<TunnelLog>>),
+}
+
+/// What the tunnel's closing line repeats of the exchange that opened it.
+pub(crate) struct TunnelLog {
+    pub rule: Option<String>,
+    pub upstream: Option<Box<str>>,
+    pub attempts: u32,
+    pub key_name: Option<String>,
+    pub tls: Option<&'static str>,
+    pub status: u16,
+    pub started: Instant,
 }
 
 impl From<After> for Next {
@@ -29,13 +44,37 @@ impl From<After> for Next {
     }
 }
 
-/// Who the access log line is about.
+/// Who and what the access log line is about (SPEC §12).
 pub(crate) struct LogLine<'a> {
+    /// `access_log` of the table the request was read with.
     pub on: bool,
     pub client_ip: &'a str,
-    /// `METHOD target`, or empty before a head was parsed.
-    pub line: &'a str,
-    pub rid: &'a [u8],
+    /// The request; its head may be unparsed (a refused head), then method and path are empty.
+    pub req: &'a Request,
+    pub tls: Option<&'static str>,
+    /// Request bytes read from the client (head and body) and answer bytes written to it.
+    pub bytes_in: u64,
+    pub bytes_out: u64,
+    pub upstream_time: Option<Duration>,
+    pub attempts: u32,
+    pub key_name: Option<&'a str>,
+}
+
+impl<'a> LogLine<'a> {
+    /// A line for a request switchyard answered itself, before any routing.
+    pub fn own(on: bool, client_ip: &'a str, req: &'a Request, tls: Option<&'static str>) -> Self {
+        LogLine {
+            on,
+            client_ip,
+            req,
+            tls,
+            bytes_in: req.bytes.len() as u64,
+            bytes_out: 0,
+            upstream_time: None,
+            attempts: 0,
+            key_name: None,
+        }
+    }
 }
 
 /// Ends an exchange that went through the phases.
@@ -43,19 +82,27 @@ pub(crate) async fn finish<D: Downstream>(
     ex: &mut Exchange<'_>,
     result: Result<Relayed, ProxyError>,
     down: &mut D,
+    body_in: u64,
 ) -> Next {
     let req = ex.req;
-    let log = LogLine {
-        on: ex.table.server.access_log,
-        client_ip: ex.client_ip,
-        line: &req.line,
-        rid: &req.rid,
-    };
     let upstream = ex.upstream.as_deref();
     let (status, next) = match result {
         Ok(relayed) => {
             let next = match relayed {
-                Relayed::Tunnel(up) => Next::Tunnel(up),
+                Relayed::Tunnel(up) => {
+                    let log = ex.table.server.access_log.then(|| {
+                        Box::new(TunnelLog {
+                            rule: ex.rule.map(|r| r.label.clone()),
+                            upstream: upstream.map(|u| u.label.clone()),
+                            attempts: ex.attempts,
+                            key_name: ex.key_name.map(str::to_string),
+                            tls: ex.tls,
+                            status: ex.status.unwrap_or(101),
+                            started: ex.started,
+                        })
+                    });
+                    Next::Tunnel(up, log)
+                }
                 Relayed::Done => ex.after.into(),
             };
             (ex.status, next)
@@ -70,6 +117,17 @@ pub(crate) async fn finish<D: Downstream>(
         }
     };
     if let Some(status) = status {
+        let log = LogLine {
+            on: ex.table.server.access_log,
+            client_ip: ex.client_ip,
+            req,
+            tls: ex.tls,
+            bytes_in: req.bytes.len() as u64 + body_in,
+            bytes_out: down.bytes_out(),
+            upstream_time: ex.upstream_time,
+            attempts: ex.attempts,
+            key_name: ex.key_name,
+        };
         record(ex.dp, &log, ex.rule, upstream, status, ex.started);
     }
     next
@@ -83,10 +141,12 @@ pub(crate) async fn answer<D: Downstream>(
     close: bool,
 ) -> Option<(u16, Next)> {
     let kind = e.answer()?;
-    if e.side == Side::Upstream {
-        log::warn!("{}", e.detail);
+    let message = public_message(kind, e);
+    if message != e.detail {
+        // The detail names addresses and OS errors: for the log, with the request id.
+        log::warn!("{} (request {})", e.detail, String::from_utf8_lossy(rid));
     }
-    let sent = down.error(kind, &e.detail, rid, close).await;
+    let sent = down.error(kind, message, rid, close).await;
     let next = if close {
         Next::Linger
     } else if sent.is_err() {
@@ -95,6 +155,21 @@ pub(crate) async fn answer<D: Downstream>(
         Next::KeepAlive
     };
     Some((kind.status(), next))
+}
+
+/// What the client is told (SPEC §11): for failures of a backend or of the way to one, what
+/// failed in the client's terms, never an address or an operating-system error text.
+fn public_message(kind: ErrorKind, e: &ProxyError) -> &str {
+    if let Some(p) = e.public {
+        return p;
+    }
+    match kind {
+        ErrorKind::BadGateway => "the backend closed the connection or sent an invalid response",
+        ErrorKind::GatewayTimeout => "the backend did not answer in time",
+        ErrorKind::ServiceUnavailable => "no backend for this route is available right now",
+        _ if e.side == Side::Upstream => "the backend failed",
+        _ => &e.detail,
+    }
 }
 
 /// Metrics and the access log line for one finished exchange (errors switchyard answered
@@ -107,20 +182,90 @@ pub(crate) fn record(
     status: u16,
     started: Instant,
 ) {
-    dp.metrics
-        .observe(rule, upstream, status, started.elapsed());
+    let took = started.elapsed();
+    dp.metrics.observe(rule, upstream, status, took);
     if !log.on {
         return;
     }
-    log::info!(
-        target: "access",
-        "{} \"{}\" {} rule={} upstream={} {:.1}ms rid={}",
-        log.client_ip,
-        log.line,
+    let sink = dp.access_log.load();
+    let Some(sink) = sink.as_deref() else {
+        return;
+    };
+    let server = dp.table.load().server.clone();
+    let req = log.req;
+    let parsed = req.head.len > 0;
+    let e = Entry {
+        ts_ms: crate::clock::unix_ms().saturating_sub(took.as_millis() as u64),
+        request_id: &req.rid,
+        client: log.client_ip,
+        method: if parsed { req.method() } else { b"" },
+        host: if parsed { req.header("host") } else { None },
+        target: if parsed { req.target() } else { b"" },
+        protocol: if !parsed {
+            "-"
+        } else if req.head.minor_version == 0 {
+            "HTTP/1.0"
+        } else {
+            "HTTP/1.1"
+        },
         status,
-        rule.map_or("-", |r| r.label.as_str()),
-        upstream.map_or("-", |u| &*u.label),
-        started.elapsed().as_secs_f64() * 1000.0,
-        String::from_utf8_lossy(log.rid),
-    );
+        bytes_in: log.bytes_in,
+        bytes_out: log.bytes_out,
+        duration: took,
+        upstream_time: log.upstream_time,
+        rule: rule.map(|r| r.label.as_str()),
+        upstream: upstream.map(|u| &*u.label),
+        attempts: log.attempts,
+        api_key_name: log.key_name,
+        user_agent: if parsed {
+            req.header("user-agent")
+        } else {
+            None
+        },
+        tls: log.tls,
+        tunnel_closed: false,
+    };
+    sink.write(&e, server.access_log_format, server.access_log_query);
+}
+
+/// The tunnel's second line (SPEC §12): its byte counts both ways and its whole duration.
+pub(crate) fn tunnel_closed(
+    dp: &Shared,
+    client_ip: &str,
+    req: &Request,
+    t: &TunnelLog,
+    flow: Option<super::l4::Flow>,
+) {
+    let Some(sink) = dp.access_log.load_full() else {
+        return;
+    };
+    let server = dp.table.load().server.clone();
+    let took = t.started.elapsed();
+    let (up, down) = flow.map_or((0, 0), |f| (f.up, f.down));
+    let e = Entry {
+        ts_ms: crate::clock::unix_ms(),
+        request_id: &req.rid,
+        client: client_ip,
+        method: req.method(),
+        host: req.header("host"),
+        target: req.target(),
+        protocol: if req.head.minor_version == 0 {
+            "HTTP/1.0"
+        } else {
+            "HTTP/1.1"
+        },
+        status: t.status,
+        bytes_in: up,
+        bytes_out: down,
+        duration: took,
+        upstream_time: None,
+        rule: t.rule.as_deref(),
+        upstream: t.upstream.as_deref(),
+        attempts: t.attempts,
+        api_key_name: t.key_name.as_deref(),
+        user_agent: req.header("user-agent"),
+        tls: t.tls,
+        tunnel_closed: true,
+    };
+    sink.write(&e, server.access_log_format, server.access_log_query);
 }

@@ -2,6 +2,7 @@
 //! errors) framed for the client's version, and [`H1Body`] streams a request body read from the
 //! client socket. These are the only protocol-specific pieces the phases after `read` touch.
 use super::body::{self, CopyError};
+use super::counted::Counted;
 use super::downstream::{Added, Downstream, RequestBody, Written};
 use super::io::write_all;
 use crate::http::error::{self, ErrorKind};
@@ -39,6 +40,16 @@ pub(crate) struct H1Out<'a, W> {
     pub is_head: bool,
     pub idle: Duration,
     pub gateway: &'a str,
+    /// Bytes written to the client so far (the access log's `bytes_out`).
+    pub sent: u64,
+}
+
+impl<W: AsyncWrite + Unpin> H1Out<'_, W> {
+    async fn write(&mut self, b: &[u8], timeout: Duration) -> io::Result<()> {
+        write_all(&mut self.w, b, timeout).await?;
+        self.sent += b.len() as u64;
+        Ok(())
+    }
 }
 
 impl<W: AsyncWrite + Unpin> Downstream for H1Out<'_, W> {
@@ -53,11 +64,12 @@ impl<W: AsyncWrite + Unpin> Downstream for H1Out<'_, W> {
             return Ok(());
         }
         rewrite::interim_head(up, resp, out);
-        write_all(&mut self.w, out, self.idle).await
+        self.write(out, self.idle).await
     }
 
     async fn continue_100(&mut self) -> io::Result<()> {
-        write_all(&mut self.w, b"HTTP/1.1 100 Continue\r\n\r\n", self.idle).await
+        self.write(b"HTTP/1.1 100 Continue\r\n\r\n", self.idle)
+            .await
     }
 
     async fn tunnel_head(
@@ -78,7 +90,7 @@ impl<W: AsyncWrite + Unpin> Downstream for H1Out<'_, W> {
             edits: added.edits,
         };
         rewrite::response_head(up, resp, &reply, out);
-        write_all(&mut self.w, out, self.idle).await
+        self.write(out, self.idle).await
     }
 
     async fn final_head(
@@ -116,7 +128,7 @@ impl<W: AsyncWrite + Unpin> Downstream for H1Out<'_, W> {
             _ => 0,
         };
         coalesce(out, up, &mut left);
-        write_all(&mut self.w, out, self.idle).await?;
+        self.write(out, self.idle).await?;
         Ok(Written {
             relay: f.relay,
             left,
@@ -132,7 +144,11 @@ impl<W: AsyncWrite + Unpin> Downstream for H1Out<'_, W> {
         pending: &mut BytesMut,
         w: Written,
     ) -> Result<(), CopyError> {
-        let (dst, idle) = (&mut self.w, self.idle);
+        let idle = self.idle;
+        let dst = &mut Counted {
+            w: &mut self.w,
+            n: &mut self.sent,
+        };
         match w.relay {
             Relay::Length(_) if w.left > 0 => {
                 body::copy_length(src, pending, dst, w.left, idle).await
@@ -155,7 +171,11 @@ impl<W: AsyncWrite + Unpin> Downstream for H1Out<'_, W> {
     ) -> io::Result<()> {
         let rid = String::from_utf8_lossy(rid);
         let r = error::response(kind, message, &rid, self.gateway, close, self.is_head);
-        write_all(&mut self.w, &r, ERROR_WRITE).await
+        self.write(&r, ERROR_WRITE).await
+    }
+
+    fn bytes_out(&self) -> u64 {
+        self.sent
     }
 }
 
@@ -168,6 +188,8 @@ pub(crate) struct H1Body<'a, R> {
     /// Content-Length bytes not yet sent.
     pub left: u64,
     pub idle: Duration,
+    /// Body bytes passed on so far (the access log's `bytes_in`, with the head).
+    pub taken: u64,
 }
 
 impl<'a> H1Body<'a, tokio::io::Empty> {
@@ -179,6 +201,7 @@ impl<'a> H1Body<'a, tokio::io::Empty> {
             body: Body::None,
             left: 0,
             idle,
+            taken: 0,
         }
     }
 }
@@ -189,16 +212,32 @@ impl<R: AsyncRead + Unpin> RequestBody for H1Body<'_, R> {
     }
 
     fn coalesce(&mut self, out: &mut Vec<u8>) {
+        let before = self.left;
         coalesce(out, self.pending, &mut self.left);
+        self.taken += before - self.left;
+    }
+
+    fn bytes_in(&self) -> u64 {
+        self.taken
     }
 
     async fn send_to<W: AsyncWrite + Unpin>(&mut self, dst: &mut W) -> Result<(), CopyError> {
         match self.body {
             Body::Length(_) if self.left > 0 => {
                 let n = std::mem::take(&mut self.left);
+                let dst = &mut Counted {
+                    w: dst,
+                    n: &mut self.taken,
+                };
                 body::copy_length(&mut self.r, self.pending, dst, n, self.idle).await
             }
-            Body::Chunked => body::copy_chunked(&mut self.r, self.pending, dst, self.idle).await,
+            Body::Chunked => {
+                let dst = &mut Counted {
+                    w: dst,
+                    n: &mut self.taken,
+                };
+                body::copy_chunked(&mut self.r, self.pending, dst, self.idle).await
+            }
             _ => Ok(()),
         }
     }

@@ -5,6 +5,7 @@ pub mod auth_limit;
 pub mod body;
 pub mod bufpool;
 pub(crate) mod connect;
+pub(crate) mod counted;
 pub(crate) mod downstream;
 pub(crate) mod error;
 pub(crate) mod exchange;

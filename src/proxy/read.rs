@@ -89,13 +89,6 @@ pub(crate) async fn read_request<S: ClientStream>(
         Some(v) if request_id::acceptable(v) => req.rid.extend_from_slice(v),
         _ => request_id::generate(&mut req.rid),
     }
-    if s.access_log {
-        req.line
-            .push_str(&String::from_utf8_lossy(req.head.method(&req.bytes)));
-        req.line.push(' ');
-        req.line
-            .push_str(&String::from_utf8_lossy(req.head.target(&req.bytes)));
-    }
     // The table's policy as of now, the head having arrived; a guard, not an Arc clone.
     let table = s.dp.table.load();
     let policy = admit::Policy {

@@ -103,7 +103,20 @@ async fn both_ways<D: Downstream, B: RequestBody>(
         ex.after(After::Linger);
     }
     let status = bufs.resp.status;
-    let upstream_ms = ex.sent_at.elapsed().as_secs_f64() * 1000.0;
+    if up == Upload::Done && held_back(ex, status) {
+        // Nothing of this answer reached the client: the next try takes its place. The
+        // connection carries the rest of this answer, so it is closed, not pooled.
+        let mut e = ProxyError::upstream(
+            ErrorKind::BadGateway,
+            format!("{label} answered {status}; retrying"),
+        );
+        e.status = Some(status);
+        e.answered = true;
+        return Err(e);
+    }
+    let upstream_time = ex.sent_at.elapsed();
+    ex.upstream_time = Some(upstream_time);
+    let upstream_ms = upstream_time.as_secs_f64() * 1000.0;
     let fr = ex.req.framing;
     let added = super::downstream::Added {
         upstream_ms,
@@ -167,6 +180,28 @@ async fn both_ways<D: Downstream, B: RequestBody>(
     Ok(End::Done {
         pool: up == Upload::Done && expect == Expect::Body && !backend_close && !until_close,
     })
+}
+
+/// Whether a 5xx answer is held back for a retry: `on` names it, this try may be retried, and
+/// the pool's budget has room (taken here, so the answer is relayed when it has none).
+fn held_back(ex: &Exchange<'_>, status: u16) -> bool {
+    use crate::resilience::policy::On;
+    let on = match status {
+        502 => On::Status502,
+        503 => On::Status503,
+        504 => On::Status504,
+        _ => return false,
+    };
+    let (Some(set), Some(rule)) = (ex.retry_on, ex.rule) else {
+        return false;
+    };
+    let r = &ex.table.retry;
+    set.contains(on)
+        && rule.pool.rt.budget.try_retry(
+            crate::clock::mono_secs(Instant::now()),
+            r.budget_percent,
+            r.min_retries_per_second,
+        )
 }
 
 /// The backend's `Connection: close` (or HTTP/1.0): its connection is not pooled.

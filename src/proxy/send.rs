@@ -66,6 +66,12 @@ pub(crate) async fn send_head<D: Downstream, B: RequestBody>(
         edits: ex.rule.map_or(&edits::NONE, |r| &r.edits),
     };
     rewrite::request_head(&req.bytes, &req.head, &fwd, bufs.out);
+    if ex.try_no > 1 {
+        // Before the blank line that ends the head (SPEC §11: the first try is 1).
+        let at = bufs.out.len().saturating_sub(2);
+        let line = format!("X-Retry-Attempt: {}\r\n", ex.try_no);
+        bufs.out.splice(at..at, line.bytes());
+    }
     if ex.cont == Continue::NotAsked {
         body.coalesce(bufs.out);
     }
@@ -77,6 +83,7 @@ pub(crate) async fn send_head<D: Downstream, B: RequestBody>(
             "{} closed the connection before the request was sent",
             upstream.label
         );
+        // Nothing of the request reached a listening backend: a reset before any answer.
         return Err(ProxyError::upstream(ErrorKind::BadGateway, msg));
     }
     ex.sent_at = Instant::now();

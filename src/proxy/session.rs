@@ -140,7 +140,7 @@ pub async fn serve<S: ClientStream>(dp: Arc<Shared>, stream: S, peer: SocketAddr
             // (and, with unread input, the same reset), one syscall per connection fewer.
             Next::Close => return,
             Next::Linger => return s.linger().await,
-            Next::Tunnel(upstream) => return s.tunnel(upstream).await,
+            Next::Tunnel(upstream, log) => return s.tunnel(upstream, log).await,
         }
     }
 }
@@ -192,6 +192,7 @@ impl<S: ClientStream> Session<S> {
             info.proto(),
             started,
         );
+        ex.tls = info.tls.as_ref().map(|t| t.version);
         let mut bufs = Bufs {
             out,
             up: up_buf,
@@ -206,6 +207,7 @@ impl<S: ClientStream> Session<S> {
                     is_head,
                     idle: s.idle_timeout,
                     gateway: &s.gateway_header,
+                    sent: 0,
                 };
                 let mut body = H1Body::none(buf, s.idle_timeout);
                 one(&mut ex, &mut bufs, &mut down, &mut body).await
@@ -219,6 +221,7 @@ impl<S: ClientStream> Session<S> {
                     is_head,
                     idle: s.idle_timeout,
                     gateway: &s.gateway_header,
+                    sent: 0,
                 };
                 let mut body = H1Body {
                     r,
@@ -229,11 +232,12 @@ impl<S: ClientStream> Session<S> {
                         _ => 0,
                     },
                     idle: s.idle_timeout,
+                    taken: 0,
                 };
                 one(&mut ex, &mut bufs, &mut down, &mut body).await
             }
         };
-        if !matches!(next, Next::Tunnel(_)) {
+        if !matches!(next, Next::Tunnel(..)) {
             bufs.up.clear();
             bufpool::release(bufs.up);
         }
@@ -270,12 +274,13 @@ impl<S: ClientStream> Session<S> {
         }
         let sent =
             super::io::write_all(&mut self.client, r.as_bytes(), Duration::from_secs(5)).await;
-        let log = LogLine {
-            on: self.access_log,
-            client_ip: self.peer_ip.as_str(),
-            line: &self.req.line,
-            rid: &self.req.rid,
-        };
+        let mut log = LogLine::own(
+            self.access_log,
+            self.peer_ip.as_str(),
+            &self.req,
+            self.tls(),
+        );
+        log.bytes_out = if sent.is_ok() { r.len() as u64 } else { 0 };
         finish::record(&self.dp, &log, None, None, status, started);
         match (sent, close) {
             (Err(_), _) => Next::Close,
@@ -294,16 +299,15 @@ impl<S: ClientStream> Session<S> {
             is_head: self.req.head.len > 0 && self.req.is_head(),
             idle: server.idle_timeout,
             gateway: &server.gateway_header,
+            sent: 0,
         };
         let Some((status, next)) = finish::answer(&mut down, &e, &self.req.rid, true).await else {
             return Next::Close;
         };
-        let log = LogLine {
-            on: self.access_log,
-            client_ip: self.peer_ip.as_str(),
-            line: &self.req.line,
-            rid: &self.req.rid,
-        };
+        let sent = down.sent;
+        let tls = self.tls();
+        let mut log = LogLine::own(self.access_log, self.peer_ip.as_str(), &self.req, tls);
+        log.bytes_out = sent;
         finish::record(&self.dp, &log, None, None, status, started);
         next
     }
@@ -325,15 +329,36 @@ impl<S: ClientStream> Session<S> {
         }
     }
 
-    /// Splices the client and `upstream` once the exchange became a tunnel.
-    async fn tunnel(mut self, upstream: super::stream::BackendStream) {
+    /// Splices the client and `upstream` once the exchange became a tunnel; the access log
+    /// gets its closing line.
+    async fn tunnel(
+        mut self,
+        upstream: super::stream::BackendStream,
+        log: Option<Box<finish::TunnelLog>>,
+    ) {
         let idle = self.dp.table.load().server.idle_timeout;
-        if let Err(e) =
-            super::tunnel::splice(self.client, &mut self.buf, upstream, &mut self.up_buf, idle)
-                .await
+        let flow = match super::tunnel::splice(
+            self.client,
+            &mut self.buf,
+            upstream,
+            &mut self.up_buf,
+            idle,
+        )
+        .await
         {
-            log::debug!("tunnel ended: {e}");
+            Ok(f) => Some(f),
+            Err(e) => {
+                log::debug!("tunnel ended: {e}");
+                None
+            }
+        };
+        if let Some(t) = log {
+            finish::tunnel_closed(&self.dp, self.peer_ip.as_str(), &self.req, &t, flow);
         }
+    }
+
+    fn tls(&self) -> Option<&'static str> {
+        self.info.tls.as_ref().map(|t| t.version)
     }
 }
 
@@ -345,5 +370,5 @@ async fn one<D: Downstream, B: RequestBody>(
     body: &mut B,
 ) -> Next {
     let r = exchange::run(ex, bufs, down, body).await;
-    finish::finish(ex, r, down).await
+    finish::finish(ex, r, down, body.bytes_in()).await
 }

@@ -18,6 +18,7 @@ pub async fn splice<
     upstream_pending: &mut BytesMut,
     write_timeout: Duration,
 ) -> std::io::Result<super::l4::Flow> {
+    let (early_up, early_down) = (client_pending.len() as u64, upstream_pending.len() as u64);
     if !client_pending.is_empty() {
         write_all(&mut upstream, client_pending, write_timeout).await?;
         client_pending.clear();
@@ -28,5 +29,8 @@ pub async fn splice<
     }
     // WebSockets idle far longer than a request does; an hour without a byte either way is
     // a dead peer, not a quiet one.
-    Ok(super::l4::splice_any(client, upstream, crate::config::tcp::DEFAULT_IDLE).await)
+    let mut flow = super::l4::splice_any(client, upstream, crate::config::tcp::DEFAULT_IDLE).await;
+    flow.up += early_up;
+    flow.down += early_down;
+    Ok(flow)
 }

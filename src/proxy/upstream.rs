@@ -57,7 +57,18 @@ pub async fn connect_one(
     idle_timeout: Duration,
     own: &OwnListeners,
 ) -> std::io::Result<(BackendStream, bool)> {
-    if let Some(s) = u.idle.checkout(idle_timeout) {
+    connect_fresh_or_idle(u, connect_timeout, Some(idle_timeout), own).await
+}
+
+/// Connects one upstream: from the idle pool first when `idle_timeout` is given, else always
+/// a new connection (the retry of a stale pooled one).
+pub async fn connect_fresh_or_idle(
+    u: &Upstream,
+    connect_timeout: Duration,
+    idle_timeout: Option<Duration>,
+    own: &OwnListeners,
+) -> std::io::Result<(BackendStream, bool)> {
+    if let Some(s) = idle_timeout.and_then(|t| u.idle.checkout(t)) {
         return Ok((s, true));
     }
     let tcp = connect_tcp(u, connect_timeout, own).await?;
@@ -76,6 +87,19 @@ pub async fn connect_one(
     }
 }
 
+/// A connect refused because the address is one of switchyard's own listeners (a forwarding
+/// loop): typed, so the client can be told what is wrong without the address.
+#[derive(Debug)]
+pub struct OwnListenerLoop(pub String);
+
+impl std::fmt::Display for OwnListenerLoop {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str(&self.0)
+    }
+}
+
+impl std::error::Error for OwnListenerLoop {}
+
 /// A new TCP connection to the first resolved address that accepts and is not one of our own
 /// listeners.
 pub async fn connect_tcp(
@@ -87,17 +111,10 @@ pub async fn connect_tcp(
     let mut last = std::io::Error::other("no address");
     for a in addrs {
         if let Some(l) = own.find(a) {
-            last = std::io::Error::other(format!(
+            last = std::io::Error::other(OwnListenerLoop(format!(
                 "refused: {a} is one of switchyard's own listeners ({} {}), a loop",
                 l.role, l.addr
-            ));
-            continue;
-        }
-        if let Some(l) = own.find(a) {
-            last = std::io::Error::other(format!(
-                "refused: {a} is one of switchyard's own listeners ({} {}), a loop",
-                l.role, l.addr
-            ));
+            )));
             continue;
         }
         let mut local_retries = LOCAL_RETRIES;
@@ -133,11 +150,30 @@ pub async fn checkout<'a>(
     idle_timeout: Duration,
     own: &OwnListeners,
 ) -> Result<Checkout, ConnectError> {
+    checkout_with(
+        candidates,
+        connect_timeout,
+        Some(idle_timeout),
+        own,
+        &|_| {},
+    )
+    .await
+}
+
+/// [`checkout`] with a hook called for each address whose connect failed (outlier
+/// detection), and no idle pool when `idle_timeout` is None.
+pub async fn checkout_with<'a>(
+    candidates: impl Iterator<Item = &'a Arc<Upstream>>,
+    connect_timeout: Duration,
+    idle_timeout: Option<Duration>,
+    own: &OwnListeners,
+    on_failure: &(dyn Fn(&Upstream) + Sync),
+) -> Result<Checkout, ConnectError> {
     let mut last: Option<(Arc<Upstream>, std::io::Error)> = None;
     let mut attempts = 0;
     for u in candidates {
         attempts += 1;
-        match connect_one(u, connect_timeout, idle_timeout, own).await {
+        match connect_fresh_or_idle(u, connect_timeout, idle_timeout, own).await {
             Ok((stream, reused)) => {
                 return Ok(Checkout {
                     upstream: u.clone(),
@@ -157,6 +193,7 @@ pub async fn checkout<'a>(
             }
             Err(e) => {
                 u.stats.connect_failures.fetch_add(1, Relaxed);
+                on_failure(u);
                 log::warn!(
                     "connect to {} failed: {e}; trying the next candidate",
                     u.label

@@ -32,6 +32,11 @@ pub struct Registration {
     pub url: String,
     pub health_endpoint: String,
     pub routes: Vec<RegRoute>,
+    /// Seconds a request may wait for this service to turn UP (SPEC §11); None: `[server]`'s.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub hold_timeout: Option<HoldSecs>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub hold_max: Option<u32>,
     /// TLS to the service (`"tls": true`, or an `https://` url).
     #[serde(default, skip_serializing_if = "std::ops::Not::not")]
     pub tls: bool,
@@ -44,7 +49,36 @@ pub struct Registration {
     pub tls_server_name: Option<String>,
 }
 
+/// A hold time in milliseconds, written as fractional seconds (so `Registration` stays `Eq`).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct HoldSecs(pub u64);
+
+impl Serialize for HoldSecs {
+    fn serialize<S: serde::Serializer>(&self, s: S) -> Result<S::Ok, S::Error> {
+        s.serialize_f64(self.0 as f64 / 1000.0)
+    }
+}
+
+impl<'de> Deserialize<'de> for HoldSecs {
+    fn deserialize<D: serde::Deserializer<'de>>(d: D) -> Result<Self, D::Error> {
+        let secs = f64::deserialize(d)?;
+        crate::config::resilience::registration_hold(Some(secs), None)
+            .map(|h| HoldSecs(h.timeout.map_or(0, |t| t.as_millis() as u64)))
+            .map_err(serde::de::Error::custom)
+    }
+}
+
 impl Registration {
+    /// This service's own hold settings.
+    pub fn hold(&self) -> crate::config::resilience::HoldOverride {
+        crate::config::resilience::HoldOverride {
+            timeout: self
+                .hold_timeout
+                .map(|h| std::time::Duration::from_millis(h.0)),
+            max: self.hold_max,
+        }
+    }
+
     /// The `host:port` of the url (validated when the registration was accepted).
     pub fn address(&self) -> Option<Address> {
         parse_url(&self.url).ok().map(|(a, _)| a)
@@ -168,6 +202,8 @@ pub fn parse_registration(body: &[u8]) -> Result<Registration, String> {
             "url",
             "health_endpoint",
             "routes",
+            "hold_timeout",
+            "hold_max",
             "tls",
             "tls_ca",
             "tls_server_name",
@@ -332,11 +368,37 @@ pub fn parse_registration(body: &[u8]) -> Result<Registration, String> {
         }
         routes.push(route);
     }
+    let num = |name: &str| -> Result<Option<&serde_json::Number>, String> {
+        match obj.get(name) {
+            None | Some(Value::Null) => Ok(None),
+            Some(Value::Number(n)) => Ok(Some(n)),
+            Some(_) => Err(field_err(name, "expected a number")),
+        }
+    };
+    let hold_timeout = num("hold_timeout")?.map(|n| n.as_f64().unwrap_or(-1.0));
+    let hold_max = match num("hold_max")? {
+        None => None,
+        Some(n) => Some(
+            n.as_u64()
+                .ok_or_else(|| field_err("hold_max", "expected a whole number"))?,
+        ),
+    };
+    let hold =
+        crate::config::resilience::registration_hold(hold_timeout, hold_max).map_err(|e| {
+            let field = if e.starts_with("hold_max") {
+                "hold_max"
+            } else {
+                "hold_timeout"
+            };
+            field_err(field, &e)
+        })?;
     Ok(Registration {
         service,
         url,
         health_endpoint,
         routes,
+        hold_timeout: hold.timeout.map(|t| HoldSecs(t.as_millis() as u64)),
+        hold_max: hold.max,
         tls,
         tls_ca,
         tls_server_name,

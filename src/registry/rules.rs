@@ -293,6 +293,8 @@ mod tests {
                 permission: perm.map(String::from),
                 hosts: vec![],
             }],
+            hold_timeout: None,
+            hold_max: None,
         }
     }
 

@@ -58,7 +58,9 @@ pub fn build(cfg: &Config, services: &[Registration], set: &UpstreamSet) -> Tabl
             .iter()
             .map(|a| get(a, b.health_check_endpoint.as_deref(), b.tls.as_ref()))
             .collect();
-        pools.insert(&b.name, Arc::new(Pool::new(b.name.clone(), ups)));
+        let pool = Pool::new(b.name.clone(), ups)
+            .with(set.pool_runtime(&b.name), b.hold.over(cfg.server.hold));
+        pools.insert(&b.name, Arc::new(pool));
     }
 
     let mut groups = Groups::default();
@@ -94,7 +96,10 @@ pub fn build(cfg: &Config, services: &[Registration], set: &UpstreamSet) -> Tabl
         let Some(addr) = reg.address() else { continue };
         let tls = reg.backend_tls().map(Arc::new);
         let u = get(&addr, Some(&reg.health_endpoint), tls.as_ref());
-        let pool = Arc::new(Pool::new(reg.service.clone(), vec![u.clone()]));
+        let pool = Arc::new(Pool::new(reg.service.clone(), vec![u.clone()]).with(
+            set.pool_runtime(&reg.service),
+            reg.hold().over(cfg.server.hold),
+        ));
         registered.push(ServiceEntry {
             name: reg.service.clone(),
             url: reg.url.clone(),
@@ -147,7 +152,10 @@ pub fn build(cfg: &Config, services: &[Registration], set: &UpstreamSet) -> Tabl
             origin: format!("shards[{i}] {}", sh.name),
             hosts: sh.hosts.clone(),
             edits: sh.rewrites.edits(),
-            pool: Arc::new(Pool::new(sh.name.clone(), pods)),
+            pool: Arc::new(
+                Pool::new(sh.name.clone(), pods)
+                    .with(set.pool_runtime(&sh.name), sh.hold.over(cfg.server.hold)),
+            ),
             permission: None,
             methods: vec![],
             rank: rank(&pattern, false, true, i),
@@ -178,7 +186,10 @@ pub fn build(cfg: &Config, services: &[Registration], set: &UpstreamSet) -> Tabl
             origin: format!("path_routes[{i}]"),
             hosts: p.hosts.clone(),
             edits: p.rewrites.edits(),
-            pool: Arc::new(Pool::new(p.address.to_string(), vec![u])),
+            pool: Arc::new(
+                Pool::new(p.address.to_string(), vec![u])
+                    .with(set.pool_runtime(&p.address.to_string()), cfg.server.hold),
+            ),
             stats: RuleStats::new(1),
             permission: None,
             methods: vec![],
@@ -203,7 +214,9 @@ pub fn build(cfg: &Config, services: &[Registration], set: &UpstreamSet) -> Tabl
         origin: "targets".into(),
         hosts: vec![],
         edits: Default::default(),
-        pool: Arc::new(Pool::new("targets".into(), catch)),
+        pool: Arc::new(
+            Pool::new("targets".into(), catch).with(set.pool_runtime("targets"), cfg.server.hold),
+        ),
         permission: None,
         methods: vec![],
         pattern: None,
@@ -213,7 +226,17 @@ pub fn build(cfg: &Config, services: &[Registration], set: &UpstreamSet) -> Tabl
     });
 
     set.retain(&used);
+    let names: HashSet<&str> = routes
+        .iter()
+        .chain(&path_routes)
+        .chain(&shards)
+        .chain(&catch_all)
+        .map(|r| r.pool.name.as_str())
+        .collect();
+    set.retain_pools(&names);
     Table {
+        outlier: cfg.outlier.clone(),
+        retry: cfg.retry.clone(),
         server: Arc::new(cfg.server.clone()),
         gateway: cfg.gateway.clone(),
         routes,

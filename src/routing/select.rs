@@ -1,8 +1,16 @@
 //! Pools of upstreams and the order in which a request tries them. Every policy yields an
 //! ordered list of candidates; the forwarder takes the first that connects, so failover needs
 //! no special case anywhere else.
+//!
+//! Which addresses take traffic (active and passive health together, docs/operations.md):
+//! an address must be usable by its health checks — UP, or UNKNOWN while no address of its
+//! pool is in service, never DOWN — *and* not ejected by outlier detection. An ejected address
+//! whose time is up is handed to exactly one request (the probe); the others skip it. When
+//! every UP address of a pool is ejected, the UNKNOWN ones are tried as if nothing were UP.
 use super::shard::{next_in_order, HashKind, Pick};
+use crate::config::resilience::Hold;
 use crate::health::Status;
+use crate::resilience::pool_rt::PoolRuntime;
 use crate::upstream::Upstream;
 use std::sync::atomic::{AtomicUsize, Ordering::Relaxed};
 use std::sync::Arc;
@@ -12,6 +20,10 @@ pub struct Pool {
     pub name: String,
     pub upstreams: Vec<Arc<Upstream>>,
     next: AtomicUsize,
+    /// State that outlives the table: hold queue, retry budget, in-flight count.
+    pub rt: Arc<PoolRuntime>,
+    /// How requests wait when nothing is usable (SPEC §11).
+    pub hold: Hold,
 }
 
 impl Pool {
@@ -20,7 +32,43 @@ impl Pool {
             name,
             upstreams,
             next: AtomicUsize::new(0),
+            rt: Arc::default(),
+            hold: Hold::default(),
         }
+    }
+
+    /// The same pool with its long-lived state and hold settings.
+    pub fn with(mut self, rt: Arc<PoolRuntime>, hold: Hold) -> Self {
+        self.rt = rt;
+        self.hold = hold;
+        self
+    }
+
+    /// Whether any address could take a request now (in service, or usable UNKNOWN, or an
+    /// ejected one whose time is up), without claiming a probe.
+    pub fn has_usable(&self, now_ms: u64) -> bool {
+        let tier = tier_of(&self.upstreams);
+        self.upstreams.iter().any(|u| {
+            usable_in(tier, u.status()) && {
+                let until = u.outlier.ejected_until();
+                until == 0 || now_ms >= until
+            }
+        })
+    }
+
+    /// Whether any address is UP by its checks (ejected or not): without one, a pool that
+    /// failed to connect is starting, and holding for it makes sense.
+    pub fn any_up(&self) -> bool {
+        self.upstreams.iter().any(|u| u.status() == Status::Up)
+    }
+
+    /// The earliest end of an ejection in this pool, in Unix ms.
+    pub fn next_return_ms(&self) -> Option<u64> {
+        self.upstreams
+            .iter()
+            .map(|u| u.outlier.ejected_until())
+            .filter(|t| *t != 0)
+            .min()
     }
 
     /// Round robin over the pool's usable addresses (SPEC §6): the UP ones; only while none is
@@ -90,12 +138,35 @@ impl Pool {
     }
 }
 
-/// Which status a request may use in this pool right now.
+/// Which statuses a request may use in this pool right now: `Up` = only UP addresses (some
+/// are in service); `Unknown` = UP or UNKNOWN (none is: nothing UP, or every UP one ejected).
 pub fn tier_of(upstreams: &[Arc<Upstream>]) -> Status {
-    if upstreams.iter().any(|u| u.status() == Status::Up) {
+    if upstreams.iter().any(|u| u.in_service()) {
         Status::Up
     } else {
         Status::Unknown
+    }
+}
+
+/// How long a probe handed to a request may stay unanswered before another request gets it
+/// (the request was lost: its client went away before the backend answered).
+pub const PROBE_TIMEOUT: std::time::Duration = std::time::Duration::from_secs(30);
+
+/// Whether outlier detection lets a request use `u` now (see the module comment).
+#[inline]
+fn admitted(u: &Upstream) -> bool {
+    use crate::resilience::outlier::Admit;
+    if u.outlier.in_service() {
+        return true;
+    }
+    u.outlier.admit(crate::clock::unix_ms(), PROBE_TIMEOUT) != Admit::Ejected
+}
+
+#[inline]
+fn usable_in(tier: Status, s: Status) -> bool {
+    match tier {
+        Status::Up => s == Status::Up,
+        _ => s != Status::Down,
     }
 }
 
@@ -132,7 +203,7 @@ impl<'p> Iterator for Candidates<'p> {
                 while *step < n {
                     let u = &self.upstreams[(*start + *step) % n];
                     *step += 1;
-                    if u.status() == self.tier {
+                    if usable_in(self.tier, u.status()) && admitted(u) {
                         return Some(u);
                     }
                 }
@@ -153,7 +224,7 @@ impl<'p> Iterator for Candidates<'p> {
                 };
                 *step += 1;
                 let u = self.upstreams.get(o as usize)?;
-                if u.status() != Status::Down {
+                if u.status() != Status::Down && admitted(u) {
                     return Some(u);
                 }
             },
@@ -219,6 +290,58 @@ mod tests {
             labels(p.shard_candidates(HashKind::Md5, pick, true)),
             ["10.0.0.3:1"]
         );
+    }
+
+    fn eject(u: &Upstream, now: u64) {
+        use crate::resilience::outlier::{Outcome, OutlierConfig};
+        let c = OutlierConfig {
+            consecutive_failures: 1,
+            max_ejection_percent: 100,
+            ..OutlierConfig::default()
+        };
+        u.outlier
+            .report(Outcome::Failure, now, &c, [&u.outlier].into_iter());
+        assert!(!u.outlier.in_service());
+    }
+
+    #[test]
+    fn ejected_addresses_are_skipped_until_their_probe() {
+        let p = Pool::new(
+            "p".into(),
+            vec![
+                up("10.0.0.1:1", Status::Up),
+                up("10.0.0.2:1", Status::Up),
+                up("10.0.0.3:1", Status::Unknown),
+            ],
+        );
+        let now = crate::clock::unix_ms();
+        eject(&p.upstreams[0], now);
+        for _ in 0..4 {
+            assert_eq!(labels(p.candidates()), ["10.0.0.2:1"]);
+        }
+        // Every UP address ejected: the UNKNOWN one is tried, as if nothing were UP.
+        eject(&p.upstreams[1], now);
+        assert_eq!(labels(p.candidates()), ["10.0.0.3:1"]);
+        // Time up (ejected long ago): exactly one request gets the probe.
+        let q = Pool::new("q".into(), vec![up("10.0.0.4:1", Status::Up)]);
+        eject(&q.upstreams[0], 1);
+        assert_eq!(labels(q.candidates()), ["10.0.0.4:1"]);
+        assert!(labels(q.candidates()).is_empty());
+        // A shard pod that is ejected is skipped for the next in the failover order.
+        let s = Pool::new(
+            "g".into(),
+            vec![up("10.0.0.5:1", Status::Up), up("10.0.0.6:1", Status::Up)],
+        );
+        eject(&s.upstreams[0], now);
+        let pick = Pick {
+            first: 0,
+            key_hash: 0,
+        };
+        assert_eq!(
+            labels(s.shard_candidates(HashKind::Md5, pick, false)),
+            ["10.0.0.6:1"]
+        );
+        assert!(labels(s.shard_candidates(HashKind::Md5, pick, true)).is_empty());
     }
 
     #[test]

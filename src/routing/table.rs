@@ -140,6 +140,8 @@ enum Found<'t> {
 #[derive(Debug)]
 pub struct Table {
     pub server: Arc<Server>,
+    pub outlier: crate::resilience::outlier::OutlierConfig,
+    pub retry: crate::resilience::policy::RetryConfig,
     pub gateway: Gateway,
     pub routes: Vec<Rule>,
     pub path_routes: Vec<Rule>,

@@ -12,7 +12,8 @@ use std::sync::atomic::{AtomicU64, Ordering::Relaxed};
 pub struct UpstreamStats {
     pub requests: AtomicU64,
     pub connect_failures: AtomicU64,
-    pub active: AtomicU64,
+    /// Requests using this address right now.
+    pub in_flight: AtomicU64,
 }
 
 #[derive(Debug)]
@@ -25,6 +26,8 @@ pub struct Upstream {
     /// Checked with a bare TCP connect (L4 targets, which have no HTTP endpoint).
     pub tcp_check: bool,
     pub health: HealthCell,
+    /// Passive health: what real requests saw (SPEC §11 `[outlier]`).
+    pub outlier: crate::resilience::outlier::Outlier,
     pub idle: pool::IdlePool,
     pub dns: dns::Resolved,
     pub stats: UpstreamStats,
@@ -51,6 +54,7 @@ impl Upstream {
             health_endpoint,
             tcp_check: false,
             health,
+            outlier: Default::default(),
             idle: pool::IdlePool::new(),
             stats: UpstreamStats::default(),
             tls: None,
@@ -80,6 +84,14 @@ impl Upstream {
     #[inline]
     pub fn status(&self) -> Status {
         self.health.status()
+    }
+
+    /// UP by its active checks and not ejected by its passive ones: takes a full share of
+    /// traffic. (An ejected address whose time is up waits for its one probe; it does not
+    /// count as in service until the probe succeeds.)
+    #[inline]
+    pub fn in_service(&self) -> bool {
+        self.status() == Status::Up && self.outlier.in_service()
     }
 
     pub fn count_request(&self) {

@@ -2,7 +2,8 @@
 //! rebuilt table points at the same cells and health survives reloads and registrations.
 use super::Upstream;
 use crate::config::address::Address;
-use std::collections::HashMap;
+use crate::resilience::pool_rt::PoolRuntime;
+use std::collections::{HashMap, HashSet};
 use std::sync::{Arc, Mutex};
 
 /// Address, health endpoint, and the TLS settings' fingerprint (a backend reached over TLS
@@ -18,6 +19,8 @@ pub struct UpstreamSet {
 struct Inner {
     map: HashMap<Key, Arc<Upstream>>,
     fresh: Vec<Arc<Upstream>>,
+    /// Per-pool runtime state by pool name (hold queue, retry budget, in-flight).
+    pools: HashMap<String, Arc<PoolRuntime>>,
 }
 
 impl UpstreamSet {
@@ -60,6 +63,18 @@ impl UpstreamSet {
         inner
             .fresh
             .retain(|u| used.iter().any(|x| Arc::ptr_eq(x, u)));
+    }
+
+    /// The runtime state of the pool called `name`, the same one every table gets.
+    pub fn pool_runtime(&self, name: &str) -> Arc<PoolRuntime> {
+        let mut inner = self.inner.lock().unwrap_or_else(|p| p.into_inner());
+        inner.pools.entry(name.to_string()).or_default().clone()
+    }
+
+    /// Forgets the runtime state of pools the newest table does not have.
+    pub fn retain_pools(&self, names: &HashSet<&str>) {
+        let mut inner = self.inner.lock().unwrap_or_else(|p| p.into_inner());
+        inner.pools.retain(|n, _| names.contains(n.as_str()));
     }
 
     /// Upstreams created since the last call.

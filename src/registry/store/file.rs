@@ -165,6 +165,8 @@ mod tests {
                 permission: None,
                 hosts: vec![],
             }],
+            hold_timeout: None,
+            hold_max: None,
         }
     }
 

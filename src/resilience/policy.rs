@@ -1,0 +1,339 @@
+//! The retry decision (SPEC §11 `[retry]`) as a pure function of what failed and what the
+//! request is. It never looks at sockets or strings: the proxy describes the failure in a
+//! [`Failure`], the request in a [`RequestFacts`], and gets back whether to try again and
+//! whether that try spends budget.
+use std::time::Duration;
+
+/// One of the `on` conditions.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum On {
+    ConnectFailure,
+    Reset,
+    Timeout,
+    Status502,
+    Status503,
+    Status504,
+}
+
+impl On {
+    pub fn parse(s: &str) -> Option<On> {
+        Some(match s {
+            "connect-failure" => On::ConnectFailure,
+            "reset" => On::Reset,
+            "timeout" => On::Timeout,
+            "502" => On::Status502,
+            "503" => On::Status503,
+            "504" => On::Status504,
+            _ => return None,
+        })
+    }
+
+    pub const NAMES: &'static str = "connect-failure, reset, timeout, 502, 503, 504";
+
+    fn bit(self) -> u8 {
+        1 << self as u8
+    }
+}
+
+/// A set of [`On`] conditions.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
+pub struct OnSet(u8);
+
+impl OnSet {
+    pub fn of(list: &[On]) -> Self {
+        OnSet(list.iter().fold(0, |m, o| m | o.bit()))
+    }
+    pub fn contains(self, o: On) -> bool {
+        self.0 & o.bit() != 0
+    }
+}
+
+/// `[retry]`, validated.
+#[derive(Debug, Clone, PartialEq)]
+pub struct RetryConfig {
+    /// Tries per request, the first included.
+    pub attempts: u32,
+    pub on: OnSet,
+    pub budget_percent: u32,
+    pub min_retries_per_second: u32,
+    pub max_retry_body: u64,
+    /// How long one request may wait for a probe after it was handed out (see `outlier`).
+    pub probe_timeout: Duration,
+}
+
+impl Default for RetryConfig {
+    fn default() -> Self {
+        RetryConfig {
+            attempts: 2,
+            on: OnSet::of(&[On::ConnectFailure, On::Reset, On::Status503]),
+            budget_percent: 20,
+            min_retries_per_second: 5,
+            max_retry_body: 65_536,
+            probe_timeout: Duration::from_secs(30),
+        }
+    }
+}
+
+/// What went wrong with one try.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum What {
+    /// The connect failed or was refused: nothing reached the backend.
+    ConnectFailure,
+    /// The connection broke (reset, or closed before a full answer).
+    Reset,
+    /// The backend did not answer within `upstream_timeout`.
+    Timeout,
+    /// The backend answered with this status (a 5xx the proxy may retry instead of relaying).
+    Status(u16),
+}
+
+/// A failed try, as the proxy saw it.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Failure {
+    pub what: What,
+    /// Bytes of the answer already written to the client.
+    pub relayed: u64,
+    /// The upstream connection came from the idle pool.
+    pub reused: bool,
+    /// Whether any byte came back from the backend on this connection for this request.
+    pub answered: bool,
+}
+
+/// What the policy needs to know about the request.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct RequestFacts {
+    pub idempotent: bool,
+    pub has_idempotency_key: bool,
+    /// The body length when known (Content-Length, 0 without a body); None for chunked or
+    /// unbounded bodies.
+    pub body_len: Option<u64>,
+    /// The client is waiting on `Expect: 100-continue` or the body was streamed past what
+    /// was kept: no replay possible.
+    pub body_kept: bool,
+}
+
+/// RFC 9110 §9.2.2: the methods whose repeated effect is that of one request.
+pub fn idempotent(method: &[u8]) -> bool {
+    matches!(
+        method,
+        b"GET" | b"HEAD" | b"OPTIONS" | b"TRACE" | b"PUT" | b"DELETE"
+    )
+}
+
+/// The answer.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Decision {
+    /// Answer the client with this failure.
+    GiveUp,
+    /// Try the next candidate, spending budget.
+    Retry,
+    /// Try again outside the budget: the backend never saw the request (a connect failure,
+    /// or a reused idle connection that was already closed).
+    RetryFree,
+    /// The one retry of a stale pooled connection: a new connection to the same address.
+    FreshConnection,
+}
+
+/// Decides what to do after try number `attempt` (1-based) failed. `stale_retried` says
+/// whether this request already used its one stale-connection retry.
+pub fn decide(
+    cfg: &RetryConfig,
+    req: &RequestFacts,
+    f: &Failure,
+    attempt: u32,
+    stale_retried: bool,
+) -> Decision {
+    if f.relayed > 0 {
+        // The client has part of an answer: anything else would be spliced onto it.
+        return Decision::GiveUp;
+    }
+    if f.what == What::ConnectFailure {
+        // Nothing reached the backend (SPEC §4): always the next candidate, at most once per
+        // address, which the caller bounds by the candidate list.
+        return Decision::RetryFree;
+    }
+    let replayable = (req.idempotent || req.has_idempotency_key)
+        && req.body_kept
+        && req.body_len.is_some_and(|n| n <= cfg.max_retry_body);
+    if !replayable {
+        return Decision::GiveUp;
+    }
+    if f.reused && !f.answered && f.what == What::Reset && !stale_retried {
+        // The backend closed an idle connection as we reused it: it never saw the request.
+        return Decision::FreshConnection;
+    }
+    if attempt >= cfg.attempts {
+        return Decision::GiveUp;
+    }
+    let on = match f.what {
+        What::ConnectFailure => On::ConnectFailure,
+        What::Reset => On::Reset,
+        What::Timeout => On::Timeout,
+        What::Status(502) => On::Status502,
+        What::Status(503) => On::Status503,
+        What::Status(504) => On::Status504,
+        What::Status(_) => return Decision::GiveUp,
+    };
+    if cfg.on.contains(on) {
+        Decision::Retry
+    } else {
+        Decision::GiveUp
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn get() -> RequestFacts {
+        RequestFacts {
+            idempotent: true,
+            has_idempotency_key: false,
+            body_len: Some(0),
+            body_kept: true,
+        }
+    }
+
+    fn post(len: u64) -> RequestFacts {
+        RequestFacts {
+            idempotent: false,
+            body_len: Some(len),
+            ..get()
+        }
+    }
+
+    fn failure(what: What) -> Failure {
+        Failure {
+            what,
+            relayed: 0,
+            reused: false,
+            answered: false,
+        }
+    }
+
+    #[test]
+    fn methods_of_rfc_9110() {
+        for m in ["GET", "HEAD", "OPTIONS", "TRACE", "PUT", "DELETE"] {
+            assert!(idempotent(m.as_bytes()), "{m}");
+        }
+        for m in ["POST", "PATCH", "CONNECT", "get", "PROPFIND"] {
+            assert!(!idempotent(m.as_bytes()), "{m}");
+        }
+    }
+
+    #[test]
+    fn defaults_retry_reset_and_503_for_idempotent_requests_only() {
+        let c = RetryConfig::default();
+        let d = |r: &RequestFacts, w| decide(&c, r, &failure(w), 1, false);
+        assert_eq!(d(&get(), What::Reset), Decision::Retry);
+        assert_eq!(d(&get(), What::Status(503)), Decision::Retry);
+        assert_eq!(d(&get(), What::Status(502)), Decision::GiveUp);
+        assert_eq!(d(&get(), What::Timeout), Decision::GiveUp);
+        assert_eq!(d(&get(), What::Status(500)), Decision::GiveUp);
+        assert_eq!(d(&post(10), What::Status(503)), Decision::GiveUp);
+        assert_eq!(d(&post(10), What::Reset), Decision::GiveUp);
+        let keyed = RequestFacts {
+            has_idempotency_key: true,
+            ..post(10)
+        };
+        assert_eq!(d(&keyed, What::Status(503)), Decision::Retry);
+    }
+
+    #[test]
+    fn connect_failures_are_always_retried_outside_the_budget() {
+        let c = RetryConfig {
+            on: OnSet::of(&[]),
+            attempts: 1,
+            ..RetryConfig::default()
+        };
+        let chunked = RequestFacts {
+            body_len: None,
+            ..post(0)
+        };
+        assert_eq!(
+            decide(&c, &chunked, &failure(What::ConnectFailure), 5, false),
+            Decision::RetryFree
+        );
+    }
+
+    #[test]
+    fn attempts_bound_retries() {
+        let c = RetryConfig {
+            attempts: 3,
+            ..RetryConfig::default()
+        };
+        let f = failure(What::Reset);
+        assert_eq!(decide(&c, &get(), &f, 2, false), Decision::Retry);
+        assert_eq!(decide(&c, &get(), &f, 3, false), Decision::GiveUp);
+    }
+
+    #[test]
+    fn nothing_after_a_response_byte() {
+        let c = RetryConfig::default();
+        for w in [What::Reset, What::Status(503), What::ConnectFailure] {
+            let f = Failure {
+                relayed: 1,
+                ..failure(w)
+            };
+            assert_eq!(decide(&c, &get(), &f, 1, false), Decision::GiveUp);
+        }
+    }
+
+    #[test]
+    fn bodies_must_be_kept_and_small_enough() {
+        let c = RetryConfig::default();
+        let keyed = |len| RequestFacts {
+            has_idempotency_key: true,
+            ..post(len)
+        };
+        let f = failure(What::Reset);
+        assert_eq!(decide(&c, &keyed(65_536), &f, 1, false), Decision::Retry);
+        assert_eq!(decide(&c, &keyed(65_537), &f, 1, false), Decision::GiveUp);
+        let streamed = RequestFacts {
+            body_len: None,
+            ..get()
+        };
+        assert_eq!(decide(&c, &streamed, &f, 1, false), Decision::GiveUp);
+        let lost = RequestFacts {
+            body_kept: false,
+            ..get()
+        };
+        assert_eq!(decide(&c, &lost, &f, 1, false), Decision::GiveUp);
+    }
+
+    #[test]
+    fn a_stale_pooled_connection_gets_one_fresh_try_whatever_on_says() {
+        let c = RetryConfig {
+            on: OnSet::of(&[]),
+            attempts: 1,
+            ..RetryConfig::default()
+        };
+        let stale = Failure {
+            reused: true,
+            ..failure(What::Reset)
+        };
+        assert_eq!(
+            decide(&c, &get(), &stale, 1, false),
+            Decision::FreshConnection
+        );
+        assert_eq!(decide(&c, &get(), &stale, 1, true), Decision::GiveUp);
+        // Not for a POST without a key: the backend may have read it before closing.
+        assert_eq!(decide(&c, &post(3), &stale, 1, false), Decision::GiveUp);
+        // Nor once the backend answered anything.
+        let answered = Failure {
+            answered: true,
+            ..stale
+        };
+        assert_eq!(decide(&c, &get(), &answered, 1, false), Decision::GiveUp);
+    }
+
+    #[test]
+    fn on_names_parse() {
+        for n in On::NAMES.split(", ") {
+            assert!(On::parse(n).is_some(), "{n}");
+        }
+        assert_eq!(On::parse("5xx"), None);
+        let s = OnSet::of(&[On::Timeout, On::Status504]);
+        assert!(s.contains(On::Timeout) && s.contains(On::Status504) && !s.contains(On::Reset));
+    }
+}
