@@ -37,6 +37,8 @@ pub struct Shared {
     pub metrics: crate::metrics::Metrics,
     /// Certificates, the HTTPS server config, handshake counts, ACME challenges.
     pub tls: crate::tls::TlsRuntime,
+    /// HTTP/2 connection, stream and flood counts.
+    pub h2: crate::proxy::h2::H2Stats,
     /// switchyard's own listeners and this host's addresses: a backend that resolves to one
     /// of them is refused (registration) and never connected to (a forwarding loop).
     pub own_listeners: ArcSwap<crate::registry::self_target::OwnListeners>,
@@ -67,6 +69,7 @@ impl Shared {
             started: Instant::now(),
             metrics: crate::metrics::Metrics::default(),
             tls: crate::tls::TlsRuntime::default(),
+            h2: Default::default(),
             own_listeners: ArcSwap::from_pointee(Default::default()),
         })
     }

@@ -38,6 +38,8 @@ const SECTIONS: &[(&str, &[&str])] = &[
             "drain_timeout",
             "access_log",
             "gateway_header",
+            "h2c",
+            "h2_max_concurrent_streams",
         ],
     ),
     ("admin", &["listen"]),
@@ -318,11 +320,12 @@ mod tests {
             "workers"
             | "max_header_bytes"
             | "max_connections"
+            | "h2_max_concurrent_streams"
             | "pods"
             | "max_consecutive_failures"
             | "stop_ping_after_failures"
             | "registration_rate_limit" => "4".to_string(),
-            "access_log" | "enabled" => "true".into(),
+            "access_log" | "enabled" | "h2c" => "true".into(),
             k if k.ends_with("timeout") || k.ends_with("interval") => "1".into(),
             "addresses"
             | "methods"

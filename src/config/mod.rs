@@ -29,6 +29,10 @@ pub struct Server {
     pub drain_timeout: Duration,
     pub access_log: bool,
     pub gateway_header: String,
+    /// Cleartext HTTP/2 with prior knowledge on the plain listener (SPEC §10).
+    pub h2c: bool,
+    /// SETTINGS_MAX_CONCURRENT_STREAMS offered to HTTP/2 clients.
+    pub h2_max_concurrent_streams: u32,
 }
 
 impl Default for Server {
@@ -48,6 +52,8 @@ impl Default for Server {
             drain_timeout: Duration::from_secs(30),
             access_log: true,
             gateway_header: "switchyard".into(),
+            h2c: true,
+            h2_max_concurrent_streams: 100,
         }
     }
 }

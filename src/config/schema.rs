@@ -43,6 +43,8 @@ pub struct RawServer {
     pub drain_timeout: Option<Val<Secs>>,
     pub access_log: Option<Val<bool>>,
     pub gateway_header: Option<Val<String>>,
+    pub h2c: Option<Val<bool>>,
+    pub h2_max_concurrent_streams: Option<Val<u32>>,
 }
 
 #[derive(Debug, Deserialize, Default)]

@@ -5,6 +5,7 @@ use super::connect;
 use super::downstream::{Downstream, RequestBody};
 use super::error::ProxyError;
 use super::{relay, route, send};
+use crate::http::error::ErrorKind;
 use crate::http::framing::{Body, RequestFraming};
 use crate::http::head::{self, RequestHead};
 use crate::http::response::ResponseHead;
@@ -25,8 +26,10 @@ pub(crate) struct Request {
     pub head: RequestHead,
     pub framing: RequestFraming,
     pub rid: Vec<u8>,
-    /// `METHOD target` for the access log, filled only when it is on.
+    /// `METHOD target protocol` for the access log, filled only when it is on.
     pub line: String,
+    /// The request is an HTTP/2 stream (its head was translated to HTTP/1.1 form).
+    pub h2: bool,
 }
 
 impl Request {
@@ -45,6 +48,14 @@ impl Request {
     }
     pub fn is_head(&self) -> bool {
         self.method() == b"HEAD"
+    }
+    /// The client's protocol, as access log lines and metrics name it.
+    pub fn protocol(&self) -> &'static str {
+        match (self.h2, self.head.minor_version) {
+            (true, _) => "HTTP/2",
+            (false, 0) => "HTTP/1.0",
+            _ => "HTTP/1.1",
+        }
     }
     pub fn is_connect(&self) -> bool {
         self.method() == b"CONNECT"
@@ -113,6 +124,8 @@ pub(crate) struct Exchange<'t> {
     pub status: Option<u16>,
     pub cont: Continue,
     pub after: After,
+    /// A gRPC request (`content-type: application/grpc…`).
+    pub grpc: bool,
 }
 
 impl<'t> Exchange<'t> {
@@ -147,6 +160,7 @@ impl<'t> Exchange<'t> {
             } else {
                 After::Close
             },
+            grpc: false,
         }
     }
 
@@ -181,6 +195,11 @@ pub(crate) async fn run<D: Downstream, B: RequestBody>(
     };
     ex.rule = Some(routed.rule);
     ex.key_name = routed.key_name;
+    if ex.grpc {
+        // gRPC needs trailers, which an HTTP/1.1 backend cannot send (SPEC §10).
+        let msg = "gRPC needs an HTTP/2 backend (protocol = \"h2c\" or \"h2\")";
+        return Err(ProxyError::refuse(ErrorKind::BadGateway, msg));
+    }
     let mut co = connect::connect(ex, routed.candidates).await?;
     if bufs.up.capacity() == 0 {
         *bufs.up = super::bufpool::take();

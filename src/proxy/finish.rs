@@ -36,6 +36,8 @@ pub(crate) struct LogLine<'a> {
     /// `METHOD target`, or empty before a head was parsed.
     pub line: &'a str,
     pub rid: &'a [u8],
+    /// `HTTP/1.0`, `HTTP/1.1` or `HTTP/2`, for metrics.
+    pub protocol: &'static str,
 }
 
 /// Ends an exchange that went through the phases.
@@ -50,6 +52,7 @@ pub(crate) async fn finish<D: Downstream>(
         client_ip: ex.client_ip,
         line: &req.line,
         rid: &req.rid,
+        protocol: req.protocol(),
     };
     let upstream = ex.upstream.as_deref();
     let (status, next) = match result {
@@ -109,6 +112,7 @@ pub(crate) fn record(
 ) {
     dp.metrics
         .observe(rule, upstream, status, started.elapsed());
+    dp.metrics.count_protocol(log.protocol);
     if !log.on {
         return;
     }

@@ -34,12 +34,11 @@ pub(crate) async fn read_request<S: ClientStream>(
         (t.request_header_timeout, t.idle_timeout, t.max_header_bytes)
     };
     s.req.clear();
-    let first_wait = if s.served == 0 {
-        header_timeout
+    let first_byte = if s.served == 0 {
+        s.opened + header_timeout
     } else {
-        idle_timeout
+        Instant::now() + idle_timeout
     };
-    let first_byte = Instant::now() + first_wait;
     let mut read = Ok(0);
     if s.buf.is_empty() {
         // Wait for the first byte holding no buffer, so that idle connections cost no
@@ -83,20 +82,30 @@ pub(crate) async fn read_request<S: ClientStream>(
     if let Err(e) = head::parse(&s.req.bytes, len, &mut s.req.head) {
         return Err(refuse(s, head_error(e)));
     }
-    let req = &mut s.req;
+    prepare(&mut s.req, s.access_log).map_err(NoRequest::Refused)?;
+    Ok(started)
+}
+
+/// What every parsed head goes through, whatever protocol it came in: its request id, the
+/// access log's request line, and the framing, smuggling and target checks.
+pub(crate) fn prepare(
+    req: &mut super::exchange::Request,
+    access_log: bool,
+) -> Result<(), ProxyError> {
     match req.head.header(&req.bytes, "x-request-id") {
         Some(v) if request_id::acceptable(v) => req.rid.extend_from_slice(v),
         _ => request_id::generate(&mut req.rid),
     }
-    if s.access_log {
+    if access_log {
         req.line
             .push_str(&String::from_utf8_lossy(req.head.method(&req.bytes)));
         req.line.push(' ');
         req.line
             .push_str(&String::from_utf8_lossy(req.head.target(&req.bytes)));
+        req.line.push(' ');
+        req.line.push_str(req.protocol());
     }
-    check(req).map_err(NoRequest::Refused)?;
-    Ok(started)
+    check(req)
 }
 
 /// Waits until the client sends (or closes); a keep-alive wait also ends on drain.
