@@ -51,6 +51,21 @@ fn head_parse_and_framing(c: &mut Criterion) {
             unreachable!()
         };
         head::parse(req, n, &mut h).unwrap();
+        let mut canon = Vec::new();
+        g.bench_function(format!("admit/{name}"), |b| {
+            let policy = switchyard::http::admit::Policy {
+                underscore: switchyard::http::admit::Underscore::Drop,
+                via_token: b"switchyard-0123456789abcdef",
+            };
+            b.iter(|| {
+                black_box(switchyard::http::admit::request(
+                    black_box(req),
+                    &h,
+                    &policy,
+                    &mut canon,
+                ))
+            })
+        });
         let mut out = Vec::with_capacity(1024);
         g.bench_function(format!("rewrite/{name}"), |b| {
             b.iter(|| {
@@ -64,6 +79,9 @@ fn head_parse_and_framing(c: &mut Criterion) {
                     chunked: false,
                     upgrade: false,
                     host_fallback: "127.0.0.1:8001",
+                    path: None,
+                    drop_underscore: true,
+                    via: b"switchyard-0123456789abcdef",
                 };
                 rewrite::request_head(black_box(req), &h, &fwd, &mut out);
                 black_box(out.len())

@@ -39,6 +39,8 @@ pub struct Shared {
     pub tls: crate::tls::TlsRuntime,
     /// HTTP/2 connection, stream and flood counts.
     pub h2: crate::proxy::h2::H2Stats,
+    /// Failed API-key checks per source address (data plane, atomics only).
+    pub auth_failures: crate::proxy::auth_limit::AuthLimiter,
     /// switchyard's own listeners and this host's addresses: a backend that resolves to one
     /// of them is refused (registration) and never connected to (a forwarding loop).
     pub own_listeners: ArcSwap<crate::registry::self_target::OwnListeners>,
@@ -70,6 +72,7 @@ impl Shared {
             metrics: crate::metrics::Metrics::default(),
             tls: crate::tls::TlsRuntime::default(),
             h2: Default::default(),
+            auth_failures: crate::proxy::auth_limit::AuthLimiter::new(),
             own_listeners: ArcSwap::from_pointee(Default::default()),
         })
     }

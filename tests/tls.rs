@@ -226,6 +226,55 @@ fn keep_alive_over_tls_routes_each_request_with_forwarded_proto() {
 }
 
 #[test]
+fn the_https_listener_applies_the_same_admission_checks() {
+    // The TLS listener feeds the same session: canonical paths, the hop marker, `_` names and
+    // asserted headers are handled exactly as on the plain one.
+    let b = Backend::start("one");
+    let (sy, _c, port) = start("via_name = \"fleet-t\"", &targets_toml(&[b.address()]), "");
+    let mut py = PyClient::start();
+    let r = py.call(
+        json!({"op": "open", "name": "k", "port": port, "sni": "a.test", "ca": ca_path(&sy)}),
+    );
+    assert_eq!(r["ok"], true, "{r}");
+    let get = |py: &mut PyClient, path: &str, headers: serde_json::Value| {
+        let r = py.call(json!({"op": "get", "name": "k", "path": path, "headers": headers}));
+        assert_eq!(r["ok"], true, "{path}: {r}");
+        r
+    };
+    // A rewritten path reaches the backend canonical, with the query as sent, over https.
+    let r = get(
+        &mut py,
+        "/a//b/%7Ex?q=%2F",
+        json!({"Host": "a.test", "X_Api_Key_Name": "forged", "X-Forwarded-Proto": "http"}),
+    );
+    assert_eq!(r["status"], 200, "{r}");
+    let v: serde_json::Value = serde_json::from_str(r["body"].as_str().unwrap()).unwrap();
+    assert_eq!(v["target"], "/a/b/~x?q=%2F", "{v}");
+    assert_eq!(v["headers"]["x-forwarded-proto"], "https");
+    assert_eq!(v["headers"]["via"], "1.1 fleet-t");
+    assert!(v["headers"].get("x_api_key_name").is_none(), "{v}");
+    let hits = b.hits();
+    // Dot segments (encoded) are a 400 that never reaches the backend, and close.
+    let r = get(&mut py, "/a/%2e%2E/admin", json!({"Host": "a.test"}));
+    assert_eq!(r["status"], 400, "{r}");
+    assert_eq!(r["headers"]["connection"], "close", "{r}");
+    py.call(json!({"op": "close", "name": "k"}));
+    // A request carrying this fleet's own marker is a loop: 508.
+    let r = py.call(
+        json!({"op": "open", "name": "k", "port": port, "sni": "a.test", "ca": ca_path(&sy)}),
+    );
+    assert_eq!(r["ok"], true, "{r}");
+    let r = get(
+        &mut py,
+        "/x",
+        json!({"Host": "a.test", "Via": "1.1 elsewhere, 1.1 fleet-t"}),
+    );
+    assert_eq!(r["status"], 508, "{r}");
+    std::thread::sleep(Duration::from_millis(50));
+    assert_eq!(b.hits(), hits, "a refused request reached the backend");
+}
+
+#[test]
 fn redirect_http_sends_named_hosts_to_https_except_acme_challenges() {
     let b = Backend::start("one");
     let (sy, _c, port) = start("", &targets_toml(&[b.address()]), "redirect_http = true");

@@ -40,6 +40,9 @@ const SECTIONS: &[(&str, &[&str])] = &[
             "gateway_header",
             "h2c",
             "h2_max_concurrent_streams",
+            "underscore_headers",
+            "via_name",
+            "auth_failure_limit",
         ],
     ),
     ("admin", &["listen"]),
@@ -324,7 +327,8 @@ mod tests {
             | "pods"
             | "max_consecutive_failures"
             | "stop_ping_after_failures"
-            | "registration_rate_limit" => "4".to_string(),
+            | "registration_rate_limit"
+            | "auth_failure_limit" => "4".to_string(),
             "access_log" | "enabled" | "h2c" => "true".into(),
             k if k.ends_with("timeout") || k.ends_with("interval") => "1".into(),
             "addresses"

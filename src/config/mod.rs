@@ -33,6 +33,13 @@ pub struct Server {
     pub h2c: bool,
     /// SETTINGS_MAX_CONCURRENT_STREAMS offered to HTTP/2 clients.
     pub h2_max_concurrent_streams: u32,
+    /// `underscore_headers`: request header names with `_` (SPEC §4).
+    pub underscore_headers: crate::http::admit::Underscore,
+    /// The fleet's hop marker, sent as `Via: 1.1 <via_name>` (loop detection, SPEC §4). When
+    /// not configured, derived from the store's identity (see `validate::fleet_identity`).
+    pub via_name: String,
+    /// Failed API-key checks per source address per minute before 429 (0: no limit).
+    pub auth_failure_limit: u32,
 }
 
 impl Default for Server {
@@ -54,6 +61,9 @@ impl Default for Server {
             gateway_header: "switchyard".into(),
             h2c: true,
             h2_max_concurrent_streams: 100,
+            underscore_headers: crate::http::admit::Underscore::Drop,
+            via_name: String::new(),
+            auth_failure_limit: 20,
         }
     }
 }

@@ -195,6 +195,37 @@ pub fn validate(raw: RawConfig, src: &str) -> Result<Config, Vec<Problem>> {
             .h2_max_concurrent_streams
             .as_ref()
             .map_or(d.h2_max_concurrent_streams, |v| v.value),
+        underscore_headers: match &rs.underscore_headers {
+            None => d.underscore_headers,
+            Some(v) => crate::http::admit::Underscore::parse(v.value.trim()).unwrap_or_else(|| {
+                c.problem(
+                    Some(&v.span),
+                    "server.underscore_headers",
+                    format!("{:?}: expected drop, reject or allow", v.value),
+                );
+                d.underscore_headers
+            }),
+        },
+        via_name: match &rs.via_name {
+            None => String::new(),
+            Some(v) if crate::http::via::valid_token(v.value.trim()) => v.value.trim().to_string(),
+            Some(v) => {
+                c.problem(
+                    Some(&v.span),
+                    "server.via_name",
+                    format!(
+                        "{:?}: use 1-{} letters, digits and ! # $ % & ' * + - . ^ _ ` | ~",
+                        v.value,
+                        crate::http::via::MAX_TOKEN
+                    ),
+                );
+                String::new()
+            }
+        },
+        auth_failure_limit: rs
+            .auth_failure_limit
+            .as_ref()
+            .map_or(d.auth_failure_limit, |v| v.value),
     };
     if let Some(v) = &rs.h2_max_concurrent_streams {
         if !(1..=10_000).contains(&v.value) {
@@ -350,6 +381,9 @@ pub fn validate(raw: RawConfig, src: &str) -> Result<Config, Vec<Problem>> {
             "ACME certificates are kept in the file store only so far; with kind = \"etcd\" use [[tls.certificates]] files".into(),
         );
     }
+    if cfg.server.via_name.is_empty() {
+        cfg.server.via_name = crate::http::via::default_token(&fleet_identity(&cfg.store));
+    }
 
     let mut seen_targets = HashSet::new();
     for (i, t) in raw.targets.iter().enumerate() {
@@ -374,8 +408,16 @@ pub fn validate(raw: RawConfig, src: &str) -> Result<Config, Vec<Problem>> {
         let key = format!("path_routes[{i}].path");
         let path = p.path.value.trim();
         let norm = format!("/{}", path.trim_matches('/'));
-        if !path.starts_with('/') || path.contains(['*', '?', '#', ' ']) || path.contains("//") {
+        if !path.starts_with('/') || path.contains(['*', '?', '#', ' ']) {
             c.problem(Some(&p.path.span), &key, format!("{path:?} must be a path prefix starting with / (patterns belong in [[routes]])"));
+        } else if path.contains("//") {
+            c.problem(
+                Some(&p.path.span),
+                &key,
+                format!("{path:?} has an empty segment: runs of / are merged before matching, so it can never match"),
+            );
+        } else if let Err(e) = crate::routing::pattern::check_canonical(path) {
+            c.problem(Some(&p.path.span), &key, e);
         } else if let Some(prev) = seen_prefix.insert(norm.clone(), i) {
             c.problem(
                 Some(&p.path.span),
@@ -731,6 +773,29 @@ fn store(c: &mut Checker<'_>, raw: &RawConfig, cfg: &mut Config) {
                 "store.kind",
                 format!("{other:?}: expected file or etcd"),
             );
+        }
+    }
+}
+
+/// What every replica of one fleet shares and no other fleet does: the store registrations
+/// live in. etcd: endpoints (sorted) and prefix; a file store is one host's: host name and
+/// absolute path. The default `via_name` is a digest of it.
+pub fn fleet_identity(store: &crate::config::Store) -> String {
+    match store {
+        crate::config::Store::Etcd {
+            endpoints, prefix, ..
+        } => {
+            let mut e = endpoints.clone();
+            e.sort();
+            format!("etcd|{}|{prefix}", e.join(","))
+        }
+        crate::config::Store::File { path } => {
+            let abs = std::path::absolute(path).unwrap_or_else(|_| path.clone());
+            let host = std::fs::read_to_string("/proc/sys/kernel/hostname")
+                .ok()
+                .or_else(|| std::env::var("HOSTNAME").ok())
+                .unwrap_or_default();
+            format!("file|{}|{}", host.trim(), abs.display())
         }
     }
 }

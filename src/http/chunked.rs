@@ -47,6 +47,9 @@ pub struct Decoder {
     trailer_len: usize,
     line_has_colon: bool,
     line_len: usize,
+    /// Stop once at the start of the trailer section (see [`Decoder::pause_at_trailers`]).
+    pause: bool,
+    paused: bool,
 }
 
 impl Default for Decoder {
@@ -78,7 +81,27 @@ impl Decoder {
             trailer_len: 0,
             line_has_colon: false,
             line_len: 0,
+            pause: false,
+            paused: false,
         }
+    }
+
+    /// A decoder whose `feed` / `validate` stop right after the last chunk's size line, so
+    /// that the caller can hold the trailer section (bounded by `MAX_TRAILERS`) and filter it
+    /// before passing it on. Afterwards it goes on as usual.
+    pub fn pause_at_trailers() -> Self {
+        Decoder {
+            pause: true,
+            ..Self::new()
+        }
+    }
+
+    /// In the trailer section (after the last chunk), before the end of the body.
+    pub fn in_trailers(&self) -> bool {
+        matches!(
+            self.state,
+            State::TrailerStart | State::Trailer | State::TrailerLf | State::EndLf
+        )
     }
 
     pub fn is_done(&self) -> bool {
@@ -134,6 +157,14 @@ impl Decoder {
                     } else {
                         State::Data
                     };
+                    if self.state == State::TrailerStart && std::mem::take(&mut self.pause) {
+                        self.paused = true;
+                        return Ok(Feed {
+                            consumed: i + 1,
+                            data: 0..0,
+                            done: false,
+                        });
+                    }
                 }
                 State::Data => {
                     let avail = (input.len() - i) as u64;
@@ -234,7 +265,7 @@ impl Decoder {
         loop {
             let f = self.feed(&input[at..])?;
             at += f.consumed;
-            if f.done || at == input.len() {
+            if f.done || at == input.len() || std::mem::take(&mut self.paused) {
                 return Ok((at, f.done));
             }
             if f.consumed == 0 {
@@ -303,6 +334,25 @@ mod tests {
         ];
         for v in bad {
             assert!(decode_all(v).is_err(), "{:?}", String::from_utf8_lossy(v));
+        }
+    }
+
+    #[test]
+    fn pauses_once_at_the_trailer_section() {
+        let body = b"3\r\nabc\r\n0\r\nX: 1\r\n\r\nNEXT";
+        for cut in 0..body.len() {
+            let mut d = Decoder::pause_at_trailers();
+            let (mut at, mut done) = d.validate(&body[..cut]).unwrap();
+            while !done && !d.in_trailers() && at < body.len() {
+                let (k, dn) = d.validate(&body[at..]).unwrap();
+                at += k;
+                done = dn;
+            }
+            assert!(d.in_trailers() && !done, "cut {cut}");
+            assert_eq!(&body[at..], b"X: 1\r\n\r\nNEXT", "cut {cut}");
+            let (k, done) = d.validate(&body[at..]).unwrap();
+            assert!(done);
+            assert_eq!(&body[at + k..], b"NEXT");
         }
     }
 

@@ -9,6 +9,7 @@ pub enum ErrorKind {
     Unauthorized,
     Forbidden,
     NoRoute,
+    MethodNotAllowed,
     RequestTimeout,
     ExpectationFailed,
     UriTooLong,
@@ -18,6 +19,7 @@ pub enum ErrorKind {
     ServiceUnavailable,
     NotReady,
     GatewayTimeout,
+    LoopDetected,
 }
 
 impl ErrorKind {
@@ -27,6 +29,7 @@ impl ErrorKind {
             ErrorKind::Unauthorized => 401,
             ErrorKind::Forbidden => 403,
             ErrorKind::NoRoute => 404,
+            ErrorKind::MethodNotAllowed => 405,
             ErrorKind::RequestTimeout => 408,
             ErrorKind::ExpectationFailed => 417,
             ErrorKind::UriTooLong => 414,
@@ -35,6 +38,7 @@ impl ErrorKind {
             ErrorKind::BadGateway => 502,
             ErrorKind::ServiceUnavailable | ErrorKind::NotReady => 503,
             ErrorKind::GatewayTimeout => 504,
+            ErrorKind::LoopDetected => 508,
         }
     }
 
@@ -44,6 +48,7 @@ impl ErrorKind {
             ErrorKind::Unauthorized => "unauthorized",
             ErrorKind::Forbidden => "forbidden",
             ErrorKind::NoRoute => "no_route",
+            ErrorKind::MethodNotAllowed => "method_not_allowed",
             ErrorKind::RequestTimeout => "request_timeout",
             ErrorKind::ExpectationFailed => "expectation_failed",
             ErrorKind::UriTooLong => "uri_too_long",
@@ -53,6 +58,7 @@ impl ErrorKind {
             ErrorKind::ServiceUnavailable => "service_unavailable",
             ErrorKind::NotReady => "not_ready",
             ErrorKind::GatewayTimeout => "gateway_timeout",
+            ErrorKind::LoopDetected => "loop_detected",
         }
     }
 }
@@ -76,6 +82,7 @@ pub fn reason(status: u16) -> &'static str {
         502 => "Bad Gateway",
         503 => "Service Unavailable",
         504 => "Gateway Timeout",
+        508 => "Loop Detected",
         _ => "",
     }
 }

@@ -142,14 +142,12 @@ pub fn parse(buf: &[u8], len: usize, out: &mut RequestHead) -> Result<(), HeadEr
     Ok(())
 }
 
-/// The path part of a request target (origin-form or absolute-form), without the query.
-/// Returns None for targets that have no path (authority-form, `*`).
+/// The path part of a request target (origin-form or absolute-form), without the query, as
+/// sent (see `canonical` for the form it is routed by). Returns None for targets that have no
+/// path (authority-form, `*`). A `#` stays in: `canonical` refuses it.
 pub fn route_path(target: &[u8]) -> Option<&[u8]> {
     let origin = origin_tail(target)?;
-    let end = origin
-        .iter()
-        .position(|b| *b == b'?' || *b == b'#')
-        .unwrap_or(origin.len());
+    let end = memchr::memchr(b'?', origin).unwrap_or(origin.len());
     Some(if end == 0 { b"/" } else { &origin[..end] })
 }
 
@@ -174,32 +172,6 @@ pub fn origin_tail(target: &[u8]) -> Option<&[u8]> {
         .position(|b| *b == b'/' || *b == b'?')
         .unwrap_or(rest.len());
     Some(&rest[i..])
-}
-
-/// True if a path has `.` or `..` segments, literal or percent-encoded. Such paths are refused:
-/// a backend that normalizes them would serve a resource that routing (and its permission
-/// check) never saw.
-pub fn has_dot_segment(path: &[u8]) -> bool {
-    path.split(|b| *b == b'/').any(|seg| {
-        let mut dots = 0;
-        let mut i = 0;
-        while i < seg.len() {
-            if seg[i] == b'.' {
-                dots += 1;
-                i += 1;
-            } else if seg.len() >= i + 3
-                && seg[i] == b'%'
-                && seg[i + 1] == b'2'
-                && (seg[i + 2] | 0x20) == b'e'
-            {
-                dots += 1;
-                i += 3;
-            } else {
-                return false;
-            }
-        }
-        dots == 1 || dots == 2
-    })
 }
 
 #[cfg(test)]
@@ -274,16 +246,5 @@ mod tests {
         assert_eq!(route_path(b"http://h:1?q"), Some(&b"/"[..]));
         assert_eq!(route_path(b"h:443"), None);
         assert_eq!(route_path(b"*"), None);
-    }
-
-    #[test]
-    fn dot_segments_are_detected() {
-        assert!(has_dot_segment(b"/a/../b"));
-        assert!(has_dot_segment(b"/a/%2e%2E/b"));
-        assert!(has_dot_segment(b"/a/./b"));
-        assert!(has_dot_segment(b"/a/.."));
-        assert!(!has_dot_segment(b"/a/.well-known/b"));
-        assert!(!has_dot_segment(b"/a/.../b"));
-        assert!(!has_dot_segment(b"/a/b.c"));
     }
 }

@@ -1,12 +1,17 @@
 //! HTTP/1.x wire rules: request and response heads, body framing, the chunked codec, error
 //! answers and the rewriting of heads between client and backend. Pure code, no sockets.
+pub mod admit;
+pub mod canonical;
 pub mod chunked;
 pub mod error;
 pub mod framing;
 pub mod head;
+pub mod host;
 pub mod reply;
 pub mod response;
 pub mod rewrite;
+pub mod trailers;
+pub mod via;
 
 /// ASCII case-insensitive comparison of a header name against a lowercase literal.
 #[inline]

@@ -19,10 +19,22 @@ fn is_hop_by_hop(name: &[u8]) -> bool {
     HOP.iter().any(|h| name_is(name, h))
 }
 
-/// Headers the request rewrite sets itself; a client's copy is dropped (or, for
-/// X-Forwarded-For, folded into ours) so that it cannot be spoofed.
+/// ASCII case-insensitive comparison that also takes `_` for `-`: how CGI, WSGI, PHP and
+/// Rack backends see a header name (`X_Api_Key_Name` is their `HTTP_X_API_KEY_NAME`).
+#[inline]
+fn name_is_spelling(name: &[u8], lower: &str) -> bool {
+    name.len() == lower.len()
+        && name.iter().zip(lower.as_bytes()).all(|(a, b)| {
+            let a = a.to_ascii_lowercase();
+            a == *b || (a == b'_' && *b == b'-')
+        })
+}
+
+/// Headers the request rewrite sets itself (SPEC §4): a client's copy is dropped under every
+/// spelling (case, `_` for `-`) so that it cannot be spoofed; X-Forwarded-For spelled exactly
+/// is folded into ours instead.
 fn is_set_by_gateway(name: &[u8]) -> bool {
-    const SET: [&str; 8] = [
+    const SET: [&str; 10] = [
         "content-length",
         "x-forwarded-for",
         "x-forwarded-proto",
@@ -31,8 +43,10 @@ fn is_set_by_gateway(name: &[u8]) -> bool {
         "x-api-key",
         "x-api-key-name",
         "x-shard",
+        "x-retry-attempt",
+        "transfer-encoding",
     ];
-    SET.iter().any(|h| name_is(name, h))
+    SET.iter().any(|h| name_is_spelling(name, h))
 }
 
 /// The options listed in a message's `Connection` headers, gathered once per head instead of
@@ -90,8 +104,9 @@ impl<'b> Listed<'b> {
     }
 }
 
-/// The authority of an absolute-form target (`http://u@a:1/p` gives `a:1`) or of an
-/// authority-form one (CONNECT `a:443`); empty for origin-form and `*`.
+/// The authority of an absolute-form target (`http://a:1/p` gives `a:1`) or of an
+/// authority-form one (CONNECT `a:443`); empty for origin-form and `*`. Userinfo and bad
+/// authorities were refused before (`http::admit`); this only cuts them off.
 fn target_authority(target: &[u8]) -> &[u8] {
     let Some(tail) = super::head::origin_tail(target) else {
         return if target == b"*" { b"" } else { target };
@@ -120,6 +135,13 @@ pub struct Forward<'a> {
     /// The Host to send when the client sent none (an HTTP/1.0 client): the request goes
     /// upstream as HTTP/1.1, which requires one (RFC 9112 §3.2).
     pub host_fallback: &'a str,
+    /// The canonical path when it differs from the one sent (`http::canonical`); the query
+    /// goes on as sent.
+    pub path: Option<&'a [u8]>,
+    /// Drop header names with `_` (`underscore_headers = "drop"`).
+    pub drop_underscore: bool,
+    /// This fleet's hop marker, sent as `Via: 1.1 <token>` (`http::via`).
+    pub via: &'a [u8],
 }
 
 /// Writes the head a backend receives into `out` (cleared first).
@@ -128,17 +150,25 @@ pub fn request_head(buf: &[u8], head: &RequestHead, fwd: &Forward<'_>, out: &mut
     out.extend_from_slice(head.method(buf));
     out.push(b' ');
     let target = head.target(buf);
-    match super::head::origin_tail(target) {
+    let tail = super::head::origin_tail(target);
+    match tail {
         Some(tail) => {
-            if tail.first() != Some(&b'/') {
-                out.push(b'/');
+            // The routed (canonical) path, then the query exactly as sent.
+            let q = memchr::memchr(b'?', tail).unwrap_or(tail.len());
+            match fwd.path {
+                Some(p) => out.extend_from_slice(p),
+                None if q == 0 => out.push(b'/'),
+                None => out.extend_from_slice(&tail[..q]),
             }
-            out.extend_from_slice(tail);
+            out.extend_from_slice(&tail[q..]);
         }
         // authority-form (CONNECT) and `*` (OPTIONS) go as they came.
         None => out.extend_from_slice(target),
     }
     out.extend_from_slice(b" HTTP/1.1\r\n");
+    // An absolute-form target's authority is the host (RFC 9112 §3.2.2): it replaces Host.
+    let absolute = tail.is_some() && target.first() != Some(&b'/');
+    let authority = target_authority(target);
     let listed = Listed::new(buf, &head.headers);
     let mut xff_seen = false;
     let mut host: &[u8] = b"";
@@ -154,10 +184,19 @@ pub fn request_head(buf: &[u8], head: &RequestHead, fwd: &Forward<'_>, out: &mut
         if name_is(name, "upgrade") {
             upgrade_value = value;
         } else if name_is(name, "host") {
+            // An empty Host (only an HTTP/1.0 client gets this far with one) goes as absent:
+            // the request leaves as HTTP/1.1, where an empty Host is a 400.
+            if absolute || value.is_empty() {
+                continue;
+            }
             host = value;
             host_present = true;
         }
-        if is_hop_by_hop(name) || is_set_by_gateway(name) || listed.has(buf, &head.headers, name) {
+        if is_hop_by_hop(name)
+            || is_set_by_gateway(name)
+            || (fwd.drop_underscore && memchr::memchr(b'_', name).is_some())
+            || listed.has(buf, &head.headers, name)
+        {
             continue;
         }
         out.extend_from_slice(name);
@@ -165,10 +204,14 @@ pub fn request_head(buf: &[u8], head: &RequestHead, fwd: &Forward<'_>, out: &mut
         out.extend_from_slice(value);
         out.extend_from_slice(b"\r\n");
     }
-    if !host_present {
+    if absolute && !authority.is_empty() {
+        host = authority;
+        out.extend_from_slice(b"Host: ");
+        out.extend_from_slice(authority);
+        out.extend_from_slice(b"\r\n");
+    } else if !host_present {
         // An HTTP/1.1 request needs a Host (RFC 9112 §3.2), which an HTTP/1.0 client may not
         // have sent: the target's authority when it names one, else the upstream address.
-        let authority = target_authority(target);
         out.extend_from_slice(b"Host: ");
         if authority.is_empty() {
             out.extend_from_slice(fwd.host_fallback.as_bytes());
@@ -208,6 +251,12 @@ pub fn request_head(buf: &[u8], head: &RequestHead, fwd: &Forward<'_>, out: &mut
     if let Some(n) = fwd.shard {
         out.extend_from_slice(b"X-Shard: ");
         push_u64(out, u64::from(n));
+        out.extend_from_slice(b"\r\n");
+    }
+    if !fwd.via.is_empty() {
+        // A Via line of our own after the client's (a list across lines is one list).
+        out.extend_from_slice(b"Via: 1.1 ");
+        out.extend_from_slice(fwd.via);
         out.extend_from_slice(b"\r\n");
     }
     if let Some(n) = fwd.content_length {
@@ -345,6 +394,9 @@ mod tests {
             chunked: false,
             upgrade: false,
             host_fallback: "10.9.9.9:80",
+            path: None,
+            drop_underscore: true,
+            via: b"sy-test",
         }
     }
 
@@ -403,9 +455,10 @@ mod tests {
         let out = rewrite("GET /a HTTP/1.1\r\nHost: h\r\n\r\n", &fwd());
         assert_eq!(out.matches("Host: ").count(), 2, "{out}");
         assert!(!out.contains("10.9.9.9"), "{out}");
-        // An empty Host is a Host: no second one is added.
-        let out = rewrite("GET /a HTTP/1.1\r\nHost:\r\n\r\n", &fwd());
-        assert!(!out.contains("10.9.9.9"), "{out}");
+        // An empty Host (HTTP/1.0) is replaced: an HTTP/1.1 backend must refuse an empty one.
+        let out = rewrite("GET /a HTTP/1.0\r\nHost:\r\n\r\n", &fwd());
+        assert!(out.contains("\r\nHost: 10.9.9.9:80\r\n"), "{out}");
+        assert_eq!(out.matches("Host:").count(), 1, "{out}");
     }
 
     #[test]
@@ -519,5 +572,71 @@ mod tests {
         assert!(out.contains("Connection: upgrade\r\nUpgrade: websocket\r\n"));
         assert!(out.contains("X-Shard: 2\r\n"));
         assert!(out.contains("X-Api-Key-Name: blog\r\n"));
+    }
+
+    #[test]
+    fn asserted_headers_go_under_every_spelling() {
+        let mut f = fwd();
+        f.drop_underscore = false;
+        f.api_key_name = Some("blog");
+        let out = rewrite(
+            "GET / HTTP/1.1\r\nHost: h\r\nX_Api_Key_Name: ops\r\nx-api-key-NAME: ops\r\nX_Forwarded_For: 6.6.6.6\r\nX_Forwarded_Host: evil\r\nx_shard: 1\r\nX-Retry-Attempt: 3\r\nX_Request_Id: forged\r\nContent_Length: 9\r\nX_Other: kept\r\n\r\n",
+            &f,
+        );
+        for gone in [
+            "ops",
+            "6.6.6.6",
+            "evil",
+            "x_shard",
+            "X-Retry-Attempt",
+            "forged",
+            "Content_Length",
+        ] {
+            assert!(!out.contains(gone), "{gone} in {out}");
+        }
+        assert!(out.contains("X_Other: kept\r\n"), "{out}");
+        assert!(out.contains("X-Api-Key-Name: blog\r\n"), "{out}");
+        assert!(out.contains("X-Forwarded-For: 10.1.2.3\r\n"), "{out}");
+        f.drop_underscore = true;
+        let out = rewrite(
+            "GET / HTTP/1.1\r\nHost: h\r\nX_Other: x\r\nX-Fine: y\r\n\r\n",
+            &f,
+        );
+        assert!(!out.contains("X_Other"), "{out}");
+        assert!(out.contains("X-Fine: y\r\n"), "{out}");
+    }
+
+    #[test]
+    fn absolute_form_authority_replaces_host() {
+        let out = rewrite(
+            "GET http://evil.example/x?q HTTP/1.1\r\nHost: good.example\r\n\r\n",
+            &fwd(),
+        );
+        assert!(out.starts_with("GET /x?q HTTP/1.1\r\n"), "{out}");
+        assert!(out.contains("\r\nHost: evil.example\r\n"), "{out}");
+        assert!(out.contains("X-Forwarded-Host: evil.example\r\n"), "{out}");
+        assert!(!out.contains("good.example"), "{out}");
+        assert_eq!(out.matches("Host: ").count(), 2, "{out}");
+    }
+
+    #[test]
+    fn canonical_path_goes_with_the_query_as_sent() {
+        let mut f = fwd();
+        f.path = Some(b"/admin/x");
+        let out = rewrite("GET /%61dmin//x?a=%2f&b HTTP/1.1\r\nHost: h\r\n\r\n", &f);
+        assert!(
+            out.starts_with("GET /admin/x?a=%2f&b HTTP/1.1\r\n"),
+            "{out}"
+        );
+        let out = rewrite("GET http://h//a?q HTTP/1.1\r\nHost: h\r\n\r\n", &f);
+        assert!(out.starts_with("GET /admin/x?q HTTP/1.1\r\n"), "{out}");
+    }
+
+    #[test]
+    fn via_is_appended_after_the_clients() {
+        let out = rewrite("GET / HTTP/1.1\r\nHost: h\r\nVia: 1.0 fred\r\n\r\n", &fwd());
+        let a = out.find("Via: 1.0 fred\r\n").expect("client's Via kept");
+        let b = out.find("Via: 1.1 sy-test\r\n").expect("ours added");
+        assert!(a < b, "{out}");
     }
 }

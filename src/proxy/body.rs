@@ -59,7 +59,9 @@ where
 }
 
 /// Copies a chunked body as it came, after checking every byte of its framing, and stops
-/// exactly at its end (what follows stays in `pending`).
+/// exactly at its end (what follows stays in `pending`). The trailer section is held whole
+/// (at most 16 KiB, the decoder's limit) and goes on without the fields RFC 9110 §6.5.1 keeps
+/// out of trailers (`http::trailers`).
 pub async fn copy_chunked<R, W>(
     src: &mut R,
     pending: &mut BytesMut,
@@ -70,7 +72,7 @@ where
     R: AsyncRead + Unpin,
     W: AsyncWrite + Unpin,
 {
-    let mut dec = Decoder::new();
+    let mut dec = Decoder::pause_at_trailers();
     loop {
         if pending.is_empty() {
             fill(src, pending, idle).await?;
@@ -83,7 +85,26 @@ where
         if done {
             return Ok(());
         }
+        if dec.in_trailers() {
+            break;
+        }
     }
+    let mut seen = 0;
+    loop {
+        let (k, done) = dec
+            .validate(&pending[seen..])
+            .map_err(|e| CopyError::Invalid(e.0))?;
+        seen += k;
+        if done {
+            break;
+        }
+        fill(src, pending, idle).await?;
+    }
+    let mut kept = Vec::with_capacity(seen);
+    crate::http::trailers::filter(&pending[..seen], &mut kept);
+    write_all(dst, &kept, idle).await.map_err(CopyError::Sink)?;
+    pending.advance(seen);
+    Ok(())
 }
 
 /// Decodes a chunked body and writes only its payload (to an HTTP/1.0 client, which then

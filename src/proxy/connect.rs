@@ -12,7 +12,10 @@ pub(crate) async fn connect(
     candidates: Candidates<'_>,
 ) -> Result<Checkout, ProxyError> {
     let s = &ex.table.server;
-    match checkout(candidates, s.connect_timeout, s.idle_timeout).await {
+    // Never one of our own listeners, checked at each connect: a DNS name can come to point
+    // at us after it was configured or registered.
+    let own = ex.dp.own_listeners.load();
+    match checkout(candidates, s.connect_timeout, s.idle_timeout, &own).await {
         Ok(co) => {
             ex.attempts = co.attempts;
             co.upstream.count_request();

@@ -82,6 +82,13 @@ impl ProxyError {
         Self::gone(Side::Client, "the client closed the connection")
     }
 
+    /// The connection closes after the answer whatever its framing (bytes the client may
+    /// already send after the head, a tunnel's, must not be read as a request).
+    pub fn closing(mut self) -> Self {
+        self.must_close = true;
+        self
+    }
+
     pub fn retryable(mut self) -> Self {
         self.retry = true;
         self

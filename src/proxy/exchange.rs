@@ -5,6 +5,7 @@ use super::connect;
 use super::downstream::{Downstream, RequestBody};
 use super::error::ProxyError;
 use super::{relay, route, send};
+use crate::http::admit::Target;
 use crate::http::error::ErrorKind;
 use crate::http::framing::{Body, RequestFraming};
 use crate::http::head::{self, RequestHead};
@@ -30,6 +31,10 @@ pub(crate) struct Request {
     pub line: String,
     /// The request is an HTTP/2 stream (its head was translated to HTTP/1.1 form).
     pub h2: bool,
+    /// The target's form once `read` admitted it (`http::admit`); None before.
+    pub form: Option<Target>,
+    /// The canonical path when it differs from the one sent (`form` says so).
+    pub canon: Vec<u8>,
 }
 
 impl Request {
@@ -42,9 +47,19 @@ impl Request {
     pub fn header(&self, lower: &str) -> Option<&[u8]> {
         self.head.header(&self.bytes, lower)
     }
-    /// The path routing sees, when the target has one.
+    /// The path routing sees: the canonical one (`http::canonical`), `/` for CONNECT (routed
+    /// as a route `path = "/"` that lists the method), None for `*` or before admission.
     pub fn path(&self) -> Option<&[u8]> {
-        head::route_path(self.target())
+        match self.form? {
+            Target::Path { rewritten: true } => Some(&self.canon),
+            Target::Path { rewritten: false } => head::route_path(self.target()),
+            Target::Authority => Some(b"/"),
+            Target::Asterisk => None,
+        }
+    }
+    /// The path the backend gets in place of the one sent, when canonicalizing changed it.
+    pub fn rewritten_path(&self) -> Option<&[u8]> {
+        matches!(self.form, Some(Target::Path { rewritten: true })).then_some(&self.canon[..])
     }
     pub fn is_head(&self) -> bool {
         self.method() == b"HEAD"
@@ -72,6 +87,8 @@ impl Request {
         self.framing = RequestFraming::default();
         self.rid.clear();
         self.line.clear();
+        self.form = None;
+        self.canon.clear();
     }
 }
 
@@ -109,6 +126,8 @@ pub(crate) struct Exchange<'t> {
     pub table: &'t Table,
     pub req: &'t Request,
     pub client_ip: &'t str,
+    /// The client's address, for the per-address count of failed API keys.
+    pub peer: std::net::IpAddr,
     /// The client's scheme, for `X-Forwarded-Proto`.
     pub proto: &'static str,
     /// When the head had arrived.
@@ -134,6 +153,7 @@ impl<'t> Exchange<'t> {
         table: &'t Table,
         req: &'t Request,
         client_ip: &'t str,
+        peer: std::net::IpAddr,
         proto: &'static str,
         started: Instant,
     ) -> Self {
@@ -142,6 +162,7 @@ impl<'t> Exchange<'t> {
             table,
             req,
             client_ip,
+            peer,
             proto,
             started,
             rule: None,
@@ -186,7 +207,11 @@ pub(crate) async fn run<D: Downstream, B: RequestBody>(
     down: &mut D,
     body: &mut B,
 ) -> Result<Relayed, ProxyError> {
-    let routed = match route::route(ex.table, ex.req) {
+    let auth = route::AuthFailures {
+        limiter: &ex.dp.auth_failures,
+        peer: ex.peer,
+    };
+    let routed = match route::route(ex.table, ex.req, &auth) {
         Ok(r) => r,
         Err(r) => {
             ex.rule = r.rule;

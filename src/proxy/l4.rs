@@ -227,7 +227,8 @@ async fn serve(shared: Arc<Shared>, r: Arc<Route>, client: TcpStream, peer: Sock
                 .candidates_from((source_hash(peer.ip()) % n) as usize)
         }
     };
-    let co = match checkout(candidates, connect_timeout, r.idle_timeout).await {
+    let own = shared.own_listeners.load();
+    let co = match checkout(candidates, connect_timeout, r.idle_timeout, &own).await {
         Ok(c) => c,
         Err(ConnectError::NoCandidates) => {
             log::warn!("tcp {}: no healthy target for {peer}; closing", r.listen);

@@ -1,6 +1,7 @@
 //! The data plane: listeners, the per-connection session, the phases a request goes through
 //! (read → route → connect → send → relay → finish), upstream connections, body streaming and
 //! tunnels. It reads shared state (the table, health cells) and never writes it.
+pub mod auth_limit;
 pub mod body;
 pub mod bufpool;
 pub(crate) mod connect;

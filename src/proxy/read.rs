@@ -7,6 +7,7 @@ use super::error::ProxyError;
 use super::io::{read_head, ReadHeadError};
 use super::request_id;
 use super::session::{ClientStream, Session};
+use crate::http::admit::{self, Refusal};
 use crate::http::error::ErrorKind;
 use crate::http::framing;
 use crate::http::head::{self, HeadError};
@@ -82,7 +83,13 @@ pub(crate) async fn read_request<S: ClientStream>(
     if let Err(e) = head::parse(&s.req.bytes, len, &mut s.req.head) {
         return Err(refuse(s, head_error(e)));
     }
-    prepare(&mut s.req, s.access_log).map_err(NoRequest::Refused)?;
+    // The table's policy as of now, the head having arrived; a guard, not an Arc clone.
+    let table = s.dp.table.load();
+    let policy = admit::Policy {
+        underscore: table.server.underscore_headers,
+        via_token: table.server.via_name.as_bytes(),
+    };
+    prepare(&mut s.req, s.access_log, &policy).map_err(NoRequest::Refused)?;
     Ok(started)
 }
 
@@ -91,6 +98,7 @@ pub(crate) async fn read_request<S: ClientStream>(
 pub(crate) fn prepare(
     req: &mut super::exchange::Request,
     access_log: bool,
+    policy: &admit::Policy<'_>,
 ) -> Result<(), ProxyError> {
     match req.head.header(&req.bytes, "x-request-id") {
         Some(v) if request_id::acceptable(v) => req.rid.extend_from_slice(v),
@@ -105,7 +113,7 @@ pub(crate) fn prepare(
         req.line.push(' ');
         req.line.push_str(req.protocol());
     }
-    check(req)
+    check(req, policy)
 }
 
 /// Waits until the client sends (or closes); a keep-alive wait also ends on drain.
@@ -153,23 +161,21 @@ fn head_error(e: HeadError) -> ProxyError {
     }
 }
 
-/// Framing, smuggling and target checks on a parsed head.
-fn check(req: &mut super::exchange::Request) -> Result<(), ProxyError> {
+/// Framing and smuggling checks on a parsed head, then `http::admit` (target form, canonical
+/// path, host, `_` names, our own hop marker); the request's `form` and `canon` are set here.
+fn check(req: &mut super::exchange::Request, policy: &admit::Policy<'_>) -> Result<(), ProxyError> {
     req.framing = framing::request(&req.bytes, &req.head)
         .map_err(|e| ProxyError::client(e.kind, e.message))?;
-    let target = req.target();
-    let path = head::route_path(target);
-    if path.is_none() && !req.is_connect() && target != b"*" {
-        return Err(ProxyError::client(
-            ErrorKind::BadRequest,
-            "invalid request target",
-        ));
+    match admit::request(&req.bytes, &req.head, policy, &mut req.canon) {
+        Ok(form) => {
+            req.form = Some(form);
+            Ok(())
+        }
+        Err(Refusal::BadRequest(m)) => Err(ProxyError::client(ErrorKind::BadRequest, m)),
+        Err(Refusal::Loop) => Err(ProxyError::refuse(
+            ErrorKind::LoopDetected,
+            "the request already passed through this fleet (Via)",
+        )
+        .closing()),
     }
-    if path.is_some_and(head::has_dot_segment) {
-        return Err(ProxyError::client(
-            ErrorKind::BadRequest,
-            "dot segments (. or ..) are not allowed in paths",
-        ));
-    }
-    Ok(())
 }

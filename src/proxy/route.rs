@@ -1,12 +1,15 @@
-//! Phase 2, route + authorize: which rule a request takes, its candidates, and whether the API
-//! key it presents holds the rule's permission. Pure: a table and a request head in, a decision
-//! out; no I/O, so it is tested without sockets (and an HTTP/2 stream goes through it as is).
+//! Phase 2, route + authorize: which rule a request takes, its candidates, whether its method
+//! may use it (CONNECT only where listed), and whether the API key it presents holds the rule's
+//! permission. No I/O: a table, a request head and the per-address count of failed keys in, a
+//! decision out, so it is tested without sockets (and an HTTP/2 stream goes through it as is).
+use super::auth_limit::{AuthLimiter, WINDOW_MS};
 use super::error::ProxyError;
 use super::exchange::Request;
 use crate::http::error::ErrorKind;
 use crate::routing::select::Candidates;
 use crate::routing::table::KeyInput;
 use crate::routing::{Decision, Rule, Table};
+use std::net::IpAddr;
 
 /// Where a request goes.
 pub(crate) struct Routed<'t> {
@@ -28,9 +31,19 @@ impl<'t> Refused<'t> {
     }
 }
 
+/// Failed API-key checks, counted per client address (`auth_limit`).
+pub(crate) struct AuthFailures<'a> {
+    pub limiter: &'a AuthLimiter,
+    pub peer: IpAddr,
+}
+
 /// Routes `req` with `table` (shard keys come from the query string or a header). A replica
 /// whose store has not loaded yet has no complete table to route with.
-pub(crate) fn route<'t>(table: &'t Table, req: &Request) -> Result<Routed<'t>, Refused<'t>> {
+pub(crate) fn route<'t>(
+    table: &'t Table,
+    req: &Request,
+    auth: &AuthFailures<'_>,
+) -> Result<Routed<'t>, Refused<'t>> {
     if !table.ready {
         let e = ProxyError::refuse(ErrorKind::NotReady, "the routing table is not loaded yet");
         return Err(Refused::new(None, e));
@@ -58,7 +71,14 @@ pub(crate) fn route<'t>(table: &'t Table, req: &Request) -> Result<Routed<'t>, R
     };
     rule.requests
         .fetch_add(1, std::sync::atomic::Ordering::Relaxed);
-    let key_name = authorize(table, rule, req).map_err(|e| Refused::new(Some(rule), e))?;
+    // CONNECT opens a tunnel to wherever its authority says: only on a rule that asks for it.
+    // The connection closes: the client may already be sending tunnel bytes.
+    if req.is_connect() && !rule.methods.iter().any(|m| &**m == b"CONNECT") {
+        let msg = format!("CONNECT is not allowed on {}", rule.label);
+        let e = ProxyError::refuse(ErrorKind::MethodNotAllowed, msg).closing();
+        return Err(Refused::new(Some(rule), e));
+    }
+    let key_name = authorize(table, rule, req, auth).map_err(|e| Refused::new(Some(rule), e))?;
     Ok(Routed {
         rule,
         candidates,
@@ -67,19 +87,35 @@ pub(crate) fn route<'t>(table: &'t Table, req: &Request) -> Result<Routed<'t>, R
 }
 
 /// A rule with a permission needs a key that holds it: 401 without a (known) key, 403 with one
-/// that lacks the permission.
+/// that lacks the permission. Unknown keys are counted per source address; past
+/// `auth_failure_limit` every key from it is a 429 for the rest of the window, so a guesser
+/// cannot tell a hit.
 fn authorize<'t>(
     table: &'t Table,
     rule: &Rule,
     req: &Request,
+    auth: &AuthFailures<'_>,
 ) -> Result<Option<&'t str>, ProxyError> {
     let Some(perm) = &rule.permission else {
         return Ok(None);
     };
     let presented = req.header("x-api-key");
+    let now = if presented.is_some() {
+        crate::clock::unix_ms()
+    } else {
+        0
+    };
+    let limit = table.server.auth_failure_limit;
+    if presented.is_some() && auth.limiter.blocked(auth.peer, limit, now, WINDOW_MS) {
+        return Err(ProxyError::refuse(
+            ErrorKind::RateLimited,
+            "too many failed API-key checks from this address; retry next minute",
+        ));
+    }
     match presented.and_then(|k| crate::registry::rules::find_key(&table.api_keys, k)) {
         None => {
             let msg = if presented.is_some() {
+                auth.limiter.record_failure(auth.peer, now, WINDOW_MS);
                 "unknown API key"
             } else {
                 "this route needs an X-API-Key"

@@ -6,6 +6,7 @@ use super::error::ProxyError;
 use super::exchange::{After, Bufs, Continue, Exchange};
 use super::io::{read_head, write_all, ReadHeadError};
 use super::upstream::Checkout;
+use crate::http::admit::Underscore;
 use crate::http::error::ErrorKind;
 use crate::http::framing::Body;
 use crate::http::response;
@@ -58,6 +59,9 @@ pub(crate) async fn send_head<D: Downstream, B: RequestBody>(
         chunked: fr.body == Body::Chunked,
         upgrade: fr.upgrade,
         host_fallback: &upstream.label,
+        path: req.rewritten_path(),
+        drop_underscore: s.underscore_headers == Underscore::Drop,
+        via: s.via_name.as_bytes(),
     };
     rewrite::request_head(&req.bytes, &req.head, &fwd, bufs.out);
     if ex.cont == Continue::NotAsked {

@@ -95,6 +95,7 @@ impl IpText {
 pub(crate) struct Session<S> {
     pub dp: Arc<Shared>,
     pub client: S,
+    peer: std::net::IpAddr,
     peer_ip: IpText,
     info: ConnInfo,
     /// Request bytes; lent from [`bufpool`] only while a head or body is being read.
@@ -136,6 +137,7 @@ async fn serve_from<S: ClientStream>(
     let mut s = Session {
         dp,
         client: stream,
+        peer: peer.ip(),
         peer_ip: IpText::new(peer.ip()),
         info,
         buf,
@@ -227,12 +229,21 @@ impl<S: ClientStream> Session<S> {
             out,
             up_buf,
             resp,
+            peer,
             peer_ip,
             info,
             ..
         } = self;
         let s = &*table.server;
-        let mut ex = Exchange::new(dp, &table, req, peer_ip.as_str(), info.proto(), started);
+        let mut ex = Exchange::new(
+            dp,
+            &table,
+            req,
+            peer_ip.as_str(),
+            *peer,
+            info.proto(),
+            started,
+        );
         let mut bufs = Bufs {
             out,
             up: up_buf,

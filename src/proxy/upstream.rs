@@ -2,6 +2,7 @@
 //! walking the candidate list on failure. Only connect failures are retried; for a TLS
 //! backend the handshake (and the verification of its certificate) is part of the connect.
 use super::stream::BackendStream;
+use crate::registry::self_target::OwnListeners;
 use crate::upstream::Upstream;
 use std::sync::atomic::Ordering::Relaxed;
 use std::sync::Arc;
@@ -46,16 +47,20 @@ impl std::fmt::Display for ConnectError {
     }
 }
 
-/// Connects one upstream (pool first).
+/// Connects one upstream (pool first). An address that leads to one of switchyard's own
+/// listeners is never connected to, checked on every connect because a DNS name can start
+/// pointing at us after it was configured or registered: a loop would hold a connection per
+/// round trip until descriptors run out.
 pub async fn connect_one(
     u: &Upstream,
     connect_timeout: Duration,
     idle_timeout: Duration,
+    own: &OwnListeners,
 ) -> std::io::Result<(BackendStream, bool)> {
     if let Some(s) = u.idle.checkout(idle_timeout) {
         return Ok((s, true));
     }
-    let tcp = connect_tcp(u, connect_timeout).await?;
+    let tcp = connect_tcp(u, connect_timeout, own).await?;
     let Some(tls) = &u.tls else {
         return Ok((BackendStream::Plain(tcp), false));
     };
@@ -71,11 +76,30 @@ pub async fn connect_one(
     }
 }
 
-/// A new TCP connection to the first resolved address that accepts.
-pub async fn connect_tcp(u: &Upstream, connect_timeout: Duration) -> std::io::Result<TcpStream> {
+/// A new TCP connection to the first resolved address that accepts and is not one of our own
+/// listeners.
+pub async fn connect_tcp(
+    u: &Upstream,
+    connect_timeout: Duration,
+    own: &OwnListeners,
+) -> std::io::Result<TcpStream> {
     let addrs = u.dns.addrs(&u.address).await?;
     let mut last = std::io::Error::other("no address");
     for a in addrs {
+        if let Some(l) = own.find(a) {
+            last = std::io::Error::other(format!(
+                "refused: {a} is one of switchyard's own listeners ({} {}), a loop",
+                l.role, l.addr
+            ));
+            continue;
+        }
+        if let Some(l) = own.find(a) {
+            last = std::io::Error::other(format!(
+                "refused: {a} is one of switchyard's own listeners ({} {}), a loop",
+                l.role, l.addr
+            ));
+            continue;
+        }
         let mut local_retries = LOCAL_RETRIES;
         let connected = loop {
             let r = tokio::time::timeout(connect_timeout, TcpStream::connect(a)).await;
@@ -107,12 +131,13 @@ pub async fn checkout<'a>(
     candidates: impl Iterator<Item = &'a Arc<Upstream>>,
     connect_timeout: Duration,
     idle_timeout: Duration,
+    own: &OwnListeners,
 ) -> Result<Checkout, ConnectError> {
     let mut last: Option<(Arc<Upstream>, std::io::Error)> = None;
     let mut attempts = 0;
     for u in candidates {
         attempts += 1;
-        match connect_one(u, connect_timeout, idle_timeout).await {
+        match connect_one(u, connect_timeout, idle_timeout, own).await {
             Ok((stream, reused)) => {
                 return Ok(Checkout {
                     upstream: u.clone(),

@@ -9,14 +9,27 @@ pub fn explain(table: &Table, method: &str, target: &str, headers: &[(String, St
     let mut out = String::new();
     let _ = writeln!(out, "request: {method} {target}");
     let path = head::route_path(target.as_bytes());
-    let Some(path_bytes) = path else {
+    let Some(sent) = path else {
         let _ = writeln!(out, "result: 400 bad_request (target has no path)");
         return out;
     };
-    if head::has_dot_segment(path_bytes) {
-        let _ = writeln!(out, "result: 400 bad_request (dot segments are refused)");
-        return out;
+    let canon = crate::http::canonical::check_target(target.as_bytes())
+        .and_then(|()| crate::http::canonical::canonical(sent));
+    let canon = match canon {
+        Ok(c) => c,
+        Err(e) => {
+            let _ = writeln!(out, "result: 400 bad_request ({})", e.message());
+            return out;
+        }
+    };
+    if canon != sent {
+        let _ = writeln!(
+            out,
+            "canonical path: {} (routed and forwarded as this)",
+            String::from_utf8_lossy(&canon)
+        );
     }
+    let path_bytes = &canon[..];
     let segs = Segments::new(path_bytes);
     let mut matched: Vec<&super::Rule> = table
         .routes

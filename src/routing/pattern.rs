@@ -15,6 +15,20 @@ pub struct Pattern {
     pub trailing: bool,
 }
 
+/// Requests are matched by their canonical path (`http::canonical`), so a pattern or prefix
+/// that is not canonical itself (`.`, `..`, `%61`, `%2f`, lowercase hex, `\`) would never
+/// match anything: a config error (400 for a registration), not a silent dead route.
+pub fn check_canonical(s: &str) -> Result<(), String> {
+    match crate::http::canonical::canonical(s.as_bytes()) {
+        Err(e) => Err(format!("{s:?} can never match a request: {}", e.message())),
+        Ok(c) if c != s.as_bytes() => Err(format!(
+            "{s:?} can never match a request: paths are matched in canonical form, write {:?}",
+            String::from_utf8_lossy(&c)
+        )),
+        Ok(_) => Ok(()),
+    }
+}
+
 impl Pattern {
     pub fn parse(s: &str) -> Result<Pattern, String> {
         let rest = s
@@ -23,6 +37,12 @@ impl Pattern {
         if s.contains(['?', '#', ' ']) {
             return Err(format!("{s:?} may not contain ?, # or spaces"));
         }
+        if s.contains("//") {
+            return Err(format!(
+                "{s:?} has an empty segment: runs of / are merged before matching, so it can never match"
+            ));
+        }
+        check_canonical(s)?;
         let rest = rest.strip_suffix('/').unwrap_or(rest);
         let mut segs = Vec::new();
         let mut trailing = false;
@@ -186,6 +206,27 @@ mod tests {
         assert!(Pattern::parse("/a//b").is_err());
         assert!(Pattern::parse("/a/b*").is_err());
         assert!(Pattern::parse("/a?x").is_err());
+        for never in [
+            "/a/./b",
+            "/a/..",
+            "/.",
+            "/..",
+            "//a",
+            "/a//",
+            "/%61dmin",
+            "/a%2fb",
+            "/a%2Fb",
+            "/a%c3%a9",
+            "/a\\b",
+            "/a%",
+            "/%G1",
+            "/a/%2e%2E/b",
+        ] {
+            let e = Pattern::parse(never).unwrap_err();
+            assert!(e.contains("never match"), "{never}: {e}");
+        }
+        assert!(Pattern::parse("/a%C3%A9/*").is_ok());
+        assert!(Pattern::parse("/.well-known/*").is_ok());
         assert_eq!(
             Pattern::parse("/a/").unwrap(),
             Pattern::parse("/a").unwrap()

@@ -1,6 +1,7 @@
 //! A hyper-based test backend: echoes what it received as JSON, serves bodies of any size
 //! (fixed length or chunked), sleeps on request, upgrades to a raw echo tunnel, and counts
-//! every request, health checks apart. Runs on its own thread and runtime.
+//! every request, health checks apart; the echo JSON includes the trailers it received. Runs
+//! on its own thread and runtime.
 use bytes::Bytes;
 use http_body_util::{combinators::BoxBody, BodyExt, Full, StreamBody};
 use hyper::body::{Frame, Incoming};
@@ -272,12 +273,21 @@ async fn handle(
         }
         _ => {
             let method = req.method().to_string();
-            let body = match req.into_body().collect().await {
+            let (body, trailers) = match req.into_body().collect().await {
                 Ok(c) => {
                     stats.complete.fetch_add(1, SeqCst);
-                    c.to_bytes()
+                    let t: serde_json::Map<String, serde_json::Value> = c
+                        .trailers()
+                        .iter()
+                        .flat_map(|m| m.iter())
+                        .map(|(k, v)| {
+                            let v = String::from_utf8_lossy(v.as_bytes()).into_owned();
+                            (k.as_str().to_string(), serde_json::Value::from(v))
+                        })
+                        .collect();
+                    (c.to_bytes(), t)
                 }
-                Err(_) => Bytes::new(),
+                Err(_) => (Bytes::new(), Default::default()),
             };
             let hdrs: serde_json::Map<String, serde_json::Value> = headers
                 .iter()
@@ -285,7 +295,7 @@ async fn handle(
                 .collect();
             let v = serde_json::json!({
                 "backend": name, "method": method, "target": target, "headers": hdrs,
-                "body_len": body.len(), "body_fnv": fnv(&body).to_string(),
+                "body_len": body.len(), "body_fnv": fnv(&body).to_string(), "trailers": trailers,
             });
             let mut r = Response::new(full(v.to_string()));
             r.headers_mut()

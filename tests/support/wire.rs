@@ -68,6 +68,14 @@ impl RawConn {
         }
     }
 
+    /// Wraps a stream connected elsewhere (from a chosen source address, say).
+    pub fn from_stream(stream: TcpStream) -> RawConn {
+        RawConn {
+            stream,
+            buf: Vec::new(),
+        }
+    }
+
     pub fn set_timeout(&mut self, t: Duration) {
         self.stream.set_read_timeout(Some(t)).unwrap();
     }

@@ -64,6 +64,7 @@ impl H2Stats {
 pub(crate) struct Conn {
     pub dp: Arc<Shared>,
     pub peer_ip: String,
+    pub peer: std::net::IpAddr,
     /// `http` or `https`, for `X-Forwarded-Proto`.
     pub proto: &'static str,
     /// The plain listener (ACME challenges and the https redirect are answered first).
@@ -118,6 +119,7 @@ where
     let c = Arc::new(Conn {
         dp: dp.clone(),
         peer_ip: peer.ip().to_string(),
+        peer: peer.ip(),
         proto: if tls { "https" } else { "http" },
         plain: !tls,
         guard: shared.clone(),

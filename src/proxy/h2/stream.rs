@@ -387,6 +387,7 @@ fn prepare(
     end_stream: bool,
     max_header_bytes: usize,
     access_log: bool,
+    policy: &crate::http::admit::Policy<'_>,
 ) -> Result<(), ProxyError> {
     translate::request_head(parts, end_stream, &mut req.bytes).map_err(|r| match r {
         translate::Refusal::Connect => ProxyError::refuse(
@@ -400,7 +401,7 @@ fn prepare(
     }
     let len = req.bytes.len();
     crate::http::head::parse(&req.bytes, len, &mut req.head).map_err(head_error)?;
-    read::prepare(req, access_log)
+    read::prepare(req, access_log, policy)
 }
 
 /// Serves one stream to its end.
@@ -427,7 +428,19 @@ pub(crate) async fn serve(
         ..Request::default()
     };
     let access_log = s.access_log;
-    if let Err(e) = prepare(&mut req, &parts, end_stream, s.max_header_bytes, access_log) {
+    let policy = crate::http::admit::Policy {
+        underscore: s.underscore_headers,
+        via_token: s.via_name.as_bytes(),
+    };
+    let prepared = prepare(
+        &mut req,
+        &parts,
+        end_stream,
+        s.max_header_bytes,
+        access_log,
+        &policy,
+    );
+    if let Err(e) = prepared {
         if req.rid.is_empty() {
             request_id::generate(&mut req.rid);
         }
@@ -465,7 +478,15 @@ pub(crate) async fn serve(
         idle: s.idle_timeout,
         scratch: Vec::new(),
     };
-    let mut ex = Exchange::new(&conn.dp, &table, &req, &conn.peer_ip, conn.proto, started);
+    let mut ex = Exchange::new(
+        &conn.dp,
+        &table,
+        &req,
+        &conn.peer_ip,
+        conn.peer,
+        conn.proto,
+        started,
+    );
     ex.grpc = down.grpc;
     let (mut out, mut up, mut resp) = (Vec::new(), BytesMut::new(), ResponseHead::default());
     let mut bufs = Bufs {
