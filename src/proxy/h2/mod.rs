@@ -20,8 +20,8 @@ use tokio::sync::Semaphore;
 
 pub use guard::PREFACE;
 
-/// The HPACK dynamic table we let clients use (the RFC's default): compression is kept, and
-/// the memory per connection stays small whatever `max_header_bytes` is.
+/// The HPACK dynamic table we let clients use (the RFC's default, or `max_header_bytes` when
+/// that is smaller): compression is kept, and the memory per connection stays small.
 const HPACK_TABLE: u32 = 4096;
 /// Flow-control windows we offer: large enough for a fast upload on one stream, small enough
 /// that a slow backend holds little memory per connection.
@@ -94,7 +94,7 @@ where
     let mut b = h2::server::Builder::new();
     b.max_concurrent_streams(s.h2_max_concurrent_streams)
         .max_header_list_size(u32::try_from(s.max_header_bytes).unwrap_or(u32::MAX))
-        .header_table_size(HPACK_TABLE)
+        .header_table_size(HPACK_TABLE.min(u32::try_from(s.max_header_bytes).unwrap_or(u32::MAX)))
         .initial_window_size(STREAM_WINDOW)
         .initial_connection_window_size(CONNECTION_WINDOW)
         .max_send_buffer_size(SEND_BUFFER)
