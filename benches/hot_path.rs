@@ -1,17 +1,21 @@
 //! Micro-benchmarks of the per-request CPU work outside the sockets: head parse and framing,
-//! the forwarded-head rewrite, routing lookups at 10 / 1,000 / 100,000 routes, shard hashing.
+//! the forwarded-head rewrite (plain and with a rule's rewrites), routing lookups at 10 / 1,000
+//! / 100,000 rules with host rules in the mix (the request's host is normalized from its raw
+//! Host value in every lookup, as the proxy does), shard hashing.
 //!
 //! `cargo bench --bench hot_path` runs criterion, then prints the 100,000-route to 10-route
 //! lookup ratio measured back to back (the goal is at most 1.1).
 use criterion::{criterion_group, Criterion};
 use std::hint::black_box;
 use std::time::Instant;
-use switchyard::config::{self, PathRoute, Route};
+use switchyard::config::{self, PathRoute, Rewrites, Route};
+use switchyard::http::edits::{self, Edits};
 use switchyard::http::framing;
 use switchyard::http::head::{self, RequestHead, Scan};
 use switchyard::http::rewrite::{self, Forward};
 use switchyard::registry::{RegRoute, Registration};
 use switchyard::routing::build::build;
+use switchyard::routing::host::{self, HostBuf};
 use switchyard::routing::shard::{self, HashKind};
 use switchyard::routing::table::KeyInput;
 use switchyard::routing::{Decision, Table};
@@ -32,6 +36,24 @@ Sec-Fetch-Dest: document\r\n\
 Sec-Fetch-Mode: navigate\r\n\
 Sec-Fetch-Site: none\r\n\
 X-Request-Id: 5f0c6e7a-1b2c-4d3e-8f90-a1b2c3d4e5f6\r\n\r\n";
+
+fn forward(e: &Edits) -> Forward<'_> {
+    Forward {
+        client_ip: "127.0.0.1",
+        proto: "http",
+        request_id: b"0123456789abcdef0123456789abcdef",
+        api_key_name: None,
+        shard: None,
+        content_length: None,
+        chunked: false,
+        upgrade: false,
+        host_fallback: "127.0.0.1:8001",
+        path: None,
+        drop_underscore: true,
+        via: b"switchyard-0123456789abcdef",
+        edits: e,
+    }
+}
 
 fn head_parse_and_framing(c: &mut Criterion) {
     let mut g = c.benchmark_group("head");
@@ -67,33 +89,33 @@ fn head_parse_and_framing(c: &mut Criterion) {
             })
         });
         let mut out = Vec::with_capacity(1024);
-        g.bench_function(format!("rewrite/{name}"), |b| {
-            b.iter(|| {
-                let fwd = Forward {
-                    client_ip: "127.0.0.1",
-                    proto: "http",
-                    request_id: b"0123456789abcdef0123456789abcdef",
-                    api_key_name: None,
-                    shard: None,
-                    content_length: None,
-                    chunked: false,
-                    upgrade: false,
-                    host_fallback: "127.0.0.1:8001",
-                    path: None,
-                    drop_underscore: true,
-                    via: b"switchyard-0123456789abcdef",
-                };
-                rewrite::request_head(black_box(req), &h, &fwd, &mut out);
-                black_box(out.len())
-            })
-        });
+        let rule_edits = Rewrites {
+            strip_prefix: Some("/api".into()),
+            set_request_headers: vec![
+                ("Host".into(), "backend.internal".into()),
+                ("X-Env".into(), "prod".into()),
+            ],
+            remove_request_headers: vec!["Cookie".into(), "X-Debug".into()],
+            ..Default::default()
+        }
+        .edits();
+        for (label, e) in [("", &edits::NONE), ("+rule edits", &rule_edits)] {
+            g.bench_function(format!("rewrite/{name}{label}"), |b| {
+                b.iter(|| {
+                    let fwd = forward(e);
+                    rewrite::request_head(black_box(req), &h, &fwd, &mut out);
+                    black_box(out.len())
+                })
+            });
+        }
     }
     g.finish();
 }
 
-/// A table with `n` rules split over the three kinds: pattern routes, path prefixes and
-/// routes of registered services (one service each), plus a catch-all. Numbers are zero-padded
-/// so that every size is looked up with paths of the same length.
+/// A table with `n` rules split over five kinds: pattern routes and path prefixes without
+/// hosts, routes of registered services (one service each), pattern routes for an exact host
+/// each and path prefixes for a wildcard host each, plus a catch-all. Numbers are zero-padded
+/// so that every size is looked up with paths and hosts of the same length.
 fn table_with(n: usize) -> Table {
     let base = r#"
 [[targets]]
@@ -103,21 +125,37 @@ name = "api"
 addresses = ["127.0.0.1:18002", "127.0.0.1:18003"]
 "#;
     let mut cfg = config::parse(base, "bench", Box::new(|_| None)).expect("base config");
-    let per = (n / 3).max(1);
+    let per = (n / 5).max(2);
+    let route = |path: String, hosts: Vec<String>| Route {
+        path,
+        methods: vec![],
+        backend: "api".into(),
+        permission: None,
+        hosts,
+        rewrites: Rewrites::default(),
+    };
+    let prefix = |path: String, hosts: Vec<String>| PathRoute {
+        path,
+        address: config::address::parse("127.0.0.1:18004", false).unwrap(),
+        health_check_endpoint: None,
+        hosts,
+        rewrites: Rewrites::default(),
+    };
     for i in 0..per {
-        cfg.routes.push(Route {
-            path: format!("/api/svc{i:06}/items/*"),
-            methods: vec![],
-            backend: "api".into(),
-            permission: None,
-        });
-        cfg.path_routes.push(PathRoute {
-            path: format!("/static{i:06}"),
-            address: config::address::parse("127.0.0.1:18004", false).unwrap(),
-            health_check_endpoint: None,
-        });
+        cfg.routes
+            .push(route(format!("/api/svc{i:06}/items/*"), vec![]));
+        cfg.path_routes
+            .push(prefix(format!("/static{i:06}"), vec![]));
+        cfg.routes.push(route(
+            "/api/v2/*".into(),
+            vec![format!("h{i:06}.example.com")],
+        ));
+        cfg.path_routes.push(prefix(
+            "/files".into(),
+            vec![format!("*.t{i:06}.example.com")],
+        ));
     }
-    let services: Vec<Registration> = (0..n - 2 * per)
+    let services: Vec<Registration> = (0..n.saturating_sub(4 * per).max(2))
         .map(|i| Registration {
             service: format!("svc{i}"),
             // A few hundred distinct addresses: registered services share hosts in practice.
@@ -130,29 +168,43 @@ addresses = ["127.0.0.1:18002", "127.0.0.1:18003"]
                 method: None,
                 path: format!("/reg{i:06}/v1/*"),
                 permission: None,
+                hosts: vec![],
             }],
         })
         .collect();
     build(&cfg, &services, &UpstreamSet::default())
 }
 
-/// Paths that exist at every size: one per rule kind and a miss that falls to the catch-all.
-const PATHS: [&[u8]; 4] = [
-    b"/api/svc000001/items/42",
-    b"/static000002/css/site.css",
-    b"/reg000003/v1/users/7",
-    b"/nothing/here/at/all",
+/// (raw Host value, path) pairs that exist at every size: one per rule kind, the host-less
+/// ones with a Host that names no rule (so the exact and wildcard groups are looked up and
+/// missed first), and a miss that falls to the catch-all.
+const LOOKUPS: [(&[u8], &[u8]); 6] = [
+    (b"gateway.example.com", b"/api/svc000001/items/42"),
+    (b"gateway.example.com", b"/static000001/css/site.css"),
+    (b"gateway.example.com", b"/reg000001/v1/users/7"),
+    (b"H000001.Example.com:8443", b"/api/v2/orders/9"),
+    (b"x.t000001.example.com", b"/files/a.txt"),
+    (b"gateway.example.com", b"/nothing/here/at/all"),
 ];
 
-fn route_all(t: &Table) -> usize {
+fn lookup<'t>(t: &'t Table, raw_host: &[u8], path: &[u8]) -> Option<&'t switchyard::routing::Rule> {
     let none = |_: &str| None;
     let keys = KeyInput {
         query: None,
         header: &none,
     };
+    let mut hb = HostBuf::default();
+    let h = host::of_request(black_box(path), Some(black_box(raw_host)), &mut hb);
+    match t.route(b"GET", h, Some(black_box(path)), &keys) {
+        Decision::Forward { rule, .. } => Some(rule),
+        _ => None,
+    }
+}
+
+fn route_all(t: &Table) -> usize {
     let mut hits = 0;
-    for p in PATHS {
-        if let Decision::Forward { rule, .. } = t.route(b"GET", Some(black_box(p)), &keys) {
+    for (h, p) in LOOKUPS {
+        if let Some(rule) = lookup(t, h, p) {
             hits += rule.label.len();
         }
     }
@@ -163,8 +215,15 @@ fn routing(c: &mut Criterion) {
     let mut g = c.benchmark_group("route");
     for n in [10, 1_000, 100_000] {
         let t = table_with(n);
-        assert!(route_all(&t) > 0);
-        g.bench_function(format!("4 lookups/{n} routes"), |b| {
+        // Every lookup lands on the rule of its kind, at every size.
+        let kinds: Vec<&str> = LOOKUPS
+            .iter()
+            .map(|(h, p)| lookup(&t, h, p).map_or("-", |r| r.origin.as_str()))
+            .collect();
+        assert!(kinds[3].starts_with("routes[") && kinds[4].starts_with("path_routes["));
+        assert_eq!(kinds[2], "service svc1");
+        assert_eq!(kinds[5], "targets");
+        g.bench_function(format!("6 lookups/{n} rules"), |b| {
             b.iter(|| black_box(route_all(&t)))
         });
     }
@@ -201,36 +260,29 @@ fn ratio_100k_to_10() {
             *acc += start.elapsed().as_nanos();
         }
     }
-    // Per path as well, to see which kind of rule grows with the table.
-    for p in PATHS {
-        let none = |_: &str| None;
-        let keys = KeyInput {
-            query: None,
-            header: &none,
-        };
+    // Per lookup as well, to see which kind of rule grows with the table.
+    for (h, p) in LOOKUPS {
         let mut t = [0u128; 2];
         for _ in 0..10 {
             for (i, table) in [&small, &big].into_iter().enumerate() {
                 let start = Instant::now();
                 for _ in 0..50_000 {
-                    black_box(matches!(
-                        table.route(b"GET", Some(black_box(p)), &keys),
-                        Decision::Forward { .. }
-                    ));
+                    black_box(lookup(table, h, p).is_some());
                 }
                 t[i] += start.elapsed().as_nanos();
             }
         }
         println!(
-            "  {:<28} {:.1} ns -> {:.1} ns",
+            "  {:<26} {:<28} {:.1} ns -> {:.1} ns",
+            String::from_utf8_lossy(h),
             String::from_utf8_lossy(p),
             t[0] as f64 / 500_000.0,
             t[1] as f64 / 500_000.0
         );
     }
-    let per = |ns: u128| ns as f64 / (20.0 * 50_000.0 * PATHS.len() as f64);
+    let per = |ns: u128| ns as f64 / (20.0 * 50_000.0 * LOOKUPS.len() as f64);
     println!(
-        "route lookup: {:.1} ns at 10 routes, {:.1} ns at 100,000 routes, ratio {:.3} (goal <= 1.1)",
+        "route lookup (host normalized + table): {:.1} ns at 10 rules, {:.1} ns at 100,000 rules, ratio {:.3} (goal <= 1.1)",
         per(ts),
         per(tb),
         tb as f64 / ts as f64

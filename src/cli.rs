@@ -53,7 +53,7 @@ enum Sub {
         #[command(flatten)]
         config: ConfigArg,
     },
-    /// Explain the rule, why, the shard key/hash/ordinal and the candidate order, without sending anything
+    /// Explain the rule, why (host group, rewrites), the shard key/hash/ordinal and the candidate order, without sending anything
     #[command(override_usage = "switchyard route [-c PATH] METHOD PATH [-H 'Name: value']...")]
     Route {
         #[command(flatten)]
@@ -64,7 +64,7 @@ enum Sub {
         /// The request target: a path, with an optional query string
         #[arg(value_name = "PATH")]
         path: String,
-        /// A request header, e.g. -H 'X-Guild-Id: 42' (repeatable)
+        /// A request header, e.g. -H 'Host: api.example.com' or -H 'X-Guild-Id: 42' (repeatable)
         #[arg(short = 'H', long = "header", value_name = "'Name: value'", value_parser = header)]
         headers: Vec<(String, String)>,
     },

@@ -35,6 +35,12 @@ path = "/b/*"
 backend = "b"
 
 [[routes]]
+path = "/*"
+hosts = ["b.test"]
+backend = "b"
+set_response_headers = {{ "x-via-host" = "b" }}
+
+[[routes]]
 path = "/keyed/*"
 backend = "b"
 permission = "things:read"
@@ -121,6 +127,20 @@ fn prior_knowledge_many_requests_on_one_connection_go_to_their_own_backends() {
     }
     assert_eq!(f.a.hits(), 10);
     assert_eq!(f.b.hits(), 11);
+    // By host: the same path on the same connection goes by :authority, and the rule's
+    // response header edit reaches the HTTP/2 client.
+    let r = requests(
+        port,
+        json!([{"path": "/h", "authority": "b.test"}, {"path": "/h", "authority": "a.test"}]),
+    );
+    let j0: Value = serde_json::from_str(r[0]["text"].as_str().unwrap()).unwrap();
+    let j1: Value = serde_json::from_str(r[1]["text"].as_str().unwrap()).unwrap();
+    assert_eq!(
+        (j0["backend"].clone(), j1["backend"].clone()),
+        (json!("b"), json!("a"))
+    );
+    assert_eq!(r[0]["headers"]["x-via-host"], "b", "{:?}", r[0]);
+    assert!(r[1]["headers"].get("x-via-host").is_none());
     // The access log names the protocol.
     assert!(
         f.sy.wait_log("\"GET /b/two HTTP/2\" 200", Duration::from_secs(5)),

@@ -263,7 +263,20 @@ fn early_answer_to_a_large_upload_reaches_the_client() {
         );
         let _ = s.write_all(head.as_bytes());
         let _ = s.write_all(body);
-        // Close with the body unread, as a server refusing it does.
+        // Refuse the rest the way nginx and HAProxy do (a lingering close): stop writing,
+        // read and drop what still comes for a moment, then close. A bare close with the
+        // upload unread makes the kernel reset the connection, and a reset may discard the
+        // answer before anyone reads it, which no proxy can relay.
+        let _ = s.shutdown(std::net::Shutdown::Write);
+        let _ = s.set_read_timeout(Some(Duration::from_millis(300)));
+        let mut sink = [0u8; 16 * 1024];
+        let until = std::time::Instant::now() + Duration::from_secs(1);
+        while std::time::Instant::now() < until {
+            match s.read(&mut sink) {
+                Ok(0) | Err(_) => break,
+                Ok(_) => {}
+            }
+        }
     });
     let cfg = format!(
         "{}[[targets]]\naddress = \"{}\"\n",

@@ -11,6 +11,16 @@ use switchyard::http::head::{self, HeadError, RequestHead, Scan};
 use switchyard::http::rewrite::{self, Forward};
 use switchyard::proxy::request_id;
 
+static EDITS: std::sync::LazyLock<switchyard::http::edits::Edits> = std::sync::LazyLock::new(|| {
+    switchyard::config::Rewrites {
+        strip_prefix: Some("/a".into()),
+        set_request_headers: vec![("Host".into(), "files.internal".into())],
+        remove_request_headers: vec!["X-Debug".into()],
+        ..Default::default()
+    }
+    .edits()
+});
+
 /// Every LF is preceded by CR and every CR is followed by LF.
 fn crlf_only(b: &[u8]) -> bool {
     b.iter().enumerate().all(|(i, c)| match c {
@@ -146,6 +156,9 @@ fuzz_target!(|data: &[u8]| {
         path: matches!(form, Target::Path { rewritten: true }).then_some(&canon[..]),
         drop_underscore: underscore == Underscore::Drop,
         via: b"switchyard-fuzz",
+        // With an API key, a rule's rewrites too: the strip and the set Host must leave a
+        // head that parses (the checks below).
+        edits: if flags & 0x40 != 0 { &EDITS } else { &switchyard::http::edits::NONE },
     };
     let mut out = Vec::new();
     rewrite::request_head(buf, &h, &fwd, &mut out);

@@ -90,6 +90,7 @@ fuzz_target!(|data: &[u8]| {
             close: false,
             keep_alive_1_0: false,
             switching: status == 101,
+            edits: &switchyard::http::edits::NONE.response,
         };
         rewrite::response_head(buf, &r, &reply, &mut out);
         let Some(r2) = reparse(&out) else {
@@ -116,6 +117,7 @@ fuzz_target!(|data: &[u8]| {
         close: f.close,
         keep_alive_1_0: minor == 0 && !f.close,
         switching: false,
+        edits: &switchyard::http::edits::NONE.response,
     };
     rewrite::response_head(buf, &r, &reply, &mut out);
     let Some(r2) = reparse(&out) else {

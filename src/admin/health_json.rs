@@ -71,8 +71,34 @@ pub fn health(shared: &Shared) -> Value {
         all_up &= svc.upstream.status() == Status::Up;
         let mut v = address_json(&svc.upstream);
         v["url"] = json!(svc.url);
+        // The hosts its routes are for (SPEC §3 Hosts); none: every host.
+        let origin = format!("service {}", svc.name);
+        let mut hosts: Vec<&str> = Vec::new();
+        for r in table.routes.iter().filter(|r| r.origin == origin) {
+            for h in &r.hosts {
+                if !hosts.contains(&h.as_str()) {
+                    hosts.push(h);
+                }
+            }
+        }
+        if !hosts.is_empty() {
+            v["hosts"] = json!(hosts);
+        }
         services.insert(svc.name.clone(), v);
     }
+    // Rules that only match some hosts, in routing order.
+    let host_rules: Vec<Value> = table
+        .rules()
+        .filter(|r| !r.hosts.is_empty())
+        .map(|r| {
+            json!({
+                "kind": r.kind.as_str(),
+                "rule": r.label,
+                "origin": r.origin,
+                "hosts": r.hosts,
+            })
+        })
+        .collect();
     json!({
         "status": if all_up { "healthy" } else { "degraded" },
         "service": "switchyard",
@@ -82,6 +108,7 @@ pub fn health(shared: &Shared) -> Value {
         "targets": targets,
         "backends": backends,
         "tcp": tcp,
+        "host_rules": host_rules,
         "certificates": certificates_json(shared),
     })
 }

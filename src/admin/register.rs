@@ -189,11 +189,15 @@ fn list(shared: &Shared) -> Answer {
                 .iter()
                 .filter(|r| r.origin == format!("service {}", s.name))
                 .map(|r| {
-                    json!({
+                    let mut v = json!({
                         "path": r.label,
                         "method": r.methods.first().map(|m| String::from_utf8_lossy(m).into_owned()),
                         "permission": r.permission,
-                    })
+                    });
+                    if !r.hosts.is_empty() {
+                        v["hosts"] = json!(r.hosts);
+                    }
+                    v
                 })
                 .collect();
             v["routes"] = json!(routes);

@@ -133,6 +133,10 @@ fn rule_name(r: &Rule) -> String {
         s.push(' ');
     }
     s.push_str(&r.label);
+    if !r.hosts.is_empty() {
+        s.push_str(" @ ");
+        s.push_str(&r.hosts.join(", "));
+    }
     s
 }
 

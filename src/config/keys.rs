@@ -47,7 +47,20 @@ const SECTIONS: &[(&str, &[&str])] = &[
     ),
     ("admin", &["listen"]),
     ("targets", &["address", "health_check_endpoint"]),
-    ("path_routes", &["path", "address", "health_check_endpoint"]),
+    (
+        "path_routes",
+        &[
+            "path",
+            "address",
+            "health_check_endpoint",
+            "hosts",
+            "strip_prefix",
+            "set_request_headers",
+            "remove_request_headers",
+            "set_response_headers",
+            "remove_response_headers",
+        ],
+    ),
     (
         "backends",
         &[
@@ -59,7 +72,21 @@ const SECTIONS: &[(&str, &[&str])] = &[
             "tls_server_name",
         ],
     ),
-    ("routes", &["path", "methods", "backend", "permission"]),
+    (
+        "routes",
+        &[
+            "path",
+            "methods",
+            "backend",
+            "permission",
+            "hosts",
+            "strip_prefix",
+            "set_request_headers",
+            "remove_request_headers",
+            "set_response_headers",
+            "remove_response_headers",
+        ],
+    ),
     (
         "shards",
         &[
@@ -72,6 +99,12 @@ const SECTIONS: &[(&str, &[&str])] = &[
             "hash",
             "health_check_endpoint",
             "on_unavailable",
+            "hosts",
+            "strip_prefix",
+            "set_request_headers",
+            "remove_request_headers",
+            "set_response_headers",
+            "remove_response_headers",
         ],
     ),
     (
@@ -336,7 +369,11 @@ mod tests {
             | "targets"
             | "permissions"
             | "endpoints"
-            | "allow_registration_from" => "[\"x\"]".into(),
+            | "allow_registration_from"
+            | "hosts"
+            | "remove_request_headers"
+            | "remove_response_headers" => "[\"x\"]".into(),
+            "set_request_headers" | "set_response_headers" => "{ X-A = \"1\" }".into(),
             _ => "\"x\"".into(),
         };
         for (section, keys) in SECTIONS.iter().skip(1) {

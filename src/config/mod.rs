@@ -2,6 +2,7 @@
 //! switchyard uses, and error reports that name the key and the line of every problem.
 pub mod address;
 pub mod expand;
+pub mod hosts;
 pub mod keys;
 pub mod listeners;
 pub mod schema;
@@ -116,6 +117,36 @@ pub struct PathRoute {
     pub path: String,
     pub address: Address,
     pub health_check_endpoint: Option<String>,
+    /// Normalized `hosts` entries (`api.example.com`, `*.example.com`); empty = every host.
+    pub hosts: Vec<String>,
+    pub rewrites: Rewrites,
+}
+
+/// A rule's rewrites (SPEC §3 Rewrites), validated: names are tokens that may be edited,
+/// values are sendable, `strip_prefix` is a segment prefix of the rule's path.
+#[derive(Debug, Clone, PartialEq, Eq, Default)]
+pub struct Rewrites {
+    /// Without a trailing `/`: `/files`.
+    pub strip_prefix: Option<String>,
+    pub set_request_headers: Vec<(String, String)>,
+    pub remove_request_headers: Vec<String>,
+    pub set_response_headers: Vec<(String, String)>,
+    pub remove_response_headers: Vec<String>,
+}
+
+impl Rewrites {
+    /// The wire form the table keeps.
+    pub fn edits(&self) -> crate::http::edits::Edits {
+        use crate::http::edits::{Edits, HeaderEdits};
+        Edits {
+            strip_prefix: self
+                .strip_prefix
+                .as_ref()
+                .map(|p| p.as_bytes().to_vec().into_boxed_slice()),
+            request: HeaderEdits::new(&self.set_request_headers, &self.remove_request_headers),
+            response: HeaderEdits::new(&self.set_response_headers, &self.remove_response_headers),
+        }
+    }
 }
 
 #[derive(Debug, Clone, PartialEq)]
@@ -134,6 +165,9 @@ pub struct Route {
     pub methods: Vec<String>,
     pub backend: String,
     pub permission: Option<String>,
+    /// Normalized `hosts` entries; empty = every host.
+    pub hosts: Vec<String>,
+    pub rewrites: Rewrites,
 }
 
 /// `[[shards]]`: requests matching `path` go to the pod their key hashes to.
@@ -148,6 +182,9 @@ pub struct Shard {
     pub health_check_endpoint: Option<String>,
     /// `on_unavailable = "reject"`: 503 instead of failing over to the next pod.
     pub reject: bool,
+    /// Normalized `hosts` entries; empty = every host.
+    pub hosts: Vec<String>,
+    pub rewrites: Rewrites,
 }
 
 /// `[[api_keys]]`: a named key, stored as its SHA-256, and the permissions it holds.

@@ -3,6 +3,34 @@
 use super::value::{List, Secs, Val};
 use serde::Deserialize;
 
+/// `set_request_headers = { "X-Env" = "prod" }`: names and values in the order written; each
+/// value keeps its span for errors.
+#[derive(Debug, Default)]
+pub struct HeaderTable(pub Vec<(String, Val<String>)>);
+
+impl<'de> Deserialize<'de> for HeaderTable {
+    fn deserialize<D: serde::Deserializer<'de>>(d: D) -> Result<Self, D::Error> {
+        struct V;
+        impl<'de> serde::de::Visitor<'de> for V {
+            type Value = HeaderTable;
+            fn expecting(&self, f: &mut std::fmt::Formatter) -> std::fmt::Result {
+                f.write_str("a table of header names and string values")
+            }
+            fn visit_map<A: serde::de::MapAccess<'de>>(
+                self,
+                mut map: A,
+            ) -> Result<HeaderTable, A::Error> {
+                let mut v = Vec::new();
+                while let Some((k, val)) = map.next_entry::<String, Val<String>>()? {
+                    v.push((k, val));
+                }
+                Ok(HeaderTable(v))
+            }
+        }
+        d.deserialize_map(V)
+    }
+}
+
 #[derive(Debug, Deserialize, Default)]
 #[serde(deny_unknown_fields)]
 pub struct RawConfig {
@@ -69,6 +97,12 @@ pub struct RawPathRoute {
     pub path: Val<String>,
     pub address: Val<String>,
     pub health_check_endpoint: Option<Val<String>>,
+    pub hosts: Option<List>,
+    pub strip_prefix: Option<Val<String>>,
+    pub set_request_headers: Option<HeaderTable>,
+    pub remove_request_headers: Option<List>,
+    pub set_response_headers: Option<HeaderTable>,
+    pub remove_response_headers: Option<List>,
 }
 
 #[derive(Debug, Deserialize)]
@@ -89,6 +123,12 @@ pub struct RawRoute {
     pub methods: Option<List>,
     pub backend: Val<String>,
     pub permission: Option<Val<String>>,
+    pub hosts: Option<List>,
+    pub strip_prefix: Option<Val<String>>,
+    pub set_request_headers: Option<HeaderTable>,
+    pub remove_request_headers: Option<List>,
+    pub set_response_headers: Option<HeaderTable>,
+    pub remove_response_headers: Option<List>,
 }
 
 #[derive(Debug, Deserialize, Default)]
@@ -117,6 +157,12 @@ pub struct RawShard {
     pub hash: Option<Val<String>>,
     pub health_check_endpoint: Option<Val<String>>,
     pub on_unavailable: Option<Val<String>>,
+    pub hosts: Option<List>,
+    pub strip_prefix: Option<Val<String>>,
+    pub set_request_headers: Option<HeaderTable>,
+    pub remove_request_headers: Option<List>,
+    pub set_response_headers: Option<HeaderTable>,
+    pub remove_response_headers: Option<List>,
 }
 
 #[derive(Debug, Deserialize)]

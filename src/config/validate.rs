@@ -5,7 +5,7 @@ use super::schema::RawConfig;
 use super::value::{List, Secs, Val};
 use super::{line_of, Backend, Config, Gateway, PathRoute, Problem, Route, Server, Target};
 use crate::routing::pattern::Pattern;
-use std::collections::{HashMap, HashSet};
+use std::collections::HashSet;
 
 pub(super) struct Checker<'s> {
     src: &'s str,
@@ -403,11 +403,12 @@ pub fn validate(raw: RawConfig, src: &str) -> Result<Config, Vec<Problem>> {
         }
     }
 
-    let mut seen_prefix: HashMap<String, usize> = HashMap::new();
+    let mut seen_prefix: Vec<(String, Vec<String>, usize)> = Vec::new();
     for (i, p) in raw.path_routes.iter().enumerate() {
         let key = format!("path_routes[{i}].path");
         let path = p.path.value.trim();
         let norm = format!("/{}", path.trim_matches('/'));
+        let hosts = super::hosts::hosts(&mut c, &p.hosts, &format!("path_routes[{i}]"));
         if !path.starts_with('/') || path.contains(['*', '?', '#', ' ']) {
             c.problem(Some(&p.path.span), &key, format!("{path:?} must be a path prefix starting with / (patterns belong in [[routes]])"));
         } else if path.contains("//") {
@@ -418,13 +419,30 @@ pub fn validate(raw: RawConfig, src: &str) -> Result<Config, Vec<Problem>> {
             );
         } else if let Err(e) = crate::routing::pattern::check_canonical(path) {
             c.problem(Some(&p.path.span), &key, e);
-        } else if let Some(prev) = seen_prefix.insert(norm.clone(), i) {
+        } else if let Some((_, _, prev)) = seen_prefix
+            .iter()
+            .find(|(q, hs, _)| *q == norm && crate::routing::host::share_entry(hs, &hosts))
+        {
             c.problem(
                 Some(&p.path.span),
                 &key,
                 format!("duplicate path route {norm} (also path_routes[{prev}])"),
             );
         }
+        seen_prefix.push((norm.clone(), hosts.clone(), i));
+        let segments: Vec<&str> = norm.split('/').filter(|s| !s.is_empty()).collect();
+        let rewrites = super::hosts::rewrites(
+            &mut c,
+            super::hosts::RawRewrites {
+                strip_prefix: &p.strip_prefix,
+                set_request_headers: &p.set_request_headers,
+                remove_request_headers: &p.remove_request_headers,
+                set_response_headers: &p.set_response_headers,
+                remove_response_headers: &p.remove_response_headers,
+            },
+            &format!("path_routes[{i}]"),
+            &segments,
+        );
         let addr = c.address(&p.address, &format!("path_routes[{i}].address"), false);
         let hc = c.endpoint(
             &p.health_check_endpoint,
@@ -435,6 +453,8 @@ pub fn validate(raw: RawConfig, src: &str) -> Result<Config, Vec<Problem>> {
                 path: norm,
                 address,
                 health_check_endpoint: hc,
+                hosts,
+                rewrites,
             });
         }
     }
@@ -485,9 +505,10 @@ pub fn validate(raw: RawConfig, src: &str) -> Result<Config, Vec<Problem>> {
         });
     }
 
-    let mut seen_routes: Vec<(Pattern, Vec<String>, usize)> = Vec::new();
+    let mut seen_routes: Vec<(Pattern, Vec<String>, Vec<String>, usize)> = Vec::new();
     for (i, r) in raw.routes.iter().enumerate() {
         let key = format!("routes[{i}]");
+        let hosts = super::hosts::hosts(&mut c, &r.hosts, &key);
         let pattern = match Pattern::parse(r.path.value.trim()) {
             Ok(p) => Some(p),
             Err(e) => {
@@ -539,22 +560,35 @@ pub fn validate(raw: RawConfig, src: &str) -> Result<Config, Vec<Problem>> {
             let overlaps = |other: &Vec<String>| {
                 methods.is_empty() && other.is_empty() || methods.iter().any(|m| other.contains(m))
             };
-            if let Some((_, _, j)) = seen_routes
-                .iter()
-                .find(|(q, ms, _)| *q == p && overlaps(ms))
-            {
+            if let Some((_, _, _, j)) = seen_routes.iter().find(|(q, ms, hs, _)| {
+                *q == p && overlaps(ms) && crate::routing::host::share_entry(hs, &hosts)
+            }) {
                 c.problem(
                     Some(&r.path.span),
                     &format!("{key}.path"),
                     format!("duplicate route {p} (also routes[{j}])"),
                 );
             }
-            seen_routes.push((p.clone(), methods.clone(), i));
+            seen_routes.push((p.clone(), methods.clone(), hosts.clone(), i));
+            let rewrites = super::hosts::rewrites(
+                &mut c,
+                super::hosts::RawRewrites {
+                    strip_prefix: &r.strip_prefix,
+                    set_request_headers: &r.set_request_headers,
+                    remove_request_headers: &r.remove_request_headers,
+                    set_response_headers: &r.set_response_headers,
+                    remove_response_headers: &r.remove_response_headers,
+                },
+                &key,
+                &p.literal_prefix(),
+            );
             cfg.routes.push(Route {
                 path: p.to_string(),
                 methods,
                 backend,
                 permission,
+                hosts,
+                rewrites,
             });
         }
     }
@@ -806,9 +840,10 @@ const MAX_PODS: u32 = 4096;
 fn shards(c: &mut Checker<'_>, raw: &RawConfig, cfg: &mut Config) {
     use crate::routing::shard::{HashKind, KeySource};
     let mut names = HashSet::new();
-    let mut paths: Vec<(Pattern, usize)> = Vec::new();
+    let mut paths: Vec<(Pattern, Vec<String>, usize)> = Vec::new();
     for (i, s) in raw.shards.iter().enumerate() {
         let key = format!("shards[{i}]");
+        let hosts = super::hosts::hosts(c, &s.hosts, &key);
         let name = s.name.value.trim().to_string();
         if name.is_empty() || !names.insert(name.clone()) {
             c.problem(
@@ -819,14 +854,17 @@ fn shards(c: &mut Checker<'_>, raw: &RawConfig, cfg: &mut Config) {
         }
         let pattern = match Pattern::parse(s.path.value.trim()) {
             Ok(p) => {
-                if let Some((_, j)) = paths.iter().find(|(q, _)| *q == p) {
+                if let Some((_, _, j)) = paths
+                    .iter()
+                    .find(|(q, hs, _)| *q == p && crate::routing::host::share_entry(hs, &hosts))
+                {
                     c.problem(
                         Some(&s.path.span),
                         &format!("{key}.path"),
                         format!("{p} is also the path of shards[{j}]"),
                     );
                 }
-                paths.push((p.clone(), i));
+                paths.push((p.clone(), hosts.clone(), i));
                 Some(p)
             }
             Err(e) => {
@@ -943,6 +981,19 @@ fn shards(c: &mut Checker<'_>, raw: &RawConfig, cfg: &mut Config) {
             &s.health_check_endpoint,
             &format!("{key}.health_check_endpoint"),
         );
+        let literal: Vec<&str> = pattern.as_ref().map_or(Vec::new(), |p| p.literal_prefix());
+        let rewrites = super::hosts::rewrites(
+            c,
+            super::hosts::RawRewrites {
+                strip_prefix: &s.strip_prefix,
+                set_request_headers: &s.set_request_headers,
+                remove_request_headers: &s.remove_request_headers,
+                set_response_headers: &s.set_response_headers,
+                remove_response_headers: &s.remove_response_headers,
+            },
+            &key,
+            &literal,
+        );
         if let (Some(p), Some(key_source), Some(hash)) = (pattern, source, hash) {
             cfg.shards.push(crate::config::Shard {
                 name,
@@ -952,6 +1003,8 @@ fn shards(c: &mut Checker<'_>, raw: &RawConfig, cfg: &mut Config) {
                 addresses,
                 health_check_endpoint: hc,
                 reject,
+                hosts,
+                rewrites,
             });
         }
     }
@@ -1051,6 +1104,107 @@ mod tests {
         let c = ok("[[backends]]\nname = \"c\"\naddresses = \"127.0.0.1:1, 127.0.0.1:2\"\n[[routes]]\npath = \"/a/*\"\nmethods = [\"get\"]\nbackend = \"c\"\n[[routes]]\npath = \"/a/*\"\nmethods = [\"POST\"]\nbackend = \"c\"\n");
         assert_eq!(c.routes[0].methods, ["GET"]);
         assert_eq!(c.backends[0].addresses.len(), 2);
+    }
+
+    #[test]
+    fn hosts_and_rewrites_are_checked_with_key_and_line() {
+        let e = err(r#"[[backends]]
+name = "b"
+addresses = ["127.0.0.1:1"]
+[[routes]]
+path = "/api/*"
+backend = "b"
+hosts = ["api.example.com", "a.com:80"]
+strip_prefix = "/ap"
+[[routes]]
+path = "/api/*"
+backend = "b"
+hosts = ["API.example.com."]
+set_request_headers = { "Content-Length" = "1", "X-Ok" = "a\nb" }
+remove_request_headers = ["Host"]
+[[path_routes]]
+path = "/files"
+address = "127.0.0.1:2"
+strip_prefix = "/files/x"
+set_response_headers = { "X-Gateway" = "me" }
+remove_response_headers = ["Transfer-Encoding", "Bad Name"]
+"#);
+        for want in [
+            "t.toml:7: routes[0].hosts: \"a.com:80\"",
+            "t.toml:8: routes[0].strip_prefix",
+            "t.toml:10: routes[1].path: duplicate route /api/* (also routes[0])",
+            "t.toml:13: routes[1].set_request_headers.Content-Length",
+            "t.toml:13: routes[1].set_request_headers.X-Ok",
+            "t.toml:14: routes[1].remove_request_headers: Host cannot be removed",
+            "t.toml:18: path_routes[0].strip_prefix",
+            "t.toml:19: path_routes[0].set_response_headers.X-Gateway",
+            "t.toml:20: path_routes[0].remove_response_headers: Transfer-Encoding",
+            "t.toml:20: path_routes[0].remove_response_headers: \"Bad Name\"",
+        ] {
+            assert!(e.contains(want), "{want:?} missing in\n{e}");
+        }
+        assert_eq!(e.lines().count(), 10, "{e}");
+    }
+
+    #[test]
+    fn same_path_on_other_hosts_is_no_duplicate() {
+        let c = ok(r#"[[backends]]
+name = "b"
+addresses = ["127.0.0.1:1"]
+[[routes]]
+path = "/api/*"
+backend = "b"
+hosts = ["a.example.com"]
+strip_prefix = "/api/"
+set_request_headers = { Host = "internal", "X-Env" = "prod" }
+remove_response_headers = ["Server"]
+[[routes]]
+path = "/api/*"
+backend = "b"
+hosts = ["*.example.com"]
+[[routes]]
+path = "/api/*"
+backend = "b"
+[[path_routes]]
+path = "/files"
+address = "127.0.0.1:2"
+hosts = ["f.example.com"]
+strip_prefix = "/files"
+[[path_routes]]
+path = "/files/"
+address = "127.0.0.1:3"
+[[shards]]
+name = "g"
+path = "/g/*"
+key = "path:1"
+addresses = ["127.0.0.1:4"]
+hosts = ["g.example.com"]
+strip_prefix = "/g"
+[[shards]]
+name = "h"
+path = "/g/*"
+key = "path:1"
+addresses = ["127.0.0.1:5"]
+"#);
+        assert_eq!(c.routes[0].hosts, ["a.example.com"]);
+        assert_eq!(c.routes[0].rewrites.strip_prefix.as_deref(), Some("/api"));
+        assert_eq!(
+            c.routes[0].rewrites.set_request_headers,
+            [
+                ("Host".to_string(), "internal".to_string()),
+                ("X-Env".into(), "prod".into())
+            ]
+        );
+        assert_eq!(c.path_routes.len(), 2);
+        assert_eq!(c.shards[0].rewrites.strip_prefix.as_deref(), Some("/g"));
+        let e = err("[[path_routes]]\npath = \"/f\"\naddress = \"127.0.0.1:2\"\nhosts = [\"a.com\", \"b.com\"]\n[[path_routes]]\npath = \"/f\"\naddress = \"127.0.0.1:3\"\nhosts = [\"b.com\"]\n");
+        assert!(
+            e.contains("t.toml:6: path_routes[1].path: duplicate path route /f"),
+            "{e}"
+        );
+        let e = err("[[shards]]\nname = \"g\"\npath = \"/g/*\"\nkey = \"path:1\"\naddresses = [\"127.0.0.1:4\"]\nstrip_prefix = \"/g/x\"\nhosts = []\n");
+        assert!(e.contains("shards[0].strip_prefix"), "{e}");
+        assert!(e.contains("shards[0].hosts: empty list"), "{e}");
     }
 
     #[test]

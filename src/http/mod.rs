@@ -3,6 +3,7 @@
 pub mod admit;
 pub mod canonical;
 pub mod chunked;
+pub mod edits;
 pub mod error;
 pub mod framing;
 pub mod head;

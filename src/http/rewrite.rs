@@ -1,5 +1,6 @@
 //! Rewrites heads as they cross the proxy: the request head a backend receives and the
 //! response head a client receives (hop-by-hop headers out, forwarding headers in).
+use super::edits::{self, Edits, HeaderEdits};
 use super::head::{HeaderRange, RequestHead};
 use super::response::ResponseHead;
 use super::{list_items, name_is, push_u64};
@@ -107,7 +108,7 @@ impl<'b> Listed<'b> {
 /// The authority of an absolute-form target (`http://a:1/p` gives `a:1`) or of an
 /// authority-form one (CONNECT `a:443`); empty for origin-form and `*`. Userinfo and bad
 /// authorities were refused before (`http::admit`); this only cuts them off.
-fn target_authority(target: &[u8]) -> &[u8] {
+pub fn target_authority(target: &[u8]) -> &[u8] {
     let Some(tail) = super::head::origin_tail(target) else {
         return if target == b"*" { b"" } else { target };
     };
@@ -142,6 +143,8 @@ pub struct Forward<'a> {
     pub drop_underscore: bool,
     /// This fleet's hop marker, sent as `Via: 1.1 <token>` (`http::via`).
     pub via: &'a [u8],
+    /// The rule's rewrites (`strip_prefix`, request header sets and removals).
+    pub edits: &'a Edits,
 }
 
 /// Writes the head a backend receives into `out` (cleared first).
@@ -153,13 +156,18 @@ pub fn request_head(buf: &[u8], head: &RequestHead, fwd: &Forward<'_>, out: &mut
     let tail = super::head::origin_tail(target);
     match tail {
         Some(tail) => {
-            // The routed (canonical) path, then the query exactly as sent.
+            // The routed (canonical) path, less the rule's strip_prefix, then the query
+            // exactly as sent.
             let q = memchr::memchr(b'?', tail).unwrap_or(tail.len());
-            match fwd.path {
-                Some(p) => out.extend_from_slice(p),
-                None if q == 0 => out.push(b'/'),
-                None => out.extend_from_slice(&tail[..q]),
+            let path = fwd.path.unwrap_or(&tail[..q]);
+            let path = match &fwd.edits.strip_prefix {
+                Some(p) => edits::strip(path, p).unwrap_or(path),
+                None => path,
+            };
+            if path.first() != Some(&b'/') {
+                out.push(b'/');
             }
+            out.extend_from_slice(path);
             out.extend_from_slice(&tail[q..]);
         }
         // authority-form (CONNECT) and `*` (OPTIONS) go as they came.
@@ -170,6 +178,7 @@ pub fn request_head(buf: &[u8], head: &RequestHead, fwd: &Forward<'_>, out: &mut
     let absolute = tail.is_some() && target.first() != Some(&b'/');
     let authority = target_authority(target);
     let listed = Listed::new(buf, &head.headers);
+    let set = &fwd.edits.request;
     let mut xff_seen = false;
     let mut host: &[u8] = b"";
     let mut host_present = false;
@@ -196,6 +205,7 @@ pub fn request_head(buf: &[u8], head: &RequestHead, fwd: &Forward<'_>, out: &mut
             || is_set_by_gateway(name)
             || (fwd.drop_underscore && memchr::memchr(b'_', name).is_some())
             || listed.has(buf, &head.headers, name)
+            || set.drops(name)
         {
             continue;
         }
@@ -204,12 +214,16 @@ pub fn request_head(buf: &[u8], head: &RequestHead, fwd: &Forward<'_>, out: &mut
         out.extend_from_slice(value);
         out.extend_from_slice(b"\r\n");
     }
+    // The rule's own headers; X-Forwarded-Host below still names the client's host.
+    out.extend_from_slice(set.lines());
     if absolute && !authority.is_empty() {
         host = authority;
-        out.extend_from_slice(b"Host: ");
-        out.extend_from_slice(authority);
-        out.extend_from_slice(b"\r\n");
-    } else if !host_present {
+        if !set.sets_host() {
+            out.extend_from_slice(b"Host: ");
+            out.extend_from_slice(authority);
+            out.extend_from_slice(b"\r\n");
+        }
+    } else if !host_present && !set.sets_host() {
         // An HTTP/1.1 request needs a Host (RFC 9112 §3.2), which an HTTP/1.0 client may not
         // have sent: the target's authority when it names one, else the upstream address.
         out.extend_from_slice(b"Host: ");
@@ -287,6 +301,8 @@ pub struct Reply<'a> {
     pub keep_alive_1_0: bool,
     /// A 101 (or a tunnel): keep Upgrade and send `Connection: upgrade`.
     pub switching: bool,
+    /// The rule's response header sets and removals.
+    pub edits: &'a HeaderEdits,
 }
 
 /// Writes the head a client receives into `out` (cleared first).
@@ -304,7 +320,8 @@ pub fn response_head(buf: &[u8], head: &ResponseHead, reply: &Reply<'_>, out: &m
         if !keep_upgrade
             && (is_hop_by_hop(name)
                 || name_is(name, "content-length")
-                || listed.has(buf, &head.headers, name))
+                || listed.has(buf, &head.headers, name)
+                || reply.edits.drops(name))
         {
             continue;
         }
@@ -313,6 +330,7 @@ pub fn response_head(buf: &[u8], head: &ResponseHead, reply: &Reply<'_>, out: &m
         out.extend_from_slice(&buf[h.value.clone()]);
         out.extend_from_slice(b"\r\n");
     }
+    out.extend_from_slice(reply.edits.lines());
     if let Some(n) = reply.content_length {
         out.extend_from_slice(b"Content-Length: ");
         push_u64(out, n);
@@ -397,6 +415,7 @@ mod tests {
             path: None,
             drop_underscore: true,
             via: b"sy-test",
+            edits: &edits::NONE,
         }
     }
 
@@ -482,6 +501,7 @@ mod tests {
                 close: false,
                 keep_alive_1_0: false,
                 switching: false,
+                edits: &edits::NONE.response,
             };
             response_head(b, &h, &reply, &mut out);
             let out = String::from_utf8(out).unwrap();
@@ -555,6 +575,87 @@ mod tests {
         assert!(out.starts_with("GET /?q HTTP/1.1\r\n"), "{out}");
         let out = rewrite("GET http://h HTTP/1.1\r\nHost: h\r\n\r\n", &fwd());
         assert!(out.starts_with("GET / HTTP/1.1\r\n"), "{out}");
+    }
+
+    fn rule_edits() -> Edits {
+        crate::config::Rewrites {
+            strip_prefix: Some("/files".into()),
+            set_request_headers: vec![
+                ("Host".into(), "files.internal".into()),
+                ("X-Env".into(), "prod".into()),
+            ],
+            remove_request_headers: vec!["X-Debug".into()],
+            set_response_headers: vec![("Cache-Control".into(), "no-store".into())],
+            remove_response_headers: vec!["Server".into()],
+        }
+        .edits()
+    }
+
+    #[test]
+    fn rule_edits_strip_set_and_remove() {
+        let e = rule_edits();
+        let mut f = fwd();
+        f.edits = &e;
+        let out = rewrite(
+            "GET /files/a.pdf?x=1 HTTP/1.1\r\nHost: Client.Example\r\nX-Debug: 1\r\nx-env: dev\r\nAccept: */*\r\n\r\n",
+            &f,
+        );
+        assert!(out.starts_with("GET /a.pdf?x=1 HTTP/1.1\r\n"), "{out}");
+        assert!(out.contains("\r\nHost: files.internal\r\n"), "{out}");
+        assert_eq!(out.matches("Host: ").count(), 2, "{out}");
+        assert!(
+            out.contains("X-Forwarded-Host: Client.Example\r\n"),
+            "{out}"
+        );
+        assert!(
+            out.contains("X-Env: prod\r\n") && !out.contains("dev"),
+            "{out}"
+        );
+        assert!(!out.contains("X-Debug"), "{out}");
+        assert!(out.contains("Accept: */*\r\n"), "{out}");
+        for (target, want) in [
+            ("/files", "GET / HTTP/1.1"),
+            ("/files/", "GET / HTTP/1.1"),
+            ("/files?q", "GET /?q HTTP/1.1"),
+            ("http://h/files/b", "GET /b HTTP/1.1"),
+        ] {
+            let out = rewrite(&format!("GET {target} HTTP/1.1\r\nHost: h\r\n\r\n"), &f);
+            assert!(out.starts_with(want), "{target}: {out}");
+        }
+        // An HTTP/1.0 request without Host takes the set Host, not the fallback.
+        let out = rewrite("GET /files/x HTTP/1.0\r\n\r\n", &f);
+        assert!(out.contains("\r\nHost: files.internal\r\n"), "{out}");
+        assert!(
+            !out.contains("10.9.9.9") && !out.contains("X-Forwarded-Host"),
+            "{out}"
+        );
+    }
+
+    #[test]
+    fn response_edits() {
+        let e = rule_edits();
+        let b = b"HTTP/1.1 200 OK\r\nServer: nginx\r\ncache-control: public\r\nX-A: 1\r\n\r\n";
+        let mut h = ResponseHead::default();
+        crate::http::response::parse(b, b.len(), &mut h).unwrap();
+        let reply = Reply {
+            gateway: "g",
+            upstream_ms: 1.0,
+            content_length: Some(0),
+            chunked: false,
+            close: false,
+            keep_alive_1_0: false,
+            switching: false,
+            edits: &e.response,
+        };
+        let mut out = Vec::new();
+        response_head(b, &h, &reply, &mut out);
+        let out = String::from_utf8(out).unwrap();
+        assert!(!out.contains("nginx") && !out.contains("public"), "{out}");
+        assert!(out.contains("Cache-Control: no-store\r\n"), "{out}");
+        assert!(
+            out.contains("X-A: 1\r\n") && out.contains("X-Gateway: g\r\n"),
+            "{out}"
+        );
     }
 
     #[test]

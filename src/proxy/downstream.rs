@@ -3,6 +3,7 @@
 //! through; HTTP/1.1 implements both in `h1.rs`, and an HTTP/2 stream can implement them next
 //! to it and reuse every phase as it is (Pingora's `Session` hides the version the same way).
 use super::body::CopyError;
+use crate::http::edits::HeaderEdits;
 use crate::http::error::ErrorKind;
 use crate::http::framing::Body;
 use crate::http::reply::Relay;
@@ -21,6 +22,14 @@ pub(crate) struct Written {
     pub close: bool,
     /// Bytes of the head (and coalesced body) written.
     pub len: usize,
+}
+
+/// What the gateway puts into a relayed head besides the backend's: the time to the answer
+/// (for `Server-Timing`) and the rule's response header sets and removals (SPEC §3 Rewrites).
+#[derive(Clone, Copy)]
+pub(crate) struct Added<'a> {
+    pub upstream_ms: f64,
+    pub edits: &'a HeaderEdits,
 }
 
 /// The client side of an exchange: where answers go. `out` is the exchange's scratch buffer
@@ -43,7 +52,7 @@ pub(crate) trait Downstream {
         out: &mut Vec<u8>,
         up: &[u8],
         resp: &ResponseHead,
-        upstream_ms: f64,
+        added: Added<'_>,
     ) -> io::Result<()>;
 
     /// The final head, framed for this client from the backend's `body`; body bytes already
@@ -55,7 +64,7 @@ pub(crate) trait Downstream {
         resp: &ResponseHead,
         body: Body,
         close: bool,
-        upstream_ms: f64,
+        added: Added<'_>,
     ) -> io::Result<Written>;
 
     /// Relays the rest of the body from `src` (what is already read sits in `pending`).

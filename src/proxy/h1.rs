@@ -2,7 +2,7 @@
 //! errors) framed for the client's version, and [`H1Body`] streams a request body read from the
 //! client socket. These are the only protocol-specific pieces the phases after `read` touch.
 use super::body::{self, CopyError};
-use super::downstream::{Downstream, RequestBody, Written};
+use super::downstream::{Added, Downstream, RequestBody, Written};
 use super::io::write_all;
 use crate::http::error::{self, ErrorKind};
 use crate::http::framing::Body;
@@ -65,16 +65,17 @@ impl<W: AsyncWrite + Unpin> Downstream for H1Out<'_, W> {
         out: &mut Vec<u8>,
         up: &[u8],
         resp: &ResponseHead,
-        upstream_ms: f64,
+        added: Added<'_>,
     ) -> io::Result<()> {
         let reply = Reply {
             gateway: self.gateway,
-            upstream_ms,
+            upstream_ms: added.upstream_ms,
             content_length: None,
             chunked: false,
             close: false,
             keep_alive_1_0: false,
             switching: resp.status == 101,
+            edits: added.edits,
         };
         rewrite::response_head(up, resp, &reply, out);
         write_all(&mut self.w, out, self.idle).await
@@ -87,7 +88,7 @@ impl<W: AsyncWrite + Unpin> Downstream for H1Out<'_, W> {
         resp: &ResponseHead,
         body: Body,
         close: bool,
-        upstream_ms: f64,
+        added: Added<'_>,
     ) -> io::Result<Written> {
         let f = reply::frame(
             up,
@@ -100,12 +101,13 @@ impl<W: AsyncWrite + Unpin> Downstream for H1Out<'_, W> {
         );
         let reply = Reply {
             gateway: self.gateway,
-            upstream_ms,
+            upstream_ms: added.upstream_ms,
             content_length: f.content_length,
             chunked: f.chunked,
             close: f.close,
             keep_alive_1_0: self.minor == 0 && !f.close,
             switching: false,
+            edits: added.edits,
         };
         rewrite::response_head(up, resp, &reply, out);
         up.advance(resp.len);

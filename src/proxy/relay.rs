@@ -105,8 +105,14 @@ async fn both_ways<D: Downstream, B: RequestBody>(
     let status = bufs.resp.status;
     let upstream_ms = ex.sent_at.elapsed().as_secs_f64() * 1000.0;
     let fr = ex.req.framing;
+    let added = super::downstream::Added {
+        upstream_ms,
+        edits: ex
+            .rule
+            .map_or(&crate::http::edits::NONE.response, |r| &r.edits.response),
+    };
     if (status == 101 && fr.upgrade) || (ex.req.is_connect() && (200..300).contains(&status)) {
-        down.tunnel_head(bufs.out, bufs.up, bufs.resp, upstream_ms)
+        down.tunnel_head(bufs.out, bufs.up, bufs.resp, added)
             .await
             .map_err(|_| ProxyError::client_gone())?;
         bufs.up.advance(bufs.resp.len);
@@ -133,7 +139,7 @@ async fn both_ways<D: Downstream, B: RequestBody>(
             bufs.resp,
             rbody,
             ex.after != After::KeepAlive,
-            upstream_ms,
+            added,
         )
         .await
         .map_err(|_| ProxyError::client_gone())?;

@@ -57,7 +57,14 @@ pub(crate) fn route<'t>(
             .map(|i| &target[i + 1..]),
         header: &header,
     };
-    let (rule, candidates) = match table.route(req.method(), req.path(), &keys) {
+    // The request's host only matters when some rule names hosts.
+    let mut host_buf = crate::routing::host::HostBuf::default();
+    let host = if table.uses_hosts() {
+        crate::routing::host::of_request(target, req.header("host"), &mut host_buf)
+    } else {
+        None
+    };
+    let (rule, candidates) = match table.route(req.method(), host, req.path(), &keys) {
         Decision::Forward { rule, candidates } => (rule, candidates),
         Decision::NotFound => {
             let e = ProxyError::refuse(ErrorKind::NoRoute, "no route matches this request");

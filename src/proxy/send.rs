@@ -7,6 +7,7 @@ use super::exchange::{After, Bufs, Continue, Exchange};
 use super::io::{read_head, write_all, ReadHeadError};
 use super::upstream::Checkout;
 use crate::http::admit::Underscore;
+use crate::http::edits;
 use crate::http::error::ErrorKind;
 use crate::http::framing::Body;
 use crate::http::response;
@@ -62,6 +63,7 @@ pub(crate) async fn send_head<D: Downstream, B: RequestBody>(
         path: req.rewritten_path(),
         drop_underscore: s.underscore_headers == Underscore::Drop,
         via: s.via_name.as_bytes(),
+        edits: ex.rule.map_or(&edits::NONE, |r| &r.edits),
     };
     rewrite::request_head(&req.bytes, &req.head, &fwd, bufs.out);
     if ex.cont == Continue::NotAsked {

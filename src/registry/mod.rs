@@ -20,6 +20,9 @@ pub struct RegRoute {
     pub path: String,
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub permission: Option<String>,
+    /// Normalized host entries (SPEC §3 Hosts); empty = every host.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub hosts: Vec<String>,
 }
 
 /// A registration as stored and as sent to `POST /internal/register-service`.
@@ -93,6 +96,8 @@ impl Counts {
 /// Health endpoint used when a registration names none.
 pub const DEFAULT_HEALTH_ENDPOINT: &str = "/health";
 const MAX_ROUTES: usize = 256;
+/// Most `hosts` entries one registered route may carry.
+const MAX_HOSTS: usize = 64;
 
 fn field_err(field: &str, msg: &str) -> String {
     format!("{field}: {msg}")
@@ -250,7 +255,7 @@ pub fn parse_registration(body: &[u8]) -> Result<Registration, String> {
             .as_object()
             .ok_or_else(|| field_err(&format!("routes[{i}]"), "expected an object"))?;
         for k in o.keys() {
-            if !["method", "path", "permission"].contains(&k.as_str()) {
+            if !["method", "path", "permission", "hosts"].contains(&k.as_str()) {
                 return Err(field_err(&f(k), "unknown field"));
             }
         }
@@ -283,12 +288,46 @@ pub fn parse_registration(body: &[u8]) -> Result<Registration, String> {
                 return Err(field_err(&f("permission"), "not a valid permission name"));
             }
         }
+        let hosts = match o.get("hosts") {
+            None | Some(Value::Null) => Vec::new(),
+            Some(Value::Array(a)) if a.is_empty() => {
+                return Err(field_err(
+                    &f("hosts"),
+                    "empty list: leave hosts out to match every host",
+                ))
+            }
+            Some(Value::Array(a)) if a.len() > MAX_HOSTS => {
+                return Err(field_err(&f("hosts"), "too many hosts"))
+            }
+            Some(Value::Array(a)) => {
+                let mut hs: Vec<String> = Vec::new();
+                for (j, h) in a.iter().enumerate() {
+                    let fj = format!("routes[{i}].hosts[{j}]");
+                    let Value::String(h) = h else {
+                        return Err(field_err(&fj, "expected a string"));
+                    };
+                    let h = crate::routing::host::parse(h).map_err(|e| field_err(&fj, &e))?;
+                    if hs.contains(&h) {
+                        return Err(field_err(&fj, "listed twice"));
+                    }
+                    hs.push(h);
+                }
+                hs
+            }
+            Some(_) => return Err(field_err(&f("hosts"), "expected an array of strings")),
+        };
         let route = RegRoute {
             method,
             path: pattern.to_string(),
             permission,
+            hosts,
         };
-        if routes.contains(&route) {
+        let dup = routes.iter().any(|r: &RegRoute| {
+            r.path == route.path
+                && (r.method.is_none() || route.method.is_none() || r.method == route.method)
+                && crate::routing::host::share_entry(&r.hosts, &route.hosts)
+        });
+        if dup {
             return Err(field_err(&f("path"), "listed twice"));
         }
         routes.push(route);

@@ -1,6 +1,6 @@
 //! The rules a registration must pass before it is stored: source address, the permissions of
 //! the registering key, route conflicts, and a per-address rate limit. Pure; time is an input.
-use super::Registration;
+use super::{RegRoute, Registration};
 use crate::config::{ApiKey, Route};
 use crate::routing::pattern::Pattern;
 use std::collections::HashMap;
@@ -128,7 +128,8 @@ pub fn find_unguarded(
     // change: ties count as taking the requests.
     let class =
         |p: &Pattern, has_methods: bool, is_static: bool| rank(p, has_methods, is_static, 0) >> 24;
-    let mut guards: Vec<(Pattern, Vec<String>, bool, &str, String)> = Vec::new();
+    type Guard<'a> = (Pattern, Vec<String>, bool, &'a str, String, &'a [String]);
+    let mut guards: Vec<Guard<'_>> = Vec::new();
     for s in statics {
         if let (Some(p), Ok(pat)) = (&s.permission, Pattern::parse(&s.path)) {
             guards.push((
@@ -137,6 +138,7 @@ pub fn find_unguarded(
                 true,
                 p,
                 format!("the static route {}", s.path),
+                &s.hosts,
             ));
         }
     }
@@ -150,6 +152,7 @@ pub fn find_unguarded(
                     false,
                     p,
                     format!("route {} of service {}", r.path, o.service),
+                    &r.hosts,
                 ));
             }
         }
@@ -159,12 +162,23 @@ pub fn find_unguarded(
             continue;
         };
         let r_class = class(&rp, r.method.is_some(), false);
-        for (gp, gm, g_static, perm, what) in &guards {
+        for (gp, gm, g_static, perm, what, g_hosts) in &guards {
             let methods_overlap = match &r.method {
                 None => true,
                 Some(m) => gm.is_empty() || gm.contains(m),
             };
-            let takes = rp == *gp || r_class >= class(gp, !gm.is_empty(), *g_static);
+            // Host groups come before specificity (SPEC §3): a route with hosts takes every
+            // request for a host it shares with the guard, however general its path; one
+            // without hosts never takes a request from a guard that names hosts. Counting a
+            // wildcard route as taking from an exact one errs on the safe side.
+            if !crate::routing::host::can_overlap(&r.hosts, g_hosts) {
+                continue;
+            }
+            let takes = match (r.hosts.is_empty(), g_hosts.is_empty()) {
+                (false, true) => true,
+                (true, false) => false,
+                _ => rp == *gp || r_class >= class(gp, !gm.is_empty(), *g_static),
+            };
             if methods_overlap
                 && intersects(&rp, gp)
                 && takes
@@ -180,15 +194,18 @@ pub fn find_unguarded(
     None
 }
 
-fn same_route(path_a: &str, method_a: Option<&str>, path_b: &str, methods_b: &[String]) -> bool {
-    let (Ok(a), Ok(b)) = (Pattern::parse(path_a), Pattern::parse(path_b)) else {
+/// Same path, overlapping methods and an exact host in common (or neither has hosts): a
+/// duplicate (SPEC §3).
+fn same_route(a: &RegRoute, path_b: &str, methods_b: &[String], hosts_b: &[String]) -> bool {
+    let (Ok(pa), Ok(pb)) = (Pattern::parse(&a.path), Pattern::parse(path_b)) else {
         return false;
     };
-    a == b
-        && match method_a {
+    pa == pb
+        && match a.method.as_deref() {
             None => true,
             Some(m) => methods_b.is_empty() || methods_b.iter().any(|x| x == m),
         }
+        && crate::routing::host::share_entry(&a.hosts, hosts_b)
 }
 
 /// A route of `reg` equal to a static route or to another service's route (409).
@@ -199,7 +216,7 @@ pub fn find_conflict(
 ) -> Option<String> {
     for r in &reg.routes {
         for s in statics {
-            if same_route(&r.path, r.method.as_deref(), &s.path, &s.methods) {
+            if same_route(r, &s.path, &s.methods, &s.hosts) {
                 return Some(format!(
                     "route {} conflicts with the static route {}",
                     r.path, s.path
@@ -209,7 +226,7 @@ pub fn find_conflict(
         for o in others.iter().filter(|o| o.service != reg.service) {
             for orr in &o.routes {
                 let methods: Vec<String> = orr.method.iter().cloned().collect();
-                if same_route(&r.path, r.method.as_deref(), &orr.path, &methods) {
+                if same_route(r, &orr.path, &methods, &orr.hosts) {
                     return Some(format!(
                         "route {} is already registered by service {}",
                         r.path, o.service
@@ -261,7 +278,6 @@ impl RateLimiter {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::registry::RegRoute;
 
     fn reg(name: &str, path: &str, method: Option<&str>, perm: Option<&str>) -> Registration {
         Registration {
@@ -275,6 +291,7 @@ mod tests {
                 method: method.map(String::from),
                 path: path.into(),
                 permission: perm.map(String::from),
+                hosts: vec![],
             }],
         }
     }
@@ -316,6 +333,8 @@ mod tests {
             methods: vec!["GET".into()],
             backend: "c".into(),
             permission: None,
+            hosts: vec![],
+            rewrites: Default::default(),
         }];
         assert!(find_conflict(
             &reg("a", "/api/comments/*", Some("GET"), None),
@@ -349,7 +368,57 @@ mod tests {
             methods: methods.iter().map(|m| m.to_string()).collect(),
             backend: "b".into(),
             permission: perm.map(String::from),
+            hosts: vec![],
+            rewrites: Default::default(),
         }
+    }
+
+    fn with_hosts(mut r: Registration, hosts: &[&str]) -> Registration {
+        r.routes[0].hosts = hosts.iter().map(|h| h.to_string()).collect();
+        r
+    }
+
+    #[test]
+    fn hosts_decide_conflicts() {
+        let mut hosted = route("/api/*", &[], None);
+        hosted.hosts = vec!["api.example.com".into()];
+        let statics = vec![hosted];
+        let plain = reg("a", "/api/*", None, None);
+        assert!(
+            find_conflict(&plain, &statics, &[]).is_none(),
+            "host-less vs hosted"
+        );
+        let same = with_hosts(reg("a", "/api/*", None, None), &["api.example.com"]);
+        assert!(find_conflict(&same, &statics, &[]).is_some());
+        let other = with_hosts(reg("a", "/api/*", None, None), &["www.example.com"]);
+        assert!(find_conflict(&other, &statics, &[]).is_none());
+        let wild = with_hosts(reg("a", "/api/*", None, None), &["*.example.com"]);
+        assert!(find_conflict(&wild, &statics, &[]).is_none());
+        let b = with_hosts(
+            reg("b", "/api/*", None, None),
+            &["x.com", "api.example.com"],
+        );
+        assert!(find_conflict(&same, &[], &[b]).is_some());
+    }
+
+    #[test]
+    fn a_route_with_hosts_takes_from_guards_for_those_hosts() {
+        let statics = vec![route("/admin/*", &[], Some("admin"))];
+        // Less specific, but its host group comes first: it takes the guarded requests.
+        let r = with_hosts(reg("x", "/*", None, None), &["admin.example.com"]);
+        assert!(find_unguarded(&r, &statics, &[]).is_some());
+        let r = with_hosts(reg("x", "/*", None, Some("admin")), &["admin.example.com"]);
+        assert!(find_unguarded(&r, &statics, &[]).is_none());
+        // A guard that names hosts is never reached by a host-less route.
+        let mut g = route("/admin/*", &[], Some("admin"));
+        g.hosts = vec!["admin.example.com".into()];
+        let statics = vec![g];
+        assert!(find_unguarded(&reg("x", "/admin/x/*", None, None), &statics, &[]).is_none());
+        // Disjoint hosts: no overlap at all.
+        let r = with_hosts(reg("x", "/admin/x/*", None, None), &["www.example.com"]);
+        assert!(find_unguarded(&r, &statics, &[]).is_none());
+        let r = with_hosts(reg("x", "/admin/x/*", None, None), &["*.example.com"]);
+        assert!(find_unguarded(&r, &statics, &[]).is_some());
     }
 
     #[test]

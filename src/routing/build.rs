@@ -1,9 +1,10 @@
 //! The one builder of routing tables: config (and, later, registrations) plus the upstream
 //! set in, a complete immutable table out. Reload, registration and store events all use it.
-use super::pattern::{Pattern, PatternTrie};
-use super::prefix::PrefixTrie;
+use super::fxhash::FxHashMap;
+use super::host::HostSpec;
+use super::pattern::Pattern;
 use super::select::Pool;
-use super::table::{rank, Rule, RuleKind, ServiceEntry, ShardRule, Table};
+use super::table::{rank, Rule, RuleKind, RuleSet, ServiceEntry, ShardRule, Table};
 use crate::config::Config;
 use crate::metrics::RuleStats;
 use crate::registry::Registration;
@@ -12,6 +13,29 @@ use crate::upstream::Upstream;
 use std::collections::{HashMap, HashSet};
 use std::sync::atomic::AtomicU64;
 use std::sync::Arc;
+
+/// The tries of every host group while a table is built.
+#[derive(Default)]
+struct Groups {
+    any: RuleSet,
+    exact: FxHashMap<Box<[u8]>, RuleSet>,
+    wild: FxHashMap<Box<[u8]>, RuleSet>,
+}
+
+impl Groups {
+    /// Calls `f` with the rule set of every group a rule with these `hosts` belongs to.
+    fn each(&mut self, hosts: &[String], mut f: impl FnMut(&mut RuleSet)) {
+        if hosts.is_empty() {
+            return f(&mut self.any);
+        }
+        for h in hosts {
+            match HostSpec::of(h) {
+                HostSpec::Exact(e) => f(self.exact.entry(e.as_bytes().into()).or_default()),
+                HostSpec::Wildcard(w) => f(self.wild.entry(w.as_bytes().into()).or_default()),
+            }
+        }
+    }
+}
 
 /// Builds a table from `cfg` and the registered services. Upstreams come from `set`, so cells
 /// are shared with earlier tables; afterwards the set forgets upstreams no longer used.
@@ -37,19 +61,22 @@ pub fn build(cfg: &Config, services: &[Registration], set: &UpstreamSet) -> Tabl
         pools.insert(&b.name, Arc::new(Pool::new(b.name.clone(), ups)));
     }
 
+    let mut groups = Groups::default();
     let mut routes = Vec::new();
-    let mut route_trie = PatternTrie::default();
     for (i, r) in cfg.routes.iter().enumerate() {
         let (Ok(pattern), Some(pool)) = (Pattern::parse(&r.path), pools.get(r.backend.as_str()))
         else {
             // validate() has refused such a config; a table is never built from it.
             continue;
         };
-        route_trie.insert(&pattern, routes.len() as u32);
+        let id = routes.len() as u32;
+        groups.each(&r.hosts, |g| g.route_trie.insert(&pattern, id));
         routes.push(Rule {
             kind: RuleKind::Route,
             label: r.path.clone(),
             origin: format!("routes[{i}]"),
+            hosts: r.hosts.clone(),
+            edits: r.rewrites.edits(),
             stats: RuleStats::new(pool.upstreams.len()),
             pool: pool.clone(),
             permission: r.permission.clone(),
@@ -77,11 +104,14 @@ pub fn build(cfg: &Config, services: &[Registration], set: &UpstreamSet) -> Tabl
             let Ok(pattern) = Pattern::parse(&r.path) else {
                 continue;
             };
-            route_trie.insert(&pattern, routes.len() as u32);
+            let id = routes.len() as u32;
+            groups.each(&r.hosts, |g| g.route_trie.insert(&pattern, id));
             routes.push(Rule {
                 kind: RuleKind::Route,
                 label: r.path.clone(),
                 origin: format!("service {}", reg.service),
+                hosts: r.hosts.clone(),
+                edits: Default::default(),
                 pool: pool.clone(),
                 permission: r.permission.clone(),
                 methods: r.method.iter().map(|m| m.as_bytes().into()).collect(),
@@ -100,7 +130,6 @@ pub fn build(cfg: &Config, services: &[Registration], set: &UpstreamSet) -> Tabl
     }
 
     let mut shards = Vec::new();
-    let mut shard_trie = PatternTrie::default();
     for (i, sh) in cfg.shards.iter().enumerate() {
         let Ok(pattern) = Pattern::parse(&sh.path) else {
             continue;
@@ -110,11 +139,14 @@ pub fn build(cfg: &Config, services: &[Registration], set: &UpstreamSet) -> Tabl
             .iter()
             .map(|a| get(a, sh.health_check_endpoint.as_deref(), None))
             .collect();
-        shard_trie.insert(&pattern, shards.len() as u32);
+        let id = shards.len() as u32;
+        groups.each(&sh.hosts, |g| g.shard_trie.insert(&pattern, id));
         shards.push(Rule {
             kind: RuleKind::Shard,
             label: sh.path.clone(),
             origin: format!("shards[{i}] {}", sh.name),
+            hosts: sh.hosts.clone(),
+            edits: sh.rewrites.edits(),
             pool: Arc::new(Pool::new(sh.name.clone(), pods)),
             permission: None,
             methods: vec![],
@@ -131,18 +163,21 @@ pub fn build(cfg: &Config, services: &[Registration], set: &UpstreamSet) -> Tabl
     }
 
     let mut path_routes = Vec::new();
-    let mut prefix_trie = PrefixTrie::default();
     let mut path_routed = HashSet::new();
     for (i, p) in cfg.path_routes.iter().enumerate() {
-        if !prefix_trie.insert(&p.path, path_routes.len() as u32) {
-            continue;
-        }
+        // validate() refused duplicates, so every insert lands.
+        let id = path_routes.len() as u32;
+        groups.each(&p.hosts, |g| {
+            g.prefix_trie.insert(&p.path, id);
+        });
         path_routed.insert(&p.address);
         let u = get(&p.address, p.health_check_endpoint.as_deref(), None);
         path_routes.push(Rule {
             kind: RuleKind::PathRoute,
             label: p.path.clone(),
             origin: format!("path_routes[{i}]"),
+            hosts: p.hosts.clone(),
+            edits: p.rewrites.edits(),
             pool: Arc::new(Pool::new(p.address.to_string(), vec![u])),
             stats: RuleStats::new(1),
             permission: None,
@@ -166,6 +201,8 @@ pub fn build(cfg: &Config, services: &[Registration], set: &UpstreamSet) -> Tabl
         stats: RuleStats::new(catch.len()),
         label: "catch-all".into(),
         origin: "targets".into(),
+        hosts: vec![],
+        edits: Default::default(),
         pool: Arc::new(Pool::new("targets".into(), catch)),
         permission: None,
         methods: vec![],
@@ -180,12 +217,12 @@ pub fn build(cfg: &Config, services: &[Registration], set: &UpstreamSet) -> Tabl
         server: Arc::new(cfg.server.clone()),
         gateway: cfg.gateway.clone(),
         routes,
-        route_trie,
         path_routes,
-        prefix_trie,
         catch_all,
         shards,
-        shard_trie,
+        any_host: groups.any,
+        by_host: groups.exact,
+        by_suffix: groups.wild,
         services: registered,
         api_keys: cfg.api_keys.clone(),
         ready: true,
@@ -209,7 +246,7 @@ mod tests {
             query: None,
             header: &none,
         };
-        match t.route(method.as_bytes(), Some(path.as_bytes()), &keys) {
+        match t.route(method.as_bytes(), None, Some(path.as_bytes()), &keys) {
             Decision::Forward {
                 rule,
                 mut candidates,
@@ -298,9 +335,144 @@ backend = "comments"
             header: &none,
         };
         assert!(matches!(
-            t.route(b"CONNECT", None, &keys),
+            t.route(b"CONNECT", None, None, &keys),
             Decision::NotFound
         ));
+    }
+
+    fn pick_host(t: &Table, method: &str, host: &str, path: &str) -> String {
+        let mut hb = crate::routing::host::HostBuf::default();
+        let h = hb.set(host.as_bytes());
+        t.find(method.as_bytes(), h, Some(path.as_bytes()))
+            .map_or("404".into(), |r| r.origin.clone())
+    }
+
+    const HOSTS: &str = r#"
+[[targets]]
+address = "127.0.0.1:8001"
+[[backends]]
+name = "b"
+addresses = ["127.0.0.1:7000"]
+[[routes]]
+path = "/api/*"
+backend = "b"
+[[routes]]
+path = "/api/special/*"
+backend = "b"
+[[routes]]
+path = "/*"
+backend = "b"
+hosts = ["api.example.com"]
+[[routes]]
+path = "/api/*"
+backend = "b"
+hosts = ["*.example.com"]
+[[routes]]
+path = "/api/*"
+backend = "b"
+hosts = ["*.eu.example.com"]
+[[routes]]
+path = "/get-only"
+methods = ["GET"]
+backend = "b"
+hosts = ["api.example.com"]
+[[path_routes]]
+path = "/files"
+address = "127.0.0.1:8007"
+hosts = ["files.example.com"]
+[[path_routes]]
+path = "/files"
+address = "127.0.0.1:8008"
+"#;
+
+    #[test]
+    fn host_groups_come_before_specificity() {
+        let t = table(HOSTS);
+        // Exact host first, even with a less specific pattern.
+        assert_eq!(
+            pick_host(&t, "GET", "api.example.com", "/api/special/x"),
+            "routes[2]"
+        );
+        assert_eq!(
+            pick_host(&t, "GET", "API.Example.com.:443", "/x"),
+            "routes[2]"
+        );
+        // Wildcards, longest suffix first; never the bare domain.
+        assert_eq!(
+            pick_host(&t, "GET", "www.example.com", "/api/x"),
+            "routes[3]"
+        );
+        assert_eq!(
+            pick_host(&t, "GET", "a.b.example.com", "/api/x"),
+            "routes[3]"
+        );
+        assert_eq!(
+            pick_host(&t, "GET", "x.eu.example.com", "/api/x"),
+            "routes[4]"
+        );
+        assert_eq!(pick_host(&t, "GET", "example.com", "/api/x"), "routes[0]");
+        // A wildcard group without a rule for the path falls through to host-less rules.
+        assert_eq!(pick_host(&t, "GET", "www.example.com", "/api2"), "targets");
+        assert_eq!(
+            pick_host(&t, "GET", "other.org", "/api/special/x"),
+            "routes[1]"
+        );
+        // Path routes by host, then the host-less one; the catch-all serves every host.
+        assert_eq!(
+            pick_host(&t, "GET", "files.example.com", "/files/a"),
+            "path_routes[0]"
+        );
+        assert_eq!(
+            pick_host(&t, "GET", "other.org", "/files/a"),
+            "path_routes[1]"
+        );
+        assert_eq!(pick_host(&t, "GET", "api.example.com", "/zzz"), "routes[2]");
+        assert_eq!(pick_host(&t, "GET", "files.example.com", "/zzz"), "targets");
+        // No host at all: host-less rules only.
+        assert_eq!(
+            t.find(b"GET", None, Some(b"/api/x"))
+                .map(|r| r.origin.clone()),
+            Some("routes[0]".into())
+        );
+    }
+
+    #[test]
+    fn other_methods_in_a_host_group_are_404() {
+        let t = table(HOSTS);
+        assert_eq!(
+            pick_host(&t, "GET", "api.example.com", "/get-only"),
+            "routes[5]"
+        );
+        // routes[2] (/*) also matches in the same group and takes it.
+        assert_eq!(
+            pick_host(&t, "POST", "api.example.com", "/get-only"),
+            "routes[2]"
+        );
+        let t = table(
+            "[[backends]]\nname = \"b\"\naddresses = [\"127.0.0.1:7000\"]\n[[routes]]\npath = \"/x\"\nmethods = [\"GET\"]\nbackend = \"b\"\nhosts = [\"a.com\"]\n[[routes]]\npath = \"/x\"\nbackend = \"b\"\n",
+        );
+        assert_eq!(pick_host(&t, "POST", "a.com", "/x"), "404");
+        assert_eq!(pick_host(&t, "POST", "b.com", "/x"), "routes[1]");
+    }
+
+    #[test]
+    fn registered_routes_with_hosts() {
+        let cfg = parse(HOSTS, "t", Box::new(|_| None)).unwrap();
+        let reg = crate::registry::parse_registration(
+            br#"{"service": "s", "url": "http://127.0.0.1:7100", "routes": [{"path": "/api/*", "hosts": ["Reg.Example.com"]}]}"#,
+        )
+        .unwrap();
+        let t = build(&cfg, &[reg], &UpstreamSet::default());
+        assert_eq!(
+            pick_host(&t, "GET", "reg.example.com", "/api/x"),
+            "service s"
+        );
+        assert_eq!(
+            pick_host(&t, "GET", "www.example.com", "/api/x"),
+            "routes[3]"
+        );
+        assert!(t.uses_hosts());
+        assert!(!table(CFG).uses_hosts());
     }
 
     #[test]

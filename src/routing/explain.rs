@@ -1,6 +1,6 @@
 //! `switchyard route`: which rule a request would take, why, and in which order its addresses
 //! would be tried, from the table alone, without sending anything.
-use super::table::{RuleKind, Table};
+use super::table::{Group, RuleKind, Table};
 use super::Segments;
 use crate::http::head;
 use std::fmt::Write;
@@ -30,14 +30,50 @@ pub fn explain(table: &Table, method: &str, target: &str, headers: &[(String, St
         );
     }
     let path_bytes = &canon[..];
+    let header = |name: &str| {
+        headers
+            .iter()
+            .find(|(n, _)| n.eq_ignore_ascii_case(name))
+            .map(|(_, v)| v.as_bytes())
+    };
+    let mut host_buf = super::host::HostBuf::default();
+    let from_target = !crate::http::rewrite::target_authority(target.as_bytes()).is_empty();
+    let host = super::host::of_request(target.as_bytes(), header("host"), &mut host_buf);
+    let host_str = host.map(|h| String::from_utf8_lossy(h).into_owned());
+    // Without any host rule the host changes nothing: no lines about it.
+    let hosts_matter = table.uses_hosts();
+    match (&host_str, from_target) {
+        _ if !hosts_matter => {}
+        (Some(h), true) => {
+            let _ = writeln!(out, "host: {h} (from the request target's authority)");
+        }
+        (Some(h), false) => {
+            let _ = writeln!(out, "host: {h} (from the Host header)");
+        }
+        (None, _) => {
+            let _ = writeln!(
+                out,
+                "host: none (give -H 'Host: name'); only rules without hosts apply"
+            );
+        }
+    }
+    let for_host = |r: &super::Rule| {
+        r.hosts.is_empty()
+            || host_str.as_deref().is_some_and(|h| {
+                r.hosts
+                    .iter()
+                    .any(|e| super::host::HostSpec::of(e).matches(h))
+            })
+    };
     let segs = Segments::new(path_bytes);
     let mut matched: Vec<&super::Rule> = table
         .routes
         .iter()
         .filter(|r| {
-            r.pattern
-                .as_ref()
-                .is_some_and(|p| p.matches(segs.as_slice()))
+            for_host(r)
+                && r.pattern
+                    .as_ref()
+                    .is_some_and(|p| p.matches(segs.as_slice()))
         })
         .collect();
     matched.sort_by_key(|r| std::cmp::Reverse(r.rank));
@@ -53,11 +89,14 @@ pub fn explain(table: &Table, method: &str, target: &str, headers: &[(String, St
         };
         let _ = writeln!(
             out,
-            "  pattern {} ({}, {methods}) matches the path",
-            r.label, r.origin
+            "  pattern {} ({}, {methods}{}) matches the path",
+            r.label,
+            r.origin,
+            hosts_note(r)
         );
     }
-    let Some(rule) = table.find(method.as_bytes(), Some(path_bytes)) else {
+    let Some((rule, group)) = table.find_with_group(method.as_bytes(), host, Some(path_bytes))
+    else {
         if matched.is_empty() {
             let _ = writeln!(
                 out,
@@ -87,6 +126,27 @@ pub fn explain(table: &Table, method: &str, target: &str, headers: &[(String, St
         rule.origin
     );
     let _ = writeln!(out, "why: {why}");
+    let group = match group {
+        Group::Exact(h) => format!(
+            "rules naming the host {} exactly (tried first)",
+            String::from_utf8_lossy(h)
+        ),
+        Group::Wildcard(s) => format!(
+            "rules for *.{} (after exact hosts, longest suffix first)",
+            String::from_utf8_lossy(s)
+        ),
+        Group::Any if rule.kind == RuleKind::CatchAll => {
+            "the catch-all serves every host".to_string()
+        }
+        Group::Any => "rules without hosts (after exact and wildcard hosts)".to_string(),
+    };
+    if hosts_matter {
+        let _ = writeln!(out, "host group: {group}");
+    }
+    if !rule.hosts.is_empty() {
+        let _ = writeln!(out, "hosts: {}", rule.hosts.join(", "));
+    }
+    explain_edits(&mut out, rule, target);
     if let Some(p) = &rule.permission {
         let _ = writeln!(out, "permission: {p} (an X-API-Key holding it is required)");
     }
@@ -196,4 +256,41 @@ fn explain_shard(
         }
     }
     out
+}
+
+fn hosts_note(r: &super::Rule) -> String {
+    if r.hosts.is_empty() {
+        String::new()
+    } else {
+        format!(", hosts {}", r.hosts.join(" "))
+    }
+}
+
+/// The rule's rewrites and what they make of this request.
+fn explain_edits(out: &mut String, rule: &super::Rule, target: &str) {
+    let e = &rule.edits;
+    if let Some(p) = &e.strip_prefix {
+        let tail = head::origin_tail(target.as_bytes()).unwrap_or(target.as_bytes());
+        let rest = crate::http::edits::strip(tail, p).unwrap_or(tail);
+        let slash = if rest.first() == Some(&b'/') { "" } else { "/" };
+        let _ = writeln!(
+            out,
+            "strip_prefix: {} (forwarded as {slash}{})",
+            String::from_utf8_lossy(p),
+            String::from_utf8_lossy(rest)
+        );
+    }
+    for (what, edits) in [("request", &e.request), ("response", &e.response)] {
+        let lines = String::from_utf8_lossy(edits.lines());
+        for l in lines.split("\r\n").filter(|l| !l.is_empty()) {
+            let _ = writeln!(out, "set {what} header: {l}");
+        }
+        if !edits.is_empty() {
+            let _ = writeln!(
+                out,
+                "incoming {what} headers dropped: {}",
+                edits.dropped().join(", ")
+            );
+        }
+    }
 }

@@ -3,6 +3,7 @@
 pub mod build;
 pub mod explain;
 pub mod fxhash;
+pub mod host;
 pub mod pattern;
 pub mod prefix;
 pub mod select;

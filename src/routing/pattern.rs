@@ -75,6 +75,17 @@ impl Pattern {
             .count()
     }
 
+    /// The literal segments before the first `*`: what `strip_prefix` may remove.
+    pub fn literal_prefix(&self) -> Vec<&str> {
+        self.segs
+            .iter()
+            .map_while(|s| match s {
+                Seg::Lit(l) => std::str::from_utf8(l).ok(),
+                Seg::Star => None,
+            })
+            .collect()
+    }
+
     /// Direct match, used by `switchyard route` and tests; the table uses the trie.
     pub fn matches(&self, segments: &[&[u8]]) -> bool {
         if segments.len() < self.segs.len() {

@@ -1,5 +1,6 @@
 //! The routing table: an immutable snapshot that answers "which rule, which candidates" for a
 //! request (SPEC §3). Built by `build`, swapped whole behind an ArcSwap, read without locks.
+use super::fxhash::FxHashMap;
 use super::pattern::{Pattern, PatternTrie};
 use super::prefix::PrefixTrie;
 use super::select::{Candidates, Pool};
@@ -51,6 +52,10 @@ pub struct Rule {
     pub shard: Option<ShardRule>,
     /// Requests by backend address and status code, for `/metrics`.
     pub stats: crate::metrics::RuleStats,
+    /// Normalized `hosts` entries; empty = every host (SPEC §3 Hosts).
+    pub hosts: Vec<String>,
+    /// Rewrites applied to what this rule forwards, in wire form (SPEC §3 Rewrites).
+    pub edits: crate::http::edits::Edits,
 }
 
 #[derive(Debug)]
@@ -105,17 +110,47 @@ pub struct KeyInput<'r> {
     pub header: &'r (dyn Fn(&str) -> Option<&'r [u8]> + Sync),
 }
 
+/// The tries of steps 1–3 for one host group; ids index the table's rule vectors.
+#[derive(Debug, Default)]
+pub(super) struct RuleSet {
+    pub(super) route_trie: PatternTrie,
+    pub(super) shard_trie: PatternTrie,
+    pub(super) prefix_trie: PrefixTrie,
+}
+
+/// Which host group a rule was found in, for `switchyard route`.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Group<'t> {
+    /// Rules naming the request's host.
+    Exact(&'t [u8]),
+    /// Rules for `*.<suffix>`.
+    Wildcard(&'t [u8]),
+    /// Rules without `hosts`.
+    Any,
+}
+
+/// A lookup in one group: a rule, a path that only routes for other methods match (404, no
+/// fall-through), or nothing.
+enum Found<'t> {
+    Rule(&'t Rule),
+    OtherMethods,
+    Miss,
+}
+
 #[derive(Debug)]
 pub struct Table {
     pub server: Arc<Server>,
     pub gateway: Gateway,
     pub routes: Vec<Rule>,
-    pub(super) route_trie: PatternTrie,
     pub path_routes: Vec<Rule>,
-    pub(super) prefix_trie: PrefixTrie,
     pub catch_all: Option<Rule>,
     pub shards: Vec<Rule>,
-    pub(super) shard_trie: PatternTrie,
+    /// Rules without `hosts`.
+    pub(super) any_host: RuleSet,
+    /// Rules by exact host entry.
+    pub(super) by_host: FxHashMap<Box<[u8]>, RuleSet>,
+    /// Rules by wildcard entry, keyed by the suffix after `*.`.
+    pub(super) by_suffix: FxHashMap<Box<[u8]>, RuleSet>,
     /// Registered services and the upstream each one is served by.
     pub services: Vec<ServiceEntry>,
     pub api_keys: Vec<crate::config::ApiKey>,
@@ -124,48 +159,102 @@ pub struct Table {
 }
 
 impl Table {
-    /// The rule a request takes. Does not advance round robin: see [`Table::route`].
-    pub fn find(&self, method: &[u8], path: Option<&[u8]>) -> Option<&Rule> {
-        let segs = path.map(Segments::new);
-        let segs = segs.as_ref().map_or(&[][..], |s| s.as_slice());
-        if path.is_some() {
-            let mut best: Option<&Rule> = None;
-            let mut any = false;
-            self.route_trie.lookup(segs, &mut |id| {
-                let r = &self.routes[id as usize];
-                any = true;
-                if r.allows(method) && best.is_none_or(|b| r.rank > b.rank) {
-                    best = Some(r);
-                }
-            });
-            if best.is_some() || any {
-                return best;
-            }
-            let mut shard: Option<&Rule> = None;
-            self.shard_trie.lookup(segs, &mut |id| {
-                let r = &self.shards[id as usize];
-                if shard.is_none_or(|b| r.rank > b.rank) {
-                    shard = Some(r);
-                }
-            });
-            if shard.is_some() {
-                return shard;
-            }
-            if let Some(id) = self.prefix_trie.lookup(segs) {
-                return Some(&self.path_routes[id as usize]);
-            }
-        }
-        self.catch_all.as_ref()
+    /// Whether any rule names hosts; without, a request's host is never looked at.
+    pub fn uses_hosts(&self) -> bool {
+        !self.by_host.is_empty() || !self.by_suffix.is_empty()
     }
 
-    /// Routes a request: the rule and the ordered candidates (advancing round robin).
+    /// Steps 1–3 within one host group.
+    fn find_in<'t>(&'t self, set: &RuleSet, method: &[u8], segs: &[&[u8]]) -> Found<'t> {
+        let mut best: Option<&Rule> = None;
+        let mut any = false;
+        set.route_trie.lookup(segs, &mut |id| {
+            let r = &self.routes[id as usize];
+            any = true;
+            if r.allows(method) && best.is_none_or(|b| r.rank > b.rank) {
+                best = Some(r);
+            }
+        });
+        if let Some(r) = best {
+            return Found::Rule(r);
+        }
+        if any {
+            return Found::OtherMethods;
+        }
+        let mut shard: Option<&Rule> = None;
+        set.shard_trie.lookup(segs, &mut |id| {
+            let r = &self.shards[id as usize];
+            if shard.is_none_or(|b| r.rank > b.rank) {
+                shard = Some(r);
+            }
+        });
+        if let Some(r) = shard {
+            return Found::Rule(r);
+        }
+        match set.prefix_trie.lookup(segs) {
+            Some(id) => Found::Rule(&self.path_routes[id as usize]),
+            None => Found::Miss,
+        }
+    }
+
+    /// The rule a request takes, and the host group it came from. `host` is normalized
+    /// (see [`super::host::HostBuf`]). Does not advance round robin: see [`Table::route`].
+    pub fn find_with_group<'t, 'h>(
+        &'t self,
+        method: &[u8],
+        host: Option<&'h [u8]>,
+        path: Option<&[u8]>,
+    ) -> Option<(&'t Rule, Group<'h>)> {
+        let Some(path) = path else {
+            return self.catch_all.as_ref().map(|r| (r, Group::Any));
+        };
+        let segs = Segments::new(path);
+        let segs = segs.as_slice();
+        // The first group with a rule for the path decides, also when that rule is for other
+        // methods only (404, as within one group).
+        let decide = |found: Found<'t>, g: Group<'h>| match found {
+            Found::Rule(r) => Some(Some((r, g))),
+            Found::OtherMethods => Some(None),
+            Found::Miss => None,
+        };
+        if let Some(h) = host {
+            if let Some(set) = self.by_host.get(h) {
+                if let Some(d) = decide(self.find_in(set, method, segs), Group::Exact(h)) {
+                    return d;
+                }
+            }
+            if !self.by_suffix.is_empty() {
+                for suffix in super::host::wildcard_suffixes(h) {
+                    if let Some(set) = self.by_suffix.get(suffix) {
+                        let found = self.find_in(set, method, segs);
+                        if let Some(d) = decide(found, Group::Wildcard(suffix)) {
+                            return d;
+                        }
+                    }
+                }
+            }
+        }
+        if let Some(d) = decide(self.find_in(&self.any_host, method, segs), Group::Any) {
+            return d;
+        }
+        self.catch_all.as_ref().map(|r| (r, Group::Any))
+    }
+
+    /// The rule a request takes. Does not advance round robin: see [`Table::route`].
+    pub fn find(&self, method: &[u8], host: Option<&[u8]>, path: Option<&[u8]>) -> Option<&Rule> {
+        self.find_with_group(method, host, path).map(|(r, _)| r)
+    }
+
+    /// Routes a request: the rule and the ordered candidates (advancing round robin). `host`
+    /// is the request's normalized host, if it has one.
     pub fn route<'t, 'r>(
         &'t self,
         method: &[u8],
+        host: Option<&[u8]>,
         path: Option<&'r [u8]>,
         keys: &KeyInput<'r>,
     ) -> Decision<'t> {
-        let Some(rule) = self.find(method, path) else {
+        let Some(rule) = self.find(method, host, path) else {
             return Decision::NotFound;
         };
         let Some(sh) = &rule.shard else {

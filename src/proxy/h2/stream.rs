@@ -179,6 +179,7 @@ impl Downstream for H2Out<'_> {
                 gateway: self.gateway,
                 upstream_ms: 0.0,
                 content_length: None,
+                edits: &crate::http::edits::NONE.response,
             },
         );
         r.headers_mut().remove("server-timing");
@@ -198,7 +199,7 @@ impl Downstream for H2Out<'_> {
         _out: &mut Vec<u8>,
         _up: &[u8],
         _resp: &ResponseHead,
-        _upstream_ms: f64,
+        _added: crate::proxy::downstream::Added<'_>,
     ) -> io::Result<()> {
         Err(io::Error::other("no tunnels over HTTP/2"))
     }
@@ -210,7 +211,7 @@ impl Downstream for H2Out<'_> {
         resp: &ResponseHead,
         body: Body,
         _close: bool,
-        upstream_ms: f64,
+        added: crate::proxy::downstream::Added<'_>,
     ) -> io::Result<Written> {
         // Framed as for a client that reads until close: a chunked body is decoded, a
         // close-delimited one passed on as DATA; HTTP/2 frames carry the rest.
@@ -220,8 +221,9 @@ impl Downstream for H2Out<'_> {
             resp,
             &Added {
                 gateway: self.gateway,
-                upstream_ms,
+                upstream_ms: added.upstream_ms,
                 content_length: f.content_length,
+                edits: added.edits,
             },
         );
         let end = matches!(f.relay, Relay::None | Relay::Length(0));

@@ -117,6 +117,8 @@ pub(crate) struct Added<'a> {
     pub gateway: &'a str,
     pub upstream_ms: f64,
     pub content_length: Option<u64>,
+    /// The rule's response header sets and removals.
+    pub edits: &'a crate::http::edits::HeaderEdits,
 }
 
 /// The HTTP/2 fields of an HTTP/1.1 response head (`buf` holds its bytes): connection-specific
@@ -134,10 +136,28 @@ pub(crate) fn response_headers(buf: &[u8], resp: &ResponseHead, add: &Added<'_>)
     for h in &resp.headers {
         let HeaderRange { name, value } = h;
         let (name, value) = (&buf[name.clone()], &buf[value.clone()]);
-        if connection_specific(name) || name_is(name, "content-length") || listed(name) {
+        if connection_specific(name)
+            || name_is(name, "content-length")
+            || listed(name)
+            || add.edits.drops(name)
+        {
             continue;
         }
         if let (Ok(n), Ok(v)) = (HeaderName::from_bytes(name), HeaderValue::from_bytes(value)) {
+            map.append(n, v);
+        }
+    }
+    // The sets come as the HTTP/1.1 lines the other side writes; validated at config load.
+    for line in add.edits.lines().split(|b| *b == b'\n') {
+        let line = line.strip_suffix(b"\r").unwrap_or(line);
+        let Some(colon) = line.iter().position(|b| *b == b':') else {
+            continue;
+        };
+        let value = crate::http::trim_ows(&line[colon + 1..]);
+        if let (Ok(n), Ok(v)) = (
+            HeaderName::from_bytes(&line[..colon]),
+            HeaderValue::from_bytes(value),
+        ) {
             map.append(n, v);
         }
     }
@@ -264,6 +284,7 @@ mod tests {
             gateway: "sy",
             upstream_ms: 1.5,
             content_length: Some(3),
+            edits: &crate::http::edits::NONE.response,
         };
         let m = response_headers(raw, &r, &add);
         assert_eq!(m.get("x-kept").unwrap(), "yes");

@@ -163,6 +163,7 @@ mod tests {
                 method: Some("GET".into()),
                 path: "/api/comments/*".into(),
                 permission: None,
+                hosts: vec![],
             }],
         }
     }
