@@ -173,11 +173,16 @@ impl Histogram {
     }
 }
 
+/// The client protocols requests are counted by, in `by_protocol` order.
+pub const PROTOCOLS: [&str; 3] = ["HTTP/1.0", "HTTP/1.1", "HTTP/2"];
+
 #[derive(Debug, Default)]
 pub struct Metrics {
     /// Answers given before a rule was found: malformed requests, 404, 408, 431...
     pub unrouted: CodeCounters,
     pub duration: Histogram,
+    /// Finished requests by client protocol ([`PROTOCOLS`]).
+    pub by_protocol: [AtomicU64; 3],
 }
 
 impl Metrics {
@@ -210,6 +215,14 @@ impl Metrics {
         };
         counters.count(status);
         self.duration.observe(took);
+    }
+
+    /// Counts a finished request under its client protocol (`HTTP/1.0`, `HTTP/1.1`, `HTTP/2`).
+    #[inline]
+    pub fn count_protocol(&self, protocol: &str) {
+        if let Some(i) = PROTOCOLS.iter().position(|p| *p == protocol) {
+            self.by_protocol[i].fetch_add(1, Relaxed);
+        }
     }
 }
 

@@ -37,6 +37,8 @@ pub struct Shared {
     pub metrics: crate::metrics::Metrics,
     /// Certificates, the HTTPS server config, handshake counts, ACME challenges.
     pub tls: crate::tls::TlsRuntime,
+    /// HTTP/2 connection, stream and flood counts.
+    pub h2: crate::proxy::h2::H2Stats,
     /// Failed API-key checks per source address (data plane, atomics only).
     pub auth_failures: crate::proxy::auth_limit::AuthLimiter,
     /// switchyard's own listeners and this host's addresses: a backend that resolves to one
@@ -72,6 +74,7 @@ impl Shared {
             started: Instant::now(),
             metrics: crate::metrics::Metrics::default(),
             tls: crate::tls::TlsRuntime::default(),
+            h2: Default::default(),
             auth_failures: crate::proxy::auth_limit::AuthLimiter::new(),
             own_listeners: ArcSwap::from_pointee(Default::default()),
             access_log: Default::default(),

@@ -385,6 +385,56 @@ impl Collector for Scrape {
             ConstGauge::new(shared.open() as i64),
         )?;
 
+        let h2 = &shared.h2;
+        single(
+            &mut enc,
+            "switchyard_h2_connections",
+            "HTTP/2 client connections accepted (TLS with ALPN h2, or h2c with prior knowledge).",
+            None,
+            MetricType::Counter,
+            ConstCounter::new(h2.connections.load(Relaxed)),
+        )?;
+        single(
+            &mut enc,
+            "switchyard_h2_streams",
+            "HTTP/2 streams (requests) opened by clients.",
+            None,
+            MetricType::Counter,
+            ConstCounter::new(h2.streams.load(Relaxed)),
+        )?;
+        single(
+            &mut enc,
+            "switchyard_h2_refused_streams",
+            "HTTP/2 streams refused (REFUSED_STREAM) because their connection had h2_max_concurrent_streams in flight.",
+            None,
+            MetricType::Counter,
+            ConstCounter::new(h2.refused_streams.load(Relaxed)),
+        )?;
+        family(
+            &mut enc,
+            "switchyard_h2_goaway",
+            "HTTP/2 connections closed with GOAWAY for abuse, by reason (rapid_reset, continuation, control_flood) or for a protocol error (protocol_error).",
+            None,
+            MetricType::Counter,
+            [
+                ("rapid_reset", &h2.goaway_rapid_reset),
+                ("continuation", &h2.goaway_continuation),
+                ("control_flood", &h2.goaway_control_flood),
+                ("protocol_error", &h2.protocol_errors),
+            ]
+            .map(|(r, n)| ([("reason", r)], ConstCounter::new(n.load(Relaxed)))),
+        )?;
+        family(
+            &mut enc,
+            "switchyard_requests_by_protocol",
+            "Requests finished, by the client's protocol (HTTP/1.0, HTTP/1.1, HTTP/2).",
+            None,
+            MetricType::Counter,
+            crate::metrics::PROTOCOLS
+                .iter()
+                .zip(shared.metrics.by_protocol.iter())
+                .map(|(p, n)| ([("protocol", *p)], ConstCounter::new(n.load(Relaxed)))),
+        )?;
         let hs = &shared.tls.handshakes;
         family(
             &mut enc,

@@ -45,6 +45,8 @@ const SECTIONS: &[(&str, &[&str])] = &[
             "gateway_header",
             "hold_timeout",
             "hold_max",
+            "h2c",
+            "h2_max_concurrent_streams",
             "underscore_headers",
             "via_name",
             "auth_failure_limit",
@@ -384,6 +386,7 @@ mod tests {
             "workers"
             | "max_header_bytes"
             | "max_connections"
+            | "h2_max_concurrent_streams"
             | "pods"
             | "max_consecutive_failures"
             | "stop_ping_after_failures"
@@ -397,7 +400,7 @@ mod tests {
             | "min_retries_per_second"
             | "max_retry_body"
             | "auth_failure_limit" => "4".to_string(),
-            "access_log" | "enabled" | "access_log_query" => "true".into(),
+            "access_log" | "enabled" | "access_log_query" | "h2c" => "true".into(),
             "base_ejection_time" => "1".into(),
             k if k.ends_with("timeout") || k.ends_with("interval") => "1".into(),
             "addresses"

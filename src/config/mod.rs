@@ -37,6 +37,10 @@ pub struct Server {
     pub gateway_header: String,
     /// Holding through a cold start, for pools that do not set their own (SPEC §11).
     pub hold: resilience::Hold,
+    /// Cleartext HTTP/2 with prior knowledge on the plain listener (SPEC §10).
+    pub h2c: bool,
+    /// SETTINGS_MAX_CONCURRENT_STREAMS offered to HTTP/2 clients.
+    pub h2_max_concurrent_streams: u32,
     /// `underscore_headers`: request header names with `_` (SPEC §4).
     pub underscore_headers: crate::http::admit::Underscore,
     /// The fleet's hop marker, sent as `Via: 1.1 <via_name>` (loop detection, SPEC §4). When
@@ -67,6 +71,8 @@ impl Default for Server {
             access_log_query: false,
             gateway_header: "switchyard".into(),
             hold: Default::default(),
+            h2c: true,
+            h2_max_concurrent_streams: 100,
             underscore_headers: crate::http::admit::Underscore::Drop,
             via_name: String::new(),
             auth_failure_limit: 20,

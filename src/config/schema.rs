@@ -78,6 +78,8 @@ pub struct RawServer {
     pub gateway_header: Option<Val<String>>,
     pub hold_timeout: Option<Val<Secs>>,
     pub hold_max: Option<Val<u32>>,
+    pub h2c: Option<Val<bool>>,
+    pub h2_max_concurrent_streams: Option<Val<u32>>,
     pub underscore_headers: Option<Val<String>>,
     pub via_name: Option<Val<String>>,
     pub auth_failure_limit: Option<Val<u32>>,

@@ -190,6 +190,11 @@ pub fn validate(raw: RawConfig, src: &str) -> Result<Config, Vec<Problem>> {
             .gateway_header
             .as_ref()
             .map_or(d.gateway_header.clone(), |v| v.value.clone()),
+        h2c: rs.h2c.as_ref().map_or(d.h2c, |v| v.value),
+        h2_max_concurrent_streams: rs
+            .h2_max_concurrent_streams
+            .as_ref()
+            .map_or(d.h2_max_concurrent_streams, |v| v.value),
         underscore_headers: match &rs.underscore_headers {
             None => d.underscore_headers,
             Some(v) => crate::http::admit::Underscore::parse(v.value.trim()).unwrap_or_else(|| {
@@ -224,6 +229,15 @@ pub fn validate(raw: RawConfig, src: &str) -> Result<Config, Vec<Problem>> {
         ..Server::default()
     };
     super::resilience::validate(&mut c, &raw, &mut cfg);
+    if let Some(v) = &rs.h2_max_concurrent_streams {
+        if !(1..=10_000).contains(&v.value) {
+            c.problem(
+                Some(&v.span),
+                "server.h2_max_concurrent_streams",
+                "must be between 1 and 10000".into(),
+            );
+        }
+    }
     if let Some(v) = &rs.max_header_bytes {
         if !(1024..=1 << 20).contains(&v.value) {
             c.problem(

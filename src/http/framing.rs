@@ -127,7 +127,9 @@ pub fn request(buf: &[u8], head: &RequestHead) -> Result<RequestFraming, Framing
                 upgrade_token |= tok.eq_ignore_ascii_case(b"upgrade");
             }
         } else if name_is(name, "upgrade") {
-            upgrade_header = !trim_ows(value).is_empty();
+            // `Upgrade: h2c` is not supported (SPEC §10): the request is served as HTTP/1.1
+            // and the header dropped like any other hop-by-hop one.
+            upgrade_header = list_items(value).any(|t| !t.eq_ignore_ascii_case(b"h2c"));
         } else if name_is(name, "expect") {
             if trim_ows(value).eq_ignore_ascii_case(b"100-continue") {
                 expect_continue = true;
@@ -292,6 +294,14 @@ mod tests {
         assert!(f.upgrade);
         let f = framing("GET / HTTP/1.1\r\nHost: a\r\nUpgrade: websocket\r\n\r\n").unwrap();
         assert!(!f.upgrade);
+        // Upgrade: h2c is never an upgrade (SPEC §10); a list naming more still is.
+        let f = framing("GET / HTTP/1.1\r\nHost: a\r\nConnection: Upgrade, HTTP2-Settings\r\nUpgrade: h2c\r\nHTTP2-Settings: AAMAAABkAAQCAAAAAAIAAAAA\r\n\r\n").unwrap();
+        assert!(!f.upgrade);
+        let f = framing(
+            "GET / HTTP/1.1\r\nHost: a\r\nConnection: Upgrade\r\nUpgrade: h2c, websocket\r\n\r\n",
+        )
+        .unwrap();
+        assert!(f.upgrade);
     }
 
     #[test]

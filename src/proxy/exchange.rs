@@ -34,6 +34,8 @@ pub(crate) struct Request {
     pub head: RequestHead,
     pub framing: RequestFraming,
     pub rid: Vec<u8>,
+    /// The request is an HTTP/2 stream (its head was translated to HTTP/1.1 form).
+    pub h2: bool,
     /// The target's form once `read` admitted it (`http::admit`); None before.
     pub form: Option<Target>,
     /// The canonical path when it differs from the one sent (`form` says so).
@@ -66,6 +68,14 @@ impl Request {
     }
     pub fn is_head(&self) -> bool {
         self.method() == b"HEAD"
+    }
+    /// The client's protocol, as access log lines and metrics name it.
+    pub fn protocol(&self) -> &'static str {
+        match (self.h2, self.head.minor_version) {
+            (true, _) => "HTTP/2",
+            (false, 0) => "HTTP/1.0",
+            _ => "HTTP/1.1",
+        }
     }
     pub fn is_connect(&self) -> bool {
         self.method() == b"CONNECT"
@@ -146,6 +156,8 @@ pub(crate) struct Exchange<'t> {
     pub status: Option<u16>,
     pub cont: Continue,
     pub after: After,
+    /// A gRPC request (`content-type: application/grpc…`).
+    pub grpc: bool,
 }
 
 impl<'t> Exchange<'t> {
@@ -186,6 +198,7 @@ impl<'t> Exchange<'t> {
             } else {
                 After::Close
             },
+            grpc: false,
         }
     }
 
@@ -226,6 +239,11 @@ pub(crate) async fn run<D: Downstream, B: RequestBody>(
     let rule = routed.rule;
     ex.rule = Some(rule);
     ex.key_name = routed.key_name;
+    if ex.grpc {
+        // gRPC needs trailers, which an HTTP/1.1 backend cannot send (SPEC §10).
+        let msg = "gRPC needs an HTTP/2 backend (protocol = \"h2c\" or \"h2\")";
+        return Err(ProxyError::refuse(ErrorKind::BadGateway, msg));
+    }
     let pool = &*rule.pool;
     let _in_flight = InFlight::enter(&pool.rt.in_flight);
     let retry = &ex.table.retry;

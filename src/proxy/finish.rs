@@ -184,6 +184,7 @@ pub(crate) fn record(
 ) {
     let took = started.elapsed();
     dp.metrics.observe(rule, upstream, status, took);
+    dp.metrics.count_protocol(log.req.protocol());
     if !log.on {
         return;
     }
@@ -201,13 +202,7 @@ pub(crate) fn record(
         method: if parsed { req.method() } else { b"" },
         host: if parsed { req.header("host") } else { None },
         target: if parsed { req.target() } else { b"" },
-        protocol: if !parsed {
-            "-"
-        } else if req.head.minor_version == 0 {
-            "HTTP/1.0"
-        } else {
-            "HTTP/1.1"
-        },
+        protocol: if parsed { req.protocol() } else { "-" },
         status,
         bytes_in: log.bytes_in,
         bytes_out: log.bytes_out,
@@ -249,11 +244,7 @@ pub(crate) fn tunnel_closed(
         method: req.method(),
         host: req.header("host"),
         target: req.target(),
-        protocol: if req.head.minor_version == 0 {
-            "HTTP/1.0"
-        } else {
-            "HTTP/1.1"
-        },
+        protocol: req.protocol(),
         status: t.status,
         bytes_in: up,
         bytes_out: down,

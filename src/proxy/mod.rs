@@ -11,6 +11,7 @@ pub(crate) mod error;
 pub(crate) mod exchange;
 pub(crate) mod finish;
 pub(crate) mod h1;
+pub mod h2;
 pub mod io;
 pub mod l4;
 pub mod listener;

@@ -35,12 +35,11 @@ pub(crate) async fn read_request<S: ClientStream>(
         (t.request_header_timeout, t.idle_timeout, t.max_header_bytes)
     };
     s.req.clear();
-    let first_wait = if s.served == 0 {
-        header_timeout
+    let first_byte = if s.served == 0 {
+        s.opened + header_timeout
     } else {
-        idle_timeout
+        Instant::now() + idle_timeout
     };
-    let first_byte = Instant::now() + first_wait;
     let mut read = Ok(0);
     if s.buf.is_empty() {
         // Wait for the first byte holding no buffer, so that idle connections cost no
@@ -84,19 +83,27 @@ pub(crate) async fn read_request<S: ClientStream>(
     if let Err(e) = head::parse(&s.req.bytes, len, &mut s.req.head) {
         return Err(refuse(s, head_error(e)));
     }
-    let req = &mut s.req;
-    match req.head.header(&req.bytes, "x-request-id") {
-        Some(v) if request_id::acceptable(v) => req.rid.extend_from_slice(v),
-        _ => request_id::generate(&mut req.rid),
-    }
     // The table's policy as of now, the head having arrived; a guard, not an Arc clone.
     let table = s.dp.table.load();
     let policy = admit::Policy {
         underscore: table.server.underscore_headers,
         via_token: table.server.via_name.as_bytes(),
     };
-    check(&mut s.req, &policy).map_err(NoRequest::Refused)?;
+    prepare(&mut s.req, &policy).map_err(NoRequest::Refused)?;
     Ok(started)
+}
+
+/// What every parsed head goes through, whatever protocol it came in: its request id and the
+/// framing, smuggling and target checks.
+pub(crate) fn prepare(
+    req: &mut super::exchange::Request,
+    policy: &admit::Policy<'_>,
+) -> Result<(), ProxyError> {
+    match req.head.header(&req.bytes, "x-request-id") {
+        Some(v) if request_id::acceptable(v) => req.rid.extend_from_slice(v),
+        _ => request_id::generate(&mut req.rid),
+    }
+    check(req, policy)
 }
 
 /// Waits until the client sends (or closes); a keep-alive wait also ends on drain.

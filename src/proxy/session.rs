@@ -112,11 +112,27 @@ pub(crate) struct Session<S> {
     pub served: u64,
     /// `access_log` of the table the current request is read with.
     pub access_log: bool,
+    /// When the connection was accepted: the first head is due `request_header_timeout`
+    /// after this, however long the protocol detection took.
+    pub opened: Instant,
 }
 
 /// Serves one accepted client connection until it closes: the entry point for every
 /// transport (plain TCP from the listener; TLS streams after their handshake).
 pub async fn serve<S: ClientStream>(dp: Arc<Shared>, stream: S, peer: SocketAddr, info: ConnInfo) {
+    serve_from(dp, stream, peer, info, Instant::now(), BytesMut::new()).await
+}
+
+/// [`serve`] for a connection opened at `opened` whose first bytes were read already
+/// (`buf`: by the HTTP/2 preface detection).
+async fn serve_from<S: ClientStream>(
+    dp: Arc<Shared>,
+    stream: S,
+    peer: SocketAddr,
+    info: ConnInfo,
+    opened: Instant,
+    buf: BytesMut,
+) {
     let shutdown = dp.shutdown.subscribe();
     let mut s = Session {
         dp,
@@ -124,7 +140,7 @@ pub async fn serve<S: ClientStream>(dp: Arc<Shared>, stream: S, peer: SocketAddr
         peer: peer.ip(),
         peer_ip: IpText::new(peer.ip()),
         info,
-        buf: BytesMut::new(),
+        buf,
         req: Request::default(),
         out: Vec::new(),
         up_buf: BytesMut::new(),
@@ -132,6 +148,7 @@ pub async fn serve<S: ClientStream>(dp: Arc<Shared>, stream: S, peer: SocketAddr
         shutdown,
         served: 0,
         access_log: false,
+        opened,
     };
     loop {
         match s.turn().await {
@@ -145,9 +162,44 @@ pub async fn serve<S: ClientStream>(dp: Arc<Shared>, stream: S, peer: SocketAddr
     }
 }
 
-/// [`serve`] for a plain TCP connection from the listener.
-pub async fn serve_tcp(dp: Arc<Shared>, stream: TcpStream, peer: SocketAddr) {
-    serve(dp, stream, peer, ConnInfo::default()).await
+/// [`serve`] for a plain TCP connection from the listener, or HTTP/2 when it opens with the
+/// HTTP/2 preface and `[server] h2c` is on (prior knowledge, SPEC §10). Nearly always the
+/// first read already tells (a peek, nothing consumed); a preface that comes in pieces is
+/// read until it is complete or proves to be something else.
+pub async fn serve_tcp(dp: Arc<Shared>, mut stream: TcpStream, peer: SocketAddr) {
+    let opened = Instant::now();
+    let (h2c, header_timeout) = {
+        let t = dp.table.load();
+        (t.server.h2c, t.server.request_header_timeout)
+    };
+    let mut buf = BytesMut::new();
+    if h2c {
+        let deadline = opened + header_timeout;
+        let mut first = [0u8; 24];
+        let n = match tokio::time::timeout_at(deadline, stream.peek(&mut first)).await {
+            Ok(Ok(n)) => n,
+            _ => 0,
+        };
+        match super::h2::is_preface(&first[..n]) {
+            Some(true) => return super::h2::serve(dp, stream, peer, None).await,
+            None if n > 0 => loop {
+                match super::io::read_some(&mut stream, &mut buf, deadline).await {
+                    Ok(k) if k > 0 => {}
+                    _ => break,
+                }
+                match super::h2::is_preface(&buf) {
+                    Some(true) => {
+                        let io = super::h2::Rewind::new(buf.freeze(), stream);
+                        return super::h2::serve(dp, io, peer, None).await;
+                    }
+                    Some(false) => break,
+                    None => {}
+                }
+            },
+            _ => {}
+        }
+    }
+    serve_from(dp, stream, peer, ConnInfo::default(), opened, buf).await
 }
 
 impl<S: ClientStream> Session<S> {

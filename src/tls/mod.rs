@@ -16,8 +16,8 @@ use std::sync::atomic::{AtomicBool, AtomicU16, AtomicU64, Ordering::Relaxed};
 use std::sync::{Arc, Mutex};
 use store::{CertStore, Entry, Resolver};
 
-/// ALPN protocols offered to clients, in order of preference: the one place to add `h2`.
-pub const ALPN: &[&[u8]] = &[b"http/1.1"];
+/// ALPN protocols offered to clients, in order of preference (SPEC §10).
+pub const ALPN: &[&[u8]] = &[b"h2", b"http/1.1"];
 
 /// The path prefix of ACME http-01 challenges (RFC 8555 §8.3).
 pub const ACME_CHALLENGE_PREFIX: &str = "/.well-known/acme-challenge/";
@@ -233,6 +233,9 @@ pub async fn serve(shared: Arc<Shared>, tcp: tokio::net::TcpStream, peer: Socket
         Some(rustls::ProtocolVersion::TLSv1_2) => "TLSv1.2",
         _ => "TLS",
     };
+    if conn.alpn_protocol() == Some(b"h2") {
+        return crate::proxy::h2::serve(shared, stream, peer, Some(version)).await;
+    }
     let info = crate::proxy::session::ConnInfo {
         tls: Some(crate::proxy::session::TlsInfo {
             version,

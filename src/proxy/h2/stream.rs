@@ -1,0 +1,559 @@
+//! One HTTP/2 stream as one request through the same phases as HTTP/1 (route, connect, send,
+//! relay, finish): its head is translated to HTTP/1.1 form and parsed and checked like any
+//! other ([`translate`], `read::prepare`), [`H2Out`] is its [`Downstream`] and [`H2Body`] its
+//! [`RequestBody`]. Flow control holds both ways: request DATA is released to the client only
+//! once written to the backend, and response bytes are sent only as the client's window
+//! allows. A client RST_STREAM ends the exchange at once (the backend connection is dropped).
+use super::translate::{self, Added};
+use super::Conn;
+use crate::http::error::{self, ErrorKind};
+use crate::http::framing::Body;
+use crate::http::reply::{self, Relay};
+use crate::http::response::ResponseHead;
+use crate::proxy::body::{self, CopyError};
+use crate::proxy::downstream::{Downstream, RequestBody, Written};
+use crate::proxy::error::ProxyError;
+use crate::proxy::exchange::{self, Bufs, Exchange, Request};
+use crate::proxy::finish::{self, LogLine};
+use crate::proxy::io::write_all;
+use crate::proxy::{bufpool, read, request_id};
+use bytes::{Bytes, BytesMut};
+use h2::server::SendResponse;
+use h2::{RecvStream, SendStream};
+use http::header::{HeaderName, HeaderValue, CONTENT_LENGTH, CONTENT_TYPE};
+use std::io;
+use std::pin::Pin;
+use std::sync::atomic::Ordering::Relaxed;
+use std::sync::{Arc, Mutex};
+use std::task::{Context, Poll};
+use std::time::Duration;
+use tokio::io::{AsyncRead, AsyncWrite};
+use tokio::time::Instant;
+
+/// The most response bytes asked of the flow-control window at once.
+const SEND_CHUNK: usize = 64 * 1024;
+
+/// Where the answer of a stream stands. Shared by the exchange (which answers through it) and
+/// the reset watch (which polls it for the client's RST_STREAM); both live in the stream's
+/// one task, so the lock is never contended (the `h2` crate takes its own connection-wide
+/// lock on each of these calls anyway).
+enum Slot {
+    Respond(SendResponse<Bytes>),
+    Send(SendStream<Bytes>),
+    Done,
+}
+
+struct Cell(Mutex<Slot>);
+
+impl Cell {
+    fn with<R>(&self, f: impl FnOnce(&mut Slot) -> R) -> R {
+        let mut g = self.0.lock().unwrap_or_else(|e| e.into_inner());
+        f(&mut g)
+    }
+
+    /// Resolves when the client resets the stream (or the connection goes).
+    async fn reset(&self) {
+        std::future::poll_fn(|cx| {
+            self.with(|s| match s {
+                Slot::Respond(r) => r.poll_reset(cx).map(|_| ()),
+                Slot::Send(s) => s.poll_reset(cx).map(|_| ()),
+                Slot::Done => Poll::Pending,
+            })
+        })
+        .await
+    }
+
+    /// Sends the response head; `end`: nothing follows it.
+    fn respond(&self, resp: http::Response<()>, end: bool) -> io::Result<()> {
+        self.with(|slot| {
+            let Slot::Respond(r) = std::mem::replace(slot, Slot::Done) else {
+                return Err(io::Error::other("the response head was already sent"));
+            };
+            let mut r = r;
+            let send = r.send_response(resp, end).map_err(h2_io)?;
+            if !end {
+                *slot = Slot::Send(send);
+            }
+            Ok(())
+        })
+    }
+
+    /// Ends the response body.
+    fn end(&self) -> io::Result<()> {
+        self.with(|slot| match std::mem::replace(slot, Slot::Done) {
+            Slot::Send(mut s) => s.send_data(Bytes::new(), true).map_err(h2_io),
+            _ => Ok(()),
+        })
+    }
+}
+
+fn h2_io(e: h2::Error) -> io::Error {
+    io::Error::new(io::ErrorKind::BrokenPipe, e)
+}
+
+/// Response body bytes into the stream, as the client's flow-control window allows. With a
+/// known length the last DATA frame carries END_STREAM (no empty frame after it: fewer
+/// frames, and some clients stumble over a stream whose length was already reached).
+struct Writer<'a> {
+    cell: &'a Cell,
+    left: Option<u64>,
+    /// DATA bytes handed to h2, for the access log.
+    sent: &'a mut u64,
+}
+
+impl AsyncWrite for Writer<'_> {
+    fn poll_write(
+        self: Pin<&mut Self>,
+        cx: &mut Context<'_>,
+        buf: &[u8],
+    ) -> Poll<io::Result<usize>> {
+        if buf.is_empty() {
+            return Poll::Ready(Ok(0));
+        }
+        let me = self.get_mut();
+        me.cell.with(|slot| {
+            let Slot::Send(s) = slot else {
+                return Poll::Ready(Err(io::ErrorKind::BrokenPipe.into()));
+            };
+            s.reserve_capacity(buf.len().min(SEND_CHUNK));
+            loop {
+                let cap = s.capacity();
+                if cap > 0 {
+                    let n = cap.min(buf.len());
+                    let last = me.left.is_some_and(|l| l <= n as u64);
+                    s.send_data(Bytes::copy_from_slice(&buf[..n]), last)
+                        .map_err(h2_io)?;
+                    *me.sent += n as u64;
+                    if let Some(l) = &mut me.left {
+                        *l = l.saturating_sub(n as u64);
+                    }
+                    if last {
+                        *slot = Slot::Done;
+                    }
+                    return Poll::Ready(Ok(n));
+                }
+                match std::task::ready!(s.poll_capacity(cx)) {
+                    Some(Ok(_)) => {}
+                    Some(Err(e)) => return Poll::Ready(Err(h2_io(e))),
+                    None => return Poll::Ready(Err(io::ErrorKind::BrokenPipe.into())),
+                }
+            }
+        })
+    }
+    fn poll_flush(self: Pin<&mut Self>, _: &mut Context<'_>) -> Poll<io::Result<()>> {
+        Poll::Ready(Ok(()))
+    }
+    fn poll_shutdown(self: Pin<&mut Self>, _: &mut Context<'_>) -> Poll<io::Result<()>> {
+        Poll::Ready(Ok(()))
+    }
+}
+
+/// Answers to an HTTP/2 client on one stream.
+pub(crate) struct H2Out<'a> {
+    cell: &'a Cell,
+    is_head: bool,
+    /// A gRPC request: switchyard's own errors are trailers-only answers.
+    grpc: bool,
+    idle: Duration,
+    gateway: &'a str,
+    /// Body bytes written to the client (DATA payloads), for the access log.
+    sent: u64,
+}
+
+impl H2Out<'_> {
+    fn fields(&self, up: &[u8], resp: &ResponseHead, add: &Added<'_>) -> http::Response<()> {
+        let mut r = http::Response::new(());
+        *r.status_mut() =
+            http::StatusCode::from_u16(resp.status).unwrap_or(http::StatusCode::BAD_GATEWAY);
+        *r.headers_mut() = translate::response_headers(up, resp, add);
+        r
+    }
+}
+
+impl Downstream for H2Out<'_> {
+    fn bytes_out(&self) -> u64 {
+        self.sent
+    }
+
+    async fn interim(
+        &mut self,
+        _out: &mut Vec<u8>,
+        up: &[u8],
+        resp: &ResponseHead,
+    ) -> io::Result<()> {
+        let mut r = self.fields(
+            up,
+            resp,
+            &Added {
+                gateway: self.gateway,
+                upstream_ms: 0.0,
+                content_length: None,
+                edits: &crate::http::edits::NONE.response,
+            },
+        );
+        r.headers_mut().remove("server-timing");
+        self.cell.with(|slot| match slot {
+            Slot::Respond(s) => s.send_informational(r).map_err(h2_io),
+            _ => Ok(()),
+        })
+    }
+
+    async fn continue_100(&mut self) -> io::Result<()> {
+        // `expect` is not forwarded for HTTP/2 clients: flow control makes it moot.
+        Ok(())
+    }
+
+    async fn tunnel_head(
+        &mut self,
+        _out: &mut Vec<u8>,
+        _up: &[u8],
+        _resp: &ResponseHead,
+        _added: crate::proxy::downstream::Added<'_>,
+    ) -> io::Result<()> {
+        Err(io::Error::other("no tunnels over HTTP/2"))
+    }
+
+    async fn final_head(
+        &mut self,
+        _out: &mut Vec<u8>,
+        up: &mut BytesMut,
+        resp: &ResponseHead,
+        body: Body,
+        _close: bool,
+        added: crate::proxy::downstream::Added<'_>,
+    ) -> io::Result<Written> {
+        // Framed as for a client that reads until close: a chunked body is decoded, a
+        // close-delimited one passed on as DATA; HTTP/2 frames carry the rest.
+        let f = reply::frame(up, &resp.headers, body, resp.status, self.is_head, 0, true);
+        let r = self.fields(
+            up,
+            resp,
+            &Added {
+                gateway: self.gateway,
+                upstream_ms: added.upstream_ms,
+                content_length: f.content_length,
+                edits: added.edits,
+            },
+        );
+        let end = matches!(f.relay, Relay::None | Relay::Length(0));
+        self.cell.respond(r, end)?;
+        bytes::Buf::advance(up, resp.len);
+        let left = match f.relay {
+            Relay::Length(n) => n,
+            _ => 0,
+        };
+        Ok(Written {
+            relay: if end { Relay::None } else { f.relay },
+            left,
+            close: false,
+            // Anything non-zero: once the head is out, no error answer can follow.
+            len: resp.len.max(1),
+        })
+    }
+
+    async fn body<R: AsyncRead + Unpin>(
+        &mut self,
+        out: &mut Vec<u8>,
+        src: &mut R,
+        pending: &mut BytesMut,
+        w: Written,
+    ) -> Result<(), CopyError> {
+        let idle = self.idle;
+        let mut dst = Writer {
+            cell: self.cell,
+            left: matches!(w.relay, Relay::Length(_)).then_some(w.left),
+            sent: &mut self.sent,
+        };
+        match w.relay {
+            Relay::None => return Ok(()),
+            Relay::Length(_) if w.left > 0 => {
+                body::copy_length(src, pending, &mut dst, w.left, idle).await?
+            }
+            Relay::Chunked | Relay::Dechunk => {
+                body::copy_chunked_decoded(src, pending, &mut dst, idle).await?
+            }
+            Relay::UntilClose { .. } => {
+                body::copy_until_close(src, pending, &mut dst, idle, false, out).await?
+            }
+            Relay::Length(_) => {}
+        }
+        self.cell.end().map_err(CopyError::Sink)
+    }
+
+    async fn error(
+        &mut self,
+        kind: ErrorKind,
+        message: &str,
+        rid: &[u8],
+        _close: bool,
+    ) -> io::Result<()> {
+        let mut r = http::Response::new(());
+        if !self.grpc {
+            *r.status_mut() =
+                http::StatusCode::from_u16(kind.status()).unwrap_or(http::StatusCode::BAD_GATEWAY);
+        }
+        let h = r.headers_mut();
+        if let Ok(v) = HeaderValue::from_str(self.gateway) {
+            h.insert(HeaderName::from_static("x-gateway"), v);
+        }
+        if let Ok(v) = HeaderValue::from_bytes(rid) {
+            h.insert(HeaderName::from_static("x-request-id"), v);
+        }
+        if self.grpc {
+            // Trailers-only (gRPC over HTTP/2): one HEADERS frame that ends the stream.
+            h.insert(CONTENT_TYPE, HeaderValue::from_static("application/grpc"));
+            h.insert(
+                HeaderName::from_static("grpc-status"),
+                HeaderValue::from(translate::grpc_status(kind.status())),
+            );
+            if let Ok(v) = HeaderValue::from_str(&translate::grpc_message(message)) {
+                h.insert(HeaderName::from_static("grpc-message"), v);
+            }
+            return self.cell.respond(r, true);
+        }
+        let body = error::body(kind.code(), message, &String::from_utf8_lossy(rid));
+        h.insert(CONTENT_TYPE, HeaderValue::from_static("application/json"));
+        h.insert(CONTENT_LENGTH, HeaderValue::from(body.len()));
+        if self.is_head {
+            return self.cell.respond(r, true);
+        }
+        self.cell.respond(r, false)?;
+        self.sent += body.len() as u64;
+        // Small enough to leave to the h2 crate's send buffer whatever the window says.
+        self.cell
+            .with(|slot| match std::mem::replace(slot, Slot::Done) {
+                Slot::Send(mut s) => s.send_data(Bytes::from(body), true).map_err(h2_io),
+                _ => Ok(()),
+            })
+    }
+}
+
+/// The request body of a stream, going to an HTTP/1.1 backend with the framing its forwarded
+/// head announced (a length, or chunked when the client gave none).
+pub(crate) struct H2Body {
+    recv: RecvStream,
+    /// DATA bytes taken from the client, for the access log.
+    received: u64,
+    chunked: bool,
+    idle: Duration,
+    scratch: Vec<u8>,
+}
+
+impl RequestBody for H2Body {
+    fn bytes_in(&self) -> u64 {
+        self.received
+    }
+
+    fn has_more(&self) -> bool {
+        !self.recv.is_end_stream()
+    }
+
+    fn coalesce(&mut self, _out: &mut Vec<u8>) {}
+
+    async fn send_to<W: AsyncWrite + Unpin>(&mut self, dst: &mut W) -> Result<(), CopyError> {
+        loop {
+            let next = match tokio::time::timeout(self.idle, self.recv.data()).await {
+                Ok(n) => n,
+                Err(_) => return Err(CopyError::Source(io::ErrorKind::TimedOut.into())),
+            };
+            let data = match next {
+                None => break,
+                Some(Ok(d)) => d,
+                Some(Err(e)) => return Err(CopyError::Source(io::Error::other(e))),
+            };
+            let n = data.len();
+            if n == 0 {
+                continue;
+            }
+            self.received += n as u64;
+            if self.chunked {
+                use std::io::Write;
+                self.scratch.clear();
+                let _ = write!(self.scratch, "{n:x}\r\n");
+                self.scratch.extend_from_slice(&data);
+                self.scratch.extend_from_slice(b"\r\n");
+                write_all(dst, &self.scratch, self.idle).await
+            } else {
+                write_all(dst, &data, self.idle).await
+            }
+            .map_err(CopyError::Sink)?;
+            // The client may send more only once these bytes are on their way.
+            let _ = self.recv.flow_control().release_capacity(n);
+        }
+        if self.chunked {
+            write_all(dst, b"0\r\n\r\n", self.idle)
+                .await
+                .map_err(CopyError::Sink)?;
+        }
+        Ok(())
+    }
+}
+
+fn head_error(e: crate::http::head::HeadError) -> ProxyError {
+    use crate::http::head::HeadError;
+    match e {
+        HeadError::Malformed(m) => ProxyError::client(ErrorKind::BadRequest, m),
+        HeadError::UriTooLong | HeadError::TooLarge => ProxyError::client(
+            ErrorKind::HeadersTooLarge,
+            "request head larger than max_header_bytes",
+        ),
+    }
+}
+
+/// Translates, parses and checks the stream's head into `req`.
+fn prepare(
+    req: &mut Request,
+    parts: &http::request::Parts,
+    end_stream: bool,
+    max_header_bytes: usize,
+    policy: &crate::http::admit::Policy<'_>,
+) -> Result<(), ProxyError> {
+    translate::request_head(parts, end_stream, &mut req.bytes).map_err(|r| match r {
+        translate::Refusal::Connect => ProxyError::refuse(
+            ErrorKind::BadRequest,
+            "CONNECT is not supported over HTTP/2",
+        ),
+        translate::Refusal::Malformed(m) => ProxyError::client(ErrorKind::BadRequest, m),
+    })?;
+    if req.bytes.len() > max_header_bytes {
+        return Err(head_error(crate::http::head::HeadError::TooLarge));
+    }
+    let len = req.bytes.len();
+    crate::http::head::parse(&req.bytes, len, &mut req.head).map_err(head_error)?;
+    read::prepare(req, policy)
+}
+
+/// Serves one stream to its end.
+pub(crate) async fn serve(
+    conn: Arc<Conn>,
+    request: http::Request<RecvStream>,
+    respond: SendResponse<Bytes>,
+) {
+    let started = Instant::now();
+    let table = conn.dp.table.load_full();
+    let s = &*table.server;
+    let (parts, recv) = request.into_parts();
+    let end_stream = recv.is_end_stream();
+    let cell = Cell(Mutex::new(Slot::Respond(respond)));
+    let mut down = H2Out {
+        cell: &cell,
+        is_head: parts.method == http::Method::HEAD,
+        grpc: translate::is_grpc(&parts.headers),
+        idle: s.idle_timeout,
+        gateway: &s.gateway_header,
+        sent: 0,
+    };
+    let mut req = Request {
+        h2: true,
+        ..Request::default()
+    };
+    let access_log = s.access_log;
+    let policy = crate::http::admit::Policy {
+        underscore: s.underscore_headers,
+        via_token: s.via_name.as_bytes(),
+    };
+    let prepared = prepare(&mut req, &parts, end_stream, s.max_header_bytes, &policy);
+    if let Err(e) = prepared {
+        if req.rid.is_empty() {
+            request_id::generate(&mut req.rid);
+        }
+        let log = LogLine::own(access_log, &conn.peer_ip, &req, conn.tls);
+        if let Some((status, _)) = finish::answer(&mut down, &e, &req.rid, false).await {
+            finish::record(&conn.dp, &log, None, None, status, started);
+        }
+        conn.guard.completed.fetch_add(1, Relaxed);
+        return;
+    }
+    if conn.plain {
+        if let Some(a) = conn.dp.tls.plain_answer(req.target(), req.header("host")) {
+            let status = plain_answer(&cell, a, &req.rid, s.gateway_header.as_str());
+            let log = LogLine::own(access_log, &conn.peer_ip, &req, conn.tls);
+            finish::record(&conn.dp, &log, None, None, status, started);
+            conn.guard.completed.fetch_add(1, Relaxed);
+            return;
+        }
+    }
+    let mut body = H2Body {
+        recv,
+        received: 0,
+        chunked: req.framing.body == Body::Chunked,
+        idle: s.idle_timeout,
+        scratch: Vec::new(),
+    };
+    let mut ex = Exchange::new(
+        &conn.dp,
+        &table,
+        &req,
+        &conn.peer_ip,
+        conn.peer,
+        conn.proto,
+        started,
+    );
+    ex.grpc = down.grpc;
+    let (mut out, mut up, mut resp) = (Vec::new(), BytesMut::new(), ResponseHead::default());
+    let mut bufs = Bufs {
+        out: &mut out,
+        up: &mut up,
+        resp: &mut resp,
+    };
+    let result = {
+        let run = exchange::run(&mut ex, &mut bufs, &mut down, &mut body);
+        tokio::select! {
+            r = run => Some(r),
+            () = cell.reset() => None,
+        }
+    };
+    let reset = result.is_none();
+    let result = result.unwrap_or_else(|| Err(ProxyError::client_gone()));
+    finish::finish(&mut ex, result, &mut down, body.bytes_in()).await;
+    up.clear();
+    bufpool::release(&mut up);
+    if !reset {
+        conn.guard.completed.fetch_add(1, Relaxed);
+    }
+}
+
+/// The plain listener's own answers (ACME challenge, redirect to https) on an h2c stream.
+fn plain_answer(cell: &Cell, a: crate::tls::PlainAnswer, rid: &[u8], gateway: &str) -> u16 {
+    let mut r = http::Response::new(());
+    let (status, body) = match &a {
+        crate::tls::PlainAnswer::Redirect(_) => (308, String::new()),
+        crate::tls::PlainAnswer::Challenge(auth) => (200, auth.clone()),
+    };
+    *r.status_mut() = http::StatusCode::from_u16(status).unwrap_or(http::StatusCode::OK);
+    let h = r.headers_mut();
+    match &a {
+        crate::tls::PlainAnswer::Redirect(loc) => {
+            if let Ok(v) = HeaderValue::from_str(loc) {
+                h.insert(http::header::LOCATION, v);
+            }
+        }
+        crate::tls::PlainAnswer::Challenge(_) => {
+            h.insert(
+                CONTENT_TYPE,
+                HeaderValue::from_static("application/octet-stream"),
+            );
+        }
+    }
+    h.insert(CONTENT_LENGTH, HeaderValue::from(body.len()));
+    if let Ok(v) = HeaderValue::from_str(gateway) {
+        h.insert(HeaderName::from_static("x-gateway"), v);
+    }
+    if let Ok(v) = HeaderValue::from_bytes(rid) {
+        h.insert(HeaderName::from_static("x-request-id"), v);
+    }
+    let sent = if body.is_empty() {
+        cell.respond(r, true)
+    } else {
+        cell.respond(r, false).and_then(|()| {
+            cell.with(|slot| match std::mem::replace(slot, Slot::Done) {
+                Slot::Send(mut s) => s.send_data(Bytes::from(body), true).map_err(h2_io),
+                _ => Ok(()),
+            })
+        })
+    };
+    if sent.is_err() {
+        log::debug!("h2 stream gone before the plain answer");
+    }
+    status
+}
