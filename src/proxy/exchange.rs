@@ -242,7 +242,10 @@ pub(crate) async fn run<D: Downstream, B: RequestBody>(
     if ex.grpc {
         // gRPC needs trailers, which an HTTP/1.1 backend cannot send (SPEC §10).
         let msg = "gRPC needs an HTTP/2 backend (protocol = \"h2c\" or \"h2\")";
-        return Err(ProxyError::refuse(ErrorKind::BadGateway, msg));
+        let mut e = ProxyError::refuse(ErrorKind::BadGateway, msg);
+        // Names no address: the client may see it (SPEC §11).
+        e.public = Some(msg);
+        return Err(e);
     }
     let pool = &*rule.pool;
     let _in_flight = InFlight::enter(&pool.rt.in_flight);

@@ -107,27 +107,30 @@ impl Switchyard {
             .current_dir(&dir.0)
             .env("RUST_LOG", "info")
             .stdin(Stdio::null())
-            .stdout(Stdio::null())
+            .stdout(Stdio::piped())
             .stderr(Stdio::piped());
         for (k, v) in env {
             cmd.env(k, v);
         }
         prepare(&mut cmd);
         let mut child = cmd.spawn().expect("spawn switchyard");
-        let stderr = child.stderr.take().expect("stderr");
         let log = Arc::new(Mutex::new(String::new()));
-        let log2 = log.clone();
-        std::thread::spawn(move || {
-            let r = BufReader::new(stderr);
-            for line in r.lines().map_while(Result::ok) {
-                if std::env::var("SWITCHYARD_TEST_ECHO").is_ok() {
-                    eprintln!("[switchyard] {line}");
+        // Logs on stderr and the access log on stdout (its default, SPEC §12) land in one
+        // text, line by line, so tests can wait for either.
+        fn collect(out: impl std::io::Read + Send + 'static, log: Arc<Mutex<String>>) {
+            std::thread::spawn(move || {
+                for line in BufReader::new(out).lines().map_while(Result::ok) {
+                    if std::env::var("SWITCHYARD_TEST_ECHO").is_ok() {
+                        eprintln!("[switchyard] {line}");
+                    }
+                    let mut l = log.lock().unwrap();
+                    l.push_str(&line);
+                    l.push('\n');
                 }
-                let mut l = log2.lock().unwrap();
-                l.push_str(&line);
-                l.push('\n');
-            }
-        });
+            });
+        }
+        collect(child.stderr.take().expect("stderr"), log.clone());
+        collect(child.stdout.take().expect("stdout"), log.clone());
         let deadline = Instant::now() + Duration::from_secs(15);
         let (mut http, mut admin) = (None, None);
         while Instant::now() < deadline && (http.is_none() || admin.is_none()) {
