@@ -12,6 +12,8 @@ use std::sync::atomic::{AtomicU64, Ordering::Relaxed};
 use std::sync::Arc;
 use std::time::Duration;
 
+pub mod keep;
+
 /// Codes counted exactly; anything else lands in its class.
 const EXACT: [u16; 26] = [
     101, 200, 201, 202, 204, 206, 301, 302, 303, 304, 307, 308, 400, 401, 403, 404, 405, 408, 409,
@@ -92,18 +94,30 @@ impl CodeCounters {
     }
 }
 
-/// A rule's counters: one [`CodeCounters`] per address of its pool (same order), and a last
-/// one for answers that no backend gave. Counted from zero whenever the table is rebuilt (a
-/// reload): Prometheus' `rate()` reads that as a counter reset.
+/// What a rule counts besides status codes: its latency and its bytes both ways.
+#[derive(Debug, Default)]
+pub struct RuleTotals {
+    pub duration: Histogram,
+    /// Request bytes read from clients (head and body) and answer bytes written to them.
+    pub bytes_in: AtomicU64,
+    pub bytes_out: AtomicU64,
+}
+
+/// A rule's counters: one [`CodeCounters`] per address of its pool (same order), a last one
+/// for answers that no backend gave, and its [`RuleTotals`]. The cells are shared with the
+/// rule's earlier tables through [`keep::StatsKeep`], so a rebuild keeps counting.
 #[derive(Debug)]
 pub struct RuleStats {
-    per_backend: Box<[CodeCounters]>,
+    pub(crate) totals: Arc<RuleTotals>,
+    pub(crate) per_backend: Box<[Arc<CodeCounters>]>,
 }
 
 impl RuleStats {
+    /// Fresh cells, shared with nothing (tests and one-off tables).
     pub fn new(pool_len: usize) -> Self {
         RuleStats {
-            per_backend: (0..=pool_len).map(|_| CodeCounters::default()).collect(),
+            totals: Arc::default(),
+            per_backend: (0..=pool_len).map(|_| Arc::default()).collect(),
         }
     }
 
@@ -111,6 +125,10 @@ impl RuleStats {
     pub fn slot(&self, i: Option<usize>) -> &CodeCounters {
         let last = self.per_backend.len() - 1;
         &self.per_backend[i.map_or(last, |i| i.min(last))]
+    }
+
+    pub fn totals(&self) -> &RuleTotals {
+        &self.totals
     }
 }
 
@@ -192,7 +210,8 @@ impl Metrics {
         self.duration.count()
     }
 
-    /// Called once per finished exchange (including errors answered by switchyard itself).
+    /// Called once per finished exchange (including errors answered by switchyard itself),
+    /// with the bytes read from and written to the client.
     #[inline]
     pub fn observe(
         &self,
@@ -200,6 +219,7 @@ impl Metrics {
         upstream: Option<&Upstream>,
         status: u16,
         took: Duration,
+        bytes: (u64, u64),
     ) {
         let counters = match rule {
             Some(r) => {
@@ -209,6 +229,10 @@ impl Metrics {
                         .iter()
                         .position(|x| std::ptr::eq(Arc::as_ptr(x), u))
                 });
+                let t = r.stats.totals();
+                t.duration.observe(took);
+                t.bytes_in.fetch_add(bytes.0, Relaxed);
+                t.bytes_out.fetch_add(bytes.1, Relaxed);
                 r.stats.slot(i)
             }
             None => &self.unrouted,

@@ -149,13 +149,7 @@ fn address_rows(all: &[Arc<Upstream>]) -> Vec<AddressRow> {
 /// Per-pool figures: `up` of each member (with its pool), requests in flight, holding.
 fn pools(enc: &mut DescriptorEncoder, table: &crate::routing::Table) -> Result<(), Error> {
     let mut seen: BTreeMap<&str, &crate::routing::select::Pool> = BTreeMap::new();
-    for r in table
-        .routes
-        .iter()
-        .chain(&table.path_routes)
-        .chain(&table.shards)
-        .chain(table.catch_all.as_ref())
-    {
+    for r in table.rules() {
         seen.entry(r.pool.name.as_str()).or_insert(&r.pool);
     }
     let mut members: BTreeMap<(&str, &str), bool> = BTreeMap::new();
@@ -229,6 +223,76 @@ fn pools(enc: &mut DescriptorEncoder, table: &crate::routing::Table) -> Result<(
             by_pool(f)
                 .into_iter()
                 .map(|(l, v)| (l, ConstCounter::new(v))),
+        )?;
+    }
+    Ok(())
+}
+
+/// One route label's latency and bytes, summed over the rules that share the label.
+#[derive(Default)]
+struct RuleSums {
+    sum: f64,
+    count: u64,
+    buckets: Vec<(f64, u64)>,
+    bytes_in: u64,
+    bytes_out: u64,
+}
+
+impl RuleSums {
+    fn add(&mut self, t: &crate::metrics::RuleTotals) {
+        let (sum, count, buckets) = t.duration.snapshot();
+        self.sum += sum;
+        self.count += count;
+        if self.buckets.is_empty() {
+            self.buckets = buckets;
+        } else {
+            for (mine, (_, n)) in self.buckets.iter_mut().zip(buckets) {
+                mine.1 += n;
+            }
+        }
+        self.bytes_in += t.bytes_in.load(Relaxed);
+        self.bytes_out += t.bytes_out.load(Relaxed);
+    }
+}
+
+/// Per-rule latency histogram and byte counters, labelled by route like `switchyard_requests`.
+fn rule_families(
+    enc: &mut DescriptorEncoder,
+    by_rule: &BTreeMap<&str, RuleSums>,
+) -> Result<(), Error> {
+    let mut me = enc.encode_descriptor(
+        "switchyard_route_request_duration",
+        "Time from a complete request head to the end of the response, by rule (route label), in seconds.",
+        Some(&Unit::Seconds),
+        MetricType::Histogram,
+    )?;
+    for (route, s) in by_rule {
+        me.encode_family(&[("route", *route)])?
+            .encode_histogram::<prometheus_client::encoding::NoLabelSet>(
+                s.sum, s.count, &s.buckets, None,
+            )?;
+    }
+    for (name, help, f) in [
+        (
+            "switchyard_route_request_bytes",
+            "Request bytes read from clients (head and body), by rule (route label).",
+            (|s: &RuleSums| s.bytes_in) as fn(&RuleSums) -> u64,
+        ),
+        (
+            "switchyard_route_response_bytes",
+            "Response bytes written to clients (head and body), by rule (route label).",
+            |s| s.bytes_out,
+        ),
+    ] {
+        family(
+            enc,
+            name,
+            help,
+            None,
+            MetricType::Counter,
+            by_rule
+                .iter()
+                .map(|(route, s)| ([("route", *route)], ConstCounter::new(f(s)))),
         )?;
     }
     Ok(())
@@ -331,16 +395,12 @@ impl Collector for Scrape {
         let table = shared.table.load();
         let now_ms = crate::clock::unix_ms();
 
-        // Requests by route, backend and code. Rules sharing a label and pool (one pattern
-        // with different `methods`) are summed so that every label set appears once.
+        // Requests by route, backend and code, for every rule the table has (Table::rules,
+        // so no kind is left out). Rules sharing a label (one pattern with different
+        // `methods`, or on different hosts) are summed so that every label set appears once.
         let mut by_key: BTreeMap<(&str, &str, &'static str), u64> = BTreeMap::new();
-        for rule in table
-            .routes
-            .iter()
-            .chain(&table.path_routes)
-            .chain(&table.shards)
-            .chain(table.catch_all.as_ref())
-        {
+        let mut by_rule: BTreeMap<&str, RuleSums> = BTreeMap::new();
+        for rule in table.rules() {
             let members = rule.pool.upstreams.iter().map(|u| Some(&*u.label));
             for (i, backend) in members.chain([None]).enumerate() {
                 let slot = rule.stats.slot(backend.map(|_| i));
@@ -349,6 +409,10 @@ impl Collector for Scrape {
                     *by_key.entry(key).or_default() += n;
                 }
             }
+            by_rule
+                .entry(rule.label.as_str())
+                .or_default()
+                .add(rule.stats.totals());
         }
         for (code, n) in shared.metrics.unrouted.nonzero() {
             *by_key.entry(("-", "-", code)).or_default() += n;
@@ -366,6 +430,7 @@ impl Collector for Scrape {
                 )
             }),
         )?;
+        rule_families(&mut enc, &by_rule)?;
 
         let (sum, count, buckets) = shared.metrics.duration.snapshot();
         let mut me = enc.encode_descriptor(

@@ -183,7 +183,8 @@ pub(crate) fn record(
     started: Instant,
 ) {
     let took = started.elapsed();
-    dp.metrics.observe(rule, upstream, status, took);
+    dp.metrics
+        .observe(rule, upstream, status, took, (log.bytes_in, log.bytes_out));
     dp.metrics.count_protocol(log.req.protocol());
     if !log.on {
         return;

@@ -6,6 +6,7 @@ use super::pattern::Pattern;
 use super::select::Pool;
 use super::table::{rank, Rule, RuleKind, RuleSet, ServiceEntry, ShardRule, Table};
 use crate::config::Config;
+use crate::metrics::keep::StatsKeep;
 use crate::metrics::RuleStats;
 use crate::registry::Registration;
 use crate::upstream::set::UpstreamSet;
@@ -37,6 +38,41 @@ impl Groups {
     }
 }
 
+/// Hands out each rule's counters by a stable id: what the rule is (kind, its backend or
+/// service for registered routes, label, hosts, methods), not where it sits in the file, so a
+/// rule keeps counting when others are added or removed around it. Two rules with the same id
+/// in one table get `#1`, `#2`... in order.
+struct Ids<'k> {
+    keep: &'k StatsKeep,
+    seen: HashMap<String, usize>,
+}
+
+impl Ids<'_> {
+    fn stats(&mut self, parts: &[&str], hosts: &[String], pool: &Pool) -> RuleStats {
+        let mut id = parts.join(" ");
+        if !hosts.is_empty() {
+            id.push_str(" hosts=");
+            id.push_str(&hosts.join(","));
+        }
+        let n = self.seen.entry(id.clone()).or_default();
+        if *n > 0 {
+            id.push_str(&format!(" #{n}"));
+        }
+        *n += 1;
+        self.keep
+            .stats(&id, pool.upstreams.iter().map(|u| &*u.label))
+    }
+}
+
+fn methods_of<'a>(m: impl IntoIterator<Item = &'a String>) -> String {
+    let v: Vec<&str> = m.into_iter().map(String::as_str).collect();
+    if v.is_empty() {
+        "*".into()
+    } else {
+        v.join(",")
+    }
+}
+
 /// Builds a table from `cfg` and the registered services. Upstreams come from `set`, so cells
 /// are shared with earlier tables; afterwards the set forgets upstreams no longer used.
 pub fn build(cfg: &Config, services: &[Registration], set: &UpstreamSet) -> Table {
@@ -63,6 +99,10 @@ pub fn build(cfg: &Config, services: &[Registration], set: &UpstreamSet) -> Tabl
         pools.insert(&b.name, Arc::new(pool));
     }
 
+    let mut ids = Ids {
+        keep: &set.rule_stats,
+        seen: HashMap::new(),
+    };
     let mut groups = Groups::default();
     let mut routes = Vec::new();
     for (i, r) in cfg.routes.iter().enumerate() {
@@ -79,7 +119,7 @@ pub fn build(cfg: &Config, services: &[Registration], set: &UpstreamSet) -> Tabl
             origin: format!("routes[{i}]"),
             hosts: r.hosts.clone(),
             edits: r.rewrites.edits(),
-            stats: RuleStats::new(pool.upstreams.len()),
+            stats: ids.stats(&["route", &r.path, &methods_of(&r.methods)], &r.hosts, pool),
             pool: pool.clone(),
             permission: r.permission.clone(),
             methods: r.methods.iter().map(|m| m.as_bytes().into()).collect(),
@@ -129,7 +169,11 @@ pub fn build(cfg: &Config, services: &[Registration], set: &UpstreamSet) -> Tabl
                 pattern: Some(pattern),
                 requests: AtomicU64::new(0),
                 shard: None,
-                stats: RuleStats::new(1),
+                stats: ids.stats(
+                    &["service", &reg.service, &r.path, &methods_of(&r.method)],
+                    &r.hosts,
+                    &pool,
+                ),
             });
         }
     }
@@ -146,16 +190,18 @@ pub fn build(cfg: &Config, services: &[Registration], set: &UpstreamSet) -> Tabl
             .collect();
         let id = shards.len() as u32;
         groups.each(&sh.hosts, |g| g.shard_trie.insert(&pattern, id));
+        let pool = Arc::new(
+            Pool::new(sh.name.clone(), pods)
+                .with(set.pool_runtime(&sh.name), sh.hold.over(cfg.server.hold)),
+        );
         shards.push(Rule {
             kind: RuleKind::Shard,
             label: sh.path.clone(),
             origin: format!("shards[{i}] {}", sh.name),
             hosts: sh.hosts.clone(),
             edits: sh.rewrites.edits(),
-            pool: Arc::new(
-                Pool::new(sh.name.clone(), pods)
-                    .with(set.pool_runtime(&sh.name), sh.hold.over(cfg.server.hold)),
-            ),
+            stats: ids.stats(&["shard", &sh.name, &sh.path], &sh.hosts, &pool),
+            pool,
             permission: None,
             methods: vec![],
             rank: rank(&pattern, false, true, i),
@@ -166,7 +212,6 @@ pub fn build(cfg: &Config, services: &[Registration], set: &UpstreamSet) -> Tabl
                 hash: sh.hash,
                 reject: sh.reject,
             }),
-            stats: RuleStats::new(sh.addresses.len()),
         });
     }
 
@@ -180,17 +225,18 @@ pub fn build(cfg: &Config, services: &[Registration], set: &UpstreamSet) -> Tabl
         });
         path_routed.insert(&p.address);
         let u = get(&p.address, p.health_check_endpoint.as_deref(), None);
+        let pool = Arc::new(
+            Pool::new(p.address.to_string(), vec![u])
+                .with(set.pool_runtime(&p.address.to_string()), cfg.server.hold),
+        );
         path_routes.push(Rule {
             kind: RuleKind::PathRoute,
             label: p.path.clone(),
             origin: format!("path_routes[{i}]"),
             hosts: p.hosts.clone(),
             edits: p.rewrites.edits(),
-            pool: Arc::new(
-                Pool::new(p.address.to_string(), vec![u])
-                    .with(set.pool_runtime(&p.address.to_string()), cfg.server.hold),
-            ),
-            stats: RuleStats::new(1),
+            stats: ids.stats(&["path_route", &p.path], &p.hosts, &pool),
+            pool,
             permission: None,
             methods: vec![],
             pattern: None,
@@ -207,22 +253,25 @@ pub fn build(cfg: &Config, services: &[Registration], set: &UpstreamSet) -> Tabl
         .filter(|t| !path_routed.contains(&t.address))
         .map(|t| get(&t.address, t.health_check_endpoint.as_deref(), None))
         .collect();
-    let catch_all = (!catch.is_empty()).then(|| Rule {
-        kind: RuleKind::CatchAll,
-        stats: RuleStats::new(catch.len()),
-        label: "catch-all".into(),
-        origin: "targets".into(),
-        hosts: vec![],
-        edits: Default::default(),
-        pool: Arc::new(
+    let catch_all = (!catch.is_empty()).then(|| {
+        let pool = Arc::new(
             Pool::new("targets".into(), catch).with(set.pool_runtime("targets"), cfg.server.hold),
-        ),
-        permission: None,
-        methods: vec![],
-        pattern: None,
-        rank: 0,
-        requests: AtomicU64::new(0),
-        shard: None,
+        );
+        Rule {
+            kind: RuleKind::CatchAll,
+            stats: ids.stats(&["catch_all"], &[], &pool),
+            label: "catch-all".into(),
+            origin: "targets".into(),
+            hosts: vec![],
+            edits: Default::default(),
+            pool,
+            permission: None,
+            methods: vec![],
+            pattern: None,
+            rank: 0,
+            requests: AtomicU64::new(0),
+            shard: None,
+        }
     });
 
     set.retain(&used);
@@ -234,7 +283,7 @@ pub fn build(cfg: &Config, services: &[Registration], set: &UpstreamSet) -> Tabl
         .map(|r| r.pool.name.as_str())
         .collect();
     set.retain_pools(&names);
-    Table {
+    let table = Table {
         outlier: cfg.outlier.clone(),
         retry: cfg.retry.clone(),
         server: Arc::new(cfg.server.clone()),
@@ -249,7 +298,9 @@ pub fn build(cfg: &Config, services: &[Registration], set: &UpstreamSet) -> Tabl
         services: registered,
         api_keys: cfg.api_keys.clone(),
         ready: true,
-    }
+    };
+    set.rule_stats.retain(table.rules().map(|r| &r.stats));
+    table
 }
 
 #[cfg(test)]

@@ -13,6 +13,8 @@ type Key = (Address, Option<String>, Option<[u8; 32]>);
 #[derive(Debug, Default)]
 pub struct UpstreamSet {
     inner: Mutex<Inner>,
+    /// Per-rule counters by stable rule id, kept across rebuilds the same way.
+    pub rule_stats: crate::metrics::keep::StatsKeep,
 }
 
 #[derive(Debug, Default)]
