@@ -3,9 +3,11 @@
 //!
 //! Nothing here takes a lock or allocates per request. Status codes are counted in a fixed
 //! array per (rule, backend address): one slot for each common code, one per class (`4xx`) for
-//! the rest. A rule owns one such array per address of its pool plus one for answers that
-//! switchyard gave itself (503 with nothing healthy), so `observe` is a pointer scan over the
-//! pool and one relaxed `fetch_add`; labels are only put together when someone scrapes.
+//! the rest. A rule holds one such array per address of its pool plus one for answers that
+//! switchyard gave itself (503 with nothing healthy), and a latency histogram and byte
+//! counters, all behind `Arc`s taken when its table was built (`keep` hands the same cells to
+//! every table, so rebuilds keep counting). `observe` is a pointer scan over the pool and a
+//! few relaxed `fetch_add`s; labels are only put together when someone scrapes.
 use crate::routing::Rule;
 use crate::upstream::Upstream;
 use std::sync::atomic::{AtomicU64, Ordering::Relaxed};
