@@ -38,8 +38,8 @@ impl Groups {
     }
 }
 
-/// Hands out each rule's counters by a stable id: what the rule is (kind, its backend or
-/// service for registered routes, label, hosts, methods), not where it sits in the file, so a
+/// Hands out each rule's counters by a stable id: what the rule is (kind, its shard name or
+/// registered service, label, hosts, methods), not where it sits in the file, so a
 /// rule keeps counting when others are added or removed around it. Two rules with the same id
 /// in one table get `#1`, `#2`... in order.
 struct Ids<'k> {
@@ -561,5 +561,28 @@ address = "127.0.0.1:8008"
         let u = &t2.catch_all.as_ref().unwrap().pool.upstreams[0];
         assert_eq!(u.status(), crate::health::Status::Down);
         assert_eq!(set.take_fresh().len(), 5);
+    }
+
+    #[test]
+    fn rule_counters_survive_rebuild_and_identical_rules_count_apart() {
+        let set = UpstreamSet::default();
+        let cfg = parse(CFG, "t", Box::new(|_| None)).unwrap();
+        let t1 = build(&cfg, &[], &set);
+        for r in t1.rules() {
+            r.stats.slot(None).count(503);
+        }
+        let n = t1.rules().count();
+        assert_eq!(set.rule_stats.rules(), n, "one id per rule, none shared");
+        let t2 = build(&cfg, &[], &set);
+        for r in t2.rules() {
+            assert_eq!(r.stats.slot(None).total(), 1, "{} lost its count", r.origin);
+        }
+        let empty = parse("", "t", Box::new(|_| None)).unwrap();
+        let _t3 = build(&empty, &[], &set);
+        assert_eq!(
+            set.rule_stats.rules(),
+            0,
+            "removed rules' cells are dropped"
+        );
     }
 }
