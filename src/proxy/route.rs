@@ -76,8 +76,6 @@ pub(crate) fn route<'t>(
             return Err(Refused::new(Some(rule), e));
         }
     };
-    rule.requests
-        .fetch_add(1, std::sync::atomic::Ordering::Relaxed);
     // CONNECT opens a tunnel to wherever its authority says: only on a rule that asks for it.
     // The connection closes: the client may already be sending tunnel bytes.
     if req.is_connect() && !rule.methods.iter().any(|m| &**m == b"CONNECT") {

@@ -12,7 +12,6 @@ use crate::registry::Registration;
 use crate::upstream::set::UpstreamSet;
 use crate::upstream::Upstream;
 use std::collections::{HashMap, HashSet};
-use std::sync::atomic::AtomicU64;
 use std::sync::Arc;
 
 /// The tries of every host group while a table is built.
@@ -125,7 +124,6 @@ pub fn build(cfg: &Config, services: &[Registration], set: &UpstreamSet) -> Tabl
             methods: r.methods.iter().map(|m| m.as_bytes().into()).collect(),
             rank: rank(&pattern, !r.methods.is_empty(), true, i),
             pattern: Some(pattern),
-            requests: AtomicU64::new(0),
             shard: None,
         });
     }
@@ -167,7 +165,6 @@ pub fn build(cfg: &Config, services: &[Registration], set: &UpstreamSet) -> Tabl
                     cfg.routes.len() + si * 256 + ri,
                 ),
                 pattern: Some(pattern),
-                requests: AtomicU64::new(0),
                 shard: None,
                 stats: ids.stats(
                     &["service", &reg.service, &r.path, &methods_of(&r.method)],
@@ -206,7 +203,6 @@ pub fn build(cfg: &Config, services: &[Registration], set: &UpstreamSet) -> Tabl
             methods: vec![],
             rank: rank(&pattern, false, true, i),
             pattern: Some(pattern),
-            requests: AtomicU64::new(0),
             shard: Some(ShardRule {
                 key: sh.key.clone(),
                 hash: sh.hash,
@@ -241,7 +237,6 @@ pub fn build(cfg: &Config, services: &[Registration], set: &UpstreamSet) -> Tabl
             methods: vec![],
             pattern: None,
             rank: 0,
-            requests: AtomicU64::new(0),
             shard: None,
         });
     }
@@ -269,7 +264,6 @@ pub fn build(cfg: &Config, services: &[Registration], set: &UpstreamSet) -> Tabl
             methods: vec![],
             pattern: None,
             rank: 0,
-            requests: AtomicU64::new(0),
             shard: None,
         }
     });

@@ -7,7 +7,6 @@ use super::select::{Candidates, Pool};
 use super::shard::{self, HashKind, KeySource};
 use super::Segments;
 use crate::config::{Gateway, Server};
-use std::sync::atomic::AtomicU64;
 use std::sync::Arc;
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -47,7 +46,6 @@ pub struct Rule {
     pub pattern: Option<Pattern>,
     /// Higher wins among matching pattern routes (SPEC §3 step 1).
     pub rank: u64,
-    pub requests: AtomicU64,
     /// For shard rules: how the key is read and hashed.
     pub shard: Option<ShardRule>,
     /// Requests by backend address and status code, for `/metrics`.
