@@ -523,3 +523,45 @@ fn drain_sends_goaway_and_in_flight_streams_finish() {
     assert!(text.contains("4 succeeded, 0 failed"), "{text}");
     assert!(text.contains("status codes: 4 2xx"), "{text}");
 }
+
+/// The guards hold over HTTP/2 exactly as over HTTP/1 (SPEC §3, §4): an encoded or
+/// slash-doubled spelling of a keyed path still needs the key, `%2F` and dot segments are
+/// 400, and a forged identity header under an `_` alias never reaches the backend.
+#[test]
+fn http2_streams_cannot_walk_around_a_permission() {
+    let f = fleet("");
+    let port = f.sy.http.port();
+    let r = requests(
+        port,
+        json!([
+            {"path": "/%6Beyed/x"},
+            {"path": "//keyed/x"},
+            {"path": "/keyed%2fx"},
+            {"path": "/keyed/%2e%2E/x"},
+        ]),
+    );
+    let statuses: Vec<i64> = r.iter().map(|x| x["status"].as_i64().unwrap()).collect();
+    assert_eq!(statuses, [401, 401, 400, 400], "{r:?}");
+    assert_eq!(
+        f.a.hits() + f.b.hits(),
+        0,
+        "a refused stream reached a backend"
+    );
+    // With the key, the canonical path is what the backend receives, and the forged
+    // identity headers are gone.
+    let r = requests(
+        port,
+        json!([{"path": "/%6Beyed//x", "headers": [
+            ["x-api-key", "read-secret"],
+            ["x_api_key_name", "ops"],
+            ["x-api-key-name", "ops"],
+        ]}]),
+    );
+    assert_eq!(r[0]["status"], 200, "{:?}", r[0]);
+    let j: Value = serde_json::from_str(r[0]["text"].as_str().unwrap()).unwrap();
+    assert_eq!(j["target"], "/keyed/x", "{j}");
+    let h = &j["headers"];
+    assert_eq!(h["x-api-key-name"], "reader", "{h}");
+    assert!(h.get("x_api_key_name").is_none(), "{h}");
+    assert!(h.get("x-api-key").is_none(), "{h}");
+}
