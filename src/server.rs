@@ -63,6 +63,7 @@ pub async fn start(cfg: Config) -> std::io::Result<Running> {
         upstreams,
     );
     crate::observe::access_log::apply(&shared.access_log, &cfg.server)?;
+    let acme_etcd = etcd.as_ref().map(|(s, _)| s.clone());
     if let Some((s, every)) = etcd {
         tokio::spawn(crate::fleet::run(shared.clone(), s, every));
     }
@@ -114,11 +115,7 @@ pub async fn start(cfg: Config) -> std::io::Result<Running> {
         )));
     }
     if let Some(acme) = cfg.tls.as_ref().and_then(|t| t.acme.clone()) {
-        // validate() allows [tls.acme] with the file store only.
-        if let config::Store::File { path } = &cfg.store {
-            let file = crate::tls::acme::file_beside(path);
-            tokio::spawn(crate::tls::acme::run(shared.clone(), acme, file));
-        }
+        tokio::spawn(start_acme(shared.clone(), acme, cfg.store.clone(), acme_etcd));
     }
     crate::health::checker::spawn_fresh(&shared, &cfg.gateway);
     log::info!("http listener on {http_addr}");
@@ -137,6 +134,32 @@ pub async fn start(cfg: Config) -> std::io::Result<Running> {
     };
     running.publish_own_listeners();
     Ok(running)
+}
+
+/// The ACME task over the store the config names: the file beside the registry, or etcd.
+async fn start_acme(
+    shared: Arc<crate::state::Shared>,
+    acme: config::tls::Acme,
+    store: config::Store,
+    etcd: Option<Arc<EtcdStore>>,
+) {
+    use crate::tls::acme::{self, Keep};
+    let keep = match (&store, etcd) {
+        (config::Store::File { path }, _) => {
+            Keep::File(acme::file::FileKeep::open(acme::file_beside(path)).await)
+        }
+        (config::Store::Etcd { .. }, Some(s)) => {
+            match acme::etcd::EtcdKeep::start(&shared, &s, &acme.domains).await {
+                Ok(k) => Keep::Etcd(k),
+                Err(e) => {
+                    log::error!("acme: cannot use etcd: {e}; no certificates will be ordered");
+                    return;
+                }
+            }
+        }
+        (config::Store::Etcd { .. }, None) => return,
+    };
+    acme::run(shared, acme, keep).await;
 }
 
 impl Running {

@@ -106,6 +106,17 @@ pub fn compare_exists(key: &[u8]) -> rpc::Compare {
     }
 }
 
+/// True while `key` does not exist (its create revision is 0).
+pub fn compare_absent(key: &[u8]) -> rpc::Compare {
+    rpc::Compare {
+        result: CompareResult::Equal as i32,
+        target: CompareTarget::Create as i32,
+        key: key.to_vec(),
+        range_end: Vec::new(),
+        target_union: Some(TargetUnion::CreateRevision(0)),
+    }
+}
+
 pub fn put_op(key: &[u8], value: &[u8]) -> rpc::RequestOp {
     rpc::RequestOp {
         request: Some(rpc::request_op::Request::RequestPut(rpc::PutRequest {
@@ -228,6 +239,23 @@ impl Client {
                 .await
         })
         .await
+    }
+
+    /// The value of `key` alone (no prefix match), None when it does not exist.
+    pub async fn get(&self, key: &[u8]) -> Result<Option<Vec<u8>>, Error> {
+        let req = rpc::RangeRequest {
+            key: key.to_vec(),
+            ..Default::default()
+        };
+        let r = self
+            .unary("get", self.op_timeout, |ch| async move {
+                KvClient::new(ch)
+                    .max_decoding_message_size(MAX_MESSAGE)
+                    .range(req)
+                    .await
+            })
+            .await?;
+        Ok(r.kvs.into_iter().find(|kv| kv.key == key).map(|kv| kv.value))
     }
 
     /// Stores `value` under `key`, attached to `lease` (0: none).

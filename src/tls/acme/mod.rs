@@ -2,8 +2,12 @@
 //! certificate for every domain without a valid stored one, answers http-01 through the plain
 //! listener (the challenges table in `TlsRuntime`), renews `renew_before` expiry, and backs
 //! off exponentially on failure. It never blocks the data plane: certificates are swapped in
-//! through the resolver's `ArcSwap`. The account key and the certificates live beside the
-//! registry file, written atomically with a CRC-32, like the registry itself.
+//! through the resolver's `ArcSwap`. Where the account and the certificates are kept is the
+//! keeper's job: `file` (one switchyard) or `etcd` (a fleet: one replica orders a domain at a
+//! time under an etcd lock, every replica serves what the store holds).
+pub mod etcd;
+pub mod file;
+
 use super::certs;
 use super::store::{Entry, Source};
 use crate::config::tls::Acme;
@@ -14,112 +18,74 @@ use instant_acme::{
 };
 use serde::{Deserialize, Serialize};
 use std::collections::BTreeMap;
-use std::io::Write;
-use std::path::{Path, PathBuf};
 use std::sync::Arc;
 use std::time::Duration;
 
-/// What the ACME file holds.
-#[derive(Debug, Default, Clone, Serialize, Deserialize, PartialEq)]
-pub struct AcmeState {
-    /// instant-acme's account credentials (id, key), per directory URL.
-    #[serde(default)]
-    pub accounts: BTreeMap<String, serde_json::Value>,
-    /// Domain → certificate chain and key, PEM.
-    #[serde(default)]
-    pub certificates: BTreeMap<String, StoredCert>,
-}
+pub use file::file_beside;
 
+/// A certificate chain and its key, PEM, as every keeper stores it.
 #[derive(Debug, Clone, Serialize, Deserialize, PartialEq)]
 pub struct StoredCert {
     pub cert_pem: String,
     pub key_pem: String,
 }
 
-#[derive(Serialize, Deserialize)]
-struct OnDisk {
-    version: u32,
-    /// CRC-32 (IEEE) of the compact JSON serialization of `acme`.
-    crc32: u32,
-    acme: AcmeState,
+/// What one attempt at a domain came to.
+#[derive(Debug)]
+pub enum Obtained {
+    /// This switchyard ordered it.
+    Ordered(StoredCert),
+    /// The store already had a valid one (another replica ordered it meanwhile).
+    Present(StoredCert),
+    /// Another replica is ordering it right now; look again soon. Not a failure.
+    Busy,
 }
 
-fn crc_of(s: &AcmeState) -> u32 {
-    crc32fast::hash(&serde_json::to_vec(s).unwrap_or_default())
+/// Where the ACME state lives.
+pub enum Keep {
+    File(file::FileKeep),
+    Etcd(etcd::EtcdKeep),
 }
 
-/// The ACME file beside a registry file: `state.json` → `state.acme.json`.
-pub fn file_beside(registry: &Path) -> PathBuf {
-    registry.with_extension("acme.json")
-}
+/// How soon a domain another replica is ordering is looked at again (its result usually
+/// arrives through the watch before that).
+const BUSY_RETRY: Duration = Duration::from_secs(2);
 
-/// Reads the ACME file. Missing: empty. Unparsable or failing its CRC: moved aside and
-/// logged, never used (its certificates are then ordered again).
-pub fn load(path: &Path) -> AcmeState {
-    let bytes = match std::fs::read(path) {
-        Ok(b) => b,
-        Err(e) if e.kind() == std::io::ErrorKind::NotFound => return AcmeState::default(),
-        Err(e) => {
-            log::error!("acme store {}: cannot read: {e}", path.display());
-            return AcmeState::default();
+impl Keep {
+    fn certificate(&self, domain: &str) -> Option<StoredCert> {
+        match self {
+            Keep::File(f) => f.certificates().get(domain).cloned(),
+            Keep::Etcd(e) => e.certificate(domain),
         }
-    };
-    let problem = match serde_json::from_slice::<OnDisk>(&bytes) {
-        Ok(d) if d.version == 1 && d.crc32 == crc_of(&d.acme) => return d.acme,
-        Ok(d) if d.version != 1 => format!("unknown version {}", d.version),
-        Ok(_) => "checksum mismatch".to_string(),
-        Err(e) => format!("does not parse: {e}"),
-    };
-    let aside = path.with_extension(format!("corrupt-{}", crate::clock::unix_ms()));
-    let moved = std::fs::rename(path, &aside);
-    log::error!(
-        "acme store {}: {problem}; moved aside ({}); certificates will be ordered again",
-        path.display(),
-        match moved {
-            Ok(()) => aside.display().to_string(),
-            Err(e) => format!("failed: {e}"),
-        }
-    );
-    AcmeState::default()
-}
-
-/// Writes the ACME file durably: temp file, fsync, rename, directory fsync.
-pub fn save(path: &Path, state: &AcmeState) -> std::io::Result<()> {
-    let doc = OnDisk {
-        version: 1,
-        crc32: crc_of(state),
-        acme: state.clone(),
-    };
-    let mut data = serde_json::to_vec_pretty(&doc).map_err(std::io::Error::other)?;
-    data.push(b'\n');
-    let tmp = path.with_extension("acme.tmp");
-    {
-        let mut f = std::fs::OpenOptions::new()
-            .write(true)
-            .create(true)
-            .truncate(true)
-            .mode_private()
-            .open(&tmp)?;
-        f.write_all(&data)?;
-        f.sync_all()?;
     }
-    std::fs::rename(&tmp, path)?;
-    let dir = match path.parent() {
-        Some(d) if !d.as_os_str().is_empty() => d,
-        _ => Path::new("."),
-    };
-    std::fs::File::open(dir)?.sync_all()
-}
 
-/// Private keys: the file is readable by its owner only.
-trait PrivateMode {
-    fn mode_private(&mut self) -> &mut Self;
-}
+    /// Serves what the keeper holds now.
+    fn serve(&self, shared: &Shared, domains: &[String]) {
+        match self {
+            Keep::File(f) => shared.tls.set_acme(entries(f.certificates(), domains)),
+            Keep::Etcd(e) => e.serve(shared, domains),
+        }
+    }
 
-impl PrivateMode for std::fs::OpenOptions {
-    fn mode_private(&mut self) -> &mut Self {
-        use std::os::unix::fs::OpenOptionsExt;
-        self.mode(0o600)
+    async fn obtain(
+        &mut self,
+        shared: &Shared,
+        cfg: &Acme,
+        account: &mut Option<Account>,
+        domain: &str,
+    ) -> Result<Obtained, String> {
+        match self {
+            Keep::File(f) => f.obtain(shared, cfg, account, domain).await,
+            Keep::Etcd(e) => e.obtain(shared, cfg, account, domain).await,
+        }
+    }
+
+    /// Resolves when the stored certificates changed under us (etcd watch); never for a file.
+    async fn changed(&self) {
+        match self {
+            Keep::File(_) => std::future::pending().await,
+            Keep::Etcd(e) => e.changed().await,
+        }
     }
 }
 
@@ -141,14 +107,35 @@ pub fn renew_at(not_before: i64, not_after: i64, renew_before: Duration) -> i64 
         .max(half)
 }
 
-/// The store entries for the stored certificates that parse.
-fn entries(state: &AcmeState, domains: &[String]) -> Vec<Entry> {
+/// When `cert` is due for renewal (Unix seconds); `now` for one that does not parse.
+fn due_at(cert: Option<&StoredCert>, renew_before: Duration, now: i64) -> i64 {
+    cert.and_then(|c| certs::from_pem(c.cert_pem.as_bytes(), c.key_pem.as_bytes()).ok())
+        .map_or(now, |l| renew_at(l.not_before, l.not_after, renew_before))
+}
+
+/// Unix seconds now.
+fn now_secs() -> i64 {
+    (crate::clock::unix_ms() / 1000) as i64
+}
+
+/// Checks a stored certificate for `domain`: it parses, its key matches, and its leaf names
+/// the domain (a value written for another name is never served for this one).
+pub fn check_stored(domain: &str, c: &StoredCert) -> Result<certs::Loaded, String> {
+    let l = certs::from_pem(c.cert_pem.as_bytes(), c.key_pem.as_bytes()).map_err(|e| e.message)?;
+    if !l.dns_names.iter().any(|n| n == domain) {
+        return Err(format!("its leaf names {:?}, not {domain}", l.dns_names));
+    }
+    Ok(l)
+}
+
+/// The store entries for the stored certificates of `domains` that pass `check_stored`.
+pub fn entries(stored: &BTreeMap<String, StoredCert>, domains: &[String]) -> Vec<Entry> {
     let mut out = Vec::new();
     for d in domains {
-        let Some(c) = state.certificates.get(d) else {
+        let Some(c) = stored.get(d) else {
             continue;
         };
-        match certs::from_pem(c.cert_pem.as_bytes(), c.key_pem.as_bytes()) {
+        match check_stored(d, c) {
             Ok(l) => out.push(Entry {
                 loaded: Arc::new(l),
                 hosts: vec![d.clone()],
@@ -156,33 +143,23 @@ fn entries(state: &AcmeState, domains: &[String]) -> Vec<Entry> {
                 default: false,
                 file: None,
             }),
-            Err(e) => log::error!("acme: stored certificate for {d} unusable: {}", e.message),
+            Err(e) => log::error!("acme: stored certificate for {d} unusable: {e}"),
         }
     }
     out
 }
 
-/// Runs the ACME loop for `cfg` with the state file `path`; never returns.
-pub async fn run(shared: Arc<Shared>, cfg: Acme, path: PathBuf) {
-    let p = path.clone();
-    let mut state = tokio::task::spawn_blocking(move || load(&p))
-        .await
-        .unwrap_or_default();
-    shared.tls.set_acme(entries(&state, &cfg.domains));
+/// Runs the ACME loop for `cfg` over `keep`; never returns.
+pub async fn run(shared: Arc<Shared>, cfg: Acme, mut keep: Keep) {
+    keep.serve(&shared, &cfg.domains);
     let mut failures: BTreeMap<String, (u32, tokio::time::Instant)> = BTreeMap::new();
     let mut account: Option<Account> = None;
     loop {
-        let now = (crate::clock::unix_ms() / 1000) as i64;
+        let now = now_secs();
         // Wake at least hourly: renewal dates are wall-clock, and sleeps are not.
         let mut wake = tokio::time::Instant::now() + Duration::from_secs(3600);
         for d in &cfg.domains {
-            let due = state
-                .certificates
-                .get(d)
-                .and_then(|c| certs::from_pem(c.cert_pem.as_bytes(), c.key_pem.as_bytes()).ok())
-                .map_or(now, |l| {
-                    renew_at(l.not_before, l.not_after, cfg.renew_before)
-                });
+            let due = due_at(keep.certificate(d).as_ref(), cfg.renew_before, now);
             if due > now {
                 let at = tokio::time::Instant::now() + Duration::from_secs((due - now) as u64);
                 wake = wake.min(at);
@@ -194,35 +171,19 @@ pub async fn run(shared: Arc<Shared>, cfg: Acme, path: PathBuf) {
                     continue;
                 }
             }
-            log::info!(
-                "acme: ordering a certificate for {d} from {}",
-                cfg.directory
-            );
-            match order(&shared, &cfg, &mut state, &mut account, d).await {
-                Ok(cert) => {
-                    failures.remove(d);
-                    let fresh = certs::from_pem(cert.cert_pem.as_bytes(), cert.key_pem.as_bytes())
-                        .map_or(now, |l| {
-                            renew_at(l.not_before, l.not_after, cfg.renew_before)
-                        });
-                    let now = (crate::clock::unix_ms() / 1000) as i64;
-                    if fresh <= now {
-                        // A CA that issues certificates already due (a lifetime under a
-                        // second): pace it like a failure instead of ordering in a loop.
-                        log::warn!("acme: the new certificate for {d} is already due for renewal");
-                        failures.insert(d.clone(), (0, tokio::time::Instant::now() + backoff(1)));
-                    }
-                    // Look again at once: the next turn sleeps until the renewal time.
-                    wake = tokio::time::Instant::now();
-                    state.certificates.insert(d.clone(), cert);
-                    let (p, s) = (path.clone(), state.clone());
-                    match tokio::task::spawn_blocking(move || save(&p, &s)).await {
-                        Ok(Ok(())) => {}
-                        Ok(Err(e)) => log::error!("acme: cannot write {}: {e}", path.display()),
-                        Err(e) => log::error!("acme: cannot write {}: {e}", path.display()),
-                    }
-                    shared.tls.set_acme(entries(&state, &cfg.domains));
+            let cert = match keep.obtain(&shared, &cfg, &mut account, d).await {
+                Ok(Obtained::Busy) => {
+                    log::info!("acme: another replica is ordering {d}; waiting for it");
+                    wake = wake.min(tokio::time::Instant::now() + BUSY_RETRY);
+                    continue;
+                }
+                Ok(Obtained::Ordered(c)) => {
                     log::info!("acme: certificate for {d} installed");
+                    c
+                }
+                Ok(Obtained::Present(c)) => {
+                    log::info!("acme: certificate for {d} installed from the store");
+                    c
                 }
                 Err(e) => {
                     let n = failures.get(d).map_or(0, |f| f.0) + 1;
@@ -233,27 +194,57 @@ pub async fn run(shared: Arc<Shared>, cfg: Acme, path: PathBuf) {
                     wake = wake.min(retry);
                     // A failure may come from a stale account: make a fresh client next time.
                     account = None;
+                    continue;
                 }
+            };
+            failures.remove(d);
+            keep.serve(&shared, &cfg.domains);
+            if due_at(Some(&cert), cfg.renew_before, now) <= now_secs() {
+                // A CA that issues certificates already due (a lifetime under a second):
+                // pace it like a failure instead of ordering in a loop.
+                log::warn!("acme: the new certificate for {d} is already due for renewal");
+                failures.insert(d.clone(), (0, tokio::time::Instant::now() + backoff(1)));
             }
+            // Look again at once: the next turn sleeps until the renewal time.
+            wake = tokio::time::Instant::now();
         }
-        tokio::time::sleep_until(wake).await;
+        tokio::select! {
+            _ = tokio::time::sleep_until(wake) => {}
+            _ = keep.changed() => {}
+        }
     }
 }
 
-async fn account_for(cfg: &Acme, state: &mut AcmeState) -> Result<Account, String> {
+fn log_ordering(cfg: &Acme, domain: &str) {
+    log::info!(
+        "acme: ordering a certificate for {domain} from {}",
+        cfg.directory
+    );
+}
+
+/// The account to order with: the one in use, else the stored credentials, else a new
+/// account. Returns the new account's credentials for the keeper to store.
+async fn account(
+    cfg: &Acme,
+    cached: &mut Option<Account>,
+    stored: Option<&serde_json::Value>,
+) -> Result<(Account, Option<serde_json::Value>), String> {
+    if let Some(a) = cached {
+        return Ok((a.clone(), None));
+    }
     let builder = || match &cfg.ca {
         Some(ca) => Account::builder_with_root(ca),
         None => Account::builder(),
     };
-    if let Some(v) = state.accounts.get(&cfg.directory) {
-        if let Ok(creds) = serde_json::from_value::<AccountCredentials>(v.clone()) {
-            let b = builder().map_err(|e| e.to_string())?;
-            return b.from_credentials(creds).await.map_err(|e| e.to_string());
-        }
+    if let Some(creds) = stored.and_then(|v| AccountCredentials::deserialize(v).ok()) {
+        let b = builder().map_err(|e| e.to_string())?;
+        let a = b.from_credentials(creds).await.map_err(|e| e.to_string())?;
+        *cached = Some(a.clone());
+        return Ok((a, None));
     }
     let contact = cfg.email.as_ref().map(|e| format!("mailto:{e}"));
     let contacts: Vec<&str> = contact.iter().map(String::as_str).collect();
-    let (account, creds) = builder()
+    let (a, creds) = builder()
         .map_err(|e| e.to_string())?
         .create(
             &NewAccount {
@@ -266,30 +257,20 @@ async fn account_for(cfg: &Acme, state: &mut AcmeState) -> Result<Account, Strin
         )
         .await
         .map_err(|e| format!("account: {e}"))?;
-    state.accounts.insert(
-        cfg.directory.clone(),
-        serde_json::to_value(&creds).map_err(|e| e.to_string())?,
-    );
     log::info!("acme: account created at {}", cfg.directory);
-    Ok(account)
+    let v = serde_json::to_value(&creds).map_err(|e| e.to_string())?;
+    *cached = Some(a.clone());
+    Ok((a, Some(v)))
 }
 
-/// One order for `domain`, start to finish.
+/// One order for `domain`, start to finish. With `fleet`, every http-01 answer is also
+/// published to etcd, so whichever replica the CA's validation request reaches can answer.
 async fn order(
     shared: &Shared,
-    cfg: &Acme,
-    state: &mut AcmeState,
-    account: &mut Option<Account>,
+    acct: &Account,
     domain: &str,
+    fleet: Option<&etcd::Publisher<'_>>,
 ) -> Result<StoredCert, String> {
-    let acct = match account {
-        Some(a) => a.clone(),
-        None => {
-            let a = account_for(cfg, state).await?;
-            *account = Some(a.clone());
-            a
-        }
-    };
     let ids = [Identifier::Dns(domain.to_string())];
     let mut order = acct
         .new_order(&NewOrder::new(&ids))
@@ -310,8 +291,11 @@ async fn order(
                 .ok_or("the server offers no http-01 challenge")?;
             let token = ch.token.clone();
             let auth = ch.key_authorization().as_str().to_string();
-            shared.tls.add_challenge(token.clone(), auth);
-            tokens.push(token);
+            shared.tls.add_challenge(token.clone(), auth.clone());
+            tokens.push(token.clone());
+            if let Some(p) = fleet {
+                p.publish(&token, &auth).await?;
+            }
             ch.set_ready()
                 .await
                 .map_err(|e| format!("challenge: {e}"))?;
@@ -330,13 +314,16 @@ async fn order(
             .poll_certificate(&retry)
             .await
             .map_err(|e| format!("certificate: {e}"))?;
-        certs::from_pem(cert_pem.as_bytes(), key_pem.as_bytes())
-            .map_err(|e| format!("issued certificate unusable: {}", e.message))?;
-        Ok(StoredCert { cert_pem, key_pem })
+        let cert = StoredCert { cert_pem, key_pem };
+        check_stored(domain, &cert).map_err(|e| format!("issued certificate unusable: {e}"))?;
+        Ok(cert)
     }
     .await;
     for t in &tokens {
         shared.tls.remove_challenge(t);
+        if let Some(p) = fleet {
+            p.withdraw(t).await;
+        }
     }
     result
 }
@@ -356,40 +343,43 @@ mod tests {
         assert_eq!(renew_at(0, 1000, Duration::from_secs(900)), 500);
     }
 
+    fn pair(names: &[&str]) -> StoredCert {
+        let ck = rcgen::generate_simple_self_signed(
+            names.iter().map(|s| s.to_string()).collect::<Vec<_>>(),
+        )
+        .unwrap();
+        StoredCert {
+            cert_pem: ck.cert.pem(),
+            key_pem: ck.signing_key.serialize_pem(),
+        }
+    }
+
     #[test]
-    fn the_file_round_trips_and_a_bad_crc_is_moved_aside() {
-        let d = std::env::temp_dir().join(format!("sy-acme-{}", std::process::id()));
-        let _ = std::fs::remove_dir_all(&d);
-        std::fs::create_dir_all(&d).unwrap();
-        let p = file_beside(&d.join("state.json"));
-        assert_eq!(p, d.join("state.acme.json"));
-        assert_eq!(load(&p), AcmeState::default());
-        let mut s = AcmeState::default();
-        s.certificates.insert(
-            "a.test".into(),
+    fn a_stored_certificate_is_served_only_for_a_name_its_leaf_carries() {
+        let mut stored = BTreeMap::new();
+        stored.insert("a.test".to_string(), pair(&["a.test"]));
+        stored.insert("b.test".to_string(), pair(&["other.test"]));
+        stored.insert(
+            "c.test".to_string(),
             StoredCert {
-                cert_pem: "C".into(),
-                key_pem: "K".into(),
+                cert_pem: "junk".into(),
+                key_pem: "junk".into(),
             },
         );
-        save(&p, &s).unwrap();
-        assert_eq!(load(&p), s);
-        use std::os::unix::fs::PermissionsExt;
-        assert_eq!(
-            std::fs::metadata(&p).unwrap().permissions().mode() & 0o777,
-            0o600
-        );
-        let text = std::fs::read_to_string(&p)
-            .unwrap()
-            .replace("\"C\"", "\"X\"");
-        std::fs::write(&p, text).unwrap();
-        assert_eq!(load(&p), AcmeState::default());
-        assert!(!p.exists());
-        assert!(std::fs::read_dir(&d).unwrap().any(|e| e
-            .unwrap()
-            .file_name()
-            .to_string_lossy()
-            .contains("corrupt")));
-        let _ = std::fs::remove_dir_all(&d);
+        let domains: Vec<String> = ["a.test", "b.test", "c.test", "d.test"]
+            .iter()
+            .map(|s| s.to_string())
+            .collect();
+        let e = entries(&stored, &domains);
+        assert_eq!(e.len(), 1);
+        assert_eq!(e[0].hosts, ["a.test"]);
+        assert_eq!(e[0].source, Source::Acme);
+        assert!(check_stored("b.test", &stored["b.test"])
+            .unwrap_err()
+            .contains("not b.test"));
+        // Unparsable or missing: due now.
+        assert_eq!(due_at(stored.get("c.test"), Duration::ZERO, 77), 77);
+        assert_eq!(due_at(None, Duration::ZERO, 77), 77);
+        assert!(due_at(stored.get("a.test"), Duration::ZERO, 77) > now_secs());
     }
 }
