@@ -115,7 +115,12 @@ pub async fn start(cfg: Config) -> std::io::Result<Running> {
         )));
     }
     if let Some(acme) = cfg.tls.as_ref().and_then(|t| t.acme.clone()) {
-        tokio::spawn(start_acme(shared.clone(), acme, cfg.store.clone(), acme_etcd));
+        tokio::spawn(start_acme(
+            shared.clone(),
+            acme,
+            cfg.store.clone(),
+            acme_etcd,
+        ));
     }
     crate::health::checker::spawn_fresh(&shared, &cfg.gateway);
     log::info!("http listener on {http_addr}");

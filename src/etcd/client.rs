@@ -255,7 +255,10 @@ impl Client {
                     .await
             })
             .await?;
-        Ok(r.kvs.into_iter().find(|kv| kv.key == key).map(|kv| kv.value))
+        Ok(r.kvs
+            .into_iter()
+            .find(|kv| kv.key == key)
+            .map(|kv| kv.value))
     }
 
     /// Stores `value` under `key`, attached to `lease` (0: none).

@@ -318,7 +318,9 @@ impl Publisher<'_> {
     pub async fn withdraw(&self, token: &str) {
         let key = self.keys.challenge(token);
         if let Err(e) = self.client.delete(key.as_bytes()).await {
-            log::warn!("acme: removing the challenge {token} from etcd: {e} (it goes with the lease)");
+            log::warn!(
+                "acme: removing the challenge {token} from etcd: {e} (it goes with the lease)"
+            );
         }
     }
 }
@@ -422,7 +424,9 @@ impl EtcdKeep {
                 Some(v) => match unseal::<serde_json::Value>(&v) {
                     Ok(a) => Some(a),
                     Err(e) => {
-                        log::error!("acme: etcd value {akey} unusable ({e}); a new account is made");
+                        log::error!(
+                            "acme: etcd value {akey} unusable ({e}); a new account is made"
+                        );
                         None
                     }
                 },

@@ -1,0 +1,252 @@
+//! ACME in a fleet (SPEC §9 with `[store] kind = "etcd"`): two switchyard replicas on one real
+//! etcd, a real pebble + pebble-challtestsrv on loopback. One replica orders, the other picks
+//! the certificate up through its watch; Python `ssl`, trusting only pebble's root, sees the
+//! same leaf on both. Pebble's own log counts the orders it accepted (`Added order`, one line
+//! per stored newOrder) and the certificates it issued. pebble validates http-01 on one plain
+//! port only (replica A's), so an order placed by replica B succeeds only if A answers B's
+//! challenge from etcd — the second test makes that happen for certain.
+mod support;
+use serde_json::{json, Value};
+use std::process::{Command, Stdio};
+use std::time::{Duration, Instant};
+use support::etcd::Etcd;
+use support::pebble::{free_tcp_port, Pebble};
+use support::tls::{https_port, PyClient};
+use support::*;
+
+const PREFIX: &str = "/switchyard/";
+
+fn fleet_config(
+    http_port: u16,
+    directory: &str,
+    ca: &str,
+    etcd: &str,
+    b: &Backend,
+    dom: &str,
+) -> String {
+    format!(
+        "[server]\nlisten = \"127.0.0.1:{http_port}\"\naccess_log = false\n\n[admin]\nlisten = \"127.0.0.1:0\"\n\n{}\n\
+[tls]\nlisten = \"127.0.0.1:0\"\n\n\
+[tls.acme]\ndirectory = \"{directory}\"\nemail = \"ops@fleet.test\"\ndomains = [\"{dom}\"]\nca = \"{ca}\"\n\n\
+[store]\nkind = \"etcd\"\nendpoints = [\"{etcd}\"]\nprefix = \"{PREFIX}\"\nfull_refresh_interval = 1\n",
+        targets_toml(&[b.address()]),
+    )
+}
+
+fn health(sy: &Switchyard) -> Value {
+    client()
+        .get(sy.admin_url("/health"))
+        .send()
+        .unwrap()
+        .json()
+        .unwrap()
+}
+
+fn ready(sy: &Switchyard) -> bool {
+    client()
+        .get(sy.admin_url("/ready"))
+        .send()
+        .map(|r| r.status() == 200)
+        .unwrap_or(false)
+}
+
+fn keys(e: &Etcd, prefix: &str) -> Vec<String> {
+    e.ctl(&["get", prefix, "--prefix", "--keys-only"])
+        .unwrap()
+        .lines()
+        .filter(|l| !l.is_empty())
+        .map(String::from)
+        .collect()
+}
+
+fn installed(sy: &Switchyard, dom: &str, pebble: &Pebble) {
+    // Matches "installed" (the orderer) and "installed from etcd" / "from the store".
+    assert!(
+        sy.wait_log(
+            &format!("acme: certificate for {dom} installed"),
+            Duration::from_secs(90)
+        ),
+        "{}\n--- pebble:\n{}",
+        sy.log_text(),
+        pebble.log()
+    );
+}
+
+/// The leaf both replicas serve for `dom`, verified against pebble's root: (sha256, serial).
+fn same_leaf_on_both(py: &mut PyClient, rs: [&Switchyard; 2], dom: &str, root: &str) -> Value {
+    let mut seen = Vec::new();
+    for sy in rs {
+        let r = py.call(json!({"op": "handshake", "port": https_port(sy), "sni": dom, "ca": root}));
+        assert_eq!(r["ok"], true, "{dom}: {r}");
+        seen.push(r);
+    }
+    assert_eq!(seen[0]["sha256"], seen[1]["sha256"], "{seen:?}");
+    seen.remove(0)
+}
+
+fn serial_of(leaf: &Value) -> String {
+    leaf["serial"]
+        .as_str()
+        .unwrap()
+        .trim_start_matches('0')
+        .to_lowercase()
+}
+
+fn check_health(sy: &Switchyard, dom: &str) {
+    let h = health(sy);
+    let certs = h["certificates"].as_array().unwrap();
+    assert_eq!(certs.len(), 1, "{h}");
+    assert_eq!(certs[0]["source"], "acme", "{h}");
+    assert_eq!(certs[0]["hosts"], json!([dom]), "{h}");
+}
+
+#[test]
+fn two_replicas_on_one_etcd_serve_the_certificate_of_a_single_order() {
+    let mut e = Etcd::start();
+    let pd = TempDir::new("pebble-fleet");
+    let a_port = free_tcp_port();
+    let pebble = Pebble::start(&pd.0, a_port, None);
+    let b = Backend::start("one");
+    let dom = "fleet-a.test";
+    let endpoint = e.endpoint();
+    let cfg = |port| fleet_config(port, &pebble.directory, &pebble.ca_file, &endpoint, &b, dom);
+    let a = Switchyard::start(&cfg(a_port));
+    let bb = Switchyard::start(&cfg(0));
+    assert!(wait_until(Duration::from_secs(10), || ready(&a) && ready(&bb)));
+    installed(&a, dom, &pebble);
+    installed(&bb, dom, &pebble);
+
+    let root = pebble.root(&pd.0);
+    let mut py = PyClient::start();
+    let leaf = same_leaf_on_both(&mut py, [&a, &bb], dom, &root);
+    // Give a second orderer every chance to show up before counting.
+    std::thread::sleep(Duration::from_secs(2));
+    assert_eq!(pebble.orders(), 1, "{}", pebble.log());
+    assert_eq!(
+        pebble.issued_serials(),
+        [serial_of(&leaf)],
+        "{}",
+        pebble.log()
+    );
+    let orderers: Vec<usize> = [&a, &bb]
+        .iter()
+        .map(|sy| sy.log_text().matches("acme: ordering").count())
+        .collect();
+    assert_eq!(orderers.iter().sum::<usize>(), 1, "{orderers:?}");
+    eprintln!(
+        "ordered by replica {} (pebble validates on replica A's port)",
+        if orderers[0] == 1 { "A" } else { "B" }
+    );
+    check_health(&a, dom);
+    check_health(&bb, dom);
+
+    // The store: one sealed certificate, one account; no lock or challenge left behind.
+    assert_eq!(
+        keys(&e, &format!("{PREFIX}acme/certificates/")),
+        [format!("{PREFIX}acme/certificates/{dom}")]
+    );
+    assert_eq!(keys(&e, &format!("{PREFIX}acme/accounts/")).len(), 1);
+    assert!(wait_until(Duration::from_secs(5), || keys(
+        &e,
+        &format!("{PREFIX}acme/locks/")
+    )
+    .is_empty()));
+    assert!(keys(&e, &format!("{PREFIX}acme/challenges/")).is_empty());
+
+    // etcd away: both replicas keep serving the certificate they have.
+    e.stop();
+    std::thread::sleep(Duration::from_secs(2));
+    let again = same_leaf_on_both(&mut py, [&a, &bb], dom, &root);
+    assert_eq!(again["sha256"], leaf["sha256"]);
+    check_health(&a, dom);
+    e.resume();
+
+    // A third replica started later serves the stored certificate without ordering.
+    let c = Switchyard::start(&cfg(0));
+    installed(&c, dom, &pebble);
+    let r = py.call(json!({"op": "handshake", "port": https_port(&c), "sni": dom, "ca": root}));
+    assert_eq!(r["sha256"], leaf["sha256"], "{r}");
+    assert!(!c.log_text().contains("acme: ordering"), "{}", c.log_text());
+    assert_eq!(pebble.orders(), 1, "{}", pebble.log());
+}
+
+/// `etcdctl lock` holds the domain's lock the way a replica does (etcd's lock service, a
+/// session lease with a TTL), then dies by SIGKILL without unlocking: the replicas wait,
+/// then order once its lease runs out. Replica A cannot reach the CA (its directory is a
+/// dead port), so replica B orders, and pebble, validating on A's plain port only, gets the
+/// answer from A — which has it only through etcd.
+#[test]
+fn a_dead_holders_lock_runs_out_and_the_order_is_validated_through_the_other_replica() {
+    let e = Etcd::start();
+    let pd = TempDir::new("pebble-dead");
+    let a_port = free_tcp_port();
+    let pebble = Pebble::start(&pd.0, a_port, None);
+    let b = Backend::start("one");
+    let dom = "fleet-d.test";
+    let lock = format!("{PREFIX}acme/locks/{dom}");
+    let mut holder = Command::new("etcdctl")
+        .env("ETCDCTL_API", "3")
+        .args(["--endpoints", &e.endpoint(), "lock", "--ttl", "3", &lock])
+        .stdout(Stdio::piped())
+        .stderr(Stdio::null())
+        .spawn()
+        .expect("etcdctl (apt-get install etcd-client)");
+    // It prints the lock's key once it holds the lock.
+    assert!(wait_until(Duration::from_secs(10), || keys(&e, &lock)
+        .len()
+        == 1));
+
+    let dead_directory = format!("https://127.0.0.1:{}/dir", dead_port());
+    let a = Switchyard::start(&fleet_config(
+        a_port,
+        &dead_directory,
+        &pebble.ca_file,
+        &e.endpoint(),
+        &b,
+        dom,
+    ));
+    let bb = Switchyard::start(&fleet_config(
+        0,
+        &pebble.directory,
+        &pebble.ca_file,
+        &e.endpoint(),
+        &b,
+        dom,
+    ));
+    assert!(wait_until(Duration::from_secs(10), || ready(&a) && ready(&bb)));
+    // Both wait in the lock queue behind the holder.
+    assert!(wait_until(Duration::from_secs(10), || keys(&e, &lock)
+        .len()
+        == 3));
+    std::thread::sleep(Duration::from_secs(1));
+    assert_eq!(pebble.orders(), 0, "ordered while the lock was held");
+    assert!(!bb.log_text().contains("acme: ordering"));
+
+    let _ = holder.kill();
+    let _ = holder.wait();
+    let killed = Instant::now();
+    installed(&bb, dom, &pebble);
+    let took = killed.elapsed();
+    // The holder's lease (3 s) had to run out first; then no LOCK_WAIT round was lost.
+    assert!(took < Duration::from_secs(20), "{took:?}");
+    installed(&a, dom, &pebble);
+    assert!(
+        bb.log_text().contains("acme: ordering"),
+        "{}",
+        bb.log_text()
+    );
+    assert!(!a.log_text().contains("acme: ordering"), "{}", a.log_text());
+
+    let root = pebble.root(&pd.0);
+    let mut py = PyClient::start();
+    let leaf = same_leaf_on_both(&mut py, [&a, &bb], dom, &root);
+    assert_eq!(pebble.orders(), 1, "{}", pebble.log());
+    assert_eq!(
+        pebble.issued_serials(),
+        [serial_of(&leaf)],
+        "{}",
+        pebble.log()
+    );
+    check_health(&a, dom);
+    check_health(&bb, dom);
+}
