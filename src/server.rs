@@ -153,8 +153,16 @@ async fn start_acme(
         (config::Store::File { path }, _) => {
             Keep::File(acme::file::FileKeep::open(acme::file_beside(path)).await)
         }
-        (config::Store::Etcd { .. }, Some(s)) => {
-            match acme::etcd::EtcdKeep::start(&shared, &s, &acme.domains).await {
+        (
+            config::Store::Etcd {
+                full_refresh_interval,
+                ..
+            },
+            Some(s),
+        ) => {
+            match acme::etcd::EtcdKeep::start(&shared, &s, &acme.domains, *full_refresh_interval)
+                .await
+            {
                 Ok(k) => Keep::Etcd(k),
                 Err(e) => {
                     log::error!("acme: cannot use etcd: {e}; no certificates will be ordered");

@@ -250,3 +250,72 @@ fn a_dead_holders_lock_runs_out_and_the_order_is_validated_through_the_other_rep
     check_health(&a, dom);
     check_health(&bb, dom);
 }
+
+/// Seconds of the day of each `Added order` line in pebble's log (`Pebble YYYY/MM/DD HH:MM:SS`).
+fn order_times(pebble: &Pebble) -> Vec<u32> {
+    pebble
+        .log()
+        .lines()
+        .filter(|l| l.contains("Added order "))
+        .filter_map(|l| l.split_whitespace().nth(2))
+        .filter_map(|t| {
+            let p: Vec<u32> = t.split(':').filter_map(|x| x.parse().ok()).collect();
+            (p.len() == 3).then(|| p[0] * 3600 + p[1] * 60 + p[2])
+        })
+        .collect()
+}
+
+/// Eight-second certificates are renewed at half their life. Both replicas are due at the
+/// same moment; one renews, the other finds the fresh certificate under the lock, and both
+/// swap the renewed leaf in without a restart.
+#[test]
+fn renewals_in_the_fleet_are_ordered_once_and_reach_every_replica() {
+    let e = Etcd::start();
+    let pd = TempDir::new("pebble-renew");
+    let a_port = free_tcp_port();
+    let pebble = Pebble::start(&pd.0, a_port, Some(8));
+    let b = Backend::start("one");
+    let dom = "fleet-r.test";
+    let endpoint = e.endpoint();
+    let cfg = |port| fleet_config(port, &pebble.directory, &pebble.ca_file, &endpoint, &b, dom);
+    let a = Switchyard::start(&cfg(a_port));
+    let bb = Switchyard::start(&cfg(0));
+    installed(&a, dom, &pebble);
+    installed(&bb, dom, &pebble);
+    let root = pebble.root(&pd.0);
+    let mut py = PyClient::start();
+    let first = same_leaf_on_both(&mut py, [&a, &bb], dom, &root);
+    assert!(
+        wait_until(Duration::from_secs(60), || pebble.issued_serials().len()
+            >= 3),
+        "{}",
+        pebble.log()
+    );
+    // Both replicas serve one of the renewed leaves, the same one.
+    let mut last = Value::Null;
+    let same = wait_until(Duration::from_secs(10), || {
+        let l = same_leaf_on_both(&mut py, [&a, &bb], dom, &root);
+        let renewed = l["sha256"] != first["sha256"];
+        last = l;
+        renewed
+    });
+    assert!(same, "{last}");
+    assert!(pebble.issued_serials().contains(&serial_of(&last)));
+    // One order per renewal: orders are half a lifetime apart, never two at once.
+    let times = order_times(&pebble);
+    eprintln!("orders at {times:?}");
+    assert!(times.len() >= 3, "{}", pebble.log());
+    for w in times.windows(2) {
+        assert!(
+            w[1] >= w[0] + 3,
+            "two orders closer than half a lifetime: {times:?}\n{}",
+            pebble.log()
+        );
+    }
+    let ours: usize = [&a, &bb]
+        .iter()
+        .map(|sy| sy.log_text().matches("acme: ordering").count())
+        .sum();
+    assert!(ours >= times.len(), "{ours} vs {times:?}");
+    assert!(ours <= times.len() + 1, "{ours} vs {times:?}");
+}

@@ -164,6 +164,8 @@ struct Inner {
     /// Tokens of http-01 answers taken from etcd (so a full reload can drop stale ones).
     learned: Mutex<BTreeSet<String>>,
     changed: Notify,
+    /// `[store] full_refresh_interval`: the prefix is read whole this often, as the registry is.
+    full_refresh: Duration,
 }
 
 impl Inner {
@@ -332,6 +334,7 @@ impl EtcdKeep {
         shared: &Arc<Shared>,
         store: &EtcdStore,
         domains: &[String],
+        full_refresh: Duration,
     ) -> Result<EtcdKeep, String> {
         let client = store.client().await.map_err(|e| e.to_string())?;
         let inner = Arc::new(Inner {
@@ -341,6 +344,7 @@ impl EtcdKeep {
             certs: Mutex::default(),
             learned: Mutex::default(),
             changed: Notify::new(),
+            full_refresh,
         });
         let first = match inner.load(shared).await {
             Ok(rev) => Some(rev),
@@ -472,8 +476,9 @@ impl EtcdKeep {
     }
 }
 
-/// Follows `<prefix>acme/` until the process ends: watch from the revision last read,
-/// reconnect with backoff and a full read after any break, serving what we have meanwhile.
+/// Follows `<prefix>acme/` until the process ends: watch from the revision last read, a full
+/// read every `full_refresh_interval`, reconnect with backoff and a full read after any
+/// break, serving what we have meanwhile.
 async fn follow(inner: Arc<Inner>, shared: Arc<Shared>, mut from: Option<i64>) {
     let mut backoff = Duration::from_millis(50);
     let mut last_error = String::new();
@@ -510,8 +515,21 @@ async fn watch(
         Err(e) => return etcd_err(e),
     };
     *backoff = Duration::from_millis(50);
+    let mut tick = tokio::time::interval(inner.full_refresh);
+    tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+    tick.tick().await;
     loop {
-        let resp = match w.message().await {
+        let msg = tokio::select! {
+            m = w.message() => m,
+            _ = tick.tick() => {
+                // A safety net against a lost event; what it finds is served at once.
+                if let Err(e) = inner.load(shared).await {
+                    return format!("full refresh: {e}");
+                }
+                continue;
+            }
+        };
+        let resp = match msg {
             Ok(Some(r)) => r,
             Ok(None) => return "closed".into(),
             Err(e) => return etcd_err(e),
