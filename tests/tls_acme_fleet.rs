@@ -320,3 +320,41 @@ fn renewals_in_the_fleet_are_ordered_once_and_reach_every_replica() {
         .sum();
     assert_eq!(ours, 2);
 }
+
+/// etcd is down when the replicas start: nobody orders (no lock, no order), and once etcd is
+/// back the domain is ordered within seconds (the store has its own retry schedule, not the
+/// CA's 10 s doubling backoff, which would be at its third step by then), once.
+#[test]
+fn replicas_started_while_etcd_is_down_order_once_it_is_back() {
+    let mut e = Etcd::on_port_not_started(dead_port());
+    let pd = TempDir::new("pebble-late-etcd");
+    let a_port = free_tcp_port();
+    let pebble = Pebble::start(&pd.0, a_port, None);
+    let b = Backend::start("one");
+    let dom = "fleet-l.test";
+    let endpoint = e.endpoint();
+    let cfg = |port| fleet_config(port, &pebble.directory, &pebble.ca_file, &endpoint, &b, dom);
+    let a = Switchyard::start(&cfg(a_port));
+    let bb = Switchyard::start(&cfg(0));
+    std::thread::sleep(Duration::from_secs(12));
+    assert_eq!(pebble.orders(), 0, "ordered without the lock");
+    assert!(
+        a.log_text()
+            .contains(&format!("acme: cannot order {dom} now")),
+        "{}",
+        a.log_text()
+    );
+    e.resume();
+    let back = Instant::now();
+    installed(&a, dom, &pebble);
+    installed(&bb, dom, &pebble);
+    assert!(
+        back.elapsed() < Duration::from_secs(10),
+        "{:?}",
+        back.elapsed()
+    );
+    let root = pebble.root(&pd.0);
+    let mut py = PyClient::start();
+    same_leaf_on_both(&mut py, [&a, &bb], dom, &root);
+    assert_eq!(pebble.orders(), 1, "{}", pebble.log());
+}

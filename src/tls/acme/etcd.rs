@@ -387,7 +387,7 @@ impl EtcdKeep {
         {
             Ok(g) => g,
             Err(Error::Timeout("lock")) => return Ok(Obtained::Busy),
-            Err(e) => return Err(etcd_err(e)),
+            Err(e) => return Ok(Obtained::StoreDown(etcd_err(e))),
         };
         let r = self
             .obtain_locked(shared, cfg, account, domain, &guard)
@@ -408,7 +408,11 @@ impl EtcdKeep {
     ) -> Result<Obtained, String> {
         let (c, keys) = (&self.inner.client, &self.inner.keys);
         let key = keys.certificate(domain);
-        if let Some(v) = c.get(key.as_bytes()).await.map_err(etcd_err)? {
+        let stored = match c.get(key.as_bytes()).await {
+            Ok(v) => v,
+            Err(e) => return Ok(Obtained::StoreDown(etcd_err(e))),
+        };
+        if let Some(v) = stored {
             match certificate_value(domain, &v) {
                 Ok(s) if super::due_at(Some(&s), cfg.renew_before, 0) > super::now_secs() => {
                     if self.inner.insert(domain, s.clone()) {
@@ -423,9 +427,10 @@ impl EtcdKeep {
         let akey = keys.account(&cfg.directory);
         let stored = match account {
             Some(_) => None,
-            None => match c.get(akey.as_bytes()).await.map_err(etcd_err)? {
-                None => None,
-                Some(v) => match unseal::<serde_json::Value>(&v) {
+            None => match c.get(akey.as_bytes()).await {
+                Err(e) => return Ok(Obtained::StoreDown(etcd_err(e))),
+                Ok(None) => None,
+                Ok(Some(v)) => match unseal::<serde_json::Value>(&v) {
                     Ok(a) => Some(a),
                     Err(e) => {
                         log::error!(

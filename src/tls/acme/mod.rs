@@ -39,6 +39,9 @@ pub enum Obtained {
     Present(StoredCert),
     /// Another replica is ordering it right now; look again soon. Not a failure.
     Busy,
+    /// The store cannot be reached, so nothing was asked of the CA: retried on its own
+    /// schedule (`store_retry`), not with the CA's backoff.
+    StoreDown(String),
 }
 
 /// Where the ACME state lives.
@@ -94,6 +97,12 @@ impl Keep {
 pub fn backoff(failures: u32) -> Duration {
     let secs = 10u64.saturating_mul(1 << failures.saturating_sub(1).min(16));
     Duration::from_secs(secs.min(3600))
+}
+
+/// Delay before retry number `n` (1 = first) while the store is unreachable: 1 s doubling to
+/// a minute, so an etcd outage at start does not push the first order back by an hour.
+pub fn store_retry(n: u32) -> Duration {
+    Duration::from_secs(1u64 << n.saturating_sub(1).min(6)).min(Duration::from_secs(60))
 }
 
 /// When a certificate valid from `not_before` until `not_after` (Unix seconds) is renewed:
@@ -153,6 +162,7 @@ pub fn entries(stored: &BTreeMap<String, StoredCert>, domains: &[String]) -> Vec
 pub async fn run(shared: Arc<Shared>, cfg: Acme, mut keep: Keep) {
     keep.serve(&shared, &cfg.domains);
     let mut failures: BTreeMap<String, (u32, tokio::time::Instant)> = BTreeMap::new();
+    let mut store_down: BTreeMap<String, (u32, tokio::time::Instant)> = BTreeMap::new();
     let mut account: Option<Account> = None;
     loop {
         let now = now_secs();
@@ -165,13 +175,27 @@ pub async fn run(shared: Arc<Shared>, cfg: Acme, mut keep: Keep) {
                 wake = wake.min(at);
                 continue;
             }
-            if let Some((_, retry)) = failures.get(d) {
-                if *retry > tokio::time::Instant::now() {
-                    wake = wake.min(*retry);
+            let waiting = failures.get(d).into_iter().chain(store_down.get(d));
+            if let Some(retry) = waiting.map(|f| f.1).max() {
+                if retry > tokio::time::Instant::now() {
+                    wake = wake.min(retry);
                     continue;
                 }
             }
-            let cert = match keep.obtain(&shared, &cfg, &mut account, d).await {
+            let outcome = keep.obtain(&shared, &cfg, &mut account, d).await;
+            if !matches!(outcome, Ok(Obtained::StoreDown(_))) {
+                store_down.remove(d);
+            }
+            let cert = match outcome {
+                Ok(Obtained::StoreDown(e)) => {
+                    let n = store_down.get(d).map_or(0, |f| f.0) + 1;
+                    let delay = store_retry(n);
+                    log::warn!("acme: cannot order {d} now ({e}); retrying in {delay:?}");
+                    let retry = tokio::time::Instant::now() + delay;
+                    store_down.insert(d.clone(), (n, retry));
+                    wake = wake.min(retry);
+                    continue;
+                }
                 Ok(Obtained::Busy) => {
                     log::info!("acme: another replica is ordering {d}; waiting for it");
                     wake = wake.min(tokio::time::Instant::now() + BUSY_RETRY);
@@ -341,6 +365,10 @@ mod tests {
         assert_eq!(renew_at(0, 1000, Duration::from_secs(100)), 900);
         // Never in the first half of the certificate's life.
         assert_eq!(renew_at(0, 1000, Duration::from_secs(900)), 500);
+        assert_eq!(store_retry(1), Duration::from_secs(1));
+        assert_eq!(store_retry(3), Duration::from_secs(4));
+        assert_eq!(store_retry(7), Duration::from_secs(60));
+        assert_eq!(store_retry(40), Duration::from_secs(60));
     }
 
     fn pair(names: &[&str]) -> StoredCert {
