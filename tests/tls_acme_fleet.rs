@@ -168,6 +168,39 @@ fn two_replicas_on_one_etcd_serve_the_certificate_of_a_single_order() {
     assert_eq!(r["sha256"], leaf["sha256"], "{r}");
     assert!(!c.log_text().contains("acme: ordering"), "{}", c.log_text());
     assert_eq!(pebble.orders(), 1, "{}", pebble.log());
+
+    // An operator forces a new certificate by deleting the key: the replicas keep serving
+    // the old leaf until the new one is there (an order takes over a second: the challenge
+    // is given CHALLENGE_PROPAGATION to reach every replica), and one of the three orders it.
+    e.ctl(&["del", &format!("{PREFIX}acme/certificates/{dom}")])
+        .unwrap();
+    std::thread::sleep(Duration::from_millis(300));
+    for sy in [&a, &bb, &c] {
+        let r = py.call(json!({"op": "handshake", "port": https_port(sy), "sni": dom, "ca": root}));
+        assert_eq!(r["sha256"], leaf["sha256"], "{r}");
+    }
+    let mut now = Value::Null;
+    let renewed = wait_until(Duration::from_secs(30), || {
+        now = same_leaf_on_both(&mut py, [&a, &bb], dom, &root);
+        now["sha256"] != leaf["sha256"]
+    });
+    assert!(renewed, "{now}\n{}\n{}", a.log_text(), pebble.log());
+    let r = py.call(json!({"op": "handshake", "port": https_port(&c), "sni": dom, "ca": root}));
+    assert!(
+        wait_until(Duration::from_secs(5), || {
+            py.call(json!({"op": "handshake", "port": https_port(&c), "sni": dom, "ca": root}))
+                ["sha256"]
+                == now["sha256"]
+        }),
+        "{r}"
+    );
+    std::thread::sleep(Duration::from_secs(2));
+    assert_eq!(pebble.orders(), 2, "{}", pebble.log());
+    let ours: usize = [&a, &bb, &c]
+        .iter()
+        .map(|sy| sy.log_text().matches("acme: ordering").count())
+        .sum();
+    assert_eq!(ours, 2);
 }
 
 /// `etcdctl lock` holds the domain's lock the way a replica does (etcd's lock service, a

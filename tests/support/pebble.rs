@@ -155,13 +155,15 @@ impl Pebble {
         self.log().matches("Added order ").count()
     }
 
-    /// Certificates pebble issued (`Issued certificate serial <hex> for order <id>`).
+    /// Serials of the certificates pebble issued (`Issued certificate serial <hex> for order
+    /// <id>`), in order.
     pub fn issued_serials(&self) -> Vec<String> {
         self.log()
             .lines()
             .filter_map(|l| l.split("Issued certificate serial ").nth(1))
             .filter_map(|r| r.split_whitespace().next())
-            .map(str::to_lowercase)
+            // Hex of the serial's bytes; without leading zeros, as TLS clients print it.
+            .map(|h| h.trim_start_matches('0').to_lowercase())
             .collect()
     }
 }

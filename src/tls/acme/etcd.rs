@@ -154,13 +154,48 @@ fn etcd_err(e: Error) -> String {
     format!("etcd: {e}")
 }
 
+/// The certificates a replica serves, and which of them etcd no longer holds.
+#[derive(Default)]
+struct Held {
+    /// Domain → the last valid certificate seen in etcd (or just written): what is served.
+    served: BTreeMap<String, StoredCert>,
+    /// Domains whose etcd value went away or went bad: still served from `served` (never the
+    /// bad value), but due for a new order.
+    missing: BTreeSet<String>,
+}
+
+impl Held {
+    /// The stored certificate for `domain`, None when etcd has none (or a bad one).
+    fn stored(&self, domain: &str) -> Option<StoredCert> {
+        if self.missing.contains(domain) {
+            return None;
+        }
+        self.served.get(domain).cloned()
+    }
+
+    /// Records `cert` for `domain`; true if that changed anything.
+    fn insert(&mut self, domain: &str, cert: StoredCert) -> bool {
+        let back = self.missing.remove(domain);
+        if self.served.get(domain) == Some(&cert) {
+            return back;
+        }
+        self.served.insert(domain.to_string(), cert);
+        true
+    }
+
+    /// etcd no longer holds a usable certificate for `domain`: keep serving ours, order anew.
+    /// True if that is news.
+    fn forget(&mut self, domain: &str) -> bool {
+        self.served.contains_key(domain) && self.missing.insert(domain.to_string())
+    }
+}
+
 /// What the watch task and the ordering loop share.
 struct Inner {
     client: Client,
     keys: Keys,
     domains: Vec<String>,
-    /// Domain → its valid stored certificate, as last seen in etcd (or just written).
-    certs: Mutex<BTreeMap<String, StoredCert>>,
+    certs: Mutex<Held>,
     /// Tokens of http-01 answers taken from etcd (so a full reload can drop stale ones).
     learned: Mutex<BTreeSet<String>>,
     changed: Notify,
@@ -169,28 +204,28 @@ struct Inner {
 }
 
 impl Inner {
-    fn certs(&self) -> std::sync::MutexGuard<'_, BTreeMap<String, StoredCert>> {
+    fn certs(&self) -> std::sync::MutexGuard<'_, Held> {
         self.certs.lock().unwrap_or_else(|e| e.into_inner())
     }
 
-    /// Swaps in what the map holds; under its lock, so swaps cannot land out of order.
+    /// Swaps in what is served; under its lock, so swaps cannot land out of order.
     fn serve(&self, shared: &Shared) {
         let certs = self.certs();
-        shared.tls.set_acme(super::entries(&certs, &self.domains));
+        shared
+            .tls
+            .set_acme(super::entries(&certs.served, &self.domains));
     }
 
-    /// Records `cert` for `domain`; true if it is new here.
+    fn stored(&self, domain: &str) -> Option<StoredCert> {
+        self.certs().stored(domain)
+    }
+
     fn insert(&self, domain: &str, cert: StoredCert) -> bool {
-        let mut certs = self.certs();
-        if certs.get(domain) == Some(&cert) {
-            return false;
-        }
-        certs.insert(domain.to_string(), cert);
-        true
+        self.certs().insert(domain, cert)
     }
 
     fn forget(&self, domain: &str) -> bool {
-        self.certs().remove(domain).is_some()
+        self.certs().forget(domain)
     }
 
     /// One put (`value` Some) or delete under the prefix; true if the certificates changed.
@@ -200,7 +235,7 @@ impl Inner {
                 None => {
                     let gone = self.forget(&d);
                     if gone {
-                        log::warn!("acme: the certificate for {d} was deleted from etcd");
+                        log::warn!("acme: the certificate for {d} was deleted from etcd; serving ours until a new one is ordered");
                     }
                     gone
                 }
@@ -214,7 +249,7 @@ impl Inner {
                     }
                     Err(e) => {
                         log::error!(
-                            "acme: etcd value {} unusable ({e}); ignored, the domain will be ordered again",
+                            "acme: etcd value {} unusable ({e}); ignored, the domain will be ordered again (the last good certificate is served meanwhile)",
                             String::from_utf8_lossy(key)
                         );
                         self.forget(&d)
@@ -271,6 +306,7 @@ impl Inner {
         }
         let gone: Vec<String> = self
             .certs()
+            .served
             .keys()
             .filter(|d| !certs_seen.contains(*d))
             .cloned()
@@ -358,7 +394,7 @@ impl EtcdKeep {
     }
 
     pub fn certificate(&self, domain: &str) -> Option<StoredCert> {
-        self.inner.certs().get(domain).cloned()
+        self.inner.stored(domain)
     }
 
     pub fn serve(&self, shared: &Shared, _domains: &[String]) {
@@ -613,6 +649,29 @@ mod tests {
         assert!(unseal::<StoredCert>(b"{").is_err());
         // A sealed value that is valid but names another domain is still refused.
         assert!(certificate_value("a.test", &seal(&c)).is_err());
+    }
+
+    #[test]
+    fn a_certificate_gone_from_etcd_is_still_served_but_due() {
+        let c = |s: &str| StoredCert {
+            cert_pem: s.into(),
+            key_pem: "K".into(),
+        };
+        let mut h = Held::default();
+        assert!(!h.forget("a.test"), "nothing to forget");
+        assert!(h.insert("a.test", c("1")));
+        assert!(!h.insert("a.test", c("1")), "same value: no change");
+        assert_eq!(h.stored("a.test"), Some(c("1")));
+        assert!(h.forget("a.test"));
+        assert!(!h.forget("a.test"), "only news once");
+        assert_eq!(h.stored("a.test"), None, "due for a new order");
+        assert_eq!(h.served.get("a.test"), Some(&c("1")), "still served");
+        // The same value written back, or a new one: stored again.
+        assert!(h.insert("a.test", c("1")));
+        assert_eq!(h.stored("a.test"), Some(c("1")));
+        h.forget("a.test");
+        assert!(h.insert("a.test", c("2")));
+        assert_eq!(h.stored("a.test"), Some(c("2")));
     }
 
     #[test]
