@@ -115,7 +115,7 @@ pub async fn start(cfg: Config) -> std::io::Result<Running> {
         )));
     }
     if let Some(acme) = cfg.tls.as_ref().and_then(|t| t.acme.clone()) {
-        tokio::spawn(start_acme(
+        tokio::spawn(crate::tls::acme::start(
             shared.clone(),
             acme,
             cfg.store.clone(),
@@ -139,40 +139,6 @@ pub async fn start(cfg: Config) -> std::io::Result<Running> {
     };
     running.publish_own_listeners();
     Ok(running)
-}
-
-/// The ACME task over the store the config names: the file beside the registry, or etcd.
-async fn start_acme(
-    shared: Arc<crate::state::Shared>,
-    acme: config::tls::Acme,
-    store: config::Store,
-    etcd: Option<Arc<EtcdStore>>,
-) {
-    use crate::tls::acme::{self, Keep};
-    let keep = match (&store, etcd) {
-        (config::Store::File { path }, _) => {
-            Keep::File(acme::file::FileKeep::open(acme::file_beside(path)).await)
-        }
-        (
-            config::Store::Etcd {
-                full_refresh_interval,
-                ..
-            },
-            Some(s),
-        ) => {
-            match acme::etcd::EtcdKeep::start(&shared, &s, &acme.domains, *full_refresh_interval)
-                .await
-            {
-                Ok(k) => Keep::Etcd(k),
-                Err(e) => {
-                    log::error!("acme: cannot use etcd: {e}; no certificates will be ordered");
-                    return;
-                }
-            }
-        }
-        (config::Store::Etcd { .. }, None) => return,
-    };
-    acme::run(shared, acme, keep).await;
 }
 
 impl Running {

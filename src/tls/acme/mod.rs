@@ -158,6 +158,37 @@ pub fn entries(stored: &BTreeMap<String, StoredCert>, domains: &[String]) -> Vec
     out
 }
 
+/// The ACME task over the store the config names: the file beside the registry, or etcd.
+pub async fn start(
+    shared: Arc<Shared>,
+    acme: Acme,
+    store: crate::config::Store,
+    etcd: Option<Arc<crate::registry::store::etcd::EtcdStore>>,
+) {
+    let keep = match (&store, etcd) {
+        (crate::config::Store::File { path }, _) => {
+            Keep::File(file::FileKeep::open(file_beside(path)).await)
+        }
+        (
+            crate::config::Store::Etcd {
+                full_refresh_interval,
+                ..
+            },
+            Some(s),
+        ) => {
+            match etcd::EtcdKeep::start(&shared, &s, &acme.domains, *full_refresh_interval).await {
+                Ok(k) => Keep::Etcd(k),
+                Err(e) => {
+                    log::error!("acme: cannot use etcd: {e}; no certificates will be ordered");
+                    return;
+                }
+            }
+        }
+        (crate::config::Store::Etcd { .. }, None) => return,
+    };
+    run(shared, acme, keep).await;
+}
+
 /// Runs the ACME loop for `cfg` over `keep`; never returns.
 pub async fn run(shared: Arc<Shared>, cfg: Acme, mut keep: Keep) {
     keep.serve(&shared, &cfg.domains);
