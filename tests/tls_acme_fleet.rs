@@ -72,6 +72,30 @@ fn installed(sy: &Switchyard, dom: &str, pebble: &Pebble) {
     );
 }
 
+/// The leaves the replicas serve for `dom`, verified against pebble's root.
+fn leaves(py: &mut PyClient, rs: &[&Switchyard], dom: &str, root: &str) -> Vec<Value> {
+    rs.iter()
+        .map(|sy| {
+            let r =
+                py.call(json!({"op": "handshake", "port": https_port(sy), "sni": dom, "ca": root}));
+            assert_eq!(r["ok"], true, "{dom}: {r}");
+            r
+        })
+        .collect()
+}
+
+/// Waits until every replica serves one leaf other than `old`; returns it.
+fn all_move_on(py: &mut PyClient, rs: &[&Switchyard], dom: &str, root: &str, old: &Value) -> Value {
+    let mut seen = Vec::new();
+    let moved = wait_until(Duration::from_secs(30), || {
+        seen = leaves(py, rs, dom, root);
+        seen.iter()
+            .all(|l| l["sha256"] == seen[0]["sha256"] && l["sha256"] != old["sha256"])
+    });
+    assert!(moved, "{seen:?}");
+    seen.remove(0)
+}
+
 /// The leaf both replicas serve for `dom`, verified against pebble's root: (sha256, serial).
 fn same_leaf_on_both(py: &mut PyClient, rs: [&Switchyard; 2], dom: &str, root: &str) -> Value {
     let mut seen = Vec::new();
@@ -179,21 +203,7 @@ fn two_replicas_on_one_etcd_serve_the_certificate_of_a_single_order() {
         let r = py.call(json!({"op": "handshake", "port": https_port(sy), "sni": dom, "ca": root}));
         assert_eq!(r["sha256"], leaf["sha256"], "{r}");
     }
-    let mut now = Value::Null;
-    let renewed = wait_until(Duration::from_secs(30), || {
-        now = same_leaf_on_both(&mut py, [&a, &bb], dom, &root);
-        now["sha256"] != leaf["sha256"]
-    });
-    assert!(renewed, "{now}\n{}\n{}", a.log_text(), pebble.log());
-    let r = py.call(json!({"op": "handshake", "port": https_port(&c), "sni": dom, "ca": root}));
-    assert!(
-        wait_until(Duration::from_secs(5), || {
-            py.call(json!({"op": "handshake", "port": https_port(&c), "sni": dom, "ca": root}))
-                ["sha256"]
-                == now["sha256"]
-        }),
-        "{r}"
-    );
+    all_move_on(&mut py, &[&a, &bb, &c], dom, &root, &leaf);
     std::thread::sleep(Duration::from_secs(2));
     assert_eq!(pebble.orders(), 2, "{}", pebble.log());
     let ours: usize = [&a, &bb, &c]
@@ -329,14 +339,7 @@ fn renewals_in_the_fleet_are_ordered_once_and_reach_every_replica() {
     // Room for a duplicate order to show up.
     std::thread::sleep(Duration::from_secs(4));
     // Both replicas serve the renewed leaf, the same one.
-    let mut last = Value::Null;
-    let renewed = wait_until(Duration::from_secs(10), || {
-        let l = same_leaf_on_both(&mut py, [&a, &bb], dom, &root);
-        let new = l["sha256"] != first["sha256"];
-        last = l;
-        new
-    });
-    assert!(renewed, "{last}");
+    let last = all_move_on(&mut py, &[&a, &bb], dom, &root, &first);
     let serials = pebble.issued_serials();
     assert_eq!(serials.len(), 2, "{}", pebble.log());
     assert_eq!(serials[1], serial_of(&last));
@@ -390,4 +393,54 @@ fn replicas_started_while_etcd_is_down_order_once_it_is_back() {
     let mut py = PyClient::start();
     same_leaf_on_both(&mut py, [&a, &bb], dom, &root);
     assert_eq!(pebble.orders(), 1, "{}", pebble.log());
+}
+
+/// pebble validates on a port nobody listens on, so every order fails. The replica whose
+/// order failed writes the fleet's backoff (10 s after the first failure) under the lock; the
+/// other one finds it under the lock and waits too, instead of trying the CA again at once.
+#[test]
+fn a_failed_order_backs_the_whole_fleet_off() {
+    let e = Etcd::start();
+    let pd = TempDir::new("pebble-fail");
+    let pebble = Pebble::start(&pd.0, dead_port(), None);
+    let b = Backend::start("one");
+    let dom = "fleet-f.test";
+    let endpoint = e.endpoint();
+    let cfg = fleet_config(0, &pebble.directory, &pebble.ca_file, &endpoint, &b, dom);
+    let a = Switchyard::start(&cfg);
+    let bb = Switchyard::start(&cfg);
+    let failed = format!("acme: order for {dom} failed");
+    assert!(
+        wait_until(Duration::from_secs(30), || a.log_text().contains(&failed)
+            || bb.log_text().contains(&failed)),
+        "{}\n{}",
+        a.log_text(),
+        pebble.log()
+    );
+    let (failer, other) = if a.log_text().contains(&failed) {
+        (&a, &bb)
+    } else {
+        (&bb, &a)
+    };
+    assert!(
+        other.wait_log(
+            &format!("acme: an order for {dom} failed in the fleet; the next attempt is in"),
+            Duration::from_secs(15)
+        ),
+        "{}",
+        other.log_text()
+    );
+    std::thread::sleep(Duration::from_secs(3));
+    assert_eq!(pebble.orders(), 1, "{}", pebble.log());
+    assert!(!other.log_text().contains("acme: ordering"));
+    assert!(failer.log_text().contains("the fleet retries in 10s"));
+    let retry = e
+        .ctl(&[
+            "get",
+            &format!("{PREFIX}acme/retry/{dom}"),
+            "--print-value-only",
+        ])
+        .unwrap();
+    assert!(retry.contains("failures"), "{retry}");
+    assert!(keys(&e, &format!("{PREFIX}acme/certificates/")).is_empty());
 }

@@ -117,6 +117,17 @@ pub fn compare_absent(key: &[u8]) -> rpc::Compare {
     }
 }
 
+pub fn delete_op(key: &[u8]) -> rpc::RequestOp {
+    rpc::RequestOp {
+        request: Some(rpc::request_op::Request::RequestDeleteRange(
+            rpc::DeleteRangeRequest {
+                key: key.to_vec(),
+                ..Default::default()
+            },
+        )),
+    }
+}
+
 pub fn put_op(key: &[u8], value: &[u8]) -> rpc::RequestOp {
     rpc::RequestOp {
         request: Some(rpc::request_op::Request::RequestPut(rpc::PutRequest {

@@ -10,7 +10,7 @@
 //! what arrives; while etcd is away it keeps serving the certificates it has.
 use super::{Obtained, StoredCert};
 use crate::config::tls::Acme;
-use crate::etcd::client::{compare_absent, put_op};
+use crate::etcd::client::{compare_absent, delete_op, put_op};
 use crate::etcd::pb::mvccpb::event::EventType;
 use crate::etcd::{Client, Error};
 use crate::registry::store::etcd::EtcdStore;
@@ -71,6 +71,11 @@ impl Keys {
         format!("{}locks/{domain}", self.base)
     }
 
+    /// The fleet's backoff for `domain` after failed orders.
+    pub fn retry(&self, domain: &str) -> String {
+        format!("{}retry/{domain}", self.base)
+    }
+
     /// Per directory URL, percent-encoded so the key has no `/` of its own.
     pub fn account(&self, directory: &str) -> String {
         let mut k = format!("{}accounts/", self.base);
@@ -112,6 +117,17 @@ fn valid_key_authorization(token: &str, auth: &str) -> bool {
                     .bytes()
                     .all(|b| b.is_ascii_alphanumeric() || b == b'-' || b == b'_')
         })
+}
+
+/// The fleet's backoff for one domain, written by the replica whose order failed, so the
+/// others do not each try the CA again at once (per directory: a replica that cannot reach
+/// its own directory does not hold back one that can reach another).
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct Retry {
+    pub directory: String,
+    pub failures: u32,
+    /// Unix ms before which no replica orders the domain from `directory`.
+    pub not_before_ms: u64,
 }
 
 /// A stored value: the JSON text of what it holds, its CRC-32 (IEEE), a version.
@@ -460,6 +476,62 @@ impl EtcdKeep {
                 Err(e) => log::error!("acme: etcd value {key} unusable ({e}); ordering anew"),
             }
         }
+        let rkey = keys.retry(domain);
+        let prior = match c.get(rkey.as_bytes()).await {
+            Err(e) => return Ok(Obtained::StoreDown(etcd_err(e))),
+            Ok(v) => v
+                .and_then(|v| {
+                    unseal::<Retry>(&v)
+                        .map_err(|e| log::error!("acme: etcd value {rkey} unusable ({e}); ignored"))
+                        .ok()
+                })
+                .filter(|r| r.directory == cfg.directory),
+        };
+        let now_ms = crate::clock::unix_ms();
+        if let Some(r) = prior.as_ref().filter(|r| r.not_before_ms > now_ms) {
+            return Ok(Obtained::Deferred {
+                failures: r.failures,
+                wait: Duration::from_millis(r.not_before_ms - now_ms),
+                failed_here: false,
+            });
+        }
+        match self.order_locked(shared, cfg, account, domain, guard).await {
+            Ok(o) => Ok(o),
+            Err(e) => {
+                let failures = prior.map_or(0, |r| r.failures) + 1;
+                let wait = super::backoff(failures);
+                log::warn!("acme: order for {domain} failed ({e}); the fleet retries in {wait:?}");
+                let r = Retry {
+                    directory: cfg.directory.clone(),
+                    failures,
+                    not_before_ms: crate::clock::unix_ms() + wait.as_millis() as u64,
+                };
+                let put = put_op(rkey.as_bytes(), &seal(&r));
+                match c.txn(vec![guard.still_held()], vec![put], Vec::new()).await {
+                    Ok(w) if w.succeeded => {}
+                    Ok(_) => log::warn!("acme: lost the lock for {domain}; backoff not shared"),
+                    Err(e) => log::warn!("acme: backoff for {domain} not shared: {e}"),
+                }
+                Ok(Obtained::Deferred {
+                    failures,
+                    wait,
+                    failed_here: true,
+                })
+            }
+        }
+    }
+
+    /// Account, order, fenced write: everything that asks the CA.
+    async fn order_locked(
+        &self,
+        shared: &Shared,
+        cfg: &Acme,
+        account: &mut Option<Account>,
+        domain: &str,
+        guard: &crate::etcd::LockGuard,
+    ) -> Result<Obtained, String> {
+        let (c, keys) = (&self.inner.client, &self.inner.keys);
+        let key = keys.certificate(domain);
         let akey = keys.account(&cfg.directory);
         let stored = match account {
             Some(_) => None,
@@ -501,12 +573,12 @@ impl EtcdKeep {
         };
         let cert = super::order(shared, &acct, domain, Some(&publisher)).await?;
         // Fenced: a holder whose lease ran out unnoticed cannot overwrite its successor.
+        let done = vec![
+            put_op(key.as_bytes(), &seal(&cert)),
+            delete_op(keys.retry(domain).as_bytes()),
+        ];
         let w = c
-            .txn(
-                vec![guard.still_held()],
-                vec![put_op(key.as_bytes(), &seal(&cert))],
-                Vec::new(),
-            )
+            .txn(vec![guard.still_held()], done, Vec::new())
             .await
             .map_err(etcd_err)?;
         if !w.succeeded {

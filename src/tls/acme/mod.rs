@@ -42,6 +42,13 @@ pub enum Obtained {
     /// The store cannot be reached, so nothing was asked of the CA: retried on its own
     /// schedule (`store_retry`), not with the CA's backoff.
     StoreDown(String),
+    /// Nothing is tried for `wait`: the fleet's shared backoff after `failures` failed orders
+    /// (`failed_here`: this replica's order just failed, and was logged).
+    Deferred {
+        failures: u32,
+        wait: Duration,
+        failed_here: bool,
+    },
 }
 
 /// Where the ACME state lives.
@@ -224,6 +231,21 @@ pub async fn run(shared: Arc<Shared>, cfg: Acme, mut keep: Keep) {
                     log::warn!("acme: cannot order {d} now ({e}); retrying in {delay:?}");
                     let retry = tokio::time::Instant::now() + delay;
                     store_down.insert(d.clone(), (n, retry));
+                    wake = wake.min(retry);
+                    continue;
+                }
+                Ok(Obtained::Deferred {
+                    failures: n,
+                    wait,
+                    failed_here,
+                }) => {
+                    if failed_here {
+                        account = None;
+                    } else {
+                        log::info!("acme: an order for {d} failed in the fleet; the next attempt is in {wait:?}");
+                    }
+                    let retry = tokio::time::Instant::now() + wait;
+                    failures.insert(d.clone(), (n, retry));
                     wake = wake.min(retry);
                     continue;
                 }
