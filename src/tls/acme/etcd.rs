@@ -7,9 +7,8 @@
 //! certificate again under the lock (another replica may just have ordered it), and writes
 //! the new one in a transaction that succeeds only while it still holds the lock; a failed
 //! order writes the fleet's backoff (`retry/<domain>`) the same way, so the others wait too.
-//! Every
-//! replica follows the prefix with its own watch (separate from the registry's) and serves
-//! what arrives; while etcd is away it keeps serving the certificates it has.
+//! Every replica follows the prefix with its own watch (separate from the registry's) and
+//! serves what arrives; while etcd is away it keeps serving the certificates it has.
 use super::{Obtained, StoredCert};
 use crate::config::tls::Acme;
 use crate::etcd::client::{compare_absent, delete_op, put_op};
