@@ -454,7 +454,8 @@ if [ -n "$(printf '%s' "$SCENARIOS" | grep -E 'tls|h2-tls')" ]; then
         port=$(port_of tls-keepalive "$t")
         [ -n "$port" ] || continue
         echo "bench: $t TLS: $(echo | timeout 5 openssl s_client -connect "127.0.0.1:$port" 2>/dev/null |
-            awk '/^New,/ {printf "%s %s", $2, $NF} /Server Temp Key/ {sub(/.*Key: /, ""); printf ", %s", $0}')" >&2
+            awk '/^New,/ {v = $2 " " $NF} /Server Temp Key/ {sub(/.*Key: /, ""); k = $0}
+                /Peer signature type/ {sig = $NF} END {print v, "key exchange", k, "signature", sig}')" >&2
     done
 fi
 

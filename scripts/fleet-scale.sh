@@ -3,7 +3,10 @@
 # FLEET_REPLICAS switchyard replicas (50) on loopback. For each mode it reports what etcd sends
 # its gRPC clients per replica per second while nothing changes (from etcd's own /metrics,
 # etcd_network_client_grpc_sent_bytes_total), etcd's and the replicas' CPU over the same window
-# (/proc), and the time from one new registration's POST until every replica routes it.
+# (/proc), the time from one new registration's POST until every replica routes it, and each
+# replica's own time to rebuild its table for that event (from its log). With 50 replicas on
+# a 2-core machine, propagation is bounded by 50 rebuilds sharing 2 cores; on a real fleet each
+# replica rebuilds on its own CPU, so the per-replica rebuild time is the figure that carries.
 #
 # Modes: "before" = every full_refresh_interval reads the whole prefix (the behaviour before
 # the cheap check, kept behind SWITCHYARD_FLEET_ALWAYS_FULL_REFRESH=1, or an older binary given
@@ -176,7 +179,7 @@ echo "fleet-scale: $(nproc) cores, load $(cut -d' ' -f1-3 /proc/loadavg); $SERVI
 RESULTS="$WORK/results.tsv"
 : >"$RESULTS"
 run_mode() { # mode
-    local mode=$1 bin=$SY_BIN env=() i port admin ports=() b0 b1 e0 e1 s0 s1 prop
+    local mode=$1 bin=$SY_BIN env=() i port admin ports=() b0 b1 e0 e1 s0 s1 prop rebuild
     if [ "$mode" = before ]; then
         bin=$BEFORE_BIN
         env=(SWITCHYARD_FLEET_ALWAYS_FULL_REFRESH=1)
@@ -206,7 +209,7 @@ endpoints = ["$ETCD"]
 prefix = "/switchyard/"
 full_refresh_interval = $REFRESH
 EOF
-        env "${env[@]}" RUST_LOG=warn "$bin" -c "$WORK/$mode/r$i/config.toml" \
+        env "${env[@]}" RUST_LOG=info "$bin" -c "$WORK/$mode/r$i/config.toml" \
             >"$WORK/$mode/r$i/out.log" 2>&1 &
         REPLICA_PIDS+=($!)
     done
@@ -219,8 +222,14 @@ EOF
     b1=$(etcd_sent); e1=$(ticks "$ETCD_PID"); s1=$(sum_ticks "${REPLICA_PIDS[@]}")
     prop=$(python3 "$WORK/helper.py" propagate "$((BASE + 101))" "$BACK_PORT" "probe-$mode" \
         "$(IFS=,; echo "${ports[*]}")" 5) || prop="failed: $prop"
-    printf '%s\t%s\t%s\t%s\t%s\n' "$mode" $((b1 - b0)) $((e1 - e0)) $((s1 - s0)) "$prop" >>"$RESULTS"
-    echo "  $mode: etcd sent $((b1 - b0)) bytes in ${MEASURE}s; propagation p50/max ms: $prop" >&2
+    # Each replica's own time to rebuild its table for that one event (its info log line).
+    sleep 0.5
+    rebuild=$(for i in $(seq 0 $((REPLICAS - 1))); do
+        grep -o 'table rebuilt in [0-9.]* ms' "$WORK/$mode/r$i/out.log" | tail -1 | awk '{print $4}'
+    done | sort -n | awk '{v[NR] = $1} END {if (NR) printf "%s %s", v[int((NR + 1) / 2)], v[NR]; else print "- -"}')
+    printf '%s\t%s\t%s\t%s\t%s\t%s\n' "$mode" $((b1 - b0)) $((e1 - e0)) $((s1 - s0)) "$prop" "$rebuild" >>"$RESULTS"
+    echo "  $mode: etcd sent $((b1 - b0)) bytes in ${MEASURE}s; propagation p50/max ms: $prop;" \
+        "rebuild per replica p50/max ms: $rebuild" >&2
     stop_pids "${REPLICA_PIDS[@]}"
     REPLICA_PIDS=()
 }
@@ -231,14 +240,14 @@ echo "load after: $(cut -d' ' -f1-3 /proc/loadavg)"
 awk -F'\t' -v n="$REPLICAS" -v secs="$MEASURE" -v hz="$HZ" '
 {
     bps = $2 / secs / n
-    split($5, p, " ")
-    rows[NR] = sprintf("| %s | %.0f | %.1f | %.1f%% | %.2f%% | %s | %s |", $1, bps, bps / 1024, \
-        $3 / hz / secs * 100, $4 / hz / secs / n * 100, p[1], p[2])
+    split($5, p, " "); split($6, r, " ")
+    rows[NR] = sprintf("| %s | %.0f | %.2f | %.1f%% | %.2f%% | %s | %s | %s | %s |", $1, bps, bps / 1024, \
+        $3 / hz / secs * 100, $4 / hz / secs / n * 100, p[1], p[2], r[1], r[2])
     per[$1] = bps
 }
 END {
-    print "| mode | etcd bytes/s per replica | KiB/s per replica | etcd CPU | CPU per replica | propagation p50 ms | propagation max ms |"
-    print "|---|---:|---:|---:|---:|---:|---:|"
+    print "| mode | etcd bytes/s per replica | KiB/s per replica | etcd CPU | CPU per replica | propagation p50 ms | propagation max ms | rebuild p50 ms | rebuild max ms |"
+    print "|---|---:|---:|---:|---:|---:|---:|---:|---:|"
     for (i = 1; i <= NR; i++) print rows[i]
     if (("before" in per) && ("after" in per) && per["after"] > 0)
         printf "\nat rest, after / before: %.4f (%.0fx less)\n", per["after"] / per["before"], per["before"] / per["after"]

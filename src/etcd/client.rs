@@ -230,6 +230,24 @@ impl Client {
         .await
     }
 
+    /// The number of keys under `prefix` and nothing else: etcd answers it from its in-memory
+    /// index without reading a value, and its header carries the cluster's current revision.
+    pub async fn count_prefix(&self, prefix: &[u8]) -> Result<rpc::RangeResponse, Error> {
+        let req = rpc::RangeRequest {
+            key: prefix.to_vec(),
+            range_end: prefix_end(prefix),
+            count_only: true,
+            ..Default::default()
+        };
+        self.unary("range", self.op_timeout, |ch| async move {
+            KvClient::new(ch)
+                .max_decoding_message_size(MAX_MESSAGE)
+                .range(req)
+                .await
+        })
+        .await
+    }
+
     /// The number of keys under `prefix` (`count`) and, without values, those modified at or
     /// after `min_mod_revision` (`kvs`): the fleet's cheap "anything new?" check. etcd counts
     /// the whole range; the revision filter only prunes what it sends.

@@ -103,12 +103,20 @@ impl EtcdStore {
         Ok((out, Mirror::loaded(keys, revision)))
     }
 
-    /// The periodic refresh's cheap question: does `mirror` still equal the prefix? One range
-    /// that at rest returns a header and a count, whatever the table size (see `mirror.rs`).
+    /// The periodic refresh's cheap question: does `mirror` still equal the prefix? An
+    /// index-only count, then, if anything was written anywhere since, a keys-only range of
+    /// what changed; at rest each answers a header and a count (see `mirror.rs`).
     pub async fn unchanged(&self, mirror: &mut Mirror) -> Result<bool, StoreError> {
         let c = self.client().await?;
         let prefix = self.services_prefix();
         self.status.refresh_checks.fetch_add(1, Relaxed);
+        let quick = c
+            .count_prefix(prefix.as_bytes())
+            .await
+            .map_err(unavailable)?;
+        if mirror.quiet(quick.count, quick.header.map_or(0, |h| h.revision)) {
+            return Ok(true);
+        }
         let resp = c
             .range_prefix_modified_since(prefix.as_bytes(), mirror.verified() + 1)
             .await

@@ -9,10 +9,15 @@
 //!   change only while what we hold is a state etcd really had. After a lost watch event
 //!   followed by an applied one, it is not: a missed update of key A and a later update of B
 //!   leave count and maximum equal to etcd's, and the table would stay wrong for good.
-//! - So: one Range over the prefix with `keys_only` and `min_mod_revision = verified + 1`.
-//!   etcd answers `count` for the whole range (the filter only prunes `kvs`; checked against
-//!   etcd 3.4) and the keys (no values) modified after the last verified revision. At rest
-//!   that is a header and a count: O(1) bytes whatever the table size.
+//! - So, in two steps. First a `count_only` Range over the prefix: etcd answers it from its
+//!   in-memory index, and its header revision, cluster-wide as it is, can only equal the
+//!   verified revision if nothing at all was written since (`quiet`). That settles the usual
+//!   case at rest. When something was written somewhere, one Range with `keys_only` and
+//!   `min_mod_revision = verified + 1`: etcd answers `count` for the whole range (the filter
+//!   only prunes `kvs`; checked against etcd 3.4) and the keys (no values) modified after the
+//!   verified revision (`check`). etcd reads every key of the prefix for that one, so it is
+//!   the second step only. Either answer is a header and a count at rest: O(1) bytes,
+//!   whatever the table size.
 //!
 //! Why it is exact (`check` returns true only if our map equals etcd's at `at`): let V be
 //! `verified`, when the map equalled etcd at V. Since then the map changed only by watch
@@ -66,12 +71,21 @@ impl Mirror {
         true
     }
 
+    /// The first, index-only step: `count` keys in the prefix at cluster revision `at`. True
+    /// when nothing was written anywhere in etcd since the verified revision.
+    pub fn quiet(&self, count: i64, at: i64) -> bool {
+        at == self.verified && usize::try_from(count).is_ok_and(|c| c == self.keys.len())
+    }
+
     /// Compares with etcd's answer read at `at`: `count` keys in the whole prefix, `changed`
     /// the (key, mod revision) of those modified after `verified`. On a match the belief is
     /// verified at `at` and true is returned; false means load everything.
     pub fn check(&mut self, count: i64, changed: &[(&[u8], i64)], at: i64) -> bool {
         let ours_above = self.keys.values().filter(|&&r| r > self.verified).count();
-        let same = usize::try_from(count).is_ok_and(|c| c == self.keys.len())
+        // A revision below the verified one is an etcd restored from a backup: its keys can
+        // differ below our revision, which the comparison above `verified` cannot see.
+        let same = at >= self.verified
+            && usize::try_from(count).is_ok_and(|c| c == self.keys.len())
             && changed.len() == ours_above
             && changed
                 .iter()
@@ -149,6 +163,21 @@ mod tests {
         let mut x = m(&[("a", 3)], 7);
         assert!(x.apply(b"a", 8, false));
         assert!(!x.check(1, &[], 8));
+    }
+
+    #[test]
+    fn quiet_only_when_no_revision_passed_and_the_count_agrees() {
+        let x = m(&[("a", 3)], 7);
+        assert!(x.quiet(1, 7));
+        assert!(!x.quiet(1, 8), "a write somewhere: the second step decides");
+        assert!(!x.quiet(0, 7));
+        assert!(!x.quiet(1, 6));
+    }
+
+    #[test]
+    fn an_etcd_that_went_back_in_revisions_is_a_mismatch() {
+        let mut x = m(&[("a", 3)], 7);
+        assert!(!x.check(1, &[], 5));
     }
 
     #[test]
