@@ -155,7 +155,9 @@ async fn session(
                             store.mark_synced(mirror.verified());
                             continue;
                         }
-                        Ok(false) => log::debug!("etcd sync: the refresh check found a difference; loading the table"),
+                        Ok(false) => {
+                            log::debug!("etcd sync: the refresh check found a difference; loading");
+                        }
                         Err(e) => return format!("refresh check: {e}"),
                     }
                 }
