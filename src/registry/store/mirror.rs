@@ -3,8 +3,10 @@
 //! nothing changed. Pure: the etcd call that feeds `check` lives in `store/etcd.rs`.
 //!
 //! Why this check and not a cheaper-looking one:
-//! - etcd's header revision is cluster-wide: any write anywhere (a lease, a lock, another
-//!   prefix) moves it, so "revision unchanged" would almost never hold and proves nothing.
+//! - etcd's header revision is cluster-wide: any write anywhere (a lock key, a lease expiring
+//!   its keys, another application's prefix) moves it. So a moved revision says nothing about
+//!   our prefix, and comparing it with the last applied one cannot be the whole check; only
+//!   an unmoved one proves something (nothing at all was written).
 //! - The prefix's count and its highest mod revision (a sorted limit-1 range) catch every
 //!   change only while what we hold is a state etcd really had. After a lost watch event
 //!   followed by an applied one, it is not: a missed update of key A and a later update of B
@@ -25,7 +27,9 @@
 //! compared key for key. Every key etcd still holds at or below V was not touched since V,
 //! so no event for it was applied, so the map still holds it with that revision: etcd's old
 //! part is a subset of ours, and equal counts make them equal. Values follow from
-//! (key, mod revision), which names one write. The read must be linearizable (etcd's default):
+//! (key, mod revision), which names one write. `quiet` is the case with no write above V at
+//! all: no event above V exists to have been applied, so the map is etcd's state at V, which
+//! is etcd's state now. The reads must be linearizable (etcd's default):
 //! a serializable read from a lagging member could "verify" an older state than we hold.
 use std::collections::HashMap;
 
