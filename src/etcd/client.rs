@@ -272,6 +272,48 @@ impl Client {
             .map(|kv| kv.value))
     }
 
+    /// The number of keys under `prefix` and nothing else: etcd answers it from its in-memory
+    /// index without reading a value, and its header carries the cluster's current revision.
+    pub async fn count_prefix(&self, prefix: &[u8]) -> Result<rpc::RangeResponse, Error> {
+        let req = rpc::RangeRequest {
+            key: prefix.to_vec(),
+            range_end: prefix_end(prefix),
+            count_only: true,
+            ..Default::default()
+        };
+        self.unary("range", self.op_timeout, |ch| async move {
+            KvClient::new(ch)
+                .max_decoding_message_size(MAX_MESSAGE)
+                .range(req)
+                .await
+        })
+        .await
+    }
+
+    /// The number of keys under `prefix` (`count`) and, without values, those modified at or
+    /// after `min_mod_revision` (`kvs`): the fleet's cheap "anything new?" check. etcd counts
+    /// the whole range; the revision filter only prunes what it sends.
+    pub async fn range_prefix_modified_since(
+        &self,
+        prefix: &[u8],
+        min_mod_revision: i64,
+    ) -> Result<rpc::RangeResponse, Error> {
+        let req = rpc::RangeRequest {
+            key: prefix.to_vec(),
+            range_end: prefix_end(prefix),
+            keys_only: true,
+            min_mod_revision,
+            ..Default::default()
+        };
+        self.unary("range", self.op_timeout, |ch| async move {
+            KvClient::new(ch)
+                .max_decoding_message_size(MAX_MESSAGE)
+                .range(req)
+                .await
+        })
+        .await
+    }
+
     /// Stores `value` under `key`, attached to `lease` (0: none).
     pub async fn put(
         &self,
