@@ -107,11 +107,13 @@ pub struct RuleTotals {
 
 /// A rule's counters: one [`CodeCounters`] per address of its pool (same order), a last one
 /// for answers that no backend gave, and its [`RuleTotals`]. The cells are shared with the
-/// rule's earlier tables through [`keep::StatsKeep`], so a rebuild keeps counting.
-#[derive(Debug)]
+/// rule's earlier tables through [`keep::StatsKeep`], so a rebuild keeps counting. A clone
+/// shares the cells (two reference counts, no allocation): a rebuilt table reuses an unchanged
+/// service's stats that way.
+#[derive(Debug, Clone)]
 pub struct RuleStats {
     pub(crate) totals: Arc<RuleTotals>,
-    pub(crate) per_backend: Box<[Arc<CodeCounters>]>,
+    pub(crate) per_backend: Arc<[Arc<CodeCounters>]>,
 }
 
 impl RuleStats {

@@ -3,8 +3,10 @@
 use super::fxhash::FxHashMap;
 use super::host::HostSpec;
 use super::pattern::Pattern;
+use super::reuse::{Compiled, CompiledRoute};
 use super::select::Pool;
 use super::table::{rank, Rule, RuleKind, RuleSet, ServiceEntry, ShardRule, Table};
+use crate::config::resilience::Hold;
 use crate::config::Config;
 use crate::metrics::keep::StatsKeep;
 use crate::metrics::RuleStats;
@@ -72,6 +74,58 @@ fn methods_of<'a>(m: impl IntoIterator<Item = &'a String>) -> String {
     }
 }
 
+/// A registered service's table parts, made from scratch: its upstream (through `get`, so
+/// shared with every table and counted as used), its pool, and each route's pattern and
+/// counters. Rule ids of a service start with `service <name>`, which no static rule's and no
+/// other service's do, so `#n` suffixes are counted within the service alone.
+fn compile(
+    reg: &Registration,
+    server_hold: Hold,
+    set: &UpstreamSet,
+    get: &mut impl FnMut(
+        &crate::config::address::Address,
+        Option<&str>,
+        Option<&Arc<crate::tls::client::BackendTls>>,
+    ) -> Arc<Upstream>,
+) -> Option<Compiled> {
+    let addr = reg.address()?;
+    let tls = reg.backend_tls().map(Arc::new);
+    let upstream = get(&addr, Some(&reg.health_endpoint), tls.as_ref());
+    let pool = Arc::new(
+        Pool::new(reg.service.clone(), vec![upstream.clone()])
+            .with(set.pool_runtime(&reg.service), reg.hold().over(server_hold)),
+    );
+    let mut ids = Ids {
+        keep: &set.rule_stats,
+        seen: HashMap::new(),
+    };
+    let routes = reg
+        .routes
+        .iter()
+        .map(|r| {
+            let pattern = Pattern::parse(&r.path).ok()?;
+            Some(CompiledRoute {
+                label: r.path.clone(),
+                methods: r.method.iter().map(|m| m.as_bytes().into()).collect(),
+                stats: ids.stats(
+                    &["service", &reg.service, &r.path, &methods_of(&r.method)],
+                    &r.hosts,
+                    &pool,
+                ),
+                pattern,
+            })
+        })
+        .collect();
+    Some(Compiled {
+        origin: format!("service {}", reg.service),
+        reg: reg.clone(),
+        hold: server_hold,
+        upstream,
+        pool,
+        routes,
+    })
+}
+
 /// Builds a table from `cfg` and the registered services. Upstreams come from `set`, so cells
 /// are shared with earlier tables; afterwards the set forgets upstreams no longer used.
 pub fn build(cfg: &Config, services: &[Registration], set: &UpstreamSet) -> Table {
@@ -80,9 +134,7 @@ pub fn build(cfg: &Config, services: &[Registration], set: &UpstreamSet) -> Tabl
                    ep: Option<&str>,
                    tls: Option<&Arc<crate::tls::client::BackendTls>>| {
         let u = set.get_tls(a, ep, tls);
-        if !used.iter().any(|x| Arc::ptr_eq(x, &u)) {
-            used.push(u.clone());
-        }
+        used.push(u.clone());
         u
     };
 
@@ -129,50 +181,49 @@ pub fn build(cfg: &Config, services: &[Registration], set: &UpstreamSet) -> Tabl
     }
 
     // Registered services join step 1 with the same pattern rules; ties go to static routes.
-    let mut registered = Vec::new();
+    // Each one's parts come from the last build when its registration is unchanged.
+    let mut cache = set.services.lock().unwrap_or_else(|p| p.into_inner());
+    let mut compiled = Vec::with_capacity(services.len());
+    let mut registered = Vec::with_capacity(services.len());
+    routes.reserve(services.iter().map(|s| s.routes.len()).sum());
     for (si, reg) in services.iter().enumerate() {
-        let Some(addr) = reg.address() else { continue };
-        let tls = reg.backend_tls().map(Arc::new);
-        let u = get(&addr, Some(&reg.health_endpoint), tls.as_ref());
-        let pool = Arc::new(Pool::new(reg.service.clone(), vec![u.clone()]).with(
-            set.pool_runtime(&reg.service),
-            reg.hold().over(cfg.server.hold),
-        ));
+        let c = match cache.hit(reg, cfg.server.hold) {
+            Some(c) => c,
+            None => match compile(reg, cfg.server.hold, set, &mut get) {
+                Some(c) => Arc::new(c),
+                None => continue,
+            },
+        };
         registered.push(ServiceEntry {
             name: reg.service.clone(),
             url: reg.url.clone(),
-            upstream: u,
+            upstream: c.upstream.clone(),
         });
-        for (ri, r) in reg.routes.iter().enumerate() {
-            let Ok(pattern) = Pattern::parse(&r.path) else {
-                continue;
-            };
+        for (ri, (r, cr)) in reg.routes.iter().zip(&c.routes).enumerate() {
+            let Some(cr) = cr else { continue };
             let id = routes.len() as u32;
-            groups.each(&r.hosts, |g| g.route_trie.insert(&pattern, id));
+            groups.each(&r.hosts, |g| g.route_trie.insert(&cr.pattern, id));
             routes.push(Rule {
                 kind: RuleKind::Route,
-                label: r.path.clone(),
-                origin: format!("service {}", reg.service),
+                label: cr.label.clone(),
+                origin: c.origin.clone(),
                 hosts: r.hosts.clone(),
                 edits: Default::default(),
-                pool: pool.clone(),
+                pool: c.pool.clone(),
                 permission: r.permission.clone(),
-                methods: r.method.iter().map(|m| m.as_bytes().into()).collect(),
+                methods: cr.methods.clone(),
                 rank: rank(
-                    &pattern,
+                    &cr.pattern,
                     r.method.is_some(),
                     false,
                     cfg.routes.len() + si * 256 + ri,
                 ),
-                pattern: Some(pattern),
+                pattern: Some(cr.pattern.clone()),
                 shard: None,
-                stats: ids.stats(
-                    &["service", &reg.service, &r.path, &methods_of(&r.method)],
-                    &r.hosts,
-                    &pool,
-                ),
+                stats: cr.stats.clone(),
             });
         }
+        compiled.push(c);
     }
 
     let mut shards = Vec::new();
@@ -268,6 +319,8 @@ pub fn build(cfg: &Config, services: &[Registration], set: &UpstreamSet) -> Tabl
         }
     });
 
+    // The reused services' upstreams were not looked up through `get`.
+    used.extend(compiled.iter().map(|c| c.upstream.clone()));
     set.retain(&used);
     let names: HashSet<&str> = routes
         .iter()
@@ -294,6 +347,7 @@ pub fn build(cfg: &Config, services: &[Registration], set: &UpstreamSet) -> Tabl
         ready: true,
     };
     set.rule_stats.retain(table.rules().map(|r| &r.stats));
+    cache.replace(compiled);
     table
 }
 
@@ -578,5 +632,73 @@ address = "127.0.0.1:8008"
             0,
             "removed rules' cells are dropped"
         );
+    }
+
+    fn reg(name: &str, port: u16, path: &str) -> Registration {
+        crate::registry::parse_registration(
+            format!(
+                r#"{{"service": "{name}", "url": "http://127.0.0.1:{port}", "routes": [{{"path": "{path}/*"}}, {{"path": "{path}/x", "method": "POST"}}]}}"#
+            )
+            .as_bytes(),
+        )
+        .unwrap()
+    }
+
+    /// Every rule of a table as text: what it is, where it routes, its rank.
+    fn dump(t: &Table) -> Vec<String> {
+        t.rules()
+            .map(|r| {
+                let ups: Vec<&str> = r.pool.upstreams.iter().map(|u| &*u.label).collect();
+                format!(
+                    "{} {} {} {:?} {} {:?} {:?}",
+                    r.origin, r.label, r.pool.name, ups, r.rank, r.methods, r.hosts
+                )
+            })
+            .collect()
+    }
+
+    #[test]
+    fn a_rebuild_reuses_unchanged_services_and_routes_as_a_fresh_build() {
+        let cfg = parse(CFG, "t", Box::new(|_| None)).unwrap();
+        let set = UpstreamSet::default();
+        let one = vec![reg("a", 7101, "/a"), reg("c", 7103, "/c")];
+        let t1 = build(&cfg, &one, &set);
+        t1.routes.iter().for_each(|r| r.stats.slot(Some(0)).count(200));
+        let a1 = set.services.lock().unwrap().hit(&one[0], cfg.server.hold);
+        let a1 = a1.expect("a is kept");
+
+        // A service is added between the two and c changes its url: a is reused as it was,
+        // c is made again, and the table is what a fresh set builds.
+        let two = vec![
+            reg("a", 7101, "/a"),
+            reg("b", 7102, "/b"),
+            reg("c", 7104, "/c"),
+        ];
+        let t2 = build(&cfg, &two, &set);
+        assert_eq!(dump(&t2), dump(&build(&cfg, &two, &UpstreamSet::default())));
+        let a2 = set.services.lock().unwrap().hit(&two[0], cfg.server.hold);
+        assert!(Arc::ptr_eq(&a1, &a2.unwrap()), "a was not made again");
+        assert_eq!(set.services.lock().unwrap().len(), 3);
+        for r in t2.routes.iter().filter(|r| r.origin.starts_with("service")) {
+            // c's address changed: its cell for the new address starts from zero.
+            let want = u64::from(r.origin == "service a");
+            let got = r.stats.slot(Some(0)).total();
+            assert_eq!(got, want, "{} {}", r.origin, r.label);
+        }
+        assert_eq!(pick(&t2, "GET", "/b/1"), "/b/* 127.0.0.1:7102");
+        assert_eq!(pick(&t2, "GET", "/c/1"), "/c/* 127.0.0.1:7104");
+        assert_eq!(pick(&t2, "POST", "/a/x"), "/a/x 127.0.0.1:7101");
+
+        // Another server hold makes every service again; removed services are forgotten.
+        let mut cfg2 = parse(CFG, "t", Box::new(|_| None)).unwrap();
+        cfg2.server.hold.max += 1;
+        let t3 = build(&cfg2, &two[..1], &set);
+        let a3 = set.services.lock().unwrap().hit(&two[0], cfg2.server.hold);
+        assert!(!Arc::ptr_eq(&a1, &a3.unwrap()));
+        assert_eq!(set.services.lock().unwrap().len(), 1);
+        let a_rule = t3.routes.iter().find(|r| r.origin == "service a").unwrap();
+        assert_eq!(a_rule.pool.hold.max, cfg2.server.hold.max);
+        assert_eq!(a_rule.stats.slot(Some(0)).total(), 1, "same id, same cells");
+        assert_eq!(set.all().len(), 6, "5 static addresses and a's");
     }
 }

@@ -6,6 +6,7 @@ pub mod fxhash;
 pub mod host;
 pub mod pattern;
 pub mod prefix;
+pub(crate) mod reuse;
 pub mod select;
 pub mod shard;
 pub mod table;

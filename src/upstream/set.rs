@@ -15,6 +15,9 @@ pub struct UpstreamSet {
     inner: Mutex<Inner>,
     /// Per-rule counters by stable rule id, kept across rebuilds the same way.
     pub rule_stats: crate::metrics::keep::StatsKeep,
+    /// Registered services as the newest table was built from them, so that the next build
+    /// reuses the unchanged ones (`routing::reuse`).
+    pub(crate) services: Mutex<crate::routing::reuse::Services>,
 }
 
 #[derive(Debug, Default)]
@@ -57,19 +60,20 @@ impl UpstreamSet {
     }
 
     /// Forgets every upstream the newest table does not use (their checkers then stop).
+    /// `used` may name an upstream more than once.
     pub fn retain(&self, used: &[Arc<Upstream>]) {
+        let used: HashSet<*const Upstream> = used.iter().map(Arc::as_ptr).collect();
         let mut inner = self.inner.lock().unwrap_or_else(|p| p.into_inner());
-        inner
-            .map
-            .retain(|_, u| used.iter().any(|x| Arc::ptr_eq(x, u)));
-        inner
-            .fresh
-            .retain(|u| used.iter().any(|x| Arc::ptr_eq(x, u)));
+        inner.map.retain(|_, u| used.contains(&Arc::as_ptr(u)));
+        inner.fresh.retain(|u| used.contains(&Arc::as_ptr(u)));
     }
 
     /// The runtime state of the pool called `name`, the same one every table gets.
     pub fn pool_runtime(&self, name: &str) -> Arc<PoolRuntime> {
         let mut inner = self.inner.lock().unwrap_or_else(|p| p.into_inner());
+        if let Some(rt) = inner.pools.get(name) {
+            return rt.clone();
+        }
         inner.pools.entry(name.to_string()).or_default().clone()
     }
 

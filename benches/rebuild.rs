@@ -1,0 +1,69 @@
+//! The control plane's cost per registry event: rebuilding the routing table of 1,000 and
+//! 10,000 registered services (one route each, a few hundred distinct addresses, a small
+//! static config), as every replica of a fleet does for each etcd watch event.
+//!
+//! The upstream set is warm, as in a running replica: the table is built once, then each
+//! iteration builds it again with one service replaced (the realistic event), and the old
+//! table is dropped inside the timed part too (a replica drops it after the swap).
+//!
+//! `cargo bench --bench rebuild`
+use criterion::{criterion_group, criterion_main, BatchSize, Criterion};
+use std::hint::black_box;
+use switchyard::config;
+use switchyard::registry::{parse_registration, Registration};
+use switchyard::routing::build::build;
+use switchyard::upstream::set::UpstreamSet;
+
+const BASE: &str = r#"
+[[targets]]
+address = "127.0.0.1:18001"
+[[backends]]
+name = "api"
+addresses = ["127.0.0.1:18002", "127.0.0.1:18003"]
+[[routes]]
+path = "/api/*"
+backend = "api"
+[[path_routes]]
+path = "/static"
+address = "127.0.0.1:18004"
+"#;
+
+/// Service `i` as the registration API receives it (`rev` changes its route, so a replaced
+/// service is a different registration).
+fn service(i: usize, rev: usize) -> Registration {
+    let body = format!(
+        r#"{{"service": "svc{i:06}", "url": "http://127.0.0.1:{}", "health_endpoint": "/health", "routes": [{{"path": "/reg{i:06}/v{rev}/*"}}]}}"#,
+        20000 + i % 256
+    );
+    parse_registration(body.as_bytes()).expect("a valid registration")
+}
+
+fn rebuild(c: &mut Criterion) {
+    let cfg = config::parse(BASE, "bench", Box::new(|_| None)).expect("base config");
+    let mut g = c.benchmark_group("rebuild");
+    for n in [1_000usize, 10_000] {
+        let services: Vec<Registration> = (0..n).map(|i| service(i, 1)).collect();
+        let set = UpstreamSet::default();
+        let mut table = Some(build(&cfg, &services, &set));
+        let mut flip = 0usize;
+        g.bench_function(format!("{n} services, one replaced"), |b| {
+            b.iter_batched(
+                || {
+                    flip += 1;
+                    let mut next = services.clone();
+                    next[n / 2] = service(n / 2, 2 + flip % 2);
+                    next
+                },
+                |next| {
+                    let t = build(&cfg, black_box(&next), &set);
+                    drop(table.replace(t));
+                },
+                BatchSize::LargeInput,
+            )
+        });
+    }
+    g.finish();
+}
+
+criterion_group!(benches, rebuild);
+criterion_main!(benches);
