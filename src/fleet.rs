@@ -82,6 +82,30 @@ async fn apply(shared: &Arc<Shared>, services: Vec<Registration>) {
     }
 }
 
+/// Puts `new` (None: removes it) in place of service `name` in `services`, which is sorted by
+/// name with each name once; true when that changed anything.
+fn upsert(services: &mut Vec<Registration>, name: &str, new: Option<Registration>) -> bool {
+    match (
+        services.binary_search_by(|s| s.service.as_str().cmp(name)),
+        new,
+    ) {
+        (Ok(i), Some(r)) if services[i] == r => false,
+        (Ok(i), Some(r)) => {
+            services[i] = r;
+            true
+        }
+        (Ok(i), None) => {
+            services.remove(i);
+            true
+        }
+        (Err(i), Some(r)) => {
+            services.insert(i, r);
+            true
+        }
+        (Err(_), None) => false,
+    }
+}
+
 /// One connected stretch: full load, then watch + periodic reload until something breaks.
 async fn session(
     shared: &Arc<Shared>,
@@ -128,7 +152,10 @@ async fn session(
                     log::warn!("fault injection: dropped a watch response");
                     continue;
                 }
-                let mut services = shared.control.lock().await.services.clone();
+                // Applied in place under the control lock: copying the whole registry for
+                // one event cost as much as the rebuild it was for.
+                let mut control = shared.control.lock().await;
+                let mut changed = false;
                 for ev in &resp.events {
                     let Some(kv) = ev.kv.as_ref() else { continue };
                     // A delete event's kv carries the deletion's revision.
@@ -137,15 +164,20 @@ async fn session(
                         continue; // already in what the last full load or check verified
                     }
                     let Some(name) = store.name_of(&kv.key) else { continue };
-                    services.retain(|s| s.service != name);
-                    if ev.r#type == EventType::Put as i32 {
-                        if let Some(r) = store.decode(&kv.key, &kv.value) {
-                            services.push(r);
-                        }
-                    }
+                    let new = if deleted { None } else { store.decode(&kv.key, &kv.value) };
+                    changed |= upsert(&mut control.services, &name, new);
                 }
-                services.sort_by(|a, b| a.service.cmp(&b.service));
-                apply(shared, services).await;
+                if changed {
+                    let t0 = std::time::Instant::now();
+                    crate::control::rebuild(shared, &control.services);
+                    // What a fleet's propagation costs per replica (scripts/fleet-scale.sh).
+                    log::info!(
+                        "etcd sync: registry changed ({} service(s)); table rebuilt in {:.1} ms",
+                        control.services.len(),
+                        t0.elapsed().as_secs_f64() * 1000.0
+                    );
+                }
+                drop(control);
                 store.mark_synced(resp.header.map_or(0, |h| h.revision));
             }
             _ = tick.tick() => {
@@ -171,5 +203,47 @@ async fn session(
                 }
             }
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::upsert;
+    use crate::registry::{parse_registration, Registration};
+
+    fn reg(name: &str, port: u16) -> Registration {
+        let body = format!(
+            r#"{{"service": "{name}", "url": "http://127.0.0.1:{port}", "routes": [{{"path": "/{name}/*"}}]}}"#
+        );
+        parse_registration(body.as_bytes()).unwrap()
+    }
+
+    fn names(v: &[Registration]) -> Vec<String> {
+        v.iter()
+            .map(|r| format!("{} {}", r.service, r.url))
+            .collect()
+    }
+
+    #[test]
+    fn events_keep_the_registry_sorted_and_report_changes() {
+        let mut v = vec![reg("b", 2)];
+        assert!(upsert(&mut v, "c", Some(reg("c", 3))));
+        assert!(upsert(&mut v, "a", Some(reg("a", 1))));
+        assert!(
+            !upsert(&mut v, "a", Some(reg("a", 1))),
+            "the same registration"
+        );
+        assert!(upsert(&mut v, "b", Some(reg("b", 9))));
+        assert!(!upsert(&mut v, "x", None), "nothing to delete");
+        assert_eq!(
+            names(&v),
+            [
+                "a http://127.0.0.1:1",
+                "b http://127.0.0.1:9",
+                "c http://127.0.0.1:3"
+            ]
+        );
+        assert!(upsert(&mut v, "b", None));
+        assert_eq!(names(&v), ["a http://127.0.0.1:1", "c http://127.0.0.1:3"]);
     }
 }

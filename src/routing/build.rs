@@ -663,7 +663,9 @@ address = "127.0.0.1:8008"
         let set = UpstreamSet::default();
         let one = vec![reg("a", 7101, "/a"), reg("c", 7103, "/c")];
         let t1 = build(&cfg, &one, &set);
-        t1.routes.iter().for_each(|r| r.stats.slot(Some(0)).count(200));
+        t1.routes
+            .iter()
+            .for_each(|r| r.stats.slot(Some(0)).count(200));
         let a1 = set.services.lock().unwrap().hit(&one[0], cfg.server.hold);
         let a1 = a1.expect("a is kept");
 

@@ -69,6 +69,7 @@ impl Services {
         }
     }
 
+    #[cfg(test)]
     pub(crate) fn len(&self) -> usize {
         self.by_name.len()
     }
