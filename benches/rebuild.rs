@@ -6,6 +6,10 @@
 //! iteration builds it again with one service replaced (the realistic event), and the old
 //! table is dropped inside the timed part too (a replica drops it after the swap).
 //!
+//! A second case changes `[server]`'s hold between builds, which makes every service again
+//! (none is reused): what every rebuild cost before unchanged services were reused (less the
+//! quadratic upstream scan that went with them).
+//!
 //! `cargo bench --bench rebuild`
 use criterion::{criterion_group, criterion_main, BatchSize, Criterion};
 use std::hint::black_box;
@@ -56,6 +60,20 @@ fn rebuild(c: &mut Criterion) {
                 },
                 |next| {
                     let t = build(&cfg, black_box(&next), &set);
+                    drop(table.replace(t));
+                },
+                BatchSize::LargeInput,
+            )
+        });
+        let mut cfg2 = cfg.clone();
+        g.bench_function(format!("{n} services, all made again"), |b| {
+            b.iter_batched(
+                || {
+                    cfg2.server.hold.max = cfg2.server.hold.max.wrapping_add(1) % 1000;
+                    services.clone()
+                },
+                |next| {
+                    let t = build(&cfg2, black_box(&next), &set);
                     drop(table.replace(t));
                 },
                 BatchSize::LargeInput,
