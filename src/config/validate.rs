@@ -41,6 +41,50 @@ impl Checker<'_> {
         }
     }
 
+    /// `protocol` of a backend or shard; `http1` when not given.
+    fn protocol(
+        &mut self,
+        v: &Option<Val<String>>,
+        key: &str,
+    ) -> crate::upstream::protocol::Protocol {
+        let Some(v) = v else {
+            return Default::default();
+        };
+        match crate::upstream::protocol::Protocol::parse(&v.value) {
+            Ok(p) => p,
+            Err(m) => {
+                self.problem(Some(&v.span), key, m);
+                Default::default()
+            }
+        }
+    }
+
+    /// `health_check_endpoint` of a backend of this protocol: a path, or `"grpc"` (the gRPC
+    /// health protocol) for an HTTP/2 backend.
+    fn endpoint_for(
+        &mut self,
+        v: &Option<Val<String>>,
+        key: &str,
+        protocol: crate::upstream::protocol::Protocol,
+    ) -> Option<String> {
+        match v {
+            Some(g) if g.value == crate::health::grpc::ENDPOINT => {
+                if protocol.is_h2() {
+                    Some(g.value.clone())
+                } else {
+                    self.problem(
+                        Some(&g.span),
+                        key,
+                        "\"grpc\" (the gRPC health protocol) needs protocol = \"h2c\" or \"h2\""
+                            .into(),
+                    );
+                    None
+                }
+            }
+            _ => self.endpoint(v, key),
+        }
+    }
+
     fn endpoint(&mut self, v: &Option<Val<String>>, key: &str) -> Option<String> {
         let v = v.as_ref()?;
         if !v.value.starts_with('/') || v.value.contains([' ', '\r', '\n']) {
@@ -77,8 +121,16 @@ fn backend_tls(
     c: &mut Checker<'_>,
     b: &super::schema::RawBackend,
     key: &str,
+    protocol: crate::upstream::protocol::Protocol,
 ) -> Option<std::sync::Arc<crate::tls::client::BackendTls>> {
-    let on = b.tls.as_ref().is_some_and(|v| v.value);
+    let on = match crate::upstream::protocol::tls_with(protocol, b.tls.as_ref().map(|v| v.value)) {
+        Ok(on) => on,
+        Err(m) => {
+            let span = b.tls.as_ref().map(|v| &v.span);
+            c.problem(span, &format!("{key}.protocol"), m.into());
+            return None;
+        }
+    };
     if !on {
         for (v, k) in [
             (&b.tls_ca, "tls_ca"),
@@ -88,7 +140,7 @@ fn backend_tls(
                 c.problem(
                     Some(&v.span),
                     &format!("{key}.{k}"),
-                    "only with tls = true".into(),
+                    "only with tls = true or protocol = \"h2\"".into(),
                 );
             }
         }
@@ -494,9 +546,11 @@ pub fn validate(raw: RawConfig, src: &str) -> Result<Config, Vec<Problem>> {
                 "needs at least one address".into(),
             );
         }
-        let hc = c.endpoint(
+        let protocol = c.protocol(&b.protocol, &format!("backends[{i}].protocol"));
+        let hc = c.endpoint_for(
             &b.health_check_endpoint,
             &format!("backends[{i}].health_check_endpoint"),
+            protocol,
         );
         let hold = super::resilience::hold(
             &mut c,
@@ -504,13 +558,14 @@ pub fn validate(raw: RawConfig, src: &str) -> Result<Config, Vec<Problem>> {
             &b.hold_max,
             &format!("backends[{i}]"),
         );
-        let tls = backend_tls(&mut c, b, &format!("backends[{i}]"));
+        let tls = backend_tls(&mut c, b, &format!("backends[{i}]"), protocol);
         cfg.backends.push(Backend {
             name,
             addresses,
             health_check_endpoint: hc,
             hold,
             tls,
+            protocol,
         });
     }
 
@@ -986,9 +1041,11 @@ fn shards(c: &mut Checker<'_>, raw: &RawConfig, cfg: &mut Config) {
                 "needs address = \"host-{n}:port\" and pods, or addresses = [...]".into(),
             ),
         }
-        let hc = c.endpoint(
+        let protocol = c.protocol(&s.protocol, &format!("{key}.protocol"));
+        let hc = c.endpoint_for(
             &s.health_check_endpoint,
             &format!("{key}.health_check_endpoint"),
+            protocol,
         );
         let literal: Vec<&str> = pattern.as_ref().map_or(Vec::new(), |p| p.literal_prefix());
         let rewrites = super::hosts::rewrites(
@@ -1016,6 +1073,7 @@ fn shards(c: &mut Checker<'_>, raw: &RawConfig, cfg: &mut Config) {
                 hosts,
                 rewrites,
                 hold,
+                protocol,
             });
         }
     }

@@ -239,7 +239,7 @@ pub(crate) async fn run<D: Downstream, B: RequestBody>(
     let rule = routed.rule;
     ex.rule = Some(rule);
     ex.key_name = routed.key_name;
-    if ex.grpc {
+    if ex.grpc && !rule.pool.upstreams.iter().any(|u| u.protocol.is_h2()) {
         // gRPC needs trailers, which an HTTP/1.1 backend cannot send (SPEC §10).
         let msg = "gRPC needs an HTTP/2 backend (protocol = \"h2c\" or \"h2\")";
         let mut e = ProxyError::refuse(ErrorKind::BadGateway, msg);
