@@ -224,7 +224,11 @@ fn unary_server_streaming_and_bidi_through_an_h2c_backend() {
     let b = server.wait_event("bidi", None);
     assert_eq!(b["n"], 50);
     // The access log names the client's protocol.
-    assert!(sy.wait_log("HTTP/2", Duration::from_secs(5)), "{}", sy.log_text());
+    assert!(
+        sy.wait_log("HTTP/2", Duration::from_secs(5)),
+        "{}",
+        sy.log_text()
+    );
 }
 
 #[test]
@@ -290,7 +294,10 @@ fn switchyards_own_errors_are_grpc_statuses() {
     );
     // The server has no keyed.Echo service: the backend's own UNIMPLEMENTED, relayed.
     assert_eq!(r["code"], "UNIMPLEMENTED", "{r}");
-    assert!(!r["details"].as_str().unwrap_or("").contains("switchyard"), "{r}");
+    assert!(
+        !r["details"].as_str().unwrap_or("").contains("switchyard"),
+        "{r}"
+    );
     // No reachable backend: UNAVAILABLE.
     let r = unary("/down.Echo/Unary", json!([]));
     assert_eq!(r["code"], "UNAVAILABLE", "{r}");
@@ -351,7 +358,10 @@ backend = "echo"
     let e = server.wait_event("health", None);
     assert_eq!(e["req"], "");
     let t = target(&sy);
-    let r = call(&t, json!({"kind": "unary", "method": "/test.Echo/Unary", "data": "up"}));
+    let r = call(
+        &t,
+        json!({"kind": "unary", "method": "/test.Echo/Unary", "data": "up"}),
+    );
     assert_eq!(r["code"], "OK", "{r}");
     server.cmd(json!({"op": "serving", "value": false}));
     assert!(
@@ -360,7 +370,10 @@ backend = "echo"
         sy.log_text()
     );
     assert!(sy.log_text().contains("NOT_SERVING"), "{}", sy.log_text());
-    let r = call(&t, json!({"kind": "unary", "method": "/test.Echo/Unary", "data": "down"}));
+    let r = call(
+        &t,
+        json!({"kind": "unary", "method": "/test.Echo/Unary", "data": "down"}),
+    );
     assert_eq!(r["code"], "UNAVAILABLE", "{r}");
     server.cmd(json!({"op": "serving", "value": true}));
     assert!(
@@ -405,7 +418,10 @@ backend = "wrongname"
     );
     let sy = Switchyard::start_in(&cfg, &[], dir);
     let t = target(&sy);
-    let r = call(&t, json!({"kind": "unary", "method": "/test.Echo/Unary", "data": "tls"}));
+    let r = call(
+        &t,
+        json!({"kind": "unary", "method": "/test.Echo/Unary", "data": "tls"}),
+    );
     assert_eq!(r["code"], "OK", "{r}");
     assert_eq!(r["head"], "echo:tls");
     assert_eq!(r["trailing"]["x-trailer"], "t-3");
@@ -416,6 +432,9 @@ backend = "wrongname"
     assert_eq!(r["n"], 40, "{r}");
     server.wait_event("unary", None);
     // The certificate names grpc.test, not 127.0.0.1: verification fails, no call is made.
-    let r = call(&t, json!({"kind": "unary", "method": "/wrong.Echo/Unary", "data": "x"}));
+    let r = call(
+        &t,
+        json!({"kind": "unary", "method": "/wrong.Echo/Unary", "data": "x"}),
+    );
     assert_eq!(r["code"], "UNAVAILABLE", "{r}");
 }

@@ -673,6 +673,10 @@ mod tests {
         assert_eq!(c.request.uri().to_string(), "https://b:443/");
         assert!(matches!(c.body, UpBody::Done));
         assert!(c.request.headers().get("te").is_none());
+        // gRPC gets `te: trailers` even when the client's was taken off as hop-by-hop.
+        let c = to_h2(b"POST /s/M HTTP/1.1\r\nContent-Type: application/grpc+proto\r\nContent-Length: 5\r\n\r\n", "http", "b").unwrap();
+        assert_eq!(c.request.headers().get("te").unwrap(), "trailers");
+        assert!(c.grpc);
         let c = to_h2(
             b"PUT /x HTTP/1.1\r\nHost: h\r\nContent-Length: 7\r\n\r\n",
             "http",
