@@ -745,3 +745,75 @@ fn h2load_through_an_h2c_backend_has_no_errors() {
     // 100 streams at once (4 x 25) went over a few multiplexed backend connections.
     assert!(h2.connections() <= 4, "{}", h2.connections());
 }
+
+#[test]
+fn shards_and_registrations_reach_h2c_backends() {
+    let pods = [Backend::start_h2("p0", 0), Backend::start_h2("p1", 0)];
+    let reg = Backend::start_h2("reg", 0);
+    let cfg = format!(
+        r#"{listen}
+[[shards]]
+name = "guilds"
+path = "/guilds/*"
+key = "header:X-Guild-Id"
+addresses = ["{p0}", "{p1}"]
+protocol = "h2c"
+"#,
+        listen = listen_section(""),
+        p0 = pods[0].address(),
+        p1 = pods[1].address(),
+    );
+    let sy = Switchyard::start(&cfg);
+    let c = client();
+    let mut seen = std::collections::HashMap::new();
+    for g in 0..20 {
+        let r = c
+            .get(sy.url("/guilds/x"))
+            .header("X-Guild-Id", g.to_string())
+            .send()
+            .unwrap();
+        assert_eq!(r.status(), 200);
+        let j: Value = r.json().unwrap();
+        assert_eq!(j["version"], "HTTP/2.0");
+        // The shard header went on to the pod.
+        let shard = j["headers"]["x-shard"].as_str().unwrap().to_string();
+        let pod = j["backend"].as_str().unwrap().to_string();
+        assert_eq!(*seen.entry(g).or_insert_with(|| pod.clone()), pod);
+        assert_eq!(pod, format!("p{shard}"), "{j}");
+    }
+    assert!(pods.iter().all(|p| p.hits() > 0));
+    // A registration naming its protocol.
+    let r = c
+        .post(sy.admin_url("/internal/register-service"))
+        .json(
+            &json!({"service": "h2svc", "url": format!("http://{}", reg.address()),
+                      "protocol": "h2c", "routes": [{"path": "/svc/*"}]}),
+        )
+        .send()
+        .unwrap();
+    assert_eq!(r.status(), 200, "{}", r.text().unwrap());
+    let ok = wait_until(Duration::from_secs(10), || {
+        c.get(sy.url("/svc/x"))
+            .send()
+            .is_ok_and(|r| r.status() == 200)
+    });
+    assert!(ok, "{}", sy.log_text());
+    let j: Value = c.get(sy.url("/svc/x")).send().unwrap().json().unwrap();
+    assert_eq!(
+        (j["backend"].as_str(), j["version"].as_str()),
+        (Some("reg"), Some("HTTP/2.0"))
+    );
+    // Its health checks went over HTTP/2 too (the hyper backend speaks nothing else).
+    assert!(reg.health_hits() > 0);
+    // A registration with a protocol that does not exist is refused, naming the field.
+    let r = c
+        .post(sy.admin_url("/internal/register-service"))
+        .json(
+            &json!({"service": "bad", "url": "http://127.0.0.1:1", "protocol": "spdy",
+                      "routes": [{"path": "/bad/*"}]}),
+        )
+        .send()
+        .unwrap();
+    assert_eq!(r.status(), 400);
+    assert!(r.text().unwrap().contains("protocol"));
+}

@@ -1283,4 +1283,48 @@ addresses = ["127.0.0.1:5"]
         let e = err("[[targets]]\naddress = \"${MISSING}\"\n");
         assert!(e.contains("MISSING is not set"), "{e}");
     }
+
+    #[test]
+    fn protocol_is_checked_with_its_key() {
+        use crate::upstream::protocol::Protocol;
+        let base = "[[backends]]\nname = \"g\"\naddresses = [\"127.0.0.1:9000\"]\n";
+        let c = ok(&format!(
+            "{base}protocol = \"h2c\"\nhealth_check_endpoint = \"grpc\"\n"
+        ));
+        assert_eq!(c.backends[0].protocol, Protocol::H2c);
+        assert!(c.backends[0].tls.is_none());
+        assert_eq!(c.backends[0].health_check_endpoint.as_deref(), Some("grpc"));
+        // h2 is TLS without saying tls = true, and takes the TLS keys.
+        let c = ok(&format!(
+            "{base}protocol = \"h2\"\ntls_server_name = \"g.test\"\n"
+        ));
+        assert_eq!(c.backends[0].protocol, Protocol::H2);
+        assert!(c.backends[0].tls.is_some());
+        assert_eq!(ok(base).backends[0].protocol, Protocol::Http1);
+        let e = err(&format!("{base}protocol = \"http2\"\n"));
+        assert!(
+            e.contains("backends[0].protocol") && e.contains("\"h2c\""),
+            "{e}"
+        );
+        let e = err(&format!("{base}protocol = \"h2c\"\ntls = true\n"));
+        assert!(
+            e.contains("backends[0].protocol") && e.contains("cleartext"),
+            "{e}"
+        );
+        let e = err(&format!("{base}protocol = \"h2\"\ntls = false\n"));
+        assert!(
+            e.contains("backends[0].protocol") && e.contains("tls = false"),
+            "{e}"
+        );
+        let e = err(&format!("{base}health_check_endpoint = \"grpc\"\n"));
+        assert!(
+            e.contains("backends[0].health_check_endpoint") && e.contains("h2c"),
+            "{e}"
+        );
+        let shard = "[[shards]]\nname = \"s\"\npath = \"/s/*\"\nkey = \"path:1\"\naddresses = [\"127.0.0.1:9001\"]\n";
+        let c = ok(&format!("{shard}protocol = \"h2c\"\n"));
+        assert_eq!(c.shards[0].protocol, Protocol::H2c);
+        let e = err(&format!("{shard}protocol = \"h3\"\n"));
+        assert!(e.contains("shards[0].protocol"), "{e}");
+    }
 }

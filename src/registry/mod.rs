@@ -525,4 +525,37 @@ mod tests {
             assert!(e.starts_with(field), "{e} should name {field}");
         }
     }
+
+    #[test]
+    fn protocol_field() {
+        let r = parse_registration(
+            br#"{"service": "g", "url": "http://127.0.0.1:7000", "protocol": "h2c", "health_endpoint": "grpc", "routes": [{"path": "/g.S/*"}]}"#,
+        )
+        .unwrap();
+        assert_eq!(r.protocol, Protocol::H2c);
+        assert!(!r.tls);
+        // Written to the store and read back the same; http1 is not written at all.
+        let back: Registration = serde_json::from_str(&serde_json::to_string(&r).unwrap()).unwrap();
+        assert_eq!(back, r);
+        let r = parse_registration(
+            br#"{"service": "g", "url": "http://127.0.0.1:7000", "protocol": "h2", "routes": []}"#,
+        )
+        .unwrap();
+        assert!(r.tls && r.protocol == Protocol::H2);
+        let r = parse_registration(
+            br#"{"service": "g", "url": "http://127.0.0.1:7000", "routes": []}"#,
+        )
+        .unwrap();
+        assert!(!serde_json::to_string(&r).unwrap().contains("protocol"));
+        for (body, field) in [
+            (&br#"{"service": "g", "url": "http://a:1", "protocol": "h3", "routes": []}"#[..], "protocol:"),
+            (br#"{"service": "g", "url": "http://a:1", "protocol": 2, "routes": []}"#, "protocol:"),
+            (br#"{"service": "g", "url": "https://a:1", "protocol": "h2c", "routes": []}"#, "protocol:"),
+            (br#"{"service": "g", "url": "http://a:1", "tls": false, "protocol": "h2", "routes": []}"#, "protocol:"),
+            (br#"{"service": "g", "url": "http://a:1", "health_endpoint": "grpc", "routes": []}"#, "health_endpoint:"),
+        ] {
+            let e = parse_registration(body).unwrap_err();
+            assert!(e.starts_with(field), "{e} should name {field}");
+        }
+    }
 }
