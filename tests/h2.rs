@@ -651,6 +651,20 @@ fn http1_client_to_an_h2c_backend_translates_the_head_and_streams_bodies() {
         assert_eq!(r.body.len(), n, "{path}");
         assert_eq!(fnv(&r.body), fnv(&pattern(n)), "{path}");
     }
+    // Expect: 100-continue: HTTP/2 has nothing to forward it as; switchyard says 100 itself
+    // at once (not after the 1 s it gives an HTTP/1.1 backend), then the body goes up.
+    let t = std::time::Instant::now();
+    c.send(b"PUT /h2/up HTTP/1.1\r\nHost: svc.test\r\nContent-Length: 5\r\nExpect: 100-continue\r\n\r\n")
+        .unwrap();
+    let r = c.read_head().unwrap();
+    assert_eq!(r.status, 100);
+    assert!(t.elapsed() < Duration::from_millis(900), "{:?}", t.elapsed());
+    c.send(b"12345").unwrap();
+    let r = c.read_response(false).unwrap();
+    assert_eq!(r.status, 200);
+    let j = r.json();
+    assert_eq!(j["body_len"], 5, "{j}");
+    assert!(j["headers"].get("expect").is_none(), "{j}");
     // One HTTP/2 connection carried all of it.
     assert_eq!(h2.connections(), 1);
 }
