@@ -658,7 +658,11 @@ fn http1_client_to_an_h2c_backend_translates_the_head_and_streams_bodies() {
         .unwrap();
     let r = c.read_head().unwrap();
     assert_eq!(r.status, 100);
-    assert!(t.elapsed() < Duration::from_millis(900), "{:?}", t.elapsed());
+    assert!(
+        t.elapsed() < Duration::from_millis(900),
+        "{:?}",
+        t.elapsed()
+    );
     c.send(b"12345").unwrap();
     let r = c.read_response(false).unwrap();
     assert_eq!(r.status, 200);

@@ -61,6 +61,9 @@ pub struct Up {
 enum UpBody {
     /// The head has not been sent yet.
     Head,
+    /// The head could not be expressed in HTTP/2 and was answered here: body bytes are taken
+    /// and dropped.
+    Discard,
     Length(u64),
     Chunked(Decoder),
     Done,
@@ -143,7 +146,24 @@ impl H2Upstream {
         };
         self.head.truncate(end);
         let head = std::mem::take(&mut self.head);
-        let req = to_h2(&head, self.scheme, &self.fallback)?;
+        let req = match to_h2(&head, self.scheme, &self.fallback) {
+            Ok(r) => r,
+            Err(e) => {
+                // Nothing reached the backend and it is not at fault: answered as a 400 of
+                // our own, as a client-side problem (never an outlier report against it).
+                log::info!("request not sent to {}: {e}", self.fallback);
+                let msg = format!("the request cannot be sent over HTTP/2: {e}\n");
+                let head = format!(
+                    "HTTP/1.1 400 Bad Request\r\ncontent-type: text/plain\r\ncontent-length: {}\r\n\r\n{msg}",
+                    msg.len()
+                );
+                self.down.out.push_back(Bytes::from(head));
+                self.down.state = DownState::Done;
+                self.up.body = UpBody::Discard;
+                self.send = None;
+                return Ok(end - old);
+            }
+        };
         let Some(mut send) = self.send.take() else {
             return Err(io::Error::other("request already sent"));
         };
@@ -168,6 +188,8 @@ struct Converted {
 }
 
 /// Fields of one connection (RFC 9113 §8.2.2), never sent in HTTP/2; `te` only as `trailers`.
+/// `Upgrade` goes too: an offer an HTTP/2 backend cannot take is declined, as a server that
+/// ignores it would (the request is served as it is; no 101 can come back).
 fn connection_specific(name: &[u8]) -> bool {
     [
         "connection",
@@ -223,8 +245,6 @@ fn to_h2(head: &[u8], scheme: &str, fallback: &str) -> io::Result<Converted> {
             chunked = true;
         } else if name_is(n, "expect") {
             continue_100 = v.eq_ignore_ascii_case(b"100-continue");
-        } else if name_is(n, "upgrade") {
-            return Err(bad("protocol upgrades cannot go to an HTTP/2 backend"));
         } else if name_is(n, "te") {
             te_trailers |= crate::http::list_items(v).any(|t| t.eq_ignore_ascii_case(b"trailers"));
         } else if name_is(n, "cookie") {
@@ -250,10 +270,11 @@ fn to_h2(head: &[u8], scheme: &str, fallback: &str) -> io::Result<Converted> {
         // gRPC servers require it; it is the one TE value HTTP/2 allows.
         map.insert(http::header::TE, HeaderValue::from_static("trailers"));
     }
-    let authority = match host {
-        Some(h) => std::str::from_utf8(h).map_err(|_| bad("invalid Host"))?,
-        None => fallback,
-    };
+    // A Host the URI grammar refuses (it passed our own checks) gives way to the address.
+    let authority = host
+        .and_then(|h| std::str::from_utf8(h).ok())
+        .filter(|h| h.parse::<http::uri::Authority>().is_ok())
+        .unwrap_or(fallback);
     let uri = if target.starts_with('/') || target == "*" {
         http::Uri::builder()
             .scheme(scheme)
@@ -271,6 +292,12 @@ fn to_h2(head: &[u8], scheme: &str, fallback: &str) -> io::Result<Converted> {
             .build()
     }
     .map_err(|_| bad("invalid request target or Host"))?;
+    // The backend must get exactly the path that was routed and authorized: the URI type
+    // would silently cut a `#fragment` off (`/a/x#/b` routed as one path, sent as another).
+    let sent = uri.path_and_query().map_or("", |p| p.as_str());
+    if (target.starts_with('/') && sent != target) || target.contains('#') {
+        return Err(bad("request target not expressible as an HTTP/2 :path"));
+    }
     let method = http::Method::from_bytes(method.as_bytes()).map_err(|_| bad("invalid method"))?;
     let mut request = http::Request::new(());
     *request.method_mut() = method;
@@ -325,11 +352,16 @@ pub(crate) fn trailer_fields(section: &[u8]) -> HeaderMap {
 impl Up {
     /// Body bytes from `buf` into DATA frames, as the window allows; returns bytes taken.
     fn poll_body(&mut self, cx: &mut Context<'_>, buf: &[u8]) -> Poll<io::Result<usize>> {
+        if let UpBody::Discard = self.body {
+            return Poll::Ready(Ok(buf.len()));
+        }
         let Some(stream) = self.stream.as_mut() else {
             return Poll::Ready(Err(io::Error::other("request head not sent")));
         };
         match &mut self.body {
-            UpBody::Head => Poll::Ready(Err(io::Error::other("request head not sent"))),
+            UpBody::Head | UpBody::Discard => {
+                Poll::Ready(Err(io::Error::other("request head not sent")))
+            }
             UpBody::Done => Poll::Ready(Err(io::Error::other("bytes after the request body"))),
             UpBody::Length(left) => {
                 let want = (buf.len() as u64).min(*left) as usize;
@@ -692,13 +724,22 @@ mod tests {
         )
         .unwrap();
         assert_eq!(c.request.uri().to_string(), "http://h.test/p?q");
-        assert!(to_h2(
+        // An upgrade offer is declined (HTTP/2 has none): the request goes on without it.
+        let c = to_h2(
             b"GET / HTTP/1.1\r\nUpgrade: websocket\r\nConnection: upgrade\r\n\r\n",
             "http",
-            "b"
+            "b",
         )
-        .is_err());
+        .unwrap();
+        assert!(c.request.headers().get("upgrade").is_none());
         assert!(to_h2(b"CONNECT h:1 HTTP/1.1\r\n\r\n", "http", "b").is_err());
+        // A fragment would be cut off on the way: refused rather than sent as another path.
+        assert!(to_h2(b"GET /api/x#/reply HTTP/1.1\r\n\r\n", "http", "b").is_err());
+        assert!(to_h2(b"GET /caf\xc3\xa9 HTTP/1.1\r\n\r\n", "http", "b").is_ok());
+        assert!(to_h2(b"GET /\xff HTTP/1.1\r\n\r\n", "http", "b").is_err());
+        // A Host the URI grammar refuses gives way to the address.
+        let c = to_h2(b"GET / HTTP/1.1\r\nHost: a b\r\n\r\n", "http", "b:1").unwrap();
+        assert_eq!(c.request.uri().authority().unwrap().as_str(), "b:1");
         assert!(to_h2(b"GET / HTTP/1.1\r\nContent-Length: x\r\n\r\n", "http", "b").is_err());
     }
 
