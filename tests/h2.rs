@@ -835,3 +835,39 @@ protocol = "h2c"
     assert_eq!(r.status(), 400);
     assert!(r.text().unwrap().contains("protocol"));
 }
+
+#[test]
+fn a_backends_max_concurrent_streams_opens_more_connections_up_to_the_bound() {
+    // Two streams per connection: eight slow requests at once need four connections, and
+    // four is the bound, so twelve still use four (the rest wait for a free stream).
+    let h2 = Backend::start_h2_with("h2", 0, Some(2));
+    let cfg = format!(
+        "{listen}[[backends]]\nname = \"h2\"\naddresses = [\"{a}\"]\nprotocol = \"h2c\"\n\n[[routes]]\npath = \"/*\"\nbackend = \"h2\"\n",
+        listen = listen_section(""),
+        a = h2.address(),
+    );
+    let sy = Switchyard::start(&cfg);
+    // One request first, so that the backend's SETTINGS are known.
+    assert_eq!(client().get(sy.url("/warm")).send().unwrap().status(), 200);
+    let run = |n: usize| {
+        let threads: Vec<_> = (0..n)
+            .map(|i| {
+                let url = sy.url("/sleep/800");
+                std::thread::sleep(Duration::from_millis(20));
+                std::thread::spawn(move || {
+                    let r = client().get(&url).send().unwrap();
+                    (i, r.status().as_u16())
+                })
+            })
+            .collect();
+        threads
+            .into_iter()
+            .map(|t| t.join().unwrap())
+            .filter(|(_, s)| *s == 200)
+            .count()
+    };
+    assert_eq!(run(8), 8);
+    assert_eq!(h2.connections(), 4);
+    assert_eq!(run(12), 12);
+    assert_eq!(h2.connections(), 4, "at most four connections per address");
+}

@@ -95,6 +95,11 @@ impl Backend {
     /// `goaway_after` > 0 each connection is shut down gracefully (GOAWAY, in-flight streams
     /// finish) once it has carried that many requests.
     pub fn start_h2(name: &str, goaway_after: usize) -> Backend {
+        Self::start_h2_with(name, goaway_after, None)
+    }
+
+    /// `start_h2` announcing `SETTINGS_MAX_CONCURRENT_STREAMS = max_streams`.
+    pub fn start_h2_with(name: &str, goaway_after: usize, max_streams: Option<u32>) -> Backend {
         let stats = Arc::new(Stats::default());
         stats.health_status.store(200, SeqCst);
         let std_listener = bind_retry("127.0.0.1:0".parse().unwrap());
@@ -107,7 +112,14 @@ impl Backend {
                 .enable_all()
                 .build()
                 .unwrap();
-            rt.block_on(serve_h2(nm, std_listener, st, rx, goaway_after));
+            rt.block_on(serve_h2(
+                nm,
+                std_listener,
+                st,
+                rx,
+                goaway_after,
+                max_streams,
+            ));
         });
         Backend {
             name: name.to_string(),
@@ -213,6 +225,7 @@ async fn serve_h2(
     stats: Arc<Stats>,
     mut stop: tokio::sync::oneshot::Receiver<()>,
     goaway_after: usize,
+    max_streams: Option<u32>,
 ) {
     let listener = tokio::net::TcpListener::from_std(l).unwrap();
     let mut conns = tokio::task::JoinSet::new();
@@ -235,10 +248,11 @@ async fn serve_h2(
                         }
                         handle(nm.clone(), st.clone(), req)
                     });
-                    let conn = hyper::server::conn::http2::Builder::new(
+                    let mut b = hyper::server::conn::http2::Builder::new(
                         hyper_util::rt::TokioExecutor::new(),
-                    )
-                    .serve_connection(io, svc);
+                    );
+                    b.max_concurrent_streams(max_streams);
+                    let conn = b.serve_connection(io, svc);
                     let mut conn = std::pin::pin!(conn);
                     tokio::select! {
                         _ = conn.as_mut() => return,
