@@ -800,4 +800,79 @@ mod tests {
         assert_eq!(m.len(), 2);
         assert!(trailer_fields(b"\r\n").is_empty());
     }
+
+    /// An HTTP/2 server (the h2 crate's, in memory) with a 7-byte stream window: the chunked
+    /// upload must go in window-sized DATA frames with its trailers last, and the answer come
+    /// back as HTTP/1.1 chunked bytes with the backend's trailers.
+    #[tokio::test]
+    async fn chunked_upload_through_a_tiny_window_and_trailers_both_ways() {
+        use tokio::io::{AsyncReadExt, AsyncWriteExt};
+        let (c, s) = tokio::io::duplex(1 << 16);
+        let server = tokio::spawn(async move {
+            let mut conn = h2::server::Builder::new()
+                .initial_window_size(7)
+                .handshake::<_, Bytes>(s)
+                .await
+                .unwrap();
+            let (req, mut respond) = conn.accept().await.unwrap().unwrap();
+            tokio::spawn(async move { while conn.accept().await.is_some() {} });
+            let (parts, mut body) = req.into_parts();
+            let mut got = Vec::new();
+            let mut frames = 0;
+            while let Some(d) = body.data().await {
+                let d = d.unwrap();
+                assert!(d.len() <= 7, "{} bytes over a 7-byte window", d.len());
+                frames += 1;
+                body.flow_control().release_capacity(d.len()).unwrap();
+                got.extend_from_slice(&d);
+            }
+            let t = body.trailers().await.unwrap();
+            let resp = http::Response::builder()
+                .status(200)
+                .header("content-type", "application/grpc")
+                .body(())
+                .unwrap();
+            let mut send = respond.send_response(resp, false).unwrap();
+            send.send_data(Bytes::from_static(b"answer"), false)
+                .unwrap();
+            let mut tr = HeaderMap::new();
+            tr.insert("grpc-status", HeaderValue::from_static("0"));
+            send.send_trailers(tr).unwrap();
+            (parts, got, frames, t)
+        });
+        let (send, conn) = h2::client::handshake(c).await.unwrap();
+        tokio::spawn(async move {
+            let _ = conn.await;
+        });
+        let send = send.ready().await.unwrap();
+        let mut up = H2Upstream::new(Ready::detached(send), false, "b:1");
+        up.write_all(b"POST /pkg.S/M HTTP/1.1\r\nHost: svc\r\nContent-Type: application/grpc\r\nTransfer-Encoding: chunked\r\n\r\n")
+            .await
+            .unwrap();
+        let payload: Vec<u8> = (0..100u8).collect();
+        let mut body = Vec::new();
+        for piece in payload.chunks(30) {
+            body.extend_from_slice(format!("{:x}\r\n", piece.len()).as_bytes());
+            body.extend_from_slice(piece);
+            body.extend_from_slice(b"\r\n");
+        }
+        body.extend_from_slice(b"0\r\nx-sum: 9\r\nhost: evil\r\n\r\n");
+        let (r, w) = up.split();
+        let mut answer = Vec::new();
+        let (a, b) = tokio::join!(w.write_all(&body), r.read_to_end(&mut answer));
+        a.unwrap();
+        b.unwrap();
+        let (parts, got, frames, t) = server.await.unwrap();
+        assert_eq!(got, payload);
+        assert!(frames >= 100 / 7, "{frames}");
+        assert_eq!(parts.uri.to_string(), "http://svc/pkg.S/M");
+        assert_eq!(parts.headers.get("te").unwrap(), "trailers");
+        let t = t.unwrap();
+        assert_eq!(t.get("x-sum").unwrap(), "9");
+        assert!(t.get("host").is_none());
+        assert_eq!(
+            String::from_utf8(answer).unwrap(),
+            "HTTP/1.1 200 OK\r\ncontent-type: application/grpc\r\ntransfer-encoding: chunked\r\n\r\n6\r\nanswer\r\n0\r\ngrpc-status: 0\r\n\r\n"
+        );
+    }
 }

@@ -91,6 +91,23 @@ pub struct Ready {
     pub reused: bool,
 }
 
+impl Ready {
+    /// A handle outside any pool (unit tests over an in-memory connection).
+    #[cfg(test)]
+    pub fn detached(send: SendRequest<Bytes>) -> Ready {
+        let state = Arc::new(State {
+            in_flight: AtomicUsize::new(1),
+            max: AtomicUsize::new(100),
+            dead: AtomicBool::new(false),
+        });
+        Ready {
+            send,
+            lease: Lease { state },
+            reused: false,
+        }
+    }
+}
+
 impl H2Pool {
     /// Live connections now.
     pub fn len(&self) -> usize {
