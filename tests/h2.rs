@@ -871,3 +871,22 @@ fn a_backends_max_concurrent_streams_opens_more_connections_up_to_the_bound() {
     assert_eq!(run(12), 12);
     assert_eq!(h2.connections(), 4, "at most four connections per address");
 }
+
+#[test]
+fn an_idle_backend_connection_is_not_reused_after_idle_timeout() {
+    let h2 = Backend::start_h2("h2", 0);
+    let cfg = format!(
+        "{listen}[[backends]]\nname = \"h2\"\naddresses = [\"{a}\"]\nprotocol = \"h2c\"\n\n[[routes]]\npath = \"/*\"\nbackend = \"h2\"\n",
+        listen = listen_section("idle_timeout = 0.6"),
+        a = h2.address(),
+    );
+    let sy = Switchyard::start(&cfg);
+    let get = || client().get(sy.url("/x")).send().unwrap().status();
+    assert_eq!(get(), 200);
+    assert_eq!(get(), 200);
+    assert_eq!(h2.connections(), 1, "reused while fresh");
+    std::thread::sleep(Duration::from_millis(1200));
+    assert_eq!(get(), 200);
+    assert_eq!(h2.connections(), 2, "a new connection after idle_timeout");
+    assert_eq!(h2.hits(), 3);
+}

@@ -73,8 +73,7 @@ pub async fn connect_fresh_or_idle(
     }
     if u.protocol.is_h2() {
         // An HTTP/2 backend's idle pool stays empty: a stream on one of its connections.
-        let fresh = idle_timeout.is_none();
-        let r = u.h2.checkout(u, connect_timeout, own, fresh).await?;
+        let r = u.h2.checkout(u, connect_timeout, own, idle_timeout).await?;
         let reused = r.reused;
         let s = super::upstream_h2::H2Upstream::new(r, u.tls.is_some(), &u.label);
         return Ok((BackendStream::H2(Box::new(s)), reused));

@@ -14,7 +14,7 @@ use bytes::Bytes;
 use h2::client::SendRequest;
 use std::future::Future;
 use std::pin::Pin;
-use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering::Relaxed};
+use std::sync::atomic::{AtomicBool, AtomicU64, AtomicUsize, Ordering::Relaxed};
 use std::sync::Arc;
 use std::time::Duration;
 
@@ -36,6 +36,8 @@ struct State {
     max: AtomicUsize,
     /// GOAWAY received, an error, or the connection closed.
     dead: AtomicBool,
+    /// When its last stream ended (unix ms; 0 while streams are open or before the first).
+    idle_since: AtomicU64,
 }
 
 struct Conn {
@@ -59,7 +61,11 @@ pub struct Lease {
 
 impl Drop for Lease {
     fn drop(&mut self) {
-        self.state.in_flight.fetch_sub(1, Relaxed);
+        if self.state.in_flight.fetch_sub(1, Relaxed) == 1 {
+            self.state
+                .idle_since
+                .store(crate::clock::unix_ms(), Relaxed);
+        }
     }
 }
 
@@ -99,6 +105,7 @@ impl Ready {
             in_flight: AtomicUsize::new(1),
             max: AtomicUsize::new(100),
             dead: AtomicBool::new(false),
+            idle_since: AtomicU64::new(0),
         });
         Ready {
             send,
@@ -127,6 +134,32 @@ impl H2Pool {
         });
     }
 
+    /// Drops connections without streams for longer than `idle` (as the HTTP/1.1 pool does
+    /// after `idle_timeout`): a connection quiet that long may have been dropped by the
+    /// backend or a middlebox without a word. Dropping the handle closes it (GOAWAY) once
+    /// any stream a racing request just put on it is done.
+    fn expire(&self, idle: Duration) {
+        let list = self.conns.load();
+        if !list.iter().any(|c| c.state.in_flight.load(Relaxed) == 0) {
+            return;
+        }
+        let now = crate::clock::unix_ms();
+        let stale = |c: &Arc<Conn>| {
+            let since = c.state.idle_since.load(Relaxed);
+            c.state.in_flight.load(Relaxed) == 0
+                && since > 0
+                && now.saturating_sub(since) > idle.as_millis() as u64
+        };
+        if list.iter().any(stale) {
+            self.conns.rcu(|v| {
+                v.iter()
+                    .filter(|c| c.usable() && !stale(c))
+                    .cloned()
+                    .collect::<Vec<_>>()
+            });
+        }
+    }
+
     fn least_busy(&self, with_room: bool) -> Option<Arc<Conn>> {
         self.conns
             .load()
@@ -136,15 +169,20 @@ impl H2Pool {
             .cloned()
     }
 
-    /// A stream on a live connection, opening one when none has room (or when `fresh`: the
-    /// retry after a failure on a reused one).
+    /// A stream on a live connection, opening one when none has room (or when `idle` is
+    /// None: the retry after a failure on a reused one). Connections idle longer than `idle`
+    /// are not used again.
     pub async fn checkout(
         &self,
         u: &Upstream,
         connect_timeout: Duration,
         own: &OwnListeners,
-        fresh: bool,
+        idle: Option<Duration>,
     ) -> std::io::Result<Ready> {
+        let fresh = idle.is_none();
+        if let Some(t) = idle {
+            self.expire(t);
+        }
         // A dead connection is found at most once per entry; the bound keeps a backend that
         // GOAWAYs every connection at once from looping us.
         for _ in 0..MAX_CONNS + 2 {
@@ -258,6 +296,7 @@ async fn handshake(
         in_flight: AtomicUsize::new(0),
         max: AtomicUsize::new(conn.max_concurrent_send_streams()),
         dead: AtomicBool::new(false),
+        idle_since: AtomicU64::new(crate::clock::unix_ms()),
     });
     let st = state.clone();
     let label = u.label.clone();
