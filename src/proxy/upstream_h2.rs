@@ -567,12 +567,8 @@ fn response_head(parts: &http::response::Parts, end: bool, grpc: bool) -> (Vec<u
         if !has_length && !bodiless {
             h.extend_from_slice(b"content-length: 0\r\n");
         }
-        if end {
-            DownState::Done
-        } else {
-            // 204/304 with DATA would be a protocol error; whatever comes is not relayed.
-            DownState::Done
-        }
+        // A 204/304 has no body even when the stream is still open: nothing more is relayed.
+        DownState::Done
     } else if keep_length {
         DownState::Length
     } else {
