@@ -65,15 +65,17 @@ fn rebuild(c: &mut Criterion) {
                 BatchSize::LargeInput,
             )
         });
-        let mut cfg2 = cfg.clone();
+        let mut other = cfg.clone();
+        other.server.hold.max += 1;
+        let cfgs = [cfg.clone(), other];
         g.bench_function(format!("{n} services, all made again"), |b| {
             b.iter_batched(
                 || {
-                    cfg2.server.hold.max = cfg2.server.hold.max.wrapping_add(1) % 1000;
-                    services.clone()
+                    flip += 1;
+                    (&cfgs[flip % 2], services.clone())
                 },
-                |next| {
-                    let t = build(&cfg2, black_box(&next), &set);
+                |(cfg, next)| {
+                    let t = build(cfg, black_box(&next), &set);
                     drop(table.replace(t));
                 },
                 BatchSize::LargeInput,

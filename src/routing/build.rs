@@ -86,11 +86,17 @@ fn compile(
         &crate::config::address::Address,
         Option<&str>,
         Option<&Arc<crate::tls::client::BackendTls>>,
+        crate::upstream::protocol::Protocol,
     ) -> Arc<Upstream>,
 ) -> Option<Compiled> {
     let addr = reg.address()?;
     let tls = reg.backend_tls().map(Arc::new);
-    let upstream = get(&addr, Some(&reg.health_endpoint), tls.as_ref());
+    let upstream = get(
+        &addr,
+        Some(&reg.health_endpoint),
+        tls.as_ref(),
+        reg.protocol,
+    );
     let pool = Arc::new(
         Pool::new(reg.service.clone(), vec![upstream.clone()])
             .with(set.pool_runtime(&reg.service), reg.hold().over(server_hold)),
@@ -132,8 +138,9 @@ pub fn build(cfg: &Config, services: &[Registration], set: &UpstreamSet) -> Tabl
     let mut used: Vec<Arc<Upstream>> = Vec::new();
     let mut get = |a: &crate::config::address::Address,
                    ep: Option<&str>,
-                   tls: Option<&Arc<crate::tls::client::BackendTls>>| {
-        let u = set.get_tls(a, ep, tls);
+                   tls: Option<&Arc<crate::tls::client::BackendTls>>,
+                   protocol: crate::upstream::protocol::Protocol| {
+        let u = set.get_proto(a, ep, tls, protocol);
         used.push(u.clone());
         u
     };
@@ -143,7 +150,14 @@ pub fn build(cfg: &Config, services: &[Registration], set: &UpstreamSet) -> Tabl
         let ups = b
             .addresses
             .iter()
-            .map(|a| get(a, b.health_check_endpoint.as_deref(), b.tls.as_ref()))
+            .map(|a| {
+                get(
+                    a,
+                    b.health_check_endpoint.as_deref(),
+                    b.tls.as_ref(),
+                    b.protocol,
+                )
+            })
             .collect();
         let pool = Pool::new(b.name.clone(), ups)
             .with(set.pool_runtime(&b.name), b.hold.over(cfg.server.hold));
@@ -234,7 +248,7 @@ pub fn build(cfg: &Config, services: &[Registration], set: &UpstreamSet) -> Tabl
         let pods = sh
             .addresses
             .iter()
-            .map(|a| get(a, sh.health_check_endpoint.as_deref(), None))
+            .map(|a| get(a, sh.health_check_endpoint.as_deref(), None, sh.protocol))
             .collect();
         let id = shards.len() as u32;
         groups.each(&sh.hosts, |g| g.shard_trie.insert(&pattern, id));
@@ -271,7 +285,12 @@ pub fn build(cfg: &Config, services: &[Registration], set: &UpstreamSet) -> Tabl
             g.prefix_trie.insert(&p.path, id);
         });
         path_routed.insert(&p.address);
-        let u = get(&p.address, p.health_check_endpoint.as_deref(), None);
+        let u = get(
+            &p.address,
+            p.health_check_endpoint.as_deref(),
+            None,
+            Default::default(),
+        );
         let pool = Arc::new(
             Pool::new(p.address.to_string(), vec![u])
                 .with(set.pool_runtime(&p.address.to_string()), cfg.server.hold),
@@ -297,7 +316,14 @@ pub fn build(cfg: &Config, services: &[Registration], set: &UpstreamSet) -> Tabl
         .targets
         .iter()
         .filter(|t| !path_routed.contains(&t.address))
-        .map(|t| get(&t.address, t.health_check_endpoint.as_deref(), None))
+        .map(|t| {
+            get(
+                &t.address,
+                t.health_check_endpoint.as_deref(),
+                None,
+                Default::default(),
+            )
+        })
         .collect();
     let catch_all = (!catch.is_empty()).then(|| {
         let pool = Arc::new(
