@@ -57,7 +57,7 @@ async fn apply(shared: &Arc<Shared>, services: Vec<Registration>) {
             );
         }
         control.services = services;
-        crate::control::rebuild(shared, &control.services);
+        crate::control::rebuild(shared, &control);
     }
     if first {
         log::info!(

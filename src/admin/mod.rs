@@ -273,8 +273,8 @@ fn route(shared: &Arc<Shared>, buf: &[u8], h: &RequestHead, _peer: SocketAddr) -
     match path {
         b"/health" => Answer::json(200, &health_json::health(shared)),
         b"/ready" => {
-            let ready = shared.table.load().ready && !shared.draining();
-            let v = serde_json::json!({"ready": ready, "draining": shared.draining()});
+            let ready = shared.dp.table.load().ready && !shared.dp.draining();
+            let v = serde_json::json!({"ready": ready, "draining": shared.dp.draining()});
             Answer::json(if ready { 200 } else { 503 }, &v)
         }
         b"/metrics" => {

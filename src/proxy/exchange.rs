@@ -17,7 +17,7 @@ use crate::resilience::policy::{self, Decision, Failure, RequestFacts, RetryConf
 use crate::resilience::pool_rt::InFlight;
 use crate::routing::select::Pool;
 use crate::routing::{Rule, Table};
-use crate::state::Shared;
+use crate::state::DataPlane;
 use crate::upstream::Upstream;
 use bytes::BytesMut;
 use std::sync::Arc;
@@ -126,7 +126,7 @@ pub(crate) enum Relayed {
 /// One request on its way through the phases.
 pub(crate) struct Exchange<'t> {
     /// What the data plane shares: metrics, the drain signal.
-    pub dp: &'t Shared,
+    pub dp: &'t DataPlane,
     pub table: &'t Table,
     pub req: &'t Request,
     pub client_ip: &'t str,
@@ -162,7 +162,7 @@ pub(crate) struct Exchange<'t> {
 
 impl<'t> Exchange<'t> {
     pub fn new(
-        dp: &'t Shared,
+        dp: &'t DataPlane,
         table: &'t Table,
         req: &'t Request,
         client_ip: &'t str,

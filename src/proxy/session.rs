@@ -12,7 +12,7 @@ use super::h1::{H1Body, H1Out};
 use super::read::{self, NoRequest};
 use crate::http::framing::Body;
 use crate::http::response::ResponseHead;
-use crate::state::Shared;
+use crate::state::DataPlane;
 use bytes::BytesMut;
 use std::future::Future;
 use std::net::SocketAddr;
@@ -93,7 +93,7 @@ impl IpText {
 
 /// One client connection's state across its requests.
 pub(crate) struct Session<S> {
-    pub dp: Arc<Shared>,
+    pub dp: Arc<DataPlane>,
     pub client: S,
     peer: std::net::IpAddr,
     peer_ip: IpText,
@@ -119,14 +119,19 @@ pub(crate) struct Session<S> {
 
 /// Serves one accepted client connection until it closes: the entry point for every
 /// transport (plain TCP from the listener; TLS streams after their handshake).
-pub async fn serve<S: ClientStream>(dp: Arc<Shared>, stream: S, peer: SocketAddr, info: ConnInfo) {
+pub async fn serve<S: ClientStream>(
+    dp: Arc<DataPlane>,
+    stream: S,
+    peer: SocketAddr,
+    info: ConnInfo,
+) {
     serve_from(dp, stream, peer, info, Instant::now(), BytesMut::new()).await
 }
 
 /// [`serve`] for a connection opened at `opened` whose first bytes were read already
 /// (`buf`: by the HTTP/2 preface detection).
 async fn serve_from<S: ClientStream>(
-    dp: Arc<Shared>,
+    dp: Arc<DataPlane>,
     stream: S,
     peer: SocketAddr,
     info: ConnInfo,
@@ -166,7 +171,7 @@ async fn serve_from<S: ClientStream>(
 /// HTTP/2 preface and `[server] h2c` is on (prior knowledge, SPEC §10). Nearly always the
 /// first read already tells (a peek, nothing consumed); a preface that comes in pieces is
 /// read until it is complete or proves to be something else.
-pub async fn serve_tcp(dp: Arc<Shared>, mut stream: TcpStream, peer: SocketAddr) {
+pub async fn serve_tcp(dp: Arc<DataPlane>, mut stream: TcpStream, peer: SocketAddr) {
     let opened = Instant::now();
     let (h2c, header_timeout) = {
         let t = dp.table.load();

@@ -7,7 +7,7 @@
 use super::certs;
 use super::store::{Entry, Source};
 use crate::config::tls::Acme;
-use crate::state::Shared;
+use crate::state::DataPlane;
 use instant_acme::{
     Account, AccountCredentials, AuthorizationStatus, ChallengeType, Identifier, NewAccount,
     NewOrder, OrderStatus, RetryPolicy,
@@ -163,7 +163,7 @@ fn entries(state: &AcmeState, domains: &[String]) -> Vec<Entry> {
 }
 
 /// Runs the ACME loop for `cfg` with the state file `path`; never returns.
-pub async fn run(shared: Arc<Shared>, cfg: Acme, path: PathBuf) {
+pub async fn run(shared: Arc<DataPlane>, cfg: Acme, path: PathBuf) {
     let p = path.clone();
     let mut state = tokio::task::spawn_blocking(move || load(&p))
         .await
@@ -276,7 +276,7 @@ async fn account_for(cfg: &Acme, state: &mut AcmeState) -> Result<Account, Strin
 
 /// One order for `domain`, start to finish.
 async fn order(
-    shared: &Shared,
+    shared: &DataPlane,
     cfg: &Acme,
     state: &mut AcmeState,
     account: &mut Option<Account>,
