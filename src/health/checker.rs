@@ -25,7 +25,7 @@ pub fn spawn_fresh(shared: &Arc<Shared>, gateway: &Gateway) {
 /// listeners keep their own upstreams, apart from the routing table's set).
 pub fn spawn_for(dp: &Arc<DataPlane>, upstreams: &[Arc<Upstream>], gateway: &Gateway) {
     for u in upstreams {
-        if u.probe().is_some() && u.health.try_start_checking() {
+        if probe::of(u).is_some() && u.health.try_start_checking() {
             let timings = Timings::from(gateway);
             tokio::spawn(run(Arc::downgrade(u), Arc::downgrade(dp), timings));
         }
@@ -39,7 +39,7 @@ async fn run(weak: Weak<Upstream>, shared: Weak<DataPlane>, mut timings: Timings
     };
     loop {
         let Some(u) = weak.upgrade() else { return };
-        let Some(probe) = u.probe() else {
+        let Some(probe) = probe::of(&u) else {
             return;
         };
         if let Some(sh) = shared.upgrade() {

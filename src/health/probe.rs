@@ -27,6 +27,16 @@ impl std::fmt::Display for Probe<'_> {
     }
 }
 
+/// How `u` is actively checked; None: not at all (always UP). Here rather than on `Upstream`,
+/// so that the upstream module does not depend on the checks that depend on it.
+pub fn of(u: &Upstream) -> Option<Probe<'_>> {
+    match &u.health_endpoint {
+        Some(ep) => Some(Probe::Http(ep)),
+        None if u.tcp_check => Some(Probe::Tcp),
+        None => None,
+    }
+}
+
 /// Why a check did not succeed.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub enum CheckError {

@@ -71,16 +71,6 @@ impl Upstream {
         u
     }
 
-    /// How this upstream is actively checked; None: not at all (always UP).
-    pub fn probe(&self) -> Option<crate::health::probe::Probe<'_>> {
-        use crate::health::probe::Probe;
-        match &self.health_endpoint {
-            Some(ep) => Some(Probe::Http(ep)),
-            None if self.tcp_check => Some(Probe::Tcp),
-            None => None,
-        }
-    }
-
     #[inline]
     pub fn status(&self) -> Status {
         self.health.status()
