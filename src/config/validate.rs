@@ -1,75 +1,12 @@
 //! Turns the config as written into the validated model: defaults, address and pattern
 //! checks, cross-references. Collects every problem instead of stopping at the first.
-use super::address::{self, Address};
+use super::address;
+use super::check::{line_of, Checker, Problem};
+use super::model::{Backend, Config, Gateway, PathRoute, Route, Server, Target};
 use super::schema::RawConfig;
-use super::value::{List, Secs, Val};
-use super::{line_of, Backend, Config, Gateway, PathRoute, Problem, Route, Server, Target};
+use super::value::{List, Val};
 use crate::routing::pattern::Pattern;
 use std::collections::HashSet;
-
-pub(super) struct Checker<'s> {
-    src: &'s str,
-    problems: Vec<Problem>,
-}
-
-impl Checker<'_> {
-    pub(super) fn problem(
-        &mut self,
-        span: Option<&std::ops::Range<usize>>,
-        key: &str,
-        message: String,
-    ) {
-        self.problems.push(Problem {
-            line: span.map(|s| line_of(self.src, s.start)),
-            key: key.to_string(),
-            message,
-        });
-    }
-
-    pub(super) fn address(
-        &mut self,
-        v: &Val<String>,
-        key: &str,
-        allow_zero: bool,
-    ) -> Option<Address> {
-        match address::parse(v.value.trim(), allow_zero) {
-            Ok(a) => Some(a),
-            Err(e) => {
-                self.problem(Some(&v.span), key, e);
-                None
-            }
-        }
-    }
-
-    fn endpoint(&mut self, v: &Option<Val<String>>, key: &str) -> Option<String> {
-        let v = v.as_ref()?;
-        if !v.value.starts_with('/') || v.value.contains([' ', '\r', '\n']) {
-            self.problem(
-                Some(&v.span),
-                key,
-                format!("{:?} must be a path starting with /", v.value),
-            );
-            return None;
-        }
-        Some(v.value.clone())
-    }
-
-    pub(super) fn positive(
-        &mut self,
-        v: &Option<Val<Secs>>,
-        key: &str,
-        default: std::time::Duration,
-    ) -> std::time::Duration {
-        match v {
-            None => default,
-            Some(v) if v.value.0.is_zero() => {
-                self.problem(Some(&v.span), key, "must be greater than 0".into());
-                default
-            }
-            Some(v) => v.value.0,
-        }
-    }
-}
 
 /// `tls`, `tls_ca`, `tls_server_name` of a `[[backends]]`: the CA file is read here so that a
 /// bad one is a config error with its line.
@@ -369,12 +306,14 @@ pub fn validate(raw: RawConfig, src: &str) -> Result<Config, Vec<Problem>> {
             }
         }
     }
-    super::tcp::validate(&mut c, &raw, &mut cfg);
-    super::tls::validate(&mut c, raw.tls.as_ref(), &mut cfg);
+    cfg.tcp = super::tcp::validate(&mut c, &raw.tcp, [&cfg.server.listen, &cfg.admin_listen]);
+    let mut taken = vec![&cfg.server.listen, &cfg.admin_listen];
+    taken.extend(cfg.tcp.iter().map(|t| &t.listen));
+    cfg.tls = super::tls::validate(&mut c, raw.tls.as_ref(), &taken);
     super::listeners::check(&mut c, &raw, &cfg.server.listen, &cfg.admin_listen);
     api_keys(&mut c, &raw, &mut cfg);
     store(&mut c, &raw, &mut cfg);
-    if let (Some(a), super::Store::Etcd { .. }) =
+    if let (Some(a), super::model::Store::Etcd { .. }) =
         (raw.tls.as_ref().and_then(|t| t.acme.as_ref()), &cfg.store)
     {
         c.problem(
@@ -717,7 +656,7 @@ fn api_keys(c: &mut Checker<'_>, raw: &RawConfig, cfg: &mut Config) {
             }
         }
         if let Some(sha256) = sha {
-            cfg.api_keys.push(crate::config::ApiKey {
+            cfg.api_keys.push(super::model::ApiKey {
                 name,
                 sha256,
                 permissions,
@@ -757,7 +696,7 @@ fn store(c: &mut Checker<'_>, raw: &RawConfig, cfg: &mut Config) {
                 if p.value.trim().is_empty() {
                     c.problem(Some(&p.span), "store.path", "must not be empty".into());
                 } else {
-                    cfg.store = crate::config::Store::File {
+                    cfg.store = super::model::Store::File {
                         path: p.value.trim().into(),
                     };
                 }
@@ -803,7 +742,7 @@ fn store(c: &mut Checker<'_>, raw: &RawConfig, cfg: &mut Config) {
                 "store.full_refresh_interval",
                 std::time::Duration::from_secs(1),
             );
-            cfg.store = crate::config::Store::Etcd {
+            cfg.store = super::model::Store::Etcd {
                 endpoints,
                 prefix,
                 full_refresh_interval,
@@ -823,16 +762,16 @@ fn store(c: &mut Checker<'_>, raw: &RawConfig, cfg: &mut Config) {
 /// What every replica of one fleet shares and no other fleet does: the store registrations
 /// live in. etcd: endpoints (sorted) and prefix; a file store is one host's: host name and
 /// absolute path. The default `via_name` is a digest of it.
-pub fn fleet_identity(store: &crate::config::Store) -> String {
+pub fn fleet_identity(store: &super::model::Store) -> String {
     match store {
-        crate::config::Store::Etcd {
+        super::model::Store::Etcd {
             endpoints, prefix, ..
         } => {
             let mut e = endpoints.clone();
             e.sort();
             format!("etcd|{}|{prefix}", e.join(","))
         }
-        crate::config::Store::File { path } => {
+        super::model::Store::File { path } => {
             let abs = std::path::absolute(path).unwrap_or_else(|_| path.clone());
             let host = std::fs::read_to_string("/proc/sys/kernel/hostname")
                 .ok()
@@ -1005,7 +944,7 @@ fn shards(c: &mut Checker<'_>, raw: &RawConfig, cfg: &mut Config) {
         );
         let hold = super::resilience::hold(c, &s.hold_timeout, &s.hold_max, &key);
         if let (Some(p), Some(key_source), Some(hash)) = (pattern, source, hash) {
-            cfg.shards.push(crate::config::Shard {
+            cfg.shards.push(super::model::Shard {
                 name,
                 path: p.to_string(),
                 key: key_source,
