@@ -160,7 +160,8 @@ pub struct Backend {
 
 #[derive(Debug, Clone, PartialEq)]
 pub struct Route {
-    pub path: String,
+    /// Parsed and canonical; displays as written in canonical form.
+    pub path: crate::routing::pattern::Pattern,
     /// Upper-case method names; empty means any method.
     pub methods: Vec<String>,
     pub backend: String,
@@ -174,7 +175,7 @@ pub struct Route {
 #[derive(Debug, Clone, PartialEq)]
 pub struct Shard {
     pub name: String,
-    pub path: String,
+    pub path: crate::routing::pattern::Pattern,
     pub key: crate::routing::shard::KeySource,
     pub hash: crate::routing::shard::HashKind,
     /// One address per pod, by ordinal.

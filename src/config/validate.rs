@@ -62,12 +62,6 @@ fn backend_tls(
     }
 }
 
-fn valid_method(m: &str) -> bool {
-    !m.is_empty()
-        && m.bytes()
-            .all(|b| b.is_ascii_alphanumeric() || b"!#$%&'*+-.^_`|~".contains(&b))
-}
-
 pub fn validate(raw: RawConfig, src: &str) -> Result<Config, Vec<Problem>> {
     let mut c = Checker {
         src,
@@ -466,15 +460,14 @@ pub fn validate(raw: RawConfig, src: &str) -> Result<Config, Vec<Problem>> {
         };
         let mut methods = Vec::new();
         for m in r.methods.iter().flat_map(|l| l.0.iter()) {
-            let up = m.value.trim().to_ascii_uppercase();
-            if !valid_method(&up) {
-                c.problem(
+            match crate::http::token::method(&m.value) {
+                None => c.problem(
                     Some(&m.span),
                     &format!("{key}.methods"),
                     format!("{:?} is not a method", m.value),
-                );
-            } else if !methods.contains(&up) {
-                methods.push(up);
+                ),
+                Some(up) if !methods.contains(&up) => methods.push(up),
+                Some(_) => {}
             }
         }
         if let Some(l) = &r.methods {
@@ -531,7 +524,7 @@ pub fn validate(raw: RawConfig, src: &str) -> Result<Config, Vec<Problem>> {
                 &p.literal_prefix(),
             );
             cfg.routes.push(Route {
-                path: p.to_string(),
+                path: p,
                 methods,
                 backend,
                 permission,
@@ -946,7 +939,7 @@ fn shards(c: &mut Checker<'_>, raw: &RawConfig, cfg: &mut Config) {
         if let (Some(p), Some(key_source), Some(hash)) = (pattern, source, hash) {
             cfg.shards.push(super::model::Shard {
                 name,
-                path: p.to_string(),
+                path: p,
                 key: key_source,
                 hash,
                 addresses,

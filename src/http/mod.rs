@@ -11,6 +11,7 @@ pub mod host;
 pub mod reply;
 pub mod response;
 pub mod rewrite;
+pub mod token;
 pub mod trailers;
 pub mod via;
 

@@ -307,16 +307,13 @@ pub fn parse_registration(body: &[u8]) -> Result<Registration, String> {
         let method = match get("method")? {
             None => None,
             Some(m) if m == "*" || m.eq_ignore_ascii_case("any") => None,
-            Some(m) => {
-                if m.is_empty()
-                    || !m
-                        .bytes()
-                        .all(|b| b.is_ascii_alphanumeric() || b"!#$%&'*+-.^_`|~".contains(&b))
-                {
-                    return Err(field_err(&f("method"), "not a valid method token"));
-                }
-                Some(m.to_ascii_uppercase())
+            Some(m) if m.trim() != m => {
+                return Err(field_err(&f("method"), "not a valid method token"))
             }
+            Some(m) => Some(
+                crate::http::token::method(&m)
+                    .ok_or_else(|| field_err(&f("method"), "not a valid method token"))?,
+            ),
         };
         let permission = get("permission")?;
         if let Some(p) = &permission {

@@ -131,9 +131,9 @@ pub fn find_unguarded(
     type Guard<'a> = (Pattern, Vec<String>, bool, &'a str, String, &'a [String]);
     let mut guards: Vec<Guard<'_>> = Vec::new();
     for s in statics {
-        if let (Some(p), Ok(pat)) = (&s.permission, Pattern::parse(&s.path)) {
+        if let Some(p) = &s.permission {
             guards.push((
-                pat,
+                s.path.clone(),
                 s.methods.clone(),
                 true,
                 p,
@@ -196,11 +196,11 @@ pub fn find_unguarded(
 
 /// Same path, overlapping methods and an exact host in common (or neither has hosts): a
 /// duplicate (SPEC §3).
-fn same_route(a: &RegRoute, path_b: &str, methods_b: &[String], hosts_b: &[String]) -> bool {
-    let (Ok(pa), Ok(pb)) = (Pattern::parse(&a.path), Pattern::parse(path_b)) else {
+fn same_route(a: &RegRoute, pb: &Pattern, methods_b: &[String], hosts_b: &[String]) -> bool {
+    let Ok(pa) = Pattern::parse(&a.path) else {
         return false;
     };
-    pa == pb
+    pa == *pb
         && match a.method.as_deref() {
             None => true,
             Some(m) => methods_b.is_empty() || methods_b.iter().any(|x| x == m),
@@ -226,7 +226,10 @@ pub fn find_conflict(
         for o in others.iter().filter(|o| o.service != reg.service) {
             for orr in &o.routes {
                 let methods: Vec<String> = orr.method.iter().cloned().collect();
-                if same_route(r, &orr.path, &methods, &orr.hosts) {
+                let Ok(pb) = Pattern::parse(&orr.path) else {
+                    continue;
+                };
+                if same_route(r, &pb, &methods, &orr.hosts) {
                     return Some(format!(
                         "route {} is already registered by service {}",
                         r.path, o.service
@@ -331,7 +334,7 @@ mod tests {
     #[test]
     fn conflicts() {
         let statics = vec![Route {
-            path: "/api/comments/*".into(),
+            path: Pattern::parse("/api/comments/*").unwrap(),
             methods: vec!["GET".into()],
             backend: "c".into(),
             permission: None,
@@ -366,7 +369,7 @@ mod tests {
 
     fn route(path: &str, methods: &[&str], perm: Option<&str>) -> Route {
         Route {
-            path: path.into(),
+            path: Pattern::parse(path).unwrap(),
             methods: methods.iter().map(|m| m.to_string()).collect(),
             backend: "b".into(),
             permission: perm.map(String::from),

@@ -105,20 +105,26 @@ pub fn build(cfg: &Config, services: &[Registration], set: &UpstreamSet) -> Tabl
     let mut groups = Groups::default();
     let mut routes = Vec::new();
     for (i, r) in cfg.routes.iter().enumerate() {
-        let (Ok(pattern), Some(pool)) = (Pattern::parse(&r.path), pools.get(r.backend.as_str()))
-        else {
-            // validate() has refused such a config; a table is never built from it.
-            continue;
-        };
+        let pattern = r.path.clone();
+        let pool = pools.entry(r.backend.as_str()).or_insert_with(|| {
+            // validate() refuses an unknown backend; a Config built otherwise still keeps the
+            // route, as a pool without addresses (503), rather than letting it fall through.
+            log::error!(
+                "routes[{i}]: unknown backend {:?}; answering 503",
+                r.backend
+            );
+            Arc::new(Pool::new(r.backend.clone(), vec![]))
+        });
+        let path = pattern.to_string();
         let id = routes.len() as u32;
         groups.each(&r.hosts, |g| g.route_trie.insert(&pattern, id));
         routes.push(Rule {
             kind: RuleKind::Route,
-            label: r.path.clone(),
+            label: path.clone(),
             origin: format!("routes[{i}]"),
             hosts: r.hosts.clone(),
             edits: r.rewrites.edits(),
-            stats: ids.stats(&["route", &r.path, &methods_of(&r.methods)], &r.hosts, pool),
+            stats: ids.stats(&["route", &path, &methods_of(&r.methods)], &r.hosts, pool),
             pool: pool.clone(),
             permission: r.permission.clone(),
             methods: r.methods.iter().map(|m| m.as_bytes().into()).collect(),
@@ -131,7 +137,15 @@ pub fn build(cfg: &Config, services: &[Registration], set: &UpstreamSet) -> Tabl
     // Registered services join step 1 with the same pattern rules; ties go to static routes.
     let mut registered = Vec::new();
     for (si, reg) in services.iter().enumerate() {
-        let Some(addr) = reg.address() else { continue };
+        let Some(addr) = reg.address() else {
+            // parse_registration refuses such a url, here and when a store is read.
+            log::error!(
+                "service {}: url {:?} is not http(s)://host:port; left out",
+                reg.service,
+                reg.url
+            );
+            continue;
+        };
         let tls = reg.backend_tls().map(Arc::new);
         let u = get(&addr, Some(&reg.health_endpoint), tls.as_ref());
         let pool = Arc::new(Pool::new(reg.service.clone(), vec![u.clone()]).with(
@@ -145,6 +159,13 @@ pub fn build(cfg: &Config, services: &[Registration], set: &UpstreamSet) -> Tabl
         });
         for (ri, r) in reg.routes.iter().enumerate() {
             let Ok(pattern) = Pattern::parse(&r.path) else {
+                // parse_registration refuses such a path (registrations are stored as JSON
+                // and read back through it); never silently.
+                log::error!(
+                    "service {}: route {:?} is not a pattern; left out",
+                    reg.service,
+                    r.path
+                );
                 continue;
             };
             let id = routes.len() as u32;
@@ -177,9 +198,8 @@ pub fn build(cfg: &Config, services: &[Registration], set: &UpstreamSet) -> Tabl
 
     let mut shards = Vec::new();
     for (i, sh) in cfg.shards.iter().enumerate() {
-        let Ok(pattern) = Pattern::parse(&sh.path) else {
-            continue;
-        };
+        let pattern = sh.path.clone();
+        let path = pattern.to_string();
         let pods = sh
             .addresses
             .iter()
@@ -193,11 +213,11 @@ pub fn build(cfg: &Config, services: &[Registration], set: &UpstreamSet) -> Tabl
         );
         shards.push(Rule {
             kind: RuleKind::Shard,
-            label: sh.path.clone(),
+            label: path.clone(),
             origin: format!("shards[{i}] {}", sh.name),
             hosts: sh.hosts.clone(),
             edits: sh.rewrites.edits(),
-            stats: ids.stats(&["shard", &sh.name, &sh.path], &sh.hosts, &pool),
+            stats: ids.stats(&["shard", &sh.name, &path], &sh.hosts, &pool),
             pool,
             permission: None,
             methods: vec![],
@@ -578,5 +598,22 @@ address = "127.0.0.1:8008"
             0,
             "removed rules' cells are dropped"
         );
+    }
+
+    /// A Config that names a backend it lacks (validate() refuses the file; a hand-built
+    /// model can still) keeps the route, without addresses: 503, never a fall-through to a
+    /// less specific rule.
+    #[test]
+    fn a_route_to_an_unknown_backend_is_kept_not_skipped() {
+        let src = "[[targets]]\naddress = \"127.0.0.1:7001\"\n[[backends]]\nname = \"b\"\naddresses = [\"127.0.0.1:7000\"]\n[[routes]]\npath = \"/x/*\"\nbackend = \"b\"\n";
+        let mut cfg = parse(src, "t", Box::new(|_| None)).unwrap();
+        cfg.routes[0].backend = "gone".into();
+        let t = build(&cfg, &[], &UpstreamSet::default());
+        let r = t
+            .rules()
+            .find(|r| r.label == "/x/*")
+            .expect("the route is in the table");
+        assert_eq!(r.pool.name, "gone");
+        assert!(r.pool.upstreams.is_empty());
     }
 }
