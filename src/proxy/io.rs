@@ -46,6 +46,20 @@ pub async fn read_head<S: AsyncRead + Unpin>(
     first_byte: Instant,
     whole: Duration,
 ) -> Result<usize, ReadHeadError> {
+    read_head_checked(s, buf, max, first_byte, whole, |_| Ok(())).await
+}
+
+/// `read_head`, asking `partial` about each incomplete head before waiting for more: its
+/// error ends the read at once (the admin listener refuses what cannot become a request).
+/// The data plane passes a no-op, so a head that arrives whole costs nothing more.
+pub async fn read_head_checked<S: AsyncRead + Unpin>(
+    s: &mut S,
+    buf: &mut BytesMut,
+    max: usize,
+    first_byte: Instant,
+    whole: Duration,
+    mut partial: impl FnMut(&[u8]) -> Result<(), HeadError>,
+) -> Result<usize, ReadHeadError> {
     let mut scanned = 0;
     let mut deadline = if buf.is_empty() {
         first_byte
@@ -58,6 +72,7 @@ pub async fn read_head<S: AsyncRead + Unpin>(
                 Scan::Complete(n) => return Ok(n),
                 Scan::Partial => scanned = buf.len(),
             }
+            partial(buf).map_err(ReadHeadError::Head)?;
         }
         let was_empty = buf.is_empty();
         match read_some(s, buf, deadline).await {
