@@ -1,18 +1,18 @@
 //! The config file: loading (with `${VAR}` expansion), the validated model the rest of
 //! switchyard uses, and error reports that name the key and the line of every problem.
 pub mod address;
-pub mod check;
-pub mod expand;
-pub mod hosts;
-pub mod keys;
-pub mod listeners;
+pub(crate) mod check;
+pub(crate) mod expand;
+pub(crate) mod hosts;
+pub(crate) mod keys;
+pub(crate) mod listeners;
 pub mod model;
 pub mod resilience;
-pub mod schema;
+pub(crate) mod schema;
 pub mod tcp;
 pub mod tls;
-pub mod validate;
-pub mod value;
+pub(crate) mod validate;
+pub(crate) mod value;
 
 use check::line_of;
 pub use check::Problem;

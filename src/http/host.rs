@@ -128,13 +128,6 @@ pub fn request_host<'b>(
     Ok(host_header.filter(|h| !h.is_empty()))
 }
 
-/// The name rules match on: lowercased, without port and trailing dot (SPEC §3).
-pub fn routing_name(authority: &[u8]) -> Vec<u8> {
-    let host = split(authority).map_or(authority, |(h, _)| h);
-    let host = host.strip_suffix(b".").unwrap_or(host);
-    host.to_ascii_lowercase()
-}
-
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -196,11 +189,5 @@ mod tests {
         assert!(rh("/pub", Some("h"), 1, true).is_err());
         assert!(rh("db", Some("h"), 1, true).is_err());
         assert!(rh("http://db:1/", Some("h"), 1, true).is_err());
-    }
-
-    #[test]
-    fn routing_names() {
-        assert_eq!(routing_name(b"API.Example.com.:8080"), b"api.example.com");
-        assert_eq!(routing_name(b"[::1]:80"), b"[::1]");
     }
 }

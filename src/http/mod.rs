@@ -4,16 +4,16 @@ pub mod admit;
 pub mod canonical;
 pub mod chunked;
 pub mod edits;
-pub mod error;
+pub(crate) mod error;
 pub mod framing;
 pub mod head;
-pub mod host;
+pub(crate) mod host;
 pub mod reply;
 pub mod response;
 pub mod rewrite;
-pub mod token;
-pub mod trailers;
-pub mod via;
+pub(crate) mod token;
+pub(crate) mod trailers;
+pub(crate) mod via;
 
 /// ASCII case-insensitive comparison of a header name against a lowercase literal.
 #[inline]

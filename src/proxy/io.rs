@@ -18,7 +18,8 @@ pub enum ReadHeadError {
     /// EOF after part of a head.
     Truncated,
     Timeout,
-    Io(std::io::Error),
+    /// Carried for Debug; every reader of the head treats it as the peer being gone.
+    Io(#[allow(dead_code)] std::io::Error),
     Head(HeadError),
 }
 

@@ -53,7 +53,8 @@ pub struct ConnInfo {
 pub struct TlsInfo {
     /// `TLSv1.3` and the like.
     pub version: &'static str,
-    /// The server name the client asked for.
+    /// The server name the client asked for: recorded at the handshake, read by nothing yet.
+    #[allow(dead_code)]
     pub sni: Option<String>,
 }
 

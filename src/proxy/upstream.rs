@@ -47,21 +47,11 @@ impl std::fmt::Display for ConnectError {
     }
 }
 
-/// Connects one upstream (pool first). An address that leads to one of switchyard's own
-/// listeners is never connected to, checked on every connect because a DNS name can start
-/// pointing at us after it was configured or registered: a loop would hold a connection per
-/// round trip until descriptors run out.
-pub async fn connect_one(
-    u: &Upstream,
-    connect_timeout: Duration,
-    idle_timeout: Duration,
-    own: &OwnListeners,
-) -> std::io::Result<(BackendStream, bool)> {
-    connect_fresh_or_idle(u, connect_timeout, Some(idle_timeout), own).await
-}
-
 /// Connects one upstream: from the idle pool first when `idle_timeout` is given, else always
-/// a new connection (the retry of a stale pooled one).
+/// a new connection (the retry of a stale pooled one). An address that leads to one of
+/// switchyard's own listeners is never connected to, checked on every connect because a DNS
+/// name can start pointing at us after it was configured or registered: a loop would hold a
+/// connection per round trip until descriptors run out.
 pub async fn connect_fresh_or_idle(
     u: &Upstream,
     connect_timeout: Duration,

@@ -1,10 +1,10 @@
 //! Self-registered services: the registration document and its validation, the rules a
 //! registration must pass (allow list, permissions, conflicts, rate limit) and the store.
-pub mod addr_class;
-pub mod rules;
-pub mod self_target;
-pub mod store;
-pub mod strict_json;
+pub(crate) mod addr_class;
+pub(crate) mod rules;
+pub(crate) mod self_target;
+pub(crate) mod store;
+pub(crate) mod strict_json;
 
 use crate::config::address::{self, Address};
 use crate::routing::pattern::Pattern;

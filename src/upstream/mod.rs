@@ -1,7 +1,7 @@
 //! One backend address as the data plane sees it: its health cell, its idle connection pool,
 //! its resolved addresses and its counters. Shared by every pool and table that names it.
-pub mod dns;
-pub mod pool;
+pub(crate) mod dns;
+pub(crate) mod pool;
 pub mod set;
 
 use crate::config::address::Address;
