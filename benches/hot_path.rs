@@ -166,7 +166,8 @@ addresses = ["127.0.0.1:18002", "127.0.0.1:18003"]
             tls_server_name: None,
             routes: vec![RegRoute {
                 method: None,
-                path: format!("/reg{i:06}/v1/*"),
+                path: switchyard::routing::pattern::Pattern::parse(&format!("/reg{i:06}/v1/*"))
+                    .expect("bench pattern"),
                 permission: None,
                 hosts: vec![],
             }],

@@ -17,7 +17,8 @@ pub struct RegRoute {
     /// Upper-case method; None = any method.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub method: Option<String>,
-    pub path: String,
+    /// Parsed and canonical once, when the registration is; stored as its string.
+    pub path: crate::routing::pattern::Pattern,
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub permission: Option<String>,
     /// Normalized host entries (SPEC §3 Hosts); empty = every host.
@@ -351,7 +352,7 @@ pub fn parse_registration(body: &[u8]) -> Result<Registration, String> {
         };
         let route = RegRoute {
             method,
-            path: pattern.to_string(),
+            path: pattern,
             permission,
             hosts,
         };
@@ -486,6 +487,22 @@ mod tests {
         for (body, field) in cases {
             let e = parse_registration(body).unwrap_err();
             assert!(e.starts_with(field), "{e} should name {field}");
+        }
+    }
+
+    /// A stored route keeps its pattern as the string it was registered with and reads it back
+    /// through Pattern::parse: a file edited to hold a pattern registration would refuse does
+    /// not load one.
+    #[test]
+    fn stored_patterns_round_trip_and_are_parsed_again() {
+        let r: RegRoute = serde_json::from_str(r#"{"path": "/api/*/x/*"}"#).unwrap();
+        assert_eq!(serde_json::to_value(&r).unwrap()["path"], "/api/*/x/*");
+        for bad in [
+            r#"{"path": "/a/../b"}"#,
+            r#"{"path": "api"}"#,
+            r#"{"path": "/%2f"}"#,
+        ] {
+            assert!(serde_json::from_str::<RegRoute>(bad).is_err(), "{bad}");
         }
     }
 }

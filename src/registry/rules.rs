@@ -144,7 +144,8 @@ pub fn find_unguarded(
     }
     for o in others.iter().filter(|o| o.service != reg.service) {
         for r in &o.routes {
-            if let (Some(p), Ok(pat)) = (&r.permission, Pattern::parse(&r.path)) {
+            if let Some(p) = &r.permission {
+                let pat = r.path.clone();
                 let methods = r.method.iter().cloned().collect();
                 guards.push((
                     pat,
@@ -158,10 +159,8 @@ pub fn find_unguarded(
         }
     }
     for r in &reg.routes {
-        let Ok(rp) = Pattern::parse(&r.path) else {
-            continue;
-        };
-        let r_class = class(&rp, r.method.is_some(), false);
+        let rp = &r.path;
+        let r_class = class(rp, r.method.is_some(), false);
         for (gp, gm, g_static, perm, what, g_hosts) in &guards {
             let methods_overlap = match &r.method {
                 None => true,
@@ -177,10 +176,10 @@ pub fn find_unguarded(
             let takes = match (r.hosts.is_empty(), g_hosts.is_empty()) {
                 (false, true) => true,
                 (true, false) => false,
-                _ => rp == *gp || r_class >= class(gp, !gm.is_empty(), *g_static),
+                _ => *rp == *gp || r_class >= class(gp, !gm.is_empty(), *g_static),
             };
             if methods_overlap
-                && intersects(&rp, gp)
+                && intersects(rp, gp)
                 && takes
                 && r.permission.as_deref() != Some(*perm)
             {
@@ -197,10 +196,7 @@ pub fn find_unguarded(
 /// Same path, overlapping methods and an exact host in common (or neither has hosts): a
 /// duplicate (SPEC §3).
 fn same_route(a: &RegRoute, pb: &Pattern, methods_b: &[String], hosts_b: &[String]) -> bool {
-    let Ok(pa) = Pattern::parse(&a.path) else {
-        return false;
-    };
-    pa == *pb
+    a.path == *pb
         && match a.method.as_deref() {
             None => true,
             Some(m) => methods_b.is_empty() || methods_b.iter().any(|x| x == m),
@@ -226,10 +222,7 @@ pub fn find_conflict(
         for o in others.iter().filter(|o| o.service != reg.service) {
             for orr in &o.routes {
                 let methods: Vec<String> = orr.method.iter().cloned().collect();
-                let Ok(pb) = Pattern::parse(&orr.path) else {
-                    continue;
-                };
-                if same_route(r, &pb, &methods, &orr.hosts) {
+                if same_route(r, &orr.path, &methods, &orr.hosts) {
                     return Some(format!(
                         "route {} is already registered by service {}",
                         r.path, o.service
@@ -292,7 +285,7 @@ mod tests {
             tls_server_name: None,
             routes: vec![RegRoute {
                 method: method.map(String::from),
-                path: path.into(),
+                path: Pattern::parse(path).unwrap(),
                 permission: perm.map(String::from),
                 hosts: vec![],
             }],

@@ -2,7 +2,6 @@
 //! set in, a complete immutable table out. Reload, registration and store events all use it.
 use super::fxhash::FxHashMap;
 use super::host::HostSpec;
-use super::pattern::Pattern;
 use super::select::Pool;
 use super::table::{rank, Rule, RuleKind, RuleSet, ServiceEntry, ShardRule, Table};
 use crate::config::Config;
@@ -158,21 +157,13 @@ pub fn build(cfg: &Config, services: &[Registration], set: &UpstreamSet) -> Tabl
             upstream: u,
         });
         for (ri, r) in reg.routes.iter().enumerate() {
-            let Ok(pattern) = Pattern::parse(&r.path) else {
-                // parse_registration refuses such a path (registrations are stored as JSON
-                // and read back through it); never silently.
-                log::error!(
-                    "service {}: route {:?} is not a pattern; left out",
-                    reg.service,
-                    r.path
-                );
-                continue;
-            };
+            let pattern = r.path.clone();
+            let path = pattern.to_string();
             let id = routes.len() as u32;
             groups.each(&r.hosts, |g| g.route_trie.insert(&pattern, id));
             routes.push(Rule {
                 kind: RuleKind::Route,
-                label: r.path.clone(),
+                label: path.clone(),
                 origin: format!("service {}", reg.service),
                 hosts: r.hosts.clone(),
                 edits: Default::default(),
@@ -188,7 +179,7 @@ pub fn build(cfg: &Config, services: &[Registration], set: &UpstreamSet) -> Tabl
                 pattern: Some(pattern),
                 shard: None,
                 stats: ids.stats(
-                    &["service", &reg.service, &r.path, &methods_of(&r.method)],
+                    &["service", &reg.service, &path, &methods_of(&r.method)],
                     &r.hosts,
                     &pool,
                 ),

@@ -161,7 +161,7 @@ mod tests {
             tls_server_name: None,
             routes: vec![RegRoute {
                 method: Some("GET".into()),
-                path: "/api/comments/*".into(),
+                path: crate::routing::pattern::Pattern::parse("/api/comments/*").unwrap(),
                 permission: None,
                 hosts: vec![],
             }],
