@@ -54,6 +54,50 @@ impl Checker<'_> {
         }
     }
 
+    /// `protocol` of a backend or shard; `http1` when not given.
+    pub(super) fn protocol(
+        &mut self,
+        v: &Option<Val<String>>,
+        key: &str,
+    ) -> crate::upstream::protocol::Protocol {
+        let Some(v) = v else {
+            return Default::default();
+        };
+        match crate::upstream::protocol::Protocol::parse(&v.value) {
+            Ok(p) => p,
+            Err(m) => {
+                self.problem(Some(&v.span), key, m);
+                Default::default()
+            }
+        }
+    }
+
+    /// `health_check_endpoint` of a backend of this protocol: a path, or `"grpc"` (the gRPC
+    /// health protocol) for an HTTP/2 backend.
+    pub(super) fn endpoint_for(
+        &mut self,
+        v: &Option<Val<String>>,
+        key: &str,
+        protocol: crate::upstream::protocol::Protocol,
+    ) -> Option<String> {
+        match v {
+            Some(g) if g.value == crate::health::grpc::ENDPOINT => {
+                if protocol.is_h2() {
+                    Some(g.value.clone())
+                } else {
+                    self.problem(
+                        Some(&g.span),
+                        key,
+                        "\"grpc\" (the gRPC health protocol) needs protocol = \"h2c\" or \"h2\""
+                            .into(),
+                    );
+                    None
+                }
+            }
+            _ => self.endpoint(v, key),
+        }
+    }
+
     pub(super) fn endpoint(&mut self, v: &Option<Val<String>>, key: &str) -> Option<String> {
         let v = v.as_ref()?;
         if !v.value.starts_with('/') || v.value.contains([' ', '\r', '\n']) {

@@ -27,3 +27,4 @@ pub(crate) mod stream;
 mod tests;
 pub(crate) mod tunnel;
 pub(crate) mod upstream;
+pub(crate) mod upstream_h2;

@@ -283,6 +283,7 @@ mod tests {
             tls: false,
             tls_ca: None,
             tls_server_name: None,
+            protocol: Default::default(),
             routes: vec![RegRoute {
                 method: method.map(String::from),
                 path: Pattern::parse(path).unwrap(),
