@@ -41,23 +41,7 @@ pub fn of(u: &Upstream) -> Option<Probe<'_>> {
     }
 }
 
-/// Why a check did not succeed.
-#[derive(Debug, Clone, PartialEq, Eq)]
-pub enum CheckError {
-    /// The backend failed the check: it counts.
-    Failed(String),
-    /// This process could not run the check (out of file descriptors): says nothing about
-    /// the backend, so it must not count against it.
-    Local(String),
-}
-
-impl std::fmt::Display for CheckError {
-    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        match self {
-            CheckError::Failed(m) | CheckError::Local(m) => f.write_str(m),
-        }
-    }
-}
+pub use super::CheckError;
 
 /// Runs one check; Ok(response time) on success.
 pub async fn check(
