@@ -4,6 +4,8 @@
 use super::body::{self, CopyError};
 use super::counted::Counted;
 use super::downstream::{Added, Downstream, RequestBody, Written};
+use super::replay::Kept;
+use crate::http::chunked::Decoder;
 use super::io::write_all;
 use crate::http::error::{self, ErrorKind};
 use crate::http::framing::Body;
@@ -180,38 +182,66 @@ impl<W: AsyncWrite + Unpin> Downstream for H1Out<'_, W> {
 }
 
 /// A request body read from an HTTP/1.x client: `pending` holds what was read past the head,
-/// `r` gives the rest.
+/// `r` gives the rest. When the request may be retried, the pieces passed on are kept
+/// (`replay`), so a retry sends the same body.
 pub(crate) struct H1Body<'a, R> {
     pub r: R,
     pub pending: &'a mut BytesMut,
     pub body: Body,
-    /// Content-Length bytes not yet sent.
+    /// Content-Length bytes not yet taken from the client.
     pub left: u64,
     pub idle: Duration,
     /// Body bytes passed on so far (the access log's `bytes_in`, with the head).
     pub taken: u64,
+    /// Where a chunked body stands, across tries.
+    dec: Decoder,
+    kept: Kept,
+}
+
+impl<'a, R> H1Body<'a, R> {
+    pub fn new(r: R, pending: &'a mut BytesMut, body: Body, idle: Duration) -> Self {
+        H1Body {
+            r,
+            pending,
+            body,
+            left: match body {
+                Body::Length(n) => n,
+                _ => 0,
+            },
+            idle,
+            taken: 0,
+            dec: Decoder::pause_at_trailers(),
+            kept: Kept::default(),
+        }
+    }
 }
 
 impl<'a> H1Body<'a, tokio::io::Empty> {
     /// A request without a body; nothing is ever read for it.
     pub fn none(pending: &'a mut BytesMut, idle: Duration) -> Self {
-        H1Body {
-            r: tokio::io::empty(),
-            pending,
-            body: Body::None,
-            left: 0,
-            idle,
-            taken: 0,
-        }
+        H1Body::new(tokio::io::empty(), pending, Body::None, idle)
     }
 }
 
 impl<R: AsyncRead + Unpin> RequestBody for H1Body<'_, R> {
     fn has_more(&self) -> bool {
-        self.left > 0 || self.body == Body::Chunked
+        self.left > 0
+            || (self.body == Body::Chunked && !self.dec.is_done())
+            || self.kept.pending_replay()
     }
 
     fn coalesce(&mut self, out: &mut Vec<u8>) {
+        if self.kept.pending_replay() {
+            // The kept pieces go first, from `send_to`.
+            return;
+        }
+        let k = (self.pending.len() as u64).min(self.left) as usize;
+        if self.kept.on() && k > 0 && k <= COALESCE {
+            out.extend_from_slice(&self.kept.take(self.pending, k));
+            self.left -= k as u64;
+            self.taken += k as u64;
+            return;
+        }
         let before = self.left;
         coalesce(out, self.pending, &mut self.left);
         self.taken += before - self.left;
@@ -222,23 +252,46 @@ impl<R: AsyncRead + Unpin> RequestBody for H1Body<'_, R> {
     }
 
     async fn send_to<W: AsyncWrite + Unpin>(&mut self, dst: &mut W) -> Result<(), CopyError> {
+        // A retry: what the last try passed on goes again first, piece by piece as it went.
+        while let Some(b) = self.kept.next_replay() {
+            write_all(dst, &b, self.idle)
+                .await
+                .map_err(CopyError::Sink)?;
+            self.kept.sent();
+        }
+        self.kept.replayed();
+        let kept = self.kept.on().then_some(&mut self.kept);
+        let dst = &mut Counted {
+            w: dst,
+            n: &mut self.taken,
+        };
         match self.body {
             Body::Length(_) if self.left > 0 => {
-                let n = std::mem::take(&mut self.left);
-                let dst = &mut Counted {
-                    w: dst,
-                    n: &mut self.taken,
-                };
-                body::copy_length(&mut self.r, self.pending, dst, n, self.idle).await
+                let (src, pending) = (&mut self.r, &mut *self.pending);
+                body::copy_length_kept(src, pending, dst, &mut self.left, self.idle, kept).await
             }
-            Body::Chunked => {
-                let dst = &mut Counted {
-                    w: dst,
-                    n: &mut self.taken,
-                };
-                body::copy_chunked(&mut self.r, self.pending, dst, self.idle).await
+            Body::Chunked if !self.dec.is_done() => {
+                let (src, pending) = (&mut self.r, &mut *self.pending);
+                body::copy_chunked_kept(src, pending, dst, &mut self.dec, self.idle, kept).await
             }
             _ => Ok(()),
         }
+    }
+
+    fn keep(&mut self, limit: u64) {
+        let known = match self.body {
+            Body::None => return,
+            Body::Length(n) => Some(n),
+            _ => None,
+        };
+        self.kept.start(limit, known);
+    }
+
+    fn replayable(&self) -> bool {
+        self.kept.whole(self.taken)
+    }
+
+    fn rewind(&mut self) {
+        self.kept.rewind();
     }
 }
