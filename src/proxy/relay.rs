@@ -84,9 +84,14 @@ async fn both_ways<D: Downstream, B: RequestBody>(
     // Whether a retry could still send the body again, for holding back a 5xx: known now when
     // nothing is to be uploaded, else once the upload is complete.
     let mut whole = body.replayable();
-    let mut upload = pin!(async {
-        body.send_to(&mut uw).await?;
-        Ok(body.replayable())
+    // The upload's future is as large as every way of sending a body (kept, chunked, replayed):
+    // boxed, and made only when there is something to send, it costs a bodyless request
+    // nothing, not even room in this future.
+    let mut upload = uploading.then(|| {
+        Box::pin(async {
+            body.send_to(&mut uw).await?;
+            Ok(body.replayable())
+        })
     });
     if expect == Expect::Body {
         let mut heads = Heads {
@@ -95,12 +100,15 @@ async fn both_ways<D: Downstream, B: RequestBody>(
             label,
             s,
         };
-        if uploading {
-            let head = heads.read_final(&mut ur, down, far_future());
-            (up, whole) = while_uploading(upload.as_mut(), head, label, s).await?;
-        } else {
-            let first_byte = ex.sent_at + s.upstream_timeout;
-            heads.read_final(&mut ur, down, first_byte).await?;
+        match upload.as_mut() {
+            Some(upload) => {
+                let head = heads.read_final(&mut ur, down, far_future());
+                (up, whole) = while_uploading(upload.as_mut(), head, label, s).await?;
+            }
+            None => {
+                let first_byte = ex.sent_at + s.upstream_timeout;
+                heads.read_final(&mut ur, down, first_byte).await?;
+            }
         }
     }
     if up == Upload::Refused {
@@ -167,10 +175,11 @@ async fn both_ways<D: Downstream, B: RequestBody>(
         ex.after(After::Close);
     }
     let answer = down.body(bufs.out, &mut ur, bufs.up, w);
-    let (copied, up) = if up == Upload::Running {
-        body_while_uploading(upload.as_mut(), answer).await
-    } else {
-        (answer.await, up)
+    let (copied, up) = match upload.as_mut() {
+        Some(upload) if up == Upload::Running => {
+            body_while_uploading(upload.as_mut(), answer).await
+        }
+        _ => (answer.await, up),
     };
     if let Err(e) = copied {
         // The head is out: the only honest signal left is closing the connection.
