@@ -2,8 +2,8 @@
 //! or decoded for HTTP/1.0 clients) and close-delimited. Bodies are never buffered whole; a
 //! request body that may be retried keeps the pieces it passed on (`replay`).
 use super::io::{read_some, write_all};
-use crate::http::chunked::Decoder;
 use super::replay::Kept;
+use crate::http::chunked::Decoder;
 use bytes::{Buf, Bytes, BytesMut};
 use std::io::Write;
 use std::time::Duration;

@@ -407,9 +407,7 @@ fn facts(req: &Request) -> RequestFacts {
         idempotent,
         has_idempotency_key,
         // A protocol switch or a tunnel is never replayed.
-        body_kept: (idempotent || has_idempotency_key)
-            && !req.framing.upgrade
-            && !req.is_connect(),
+        body_kept: (idempotent || has_idempotency_key) && !req.framing.upgrade && !req.is_connect(),
     }
 }
 

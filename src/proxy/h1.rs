@@ -4,9 +4,9 @@
 use super::body::{self, CopyError};
 use super::counted::Counted;
 use super::downstream::{Added, Downstream, RequestBody, Written};
+use super::io::write_all;
 use super::replay::Kept;
 use crate::http::chunked::Decoder;
-use super::io::write_all;
 use crate::http::error::{self, ErrorKind};
 use crate::http::framing::Body;
 use crate::http::reply::{self, Relay};

@@ -289,10 +289,7 @@ mod tests {
             ..get()
         };
         assert_eq!(decide(&c, &lost, &f, 1, false), Decision::GiveUp);
-        let stale = Failure {
-            reused: true,
-            ..f
-        };
+        let stale = Failure { reused: true, ..f };
         assert_eq!(decide(&c, &lost, &stale, 1, false), Decision::GiveUp);
         assert_eq!(
             decide(&c, &keyed(true), &stale, 1, false),
