@@ -193,9 +193,25 @@ pub(crate) struct H1Body<'a, R> {
     pub idle: Duration,
     /// Body bytes passed on so far (the access log's `bytes_in`, with the head).
     pub taken: u64,
-    /// Where a chunked body stands, across tries.
+    /// What chunked bodies and kept ones carry from one try to the next; boxed, and only for
+    /// them, so that the common request (no body, or a length not kept) carries none of it.
+    more: Option<Box<Resume>>,
+}
+
+/// A body's state across tries.
+struct Resume {
+    /// Where a chunked body stands.
     dec: Decoder,
     kept: Kept,
+}
+
+impl Resume {
+    fn new() -> Box<Self> {
+        Box::new(Resume {
+            dec: Decoder::pause_at_trailers(),
+            kept: Kept::default(),
+        })
+    }
 }
 
 impl<'a, R> H1Body<'a, R> {
@@ -210,8 +226,7 @@ impl<'a, R> H1Body<'a, R> {
             },
             idle,
             taken: 0,
-            dec: Decoder::pause_at_trailers(),
-            kept: Kept::default(),
+            more: (body == Body::Chunked).then(Resume::new),
         }
     }
 }
@@ -226,21 +241,27 @@ impl<'a> H1Body<'a, tokio::io::Empty> {
 impl<R: AsyncRead + Unpin> RequestBody for H1Body<'_, R> {
     fn has_more(&self) -> bool {
         self.left > 0
-            || (self.body == Body::Chunked && !self.dec.is_done())
-            || self.kept.pending_replay()
+            || self.more.as_ref().is_some_and(|m| {
+                (self.body == Body::Chunked && !m.dec.is_done()) || m.kept.pending_replay()
+            })
     }
 
     fn coalesce(&mut self, out: &mut Vec<u8>) {
-        if self.kept.pending_replay() {
-            // The kept pieces go first, from `send_to`.
+        if self.left == 0 {
             return;
         }
-        let k = (self.pending.len() as u64).min(self.left) as usize;
-        if self.kept.on() && k > 0 && k <= COALESCE {
-            out.extend_from_slice(&self.kept.take(self.pending, k));
-            self.left -= k as u64;
-            self.taken += k as u64;
-            return;
+        if let Some(m) = self.more.as_deref_mut() {
+            if m.kept.pending_replay() {
+                // The kept pieces go first, from `send_to`.
+                return;
+            }
+            let k = (self.pending.len() as u64).min(self.left) as usize;
+            if m.kept.on() && k > 0 && k <= COALESCE {
+                out.extend_from_slice(&m.kept.take(self.pending, k));
+                self.left -= k as u64;
+                self.taken += k as u64;
+                return;
+            }
         }
         let before = self.left;
         coalesce(out, self.pending, &mut self.left);
@@ -252,27 +273,30 @@ impl<R: AsyncRead + Unpin> RequestBody for H1Body<'_, R> {
     }
 
     async fn send_to<W: AsyncWrite + Unpin>(&mut self, dst: &mut W) -> Result<(), CopyError> {
-        // A retry: what the last try passed on goes again first, piece by piece as it went.
-        while let Some(b) = self.kept.next_replay() {
-            write_all(dst, &b, self.idle)
-                .await
-                .map_err(CopyError::Sink)?;
-            self.kept.sent();
+        let mut more = self.more.as_deref_mut();
+        if let Some(m) = more.as_deref_mut() {
+            // A retry: what the last try passed on goes again first, piece by piece as it went.
+            while let Some(b) = m.kept.next_replay() {
+                write_all(dst, &b, self.idle)
+                    .await
+                    .map_err(CopyError::Sink)?;
+                m.kept.sent();
+            }
+            m.kept.replayed();
         }
-        self.kept.replayed();
-        let kept = self.kept.on().then_some(&mut self.kept);
         let dst = &mut Counted {
             w: dst,
             n: &mut self.taken,
         };
-        match self.body {
-            Body::Length(_) if self.left > 0 => {
-                let (src, pending) = (&mut self.r, &mut *self.pending);
-                body::copy_length_kept(src, pending, dst, &mut self.left, self.idle, kept).await
+        let (src, pending, idle) = (&mut self.r, &mut *self.pending, self.idle);
+        match (self.body, more) {
+            (Body::Length(_), more) if self.left > 0 => {
+                let kept = more.map(|m| &mut m.kept).filter(|k| k.on());
+                body::copy_length_kept(src, pending, dst, &mut self.left, idle, kept).await
             }
-            Body::Chunked if !self.dec.is_done() => {
-                let (src, pending) = (&mut self.r, &mut *self.pending);
-                body::copy_chunked_kept(src, pending, dst, &mut self.dec, self.idle, kept).await
+            (Body::Chunked, Some(m)) if !m.dec.is_done() => {
+                let kept = m.kept.on().then_some(&mut m.kept);
+                body::copy_chunked_kept(src, pending, dst, &mut m.dec, idle, kept).await
             }
             _ => Ok(()),
         }
@@ -284,14 +308,22 @@ impl<R: AsyncRead + Unpin> RequestBody for H1Body<'_, R> {
             Body::Length(n) => Some(n),
             _ => None,
         };
-        self.kept.start(limit, known);
+        self.more
+            .get_or_insert_with(Resume::new)
+            .kept
+            .start(limit, known);
     }
 
     fn replayable(&self) -> bool {
-        self.kept.whole(self.taken)
+        match &self.more {
+            None => self.taken == 0,
+            Some(m) => m.kept.whole(self.taken),
+        }
     }
 
     fn rewind(&mut self) {
-        self.kept.rewind();
+        if let Some(m) = self.more.as_deref_mut() {
+            m.kept.rewind();
+        }
     }
 }
