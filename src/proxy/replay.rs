@@ -5,6 +5,11 @@
 //! be read whole: keeping costs nothing but the memory the pieces already occupy.
 use bytes::{Bytes, BytesMut};
 
+/// Pieces kept at most per body. A client dribbling its body a few bytes per packet would
+/// otherwise make the list of pieces outweigh the bytes themselves (a `Bytes` is 32 bytes);
+/// a body that arrives in more pieces than this is not kept, so not retried.
+pub(crate) const MAX_PIECES: usize = 1024;
+
 /// Where keeping stands.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
 enum State {
@@ -59,7 +64,7 @@ impl Kept {
             return;
         }
         self.len += b.len() as u64;
-        if self.len > self.limit {
+        if self.len > self.limit || self.chunks.len() == MAX_PIECES {
             self.state = State::Lost;
             self.chunks = Vec::new();
             return;
@@ -160,6 +165,19 @@ mod tests {
         k.rewind();
         assert!(!k.pending_replay());
         assert_eq!(k.next_replay(), None);
+    }
+
+    #[test]
+    fn a_body_dribbled_in_tiny_pieces_is_not_kept() {
+        let mut k = Kept::default();
+        k.start(1 << 20, None);
+        let mut pending = BytesMut::from(&vec![b'x'; MAX_PIECES + 1][..]);
+        for _ in 0..MAX_PIECES {
+            k.take(&mut pending, 1);
+        }
+        assert!(k.whole(MAX_PIECES as u64));
+        k.take(&mut pending, 1);
+        assert!(!k.whole(MAX_PIECES as u64 + 1));
     }
 
     #[test]
