@@ -156,12 +156,11 @@ impl Recorder {
             loop {
                 if let (Some(idle), Some(at)) = (race, answered) {
                     let mut one = [0u8; 1];
-                    if rd.buf.is_empty() && rd.s.peek(&mut one).unwrap_or(0) > 0 {
-                        if at.elapsed() >= idle {
-                            r.fetch_add(1, SeqCst);
-                            let _ = socket2::SockRef::from(&rd.s).set_linger(Some(Duration::ZERO));
-                            return;
-                        }
+                    let arrived = rd.buf.is_empty() && rd.s.peek(&mut one).unwrap_or(0) > 0;
+                    if arrived && at.elapsed() >= idle {
+                        r.fetch_add(1, SeqCst);
+                        let _ = socket2::SockRef::from(&rd.s).set_linger(Some(Duration::ZERO));
+                        return;
                     }
                 }
                 let Some(req) = rd.request() else { return };
