@@ -215,6 +215,8 @@ pub(crate) struct Bufs<'b> {
     /// The backend's bytes.
     pub up: &'b mut BytesMut,
     pub resp: &'b mut ResponseHead,
+    /// The connection's timer, for the wait for the backend's answer head.
+    pub timer: &'b mut super::deadline::Timer,
 }
 
 /// Route, connect, send and relay one exchange, with the retries, holding and outlier

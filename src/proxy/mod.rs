@@ -6,6 +6,7 @@ pub mod body;
 pub mod bufpool;
 pub(crate) mod connect;
 pub(crate) mod counted;
+pub(crate) mod deadline;
 pub(crate) mod downstream;
 pub(crate) mod error;
 pub(crate) mod exchange;

@@ -7,7 +7,7 @@ use super::body::CopyError;
 use super::downstream::{Downstream, RequestBody};
 use super::error::{ProxyError, Side};
 use super::exchange::{After, Bufs, Continue, Exchange, Relayed};
-use super::io::{read_head, ReadHeadError};
+use super::io::{read_head_with, ReadHeadError};
 use super::send::Expect;
 use super::upstream::Checkout;
 use crate::config::Server;
@@ -342,7 +342,9 @@ impl Heads<'_, '_> {
     ) -> Result<usize, ProxyError> {
         let s = self.s;
         let up: &mut BytesMut = self.bufs.up;
-        let n = match read_head(ur, up, s.max_header_bytes, first_byte, s.upstream_timeout).await {
+        let timer = &mut *self.bufs.timer;
+        let (max, whole) = (s.max_header_bytes, s.upstream_timeout);
+        let n = match read_head_with(ur, up, max, first_byte, whole, timer).await {
             Ok(n) => n,
             Err(ReadHeadError::Timeout) => {
                 return Err(no_answer(ErrorKind::GatewayTimeout, self.label, s))

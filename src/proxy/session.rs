@@ -4,6 +4,7 @@
 //! own), a tunnel, or the close. The session owns the sockets and buffers; each exchange is
 //! fresh.
 use super::bufpool;
+use super::deadline::Timer;
 use super::downstream::{Downstream, RequestBody};
 use super::error::ProxyError;
 use super::exchange::{self, Bufs, Exchange, Request};
@@ -107,6 +108,8 @@ pub(crate) struct Session<S> {
     /// Response bytes; lent from [`bufpool`] for one exchange.
     up_buf: BytesMut,
     resp: ResponseHead,
+    /// The timer of every wait on the hot path (keep-alive, request head, answer head).
+    pub timer: Timer,
     pub shutdown: watch::Receiver<bool>,
     /// Requests served so far.
     pub served: u64,
@@ -145,6 +148,7 @@ async fn serve_from<S: ClientStream>(
         out: Vec::new(),
         up_buf: BytesMut::new(),
         resp: ResponseHead::default(),
+        timer: Timer::default(),
         shutdown,
         served: 0,
         access_log: false,
@@ -229,6 +233,7 @@ impl<S: ClientStream> Session<S> {
             out,
             up_buf,
             resp,
+            timer,
             peer,
             peer_ip,
             info,
@@ -249,6 +254,7 @@ impl<S: ClientStream> Session<S> {
             out,
             up: up_buf,
             resp,
+            timer,
         };
         let (minor, is_head) = (req.head.minor_version, req.is_head());
         let next = match req.framing.body {
