@@ -118,10 +118,15 @@ async fn idle_wait<S: ClientStream>(
         if *s.shutdown.borrow() {
             return Err(NoRequest::Quiet);
         }
+        // One drain future per connection, kept registered with the drain signal from one
+        // wait to the next (a new one per wait took two locks and a random number).
+        let drain = s
+            .drain
+            .get_or_insert_with(|| Box::pin(drained(s.shutdown.clone())));
         tokio::select! {
             // Fixed order: no random number per wait; a drain goes first, as it would have.
             biased;
-            _ = s.shutdown.changed() => return Err(NoRequest::Quiet),
+            () = drain.as_mut() => return Err(NoRequest::Quiet),
             r = ready => r,
         }
     } else {
@@ -132,6 +137,15 @@ async fn idle_wait<S: ClientStream>(
         Some(Err(e)) => Err(ReadHeadError::Io(e)),
         None => Err(ReadHeadError::Timeout),
     })
+}
+
+/// Resolves once the drain has begun (or its sender is gone).
+async fn drained(mut rx: tokio::sync::watch::Receiver<bool>) {
+    while !*rx.borrow_and_update() {
+        if rx.changed().await.is_err() {
+            return;
+        }
+    }
 }
 
 /// A refusal before the head could be parsed: with a fresh request id.

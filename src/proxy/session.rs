@@ -17,6 +17,7 @@ use crate::state::Shared;
 use bytes::BytesMut;
 use std::future::Future;
 use std::net::SocketAddr;
+use std::pin::Pin;
 use std::sync::Arc;
 use std::time::Duration;
 use tokio::io::{AsyncRead, AsyncWrite, AsyncWriteExt};
@@ -111,6 +112,8 @@ pub(crate) struct Session<S> {
     /// The timer of every wait on the hot path (keep-alive, request head, answer head).
     pub timer: Timer,
     pub shutdown: watch::Receiver<bool>,
+    /// Resolves on drain; made at the first keep-alive wait (see `read::idle_wait`).
+    pub drain: Option<Pin<Box<dyn Future<Output = ()> + Send>>>,
     /// Requests served so far.
     pub served: u64,
     /// `access_log` of the table the current request is read with.
@@ -150,6 +153,7 @@ async fn serve_from<S: ClientStream>(
         resp: ResponseHead::default(),
         timer: Timer::default(),
         shutdown,
+        drain: None,
         served: 0,
         access_log: false,
         opened,
