@@ -277,7 +277,8 @@ pub(crate) async fn run<D: Downstream, B: RequestBody>(
             }
             Err(e) if !held && pool.hold.timeout > Duration::ZERO && !pool.any_up() => {
                 held = true;
-                hold(ex, pool, e).await?;
+                // Boxed: a rare path whose future would add to every connection's task.
+                Box::pin(hold(ex, pool, e)).await?;
                 candidates = match route::route(ex.table, ex.req, &auth) {
                     Ok(r) => r.candidates,
                     Err(r) => return Err(r.error),

@@ -149,14 +149,19 @@ impl<W: AsyncWrite + Unpin> Downstream for H1Out<'_, W> {
             w: &mut self.w,
             n: &mut self.sent,
         };
+        // The copies are boxed: a small answer went with its head (nothing left here), and
+        // their futures would otherwise add to every connection's task state.
         match w.relay {
             Relay::Length(_) if w.left > 0 => {
-                body::copy_length(src, pending, dst, w.left, idle).await
+                Box::pin(body::copy_length(src, pending, dst, w.left, idle)).await
             }
-            Relay::Chunked => body::copy_chunked(src, pending, dst, idle).await,
-            Relay::Dechunk => body::copy_chunked_decoded(src, pending, dst, idle).await,
+            Relay::Chunked => Box::pin(body::copy_chunked(src, pending, dst, idle)).await,
+            Relay::Dechunk => Box::pin(body::copy_chunked_decoded(src, pending, dst, idle)).await,
             Relay::UntilClose { rechunk } => {
-                body::copy_until_close(src, pending, dst, idle, rechunk, out).await
+                Box::pin(body::copy_until_close(
+                    src, pending, dst, idle, rechunk, out,
+                ))
+                .await
             }
             Relay::Length(_) | Relay::None => Ok(()),
         }
@@ -229,14 +234,28 @@ impl<R: AsyncRead + Unpin> RequestBody for H1Body<'_, R> {
                     w: dst,
                     n: &mut self.taken,
                 };
-                body::copy_length(&mut self.r, self.pending, dst, n, self.idle).await
+                // Boxed like the answer's copies (see `H1Out::body`).
+                Box::pin(body::copy_length(
+                    &mut self.r,
+                    self.pending,
+                    dst,
+                    n,
+                    self.idle,
+                ))
+                .await
             }
             Body::Chunked => {
                 let dst = &mut Counted {
                     w: dst,
                     n: &mut self.taken,
                 };
-                body::copy_chunked(&mut self.r, self.pending, dst, self.idle).await
+                Box::pin(body::copy_chunked(
+                    &mut self.r,
+                    self.pending,
+                    dst,
+                    self.idle,
+                ))
+                .await
             }
             _ => Ok(()),
         }

@@ -124,7 +124,9 @@ pub async fn write_all<S: AsyncWrite + Unpin>(
     if !blocked {
         return Ok(());
     }
-    match tokio::time::timeout(idle, s.write_all(&data[done..])).await {
+    // Boxed: this future holds a timer, and would otherwise sit in the state of every write
+    // (and so of every connection's task) for a path few writes take.
+    match Box::pin(tokio::time::timeout(idle, s.write_all(&data[done..]))).await {
         Ok(r) => r,
         Err(_) => Err(std::io::ErrorKind::TimedOut.into()),
     }

@@ -91,7 +91,9 @@ async fn both_ways<D: Downstream, B: RequestBody>(
         };
         if uploading {
             let head = heads.read_final(&mut ur, down, far_future());
-            up = while_uploading(upload.as_mut(), head, label, s).await?;
+            // Boxed (an upload still running): its timers would otherwise add to every
+            // connection's task state.
+            up = Box::pin(while_uploading(upload.as_mut(), head, label, s)).await?;
         } else {
             let first_byte = ex.sent_at + s.upstream_timeout;
             heads.read_final(&mut ur, down, first_byte).await?;
@@ -162,7 +164,7 @@ async fn both_ways<D: Downstream, B: RequestBody>(
     }
     let answer = down.body(bufs.out, &mut ur, bufs.up, w);
     let (copied, up) = if up == Upload::Running {
-        body_while_uploading(upload.as_mut(), answer).await
+        Box::pin(body_while_uploading(upload.as_mut(), answer)).await
     } else {
         (answer.await, up)
     };

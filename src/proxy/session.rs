@@ -165,7 +165,8 @@ async fn serve_from<S: ClientStream>(
             // (and, with unread input, the same reset), one syscall per connection fewer.
             Next::Close => return,
             Next::Linger => return s.linger().await,
-            Next::Tunnel(upstream, log) => return s.tunnel(upstream, log).await,
+            // Boxed, as rare paths: their futures would add to every connection's task.
+            Next::Tunnel(upstream, log) => return Box::pin(s.tunnel(upstream, log)).await,
         }
     }
 }
@@ -189,7 +190,9 @@ pub async fn serve_tcp(dp: Arc<Shared>, mut stream: TcpStream, peer: SocketAddr)
             _ => 0,
         };
         match super::h2::is_preface(&first[..n]) {
-            Some(true) => return super::h2::serve(dp, stream, peer, None).await,
+            // HTTP/2 connections are boxed: their driver's future would otherwise add to
+            // every HTTP/1 connection's task (the larger of the two is what each task holds).
+            Some(true) => return Box::pin(super::h2::serve(dp, stream, peer, None)).await,
             None if n > 0 => loop {
                 match super::io::read_some(&mut stream, &mut buf, deadline).await {
                     Ok(k) if k > 0 => {}
@@ -198,7 +201,7 @@ pub async fn serve_tcp(dp: Arc<Shared>, mut stream: TcpStream, peer: SocketAddr)
                 match super::h2::is_preface(&buf) {
                     Some(true) => {
                         let io = super::h2::Rewind::new(buf.freeze(), stream);
-                        return super::h2::serve(dp, io, peer, None).await;
+                        return Box::pin(super::h2::serve(dp, io, peer, None)).await;
                     }
                     Some(false) => break,
                     None => {}
@@ -216,14 +219,14 @@ impl<S: ClientStream> Session<S> {
         let started = match read::read_request(self).await {
             Ok(t) => t,
             Err(NoRequest::Quiet) => return Next::Close,
-            Err(NoRequest::Refused(e)) => return self.refuse(e).await,
+            Err(NoRequest::Refused(e)) => return Box::pin(self.refuse(e)).await,
         };
         // The plain listener answers ACME challenges and the redirect to https itself,
         // before any routing.
         if self.info.tls.is_none() {
             let target = self.req.target();
             if let Some(a) = self.dp.tls.plain_answer(target, self.req.header("host")) {
-                return self.answer_plain(a, started).await;
+                return Box::pin(self.answer_plain(a, started)).await;
             }
         }
         // The table current when the head arrived, not when the wait for it began: a request

@@ -71,6 +71,17 @@ pub async fn connect_fresh_or_idle(
     if let Some(s) = idle_timeout.and_then(|t| u.idle.checkout(t)) {
         return Ok((s, true));
     }
+    // Boxed: the DNS lookup, connect and TLS handshake make a large future, which would
+    // otherwise sit in every connection task's state (copied on spawn, held while idle).
+    Box::pin(connect_new(u, connect_timeout, own)).await
+}
+
+/// A new connection to `u`, with its TLS handshake when it has one.
+async fn connect_new(
+    u: &Upstream,
+    connect_timeout: Duration,
+    own: &OwnListeners,
+) -> std::io::Result<(BackendStream, bool)> {
     let tcp = connect_tcp(u, connect_timeout, own).await?;
     let Some(tls) = &u.tls else {
         return Ok((BackendStream::Plain(tcp), false));
