@@ -1,9 +1,15 @@
 #!/usr/bin/env bash
 # Side-by-side load test on loopback: switchyard vs HAProxy vs nginx (and direct-to-backend)
 # over the same two nginx backends, interleaved rounds, one table with ratios to HAProxy.
+# Scenarios: plain HTTP/1.1 (l7-*), L4 (l4-*), HTTPS (tls-keepalive; tls-new: a new TLS 1.3
+# connection with a full handshake per request), HTTP/2 (h2-tls over TLS with ALPN, h2c
+# cleartext with prior knowledge), all to HTTP/1.1 backends, ECDSA P-256 certificate.
 #
 # Usage: scripts/bench.sh            (BENCH_SECONDS=5 BENCH_ROUNDS=3 BENCH_CONNS=50)
 #        BENCH_SCENARIOS="l7-keepalive l4-keepalive" scripts/bench.sh
+#        BENCH_SCENARIOS="tls-keepalive tls-new h2-tls h2c" scripts/bench.sh   (TLS and HTTP/2)
+#        BENCH_H2_CONNS=4 BENCH_H2_STREAMS=25 (h2load: 100 streams in flight over 4 connections)
+#        BENCH_TLS_NEW_PROCS=8 (parallel `openssl s_time -new` clients for tls-new)
 #        BENCH_TARGETS="switchyard haproxy" BENCH_PIN=0 BENCH_NOBUILD=1 scripts/bench.sh
 #        BENCH_BASELINE=/tmp/switchyard-before scripts/bench.sh   (adds target "baseline": an
 #        older switchyard binary measured in the same rounds, for before/after numbers)
@@ -14,7 +20,10 @@ SECONDS_PER_RUN=${BENCH_SECONDS:-5}
 ROUNDS=${BENCH_ROUNDS:-3}
 CONNS=${BENCH_CONNS:-50}
 PIN=${BENCH_PIN:-1}
-SCENARIOS=${BENCH_SCENARIOS:-"l7-keepalive l7-close l4-keepalive l4-close"}
+SCENARIOS=${BENCH_SCENARIOS:-"l7-keepalive l7-close l4-keepalive l4-close tls-keepalive tls-new h2-tls h2c"}
+H2_CONNS=${BENCH_H2_CONNS:-4}
+H2_STREAMS=${BENCH_H2_STREAMS:-25}
+TLS_NEW_PROCS=${BENCH_TLS_NEW_PROCS:-8}
 TARGETS=${BENCH_TARGETS:-"direct switchyard haproxy nginx"}
 if [ -n "${BENCH_BASELINE:-}" ] && [[ " $TARGETS " != *" baseline "* ]]; then
     TARGETS="baseline $TARGETS"
@@ -29,13 +38,19 @@ BACK2=$((BASE_PORT + 2))
 SY_HTTP=$((BASE_PORT + 10))
 SY_ADMIN=$((BASE_PORT + 11))
 SY_TCP=$((BASE_PORT + 12))
+SY_TLS=$((BASE_PORT + 13))
 HA_HTTP=$((BASE_PORT + 20))
 HA_TCP=$((BASE_PORT + 22))
+HA_TLS=$((BASE_PORT + 23))
+HA_H2C=$((BASE_PORT + 24))
 NG_HTTP=$((BASE_PORT + 30))
 NG_TCP=$((BASE_PORT + 32))
+NG_TLS=$((BASE_PORT + 33))
+NG_H2C=$((BASE_PORT + 34))
 BL_HTTP=$((BASE_PORT + 40))
 BL_ADMIN=$((BASE_PORT + 41))
 BL_TCP=$((BASE_PORT + 42))
+BL_TLS=$((BASE_PORT + 43))
 
 PIDS=()
 cleanup() {
@@ -66,7 +81,7 @@ need() {
         DEBIAN_FRONTEND=noninteractive apt-get install -y -qq "${missing[@]}" >&2
     fi
 }
-need nginx:nginx haproxy:haproxy wrk:wrk taskset:util-linux
+need nginx:nginx haproxy:haproxy wrk:wrk taskset:util-linux h2load:nghttp2-client openssl:openssl curl:curl
 STREAM_MOD=$(ls /usr/lib/nginx/modules/ngx_stream_module.so 2>/dev/null || true)
 if [ -z "$STREAM_MOD" ]; then
     DEBIAN_FRONTEND=noninteractive apt-get install -y -qq libnginx-mod-stream >&2 || true
@@ -92,6 +107,13 @@ else
 fi
 
 BODY='hello from the backend, a small body of 64 bytes for the bench.'
+
+# --- one ECDSA P-256 certificate for every TLS listener (HAProxy wants cert and key in one file).
+mkdir -p "$WORK/tls"
+openssl req -x509 -newkey ec -pkeyopt ec_paramgen_curve:P-256 -nodes -days 7 \
+    -keyout "$WORK/tls/key.pem" -out "$WORK/tls/cert.pem" -subj /CN=localhost \
+    -addext subjectAltName=DNS:localhost,IP:127.0.0.1 2>/dev/null
+cat "$WORK/tls/cert.pem" "$WORK/tls/key.pem" >"$WORK/tls/both.pem"
 
 # --- backends: two nginx instances, one worker each, answering a fixed small body.
 for port in $BACK1 $BACK2; do
@@ -138,6 +160,14 @@ address = "127.0.0.1:$BACK2"
 [[tcp]]
 listen = "127.0.0.1:$SY_TCP"
 targets = ["127.0.0.1:$BACK1", "127.0.0.1:$BACK2"]
+
+[tls]
+listen = "127.0.0.1:$SY_TLS"
+min_version = "1.3"
+
+[[tls.certificates]]
+cert = "$WORK/tls/cert.pem"
+key = "$WORK/tls/key.pem"
 EOF
 RUST_LOG=warn $PROXY_CPU "$SY_BIN" -c "$WORK/sy/config.toml" >"$WORK/sy/out.log" 2>&1 &
 SY_PID=$!
@@ -146,6 +176,7 @@ BL_PID=""
 if [ -n "${BENCH_BASELINE:-}" ]; then
     mkdir -p "$WORK/bl"
     sed -e "s/:$SY_HTTP\"/:$BL_HTTP\"/; s/:$SY_ADMIN\"/:$BL_ADMIN\"/; s/:$SY_TCP\"/:$BL_TCP\"/" \
+        -e "s/:$SY_TLS\"/:$BL_TLS\"/" \
         "$WORK/sy/config.toml" >"$WORK/bl/config.toml"
     RUST_LOG=warn $PROXY_CPU "$BENCH_BASELINE" -c "$WORK/bl/config.toml" >"$WORK/bl/out.log" 2>&1 &
     BL_PID=$!
@@ -168,6 +199,8 @@ defaults
 frontend fe_http
     mode http
     bind 127.0.0.1:$HA_HTTP
+    bind 127.0.0.1:$HA_TLS ssl crt $WORK/tls/both.pem alpn h2,http/1.1 ssl-min-ver TLSv1.3
+    bind 127.0.0.1:$HA_H2C proto h2
     option http-keep-alive
     default_backend be_http
 backend be_http
@@ -219,6 +252,19 @@ http {
     }
     server {
         listen 127.0.0.1:$NG_HTTP backlog=4096;
+        listen 127.0.0.1:$NG_TLS ssl http2 backlog=4096;
+        ssl_certificate $WORK/tls/cert.pem;
+        ssl_certificate_key $WORK/tls/key.pem;
+        ssl_protocols TLSv1.3;
+        location / {
+            proxy_pass http://be;
+            proxy_http_version 1.1;
+            proxy_set_header Connection "";
+        }
+    }
+    # nginx 1.22 speaks cleartext HTTP/2 (prior knowledge) only on a port of its own.
+    server {
+        listen 127.0.0.1:$NG_H2C http2 backlog=4096;
         location / {
             proxy_pass http://be;
             proxy_http_version 1.1;
@@ -241,7 +287,9 @@ wait_port() {
     echo "nothing listens on $1" >&2
     return 1
 }
-for p in $BACK1 $BACK2 $SY_HTTP $SY_TCP $HA_HTTP $HA_TCP $NG_HTTP; do wait_port "$p"; done
+for p in $BACK1 $BACK2 $SY_HTTP $SY_TCP $SY_TLS $HA_HTTP $HA_TCP $HA_TLS $HA_H2C $NG_HTTP $NG_TLS $NG_H2C; do
+    wait_port "$p"
+done
 [ -n "$BL_PID" ] && wait_port "$BL_HTTP" && wait_port "$BL_TCP"
 [ -n "$STREAM_MOD" ] && wait_port "$NG_TCP"
 
@@ -261,7 +309,21 @@ to_ms() {
 
 port_of() { # scenario target -> port ("" when not available)
     local l4=0
-    case "$1" in l4-*) l4=1 ;; esac
+    case "$1" in
+        tls-* | h2-tls)
+            case "$2" in
+                switchyard) echo "$SY_TLS" ;; baseline) echo "$BL_TLS" ;;
+                haproxy) echo "$HA_TLS" ;; nginx) echo "$NG_TLS" ;; *) echo "" ;;
+            esac
+            return 0 ;;
+        h2c)
+            case "$2" in
+                switchyard) echo "$SY_HTTP" ;; baseline) echo "$BL_HTTP" ;;
+                haproxy) echo "$HA_H2C" ;; nginx) echo "$NG_H2C" ;; *) echo "" ;;
+            esac
+            return 0 ;;
+        l4-*) l4=1 ;;
+    esac
     case "$2" in
         direct) echo "$BACK1" ;;
         switchyard) [ $l4 = 1 ] && echo "$SY_TCP" || echo "$SY_HTTP" ;;
@@ -280,32 +342,122 @@ pid_of() {
     esac
 }
 
+# One measured run with the load generator the scenario needs; sets RPS REQS P50 P99 ERRS
+# (latencies empty where the tool gives no percentiles).
+#   wrk:     plain and TLS HTTP/1.1, keep-alive or `Connection: close` (l7-*, l4-*, tls-keepalive)
+#   s_time:  tls-new. wrk and h2load resume TLS sessions when they reconnect (checked against
+#            nginx's $ssl_session_reused); `openssl s_time -new` never does, so every
+#            connection is a full handshake. It is sequential, hence several in parallel.
+#   h2load:  h2-tls / h2c, H2_CONNS connections x H2_STREAMS concurrent streams.
+load() { # scenario port seconds
+    local hdr=() out i t0 t1 total=0 pids=()
+    RPS="" REQS="" P50="" P99="" ERRS=""
+    case "$1" in
+        tls-new)
+            t0=$(date +%s.%N)
+            for i in $(seq 1 "$TLS_NEW_PROCS"); do
+                $LOAD_CPU openssl s_time -connect "127.0.0.1:$2" -new -tls1_3 -www /bench \
+                    -time "$3" >"$WORK/stime.$i" 2>&1 &
+                pids+=($!)
+            done
+            wait "${pids[@]}" || true
+            t1=$(date +%s.%N)
+            for i in $(seq 1 "$TLS_NEW_PROCS"); do
+                n=$(awk '/connections in .* real seconds/ {print $1}' "$WORK/stime.$i")
+                total=$((total + ${n:-0}))
+                bpc=$(awk '/bytes read per connection/ {print $(NF-4)}' "$WORK/stime.$i")
+            done
+            [ "$total" -gt 0 ] || { ERRS="s_time: $(head -c 300 "$WORK/stime.1")"; return 0; }
+            REQS=$total
+            RPS=$(awk -v n="$total" -v a="$t0" -v b="$t1" 'BEGIN {printf "%.1f", n / (b - a)}')
+            # A 200 with the 64-byte body is ~200 bytes; an error page would differ.
+            [ "${bpc:-0}" -ge 150 ] || ERRS="only ${bpc:-0} bytes per connection "
+            ;;
+        h2-tls | h2c)
+            local scheme=https
+            [ "$1" = h2c ] && scheme=http
+            out=$($LOAD_CPU h2load -t 1 -c "$H2_CONNS" -m "$H2_STREAMS" -D "$3" \
+                "$scheme://127.0.0.1:$2/bench" 2>&1) || true
+            RPS=$(awk '/^finished in/ {print $4}' <<<"$out")
+            REQS=$(awk '/^requests:/ {print $8}' <<<"$out")
+            ERRS=$(awk '/^requests:/ && ($10 + $12 + $14) > 0 {printf "%s failed, %s errored, %s timeout ", $10, $12, $14}
+                /^status codes:/ && ($5 + $7 + $9) > 0 {printf "non-2xx: %s ", $5 + $7 + $9}' <<<"$out")
+            [ -n "$RPS" ] || ERRS="h2load: $(head -c 300 <<<"$out")"
+            ;;
+        *)
+            local url="http://127.0.0.1:$2/bench"
+            case "$1" in *-close) hdr=(-H 'Connection: close') ;; esac
+            case "$1" in tls-*) url="https://127.0.0.1:$2/bench" ;; esac
+            out=$($LOAD_CPU wrk -t 1 -c "$CONNS" -d "${3}s" --latency "${hdr[@]}" "$url" 2>&1) || true
+            RPS=$(awk '/^Requests\/sec:/ {print $2}' <<<"$out")
+            REQS=$(awk '/requests in/ {print $1}' <<<"$out")
+            P50=$(to_ms "$(awk '$1 == "50%" {print $2}' <<<"$out")")
+            P99=$(to_ms "$(awk '$1 == "99%" {print $2}' <<<"$out")")
+            ERRS=$(awk '/Non-2xx|Socket errors/ {printf "%s ", $0}' <<<"$out")
+            [ -n "$RPS" ] || ERRS="wrk: $(head -c 300 <<<"$out")"
+            ;;
+    esac
+}
+
 run_one() { # round scenario target
-    local port pid hdr=() t0 t1 out rps p50 p99 reqs errs
+    local port pid t0 t1
     port=$(port_of "$2" "$3")
     [ -z "$port" ] && return 0
     pid=$(pid_of "$3")
-    case "$2" in *-close) hdr=(-H 'Connection: close') ;; esac
     t0=0
     [ -n "$pid" ] && t0=$(ticks "$pid")
-    out=$($LOAD_CPU wrk -t 1 -c "$CONNS" -d "${SECONDS_PER_RUN}s" --latency "${hdr[@]}" \
-        "http://127.0.0.1:$port/bench" 2>&1) || true
+    load "$2" "$port" "$SECONDS_PER_RUN"
     t1=0
     [ -n "$pid" ] && t1=$(ticks "$pid")
-    rps=$(awk '/^Requests\/sec:/ {print $2}' <<<"$out")
-    reqs=$(awk '/requests in/ {print $1}' <<<"$out")
-    p50=$(to_ms "$(awk '$1 == "50%" {print $2}' <<<"$out")")
-    p99=$(to_ms "$(awk '$1 == "99%" {print $2}' <<<"$out")")
-    errs=$(awk '/Non-2xx|Socket errors/ {printf "%s ", $0}' <<<"$out")
-    if [ -z "$rps" ]; then
-        echo "wrk failed for $2 $3: $out" >&2
+    if [ -z "$RPS" ]; then
+        echo "load failed for $2 $3: $ERRS" >&2
         return 0
     fi
-    printf '%s\t%s\t%s\t%s\t%s\t%s\t%s\t%s\t%s\n' "$1" "$2" "$3" "$rps" "$p50" "$p99" \
-        $((t1 - t0)) "$reqs" "$errs" >>"$RAW"
+    printf '%s\t%s\t%s\t%s\t%s\t%s\t%s\t%s\t%s\n' "$1" "$2" "$3" "$RPS" "${P50:-0}" "${P99:-0}" \
+        $((t1 - t0)) "$REQS" "$ERRS" >>"$RAW"
     printf '  round %s %-13s %-10s %10.0f req/s  p50 %6.3f ms  p99 %6.3f ms  cpu %s ticks %s\n' \
-        "$1" "$2" "$3" "$rps" "$p50" "$p99" $((t1 - t0)) "$errs" >&2
+        "$1" "$2" "$3" "$RPS" "${P50:-0}" "${P99:-0}" $((t1 - t0)) "$ERRS" >&2
 }
+
+# Each TLS / HTTP/2 listener answers 200 to the request its scenario sends, or the scenario is
+# skipped for it (a proxy without the feature); the negotiated protocol is printed.
+preflight() { # scenario port -> 0 if usable
+    local r
+    case "$1" in
+        tls-*) r=$(curl -sk --tlsv1.3 --http1.1 -o /dev/null -w '%{http_code}' "https://127.0.0.1:$2/bench") ;;
+        h2-tls) r=$(curl -sk --http2 -o /dev/null -w '%{http_code} %{http_version}' "https://127.0.0.1:$2/bench") ;;
+        h2c) r=$(curl -s --http2-prior-knowledge -o /dev/null -w '%{http_code} %{http_version}' "http://127.0.0.1:$2/bench") ;;
+        *) return 0 ;;
+    esac
+    case "$1:$r" in
+        tls-*:200 | h2-tls:"200 2" | h2c:"200 2") ;;
+        *) echo "bench: $1 on port $2 answered '$r'; skipped" >&2; return 1 ;;
+    esac
+    if [ "$1" = tls-new ]; then
+        # s_time sends a bare `GET /bench HTTP/1.0` without Host: it must be answered 200 too.
+        r=$(printf 'GET /bench HTTP/1.0\r\n\r\n' | timeout 5 openssl s_client -quiet -tls1_3 \
+            -connect "127.0.0.1:$2" 2>/dev/null | head -1 | tr -d '\r')
+        case "$r" in *" 200"*) ;; *) echo "bench: tls-new on $2 answered '$r'; skipped" >&2; return 1 ;; esac
+    fi
+    return 0
+}
+SKIP=" "
+for s in $SCENARIOS; do
+    for t in $TARGETS; do
+        port=$(port_of "$s" "$t")
+        [ -n "$port" ] || continue
+        preflight "$s" "$port" || SKIP="$SKIP$s:$t "
+    done
+done
+if [ -n "$(printf '%s' "$SCENARIOS" | grep -E 'tls|h2-tls')" ]; then
+    for t in $TARGETS; do
+        port=$(port_of tls-keepalive "$t")
+        [ -n "$port" ] || continue
+        echo "bench: $t TLS: $(echo | timeout 5 openssl s_client -connect "127.0.0.1:$port" 2>/dev/null |
+            awk '/^New,/ {v = $2 " " $NF} /Server Temp Key/ {sub(/.*Key: /, ""); k = $0}
+                /Peer signature type/ {sig = $NF} END {print v, "key exchange", k, "signature", sig}')" >&2
+    done
+fi
 
 echo "bench: $(nproc) cores, $(grep -m1 'model name' /proc/cpuinfo | cut -d: -f2 | sed 's/^ //')," \
     "kernel $(uname -r), load $(cut -d' ' -f1-3 /proc/loadavg)" >&2
@@ -314,14 +466,14 @@ echo "bench: ${ROUNDS} rounds x ${SECONDS_PER_RUN}s, wrk -t1 -c${CONNS}, pinned=
 for s in $SCENARIOS; do
     for t in $TARGETS; do
         port=$(port_of "$s" "$t")
-        [ -n "$port" ] && $LOAD_CPU wrk -t 1 -c "$CONNS" -d 1s "http://127.0.0.1:$port/" >/dev/null 2>&1 || true
+        [ -n "$port" ] && [[ "$SKIP" != *" $s:$t "* ]] && load "$s" "$port" 1 >/dev/null 2>&1 || true
     done
 done
 : >"$RAW"
 for r in $(seq 1 "$ROUNDS"); do
     for s in $SCENARIOS; do
         for t in $TARGETS; do
-            run_one "$r" "$s" "$t"
+            [[ "$SKIP" == *" $s:$t "* ]] || run_one "$r" "$s" "$t"
         done
     done
 done
@@ -343,8 +495,8 @@ function median(list,   n, a, i, j, t) {
     if (!(k in seen)) { seen[k] = 1; order[++n] = k }
 }
 END {
-    printf "| scenario | proxy | req/s | p50 ms | p99 ms | CPU s / 1k req | req/s vs HAProxy | p99 vs HAProxy | CPU vs HAProxy |\n"
-    printf "|---|---|---:|---:|---:|---:|---:|---:|---:|\n"
+    printf "| scenario | proxy | req/s | p50 ms | p99 ms | CPU s / 1k req | req/s vs HAProxy | p99 vs HAProxy | CPU vs HAProxy | CPU vs nginx |\n"
+    printf "|---|---|---:|---:|---:|---:|---:|---:|---:|---:|\n"
     for (i = 1; i <= n; i++) {
         k = order[i]; split(k, parts, SUBSEP)
         m[k] = median(rps[k]); q50[k] = median(p50[k]); q99[k] = median(p99[k])
@@ -355,8 +507,11 @@ END {
         rr = (h in m && m[h] > 0) ? sprintf("%.2f", m[k] / m[h]) : "-"
         pr = (h in q99 && q99[h] > 0) ? sprintf("%.2f", q99[k] / q99[h]) : "-"
         cr = (h in cpu && cpu[h] > 0 && cpu[k] >= 0) ? sprintf("%.2f", cpu[k] / cpu[h]) : "-"
+        g = parts[1] SUBSEP "nginx"
+        cg = (g in cpu && cpu[g] > 0 && cpu[k] >= 0) ? sprintf("%.2f", cpu[k] / cpu[g]) : "-"
         cs = cpu[k] >= 0 ? sprintf("%.4f", cpu[k]) : "-"
-        printf "| %s | %s | %.0f | %.3f | %.3f | %s | %s | %s | %s |%s\n", parts[1], parts[2], m[k], q50[k], q99[k], cs, rr, pr, cr, (k in errs) ? " errors: " errs[k] : ""
+        l50 = q50[k] > 0 ? sprintf("%.3f", q50[k]) : "-"; l99 = q99[k] > 0 ? sprintf("%.3f", q99[k]) : "-"
+        printf "| %s | %s | %.0f | %s | %s | %s | %s | %s | %s | %s |%s\n", parts[1], parts[2], m[k], l50, l99, cs, rr, pr, cr, cg, (k in errs) ? " errors: " errs[k] : ""
     }
 }' "$RAW"
 if [ -n "${BENCH_RAW_OUT:-}" ]; then cp "$RAW" "$BENCH_RAW_OUT"; fi

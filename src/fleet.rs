@@ -1,11 +1,12 @@
 //! The replica side of the fleet: load the whole table from etcd before serving, follow the
-//! prefix with a watch, reload everything every `full_refresh_interval` as a safety net, and
-//! reconnect with backoff while etcd is away, serving the last table meanwhile.
+//! prefix with a watch, check every `full_refresh_interval` as a safety net that what it holds
+//! is still etcd's prefix (a cheap range, `store/mirror.rs`) and reload everything only when it
+//! is not, and reconnect with backoff while etcd is away, serving the last table meanwhile.
 use crate::etcd::pb::mvccpb::event::EventType;
 use crate::registry::store::etcd::EtcdStore;
 use crate::registry::Registration;
 use crate::state::Shared;
-use std::sync::atomic::{AtomicU64, Ordering::Relaxed};
+use std::sync::atomic::{AtomicBool, AtomicU64, Ordering::Relaxed};
 use std::sync::Arc;
 use std::time::Duration;
 
@@ -22,6 +23,11 @@ fn drop_this_watch_response() -> bool {
         .is_ok()
 }
 
+/// `SWITCHYARD_FLEET_ALWAYS_FULL_REFRESH=1`: every periodic refresh reads the whole prefix, as
+/// before the cheap check existed, so `scripts/fleet-scale.sh` can measure both with one
+/// binary. Costs etcd replicas × table size per interval; not for production.
+static ALWAYS_FULL: AtomicBool = AtomicBool::new(false);
+
 /// Runs until the process ends.
 pub async fn run(shared: Arc<Shared>, store: Arc<EtcdStore>, full_refresh: Duration) {
     if let Some(n) = std::env::var("SWITCHYARD_FAULT_DROP_WATCH_EVENTS")
@@ -30,6 +36,12 @@ pub async fn run(shared: Arc<Shared>, store: Arc<EtcdStore>, full_refresh: Durat
     {
         log::warn!("fault injection: dropping the next {n} watch response(s)");
         DROP_WATCH.store(n, Relaxed);
+    }
+    if std::env::var("SWITCHYARD_FLEET_ALWAYS_FULL_REFRESH").is_ok_and(|v| v == "1") {
+        log::warn!(
+            "every full refresh reads the whole prefix (SWITCHYARD_FLEET_ALWAYS_FULL_REFRESH)"
+        );
+        ALWAYS_FULL.store(true, Relaxed);
     }
     let mut backoff = Duration::from_millis(50);
     let mut last_error = String::new();
@@ -50,14 +62,17 @@ async fn apply(shared: &Arc<Shared>, services: Vec<Registration>) {
     let mut control = shared.control.lock().await;
     let first = !shared.loaded.swap(true, Relaxed);
     if first || control.services != services {
+        let n = services.len();
+        control.services = services;
+        let t0 = std::time::Instant::now();
+        crate::control::rebuild(shared, &control.services);
         if !first {
+            // The time is what a fleet's propagation costs per replica (scripts/fleet-scale.sh).
             log::info!(
-                "etcd sync: registry changed ({} service(s))",
-                services.len()
+                "etcd sync: registry changed ({n} service(s)); table rebuilt in {:.1} ms",
+                t0.elapsed().as_secs_f64() * 1000.0
             );
         }
-        control.services = services;
-        crate::control::rebuild(shared, &control.services);
     }
     if first {
         log::info!(
@@ -74,10 +89,11 @@ async fn session(
     full_refresh: Duration,
     backoff: &mut Duration,
 ) -> String {
-    let (services, revision) = match store.load_all().await {
+    let (services, mut mirror) = match store.load_mirrored().await {
         Ok(x) => x,
         Err(e) => return e.to_string(),
     };
+    let revision = mirror.verified();
     apply(shared, services).await;
     store.mark_synced(revision);
     *backoff = Duration::from_millis(50);
@@ -115,6 +131,11 @@ async fn session(
                 let mut services = shared.control.lock().await.services.clone();
                 for ev in &resp.events {
                     let Some(kv) = ev.kv.as_ref() else { continue };
+                    // A delete event's kv carries the deletion's revision.
+                    let deleted = ev.r#type != EventType::Put as i32;
+                    if !mirror.apply(&kv.key, kv.mod_revision, deleted) {
+                        continue; // already in what the last full load or check verified
+                    }
                     let Some(name) = store.name_of(&kv.key) else { continue };
                     services.retain(|s| s.service != name);
                     if ev.r#type == EventType::Put as i32 {
@@ -128,10 +149,23 @@ async fn session(
                 store.mark_synced(resp.header.map_or(0, |h| h.revision));
             }
             _ = tick.tick() => {
-                match store.load_all().await {
-                    Ok((services, rev)) => {
+                if !ALWAYS_FULL.load(Relaxed) {
+                    match store.unchanged(&mut mirror).await {
+                        Ok(true) => {
+                            store.mark_synced(mirror.verified());
+                            continue;
+                        }
+                        Ok(false) => {
+                            log::debug!("etcd sync: the refresh check found a difference; loading");
+                        }
+                        Err(e) => return format!("refresh check: {e}"),
+                    }
+                }
+                match store.load_mirrored().await {
+                    Ok((services, m)) => {
                         apply(shared, services).await;
-                        store.mark_synced(rev);
+                        store.mark_synced(m.verified());
+                        mirror = m;
                     }
                     Err(e) => return format!("full refresh: {e}"),
                 }

@@ -63,6 +63,7 @@ pub async fn start(cfg: Config) -> std::io::Result<Running> {
         upstreams,
     );
     crate::observe::access_log::apply(&shared.access_log, &cfg.server)?;
+    let acme_etcd = etcd.as_ref().map(|(s, _)| s.clone());
     if let Some((s, every)) = etcd {
         tokio::spawn(crate::fleet::run(shared.clone(), s, every));
     }
@@ -114,11 +115,12 @@ pub async fn start(cfg: Config) -> std::io::Result<Running> {
         )));
     }
     if let Some(acme) = cfg.tls.as_ref().and_then(|t| t.acme.clone()) {
-        // validate() allows [tls.acme] with the file store only.
-        if let config::Store::File { path } = &cfg.store {
-            let file = crate::tls::acme::file_beside(path);
-            tokio::spawn(crate::tls::acme::run(shared.clone(), acme, file));
-        }
+        tokio::spawn(crate::tls::acme::start(
+            shared.clone(),
+            acme,
+            cfg.store.clone(),
+            acme_etcd,
+        ));
     }
     crate::health::checker::spawn_fresh(&shared, &cfg.gateway);
     log::info!("http listener on {http_addr}");

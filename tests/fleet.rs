@@ -220,6 +220,107 @@ fn a_dropped_watch_event_is_healed_by_the_full_refresh() {
     println!("missed event healed by the full refresh after {t:?}");
 }
 
+fn metric(sy: &Switchyard, series: &str) -> f64 {
+    let text = client()
+        .get(sy.admin_url("/metrics"))
+        .send()
+        .unwrap()
+        .text()
+        .unwrap();
+    support::metrics::sample(&text, series).unwrap_or_else(|| panic!("no {series} in\n{text}"))
+}
+
+fn put_service(e: &Etcd, name: &str, routes: &[String], b: &Backend) -> usize {
+    let routes: Vec<Value> = routes.iter().map(|p| json!({ "path": p })).collect();
+    let reg =
+        json!({"service": name, "url": format!("http://{}", b.addr), "routes": routes}).to_string();
+    e.ctl(&["put", &format!("/switchyard/services/{name}"), &reg])
+        .unwrap();
+    reg.len()
+}
+
+#[test]
+fn at_rest_the_periodic_refresh_reads_no_table() {
+    let e = Etcd::start();
+    let b = Backend::start("svc");
+    // 40 services with 10 routes each: one whole-table read is ~15 KB on etcd's wire.
+    let mut table_bytes = 0;
+    for i in 0..40 {
+        let routes: Vec<String> = (0..10).map(|j| format!("/rest-{i}/r{j}/*")).collect();
+        table_bytes += put_service(&e, &format!("rest-{i}"), &routes, &b);
+    }
+    let rs = replicas(&e, 2, 0.2);
+    converge(
+        &[&rs[0], &rs[1]],
+        "/rest-39/r9/x",
+        200,
+        Duration::from_secs(3),
+    );
+    let loads = |sy| metric(sy, "switchyard_store_full_loads_total");
+    let checks = |sy| metric(sy, "switchyard_store_refresh_checks_total");
+    let before: Vec<(f64, f64)> = rs.iter().map(|sy| (loads(sy), checks(sy))).collect();
+    let bytes0 = e.grpc_sent_bytes();
+    // Writes outside the prefix move etcd's (cluster-wide) revision: the index-only first step
+    // cannot settle those refreshes, the keys-only second step must, still without a load.
+    for i in 0..3 {
+        e.ctl(&["put", "/unrelated/key", &i.to_string()]).unwrap();
+        std::thread::sleep(Duration::from_millis(500));
+    }
+    std::thread::sleep(Duration::from_millis(1500));
+    let bytes = e.grpc_sent_bytes() - bytes0;
+    for (sy, (l0, c0)) in rs.iter().zip(before) {
+        let (l1, c1) = (loads(sy), checks(sy));
+        // ~15 refreshes each in 3 s; a loaded machine may delay some.
+        assert!(c1 - c0 >= 5.0, "the refresh did not run: {c0} -> {c1}");
+        assert_eq!(
+            l1, l0,
+            "a refresh read the whole table with nothing changed"
+        );
+    }
+    // etcd's own count: ~30 refreshes sent less than one whole table (the old refresh sent 30).
+    assert!(
+        bytes < table_bytes as f64,
+        "etcd sent {bytes} bytes at rest; one table is {table_bytes}"
+    );
+    println!(
+        "at rest: etcd sent {bytes} bytes to 2 replicas in 3 s (one table: {table_bytes} bytes)"
+    );
+    // And a change is still picked up by the watch, without a full read.
+    let l0 = loads(&rs[1]);
+    put_service(&e, "late", &["/late/*".to_string()], &b);
+    converge(&[&rs[0], &rs[1]], "/late/x", 200, Duration::from_secs(1));
+    std::thread::sleep(Duration::from_millis(600));
+    assert_eq!(
+        loads(&rs[1]),
+        l0,
+        "an event the watch applied made a refresh read everything"
+    );
+}
+
+#[test]
+fn a_missed_update_is_healed_even_after_later_events_arrive() {
+    // The case a count + highest-revision check misses: key a's update is lost, key z's later
+    // creation is applied; both figures then agree with etcd while the table is stale.
+    let e = Etcd::start();
+    let b = Backend::start("svc");
+    put_service(&e, "a", &["/a-old/*".to_string()], &b);
+    let cfg = fleet_config(&e.endpoint(), 1.0);
+    let deaf = Switchyard::start_with(&cfg, &[("SWITCHYARD_FAULT_DROP_WATCH_EVENTS", "1")]);
+    assert!(wait_until(Duration::from_secs(10), || ready(&deaf) == 200));
+    converge(&[&deaf], "/a-old/x", 200, Duration::from_secs(2));
+    let loads0 = metric(&deaf, "switchyard_store_full_loads_total");
+    put_service(&e, "a", &["/a-new/*".to_string()], &b);
+    assert!(deaf.wait_log(
+        "fault injection: dropped a watch response",
+        Duration::from_secs(2)
+    ));
+    put_service(&e, "z", &["/z/*".to_string()], &b);
+    converge(&[&deaf], "/a-new/x", 200, Duration::from_secs(4));
+    converge(&[&deaf], "/z/x", 200, Duration::from_secs(1));
+    assert_eq!(status(&deaf, "/a-old/x"), 404);
+    assert!(metric(&deaf, "switchyard_store_full_loads_total") > loads0);
+}
+
 #[test]
 fn garbage_in_etcd_is_ignored_not_fatal() {
     let e = Etcd::start();

@@ -5,151 +5,10 @@
 //! ordering again.
 mod support;
 use serde_json::json;
-use std::path::Path;
-use std::process::{Child, Command, Stdio};
 use std::time::Duration;
-use support::tls::{https_port, Ca, PyClient};
+use support::pebble::{curl, free_tcp_port, Pebble};
+use support::tls::{https_port, PyClient};
 use support::*;
-
-struct Proc(Child);
-
-impl Drop for Proc {
-    fn drop(&mut self) {
-        let _ = self.0.kill();
-        let _ = self.0.wait();
-    }
-}
-
-fn free_tcp_port() -> u16 {
-    std::net::TcpListener::bind("127.0.0.1:0")
-        .unwrap()
-        .local_addr()
-        .unwrap()
-        .port()
-}
-
-fn free_udp_port() -> u16 {
-    std::net::UdpSocket::bind("127.0.0.1:0")
-        .unwrap()
-        .local_addr()
-        .unwrap()
-        .port()
-}
-
-fn spawn(cmd: &mut Command, log: &Path) -> Proc {
-    let f = std::fs::File::create(log).unwrap();
-    Proc(
-        cmd.stdout(Stdio::from(f.try_clone().unwrap()))
-            .stderr(Stdio::from(f))
-            .stdin(Stdio::null())
-            .spawn()
-            .unwrap_or_else(|e| panic!("{cmd:?}: {e} (Debian package pebble)")),
-    )
-}
-
-fn curl(args: &[&str]) -> (bool, String, String) {
-    let o = Command::new("curl").args(args).output().unwrap();
-    (
-        o.status.success(),
-        String::from_utf8_lossy(&o.stdout).into_owned(),
-        String::from_utf8_lossy(&o.stderr).into_owned(),
-    )
-}
-
-/// pebble and its DNS on loopback, pointed at `http_port` for http-01.
-struct Pebble {
-    _procs: (Proc, Proc),
-    directory: String,
-    mgmt_port: u16,
-    ca_file: String,
-    log: std::path::PathBuf,
-}
-
-impl Pebble {
-    fn start(d: &Path, http_port: u16, validity_secs: Option<u64>) -> Pebble {
-        // Pebble's own HTTPS certificate, from a CA made here (switchyard trusts it through
-        // `[tls.acme] ca`, as for any private ACME server).
-        let ca = Ca::new("pebble-https");
-        std::fs::write(d.join("pebble-ca.pem"), &ca.cert_pem).unwrap();
-        let (pc, pk) = ca.leaf(&["localhost", "127.0.0.1"]).write(d, "pebble", "");
-        let (dns, chall_mgmt) = (free_udp_port(), free_tcp_port());
-        let (acme_port, mgmt_port) = (free_tcp_port(), free_tcp_port());
-        let mut conf = json!({
-            "listenAddress": format!("127.0.0.1:{acme_port}"),
-            "managementListenAddress": format!("127.0.0.1:{mgmt_port}"),
-            "certificate": pc, "privateKey": pk,
-            "httpPort": http_port, "tlsPort": free_tcp_port(),
-            "ocspResponderURL": "", "externalAccountBindingRequired": false});
-        if let Some(v) = validity_secs {
-            conf["certificateValidityPeriod"] = json!(v);
-        }
-        std::fs::write(d.join("pebble.json"), json!({ "pebble": conf }).to_string()).unwrap();
-        let chall = spawn(
-            Command::new("pebble-challtestsrv").args([
-                "-dns01",
-                &format!("127.0.0.1:{dns}"),
-                "-http01",
-                "",
-                "-https01",
-                "",
-                "-tlsalpn01",
-                "",
-                "-management",
-                &format!("127.0.0.1:{chall_mgmt}"),
-                "-defaultIPv4",
-                "127.0.0.1",
-                "-defaultIPv6",
-                "",
-            ]),
-            &d.join("challtestsrv.log"),
-        );
-        let log = d.join("pebble.log");
-        let pebble = spawn(
-            Command::new("pebble")
-                .arg("-config")
-                .arg(d.join("pebble.json"))
-                .arg("-dnsserver")
-                .arg(format!("127.0.0.1:{dns}"))
-                .env("PEBBLE_VA_NOSLEEP", "1")
-                .env("PEBBLE_WFE_NONCEREJECT", "0"),
-            &log,
-        );
-        let ca_file = d.join("pebble-ca.pem").display().to_string();
-        let directory = format!("https://127.0.0.1:{acme_port}/dir");
-        assert!(
-            wait_until(Duration::from_secs(20), || curl(&[
-                "-sf", "--cacert", &ca_file, &directory
-            ])
-            .0),
-            "pebble did not come up: {}",
-            std::fs::read_to_string(&log).unwrap_or_default()
-        );
-        Pebble {
-            _procs: (chall, pebble),
-            directory,
-            mgmt_port,
-            ca_file,
-            log,
-        }
-    }
-
-    /// Pebble's root for the chains it issues, as a file in `d`.
-    fn root(&self, d: &Path) -> String {
-        let (ok, root, err) = curl(&[
-            "-sS",
-            "--cacert",
-            &self.ca_file,
-            &format!("https://127.0.0.1:{}/roots/0", self.mgmt_port),
-        ]);
-        assert!(ok, "{err}");
-        std::fs::write(d.join("root.pem"), &root).unwrap();
-        d.join("root.pem").display().to_string()
-    }
-
-    fn log(&self) -> String {
-        std::fs::read_to_string(&self.log).unwrap_or_default()
-    }
-}
 
 fn acme_config(http_port: u16, pebble: &Pebble, backend: &Backend, domains: &str) -> String {
     format!(
@@ -219,6 +78,7 @@ fn pebble_issues_certificates_that_clients_verify_and_a_restart_reuses_them() {
     assert!(certs.iter().all(|c| c["source"] == "acme"), "{h}");
     let orders = sy.log_text().matches("acme: ordering").count();
     assert_eq!(orders, 2);
+    assert_eq!(pebble.orders(), 2, "{}", pebble.log());
 
     // A restart serves the stored certificates without a new order.
     let state = sy

@@ -702,6 +702,24 @@ impl Collector for Scrape {
                     .load(std::sync::atomic::Ordering::Relaxed),
             ),
         )?;
+        if let Some(reads) = shared.store.read_counts() {
+            single(
+                &mut enc,
+                "switchyard_store_full_loads",
+                "Whole-table reads from the shared store (etcd): start, reconnect, a periodic refresh that found a difference, each registration's conflict check.",
+                None,
+                MetricType::Counter,
+                ConstCounter::new(reads.full_loads),
+            )?;
+            single(
+                &mut enc,
+                "switchyard_store_refresh_checks",
+                "Periodic refreshes answered by the cheap revision check instead of a whole-table read.",
+                None,
+                MetricType::Counter,
+                ConstCounter::new(reads.refresh_checks),
+            )?;
+        }
         let last_sync = shared.store.last_sync_ms();
         if last_sync > 0 {
             single(

@@ -374,15 +374,6 @@ pub fn validate(raw: RawConfig, src: &str) -> Result<Config, Vec<Problem>> {
     super::listeners::check(&mut c, &raw, &cfg.server.listen, &cfg.admin_listen);
     api_keys(&mut c, &raw, &mut cfg);
     store(&mut c, &raw, &mut cfg);
-    if let (Some(a), super::Store::Etcd { .. }) =
-        (raw.tls.as_ref().and_then(|t| t.acme.as_ref()), &cfg.store)
-    {
-        c.problem(
-            Some(&a.directory.span),
-            "tls.acme",
-            "ACME certificates are kept in the file store only so far; with kind = \"etcd\" use [[tls.certificates]] files".into(),
-        );
-    }
     if cfg.server.via_name.is_empty() {
         cfg.server.via_name = crate::http::via::default_token(&fleet_identity(&cfg.store));
     }

@@ -106,6 +106,28 @@ pub fn compare_exists(key: &[u8]) -> rpc::Compare {
     }
 }
 
+/// True while `key` does not exist (its create revision is 0).
+pub fn compare_absent(key: &[u8]) -> rpc::Compare {
+    rpc::Compare {
+        result: CompareResult::Equal as i32,
+        target: CompareTarget::Create as i32,
+        key: key.to_vec(),
+        range_end: Vec::new(),
+        target_union: Some(TargetUnion::CreateRevision(0)),
+    }
+}
+
+pub fn delete_op(key: &[u8]) -> rpc::RequestOp {
+    rpc::RequestOp {
+        request: Some(rpc::request_op::Request::RequestDeleteRange(
+            rpc::DeleteRangeRequest {
+                key: key.to_vec(),
+                ..Default::default()
+            },
+        )),
+    }
+}
+
 pub fn put_op(key: &[u8], value: &[u8]) -> rpc::RequestOp {
     rpc::RequestOp {
         request: Some(rpc::request_op::Request::RequestPut(rpc::PutRequest {
@@ -219,6 +241,68 @@ impl Client {
         let req = rpc::RangeRequest {
             key: prefix.to_vec(),
             range_end: prefix_end(prefix),
+            ..Default::default()
+        };
+        self.unary("range", self.op_timeout, |ch| async move {
+            KvClient::new(ch)
+                .max_decoding_message_size(MAX_MESSAGE)
+                .range(req)
+                .await
+        })
+        .await
+    }
+
+    /// The value of `key` alone (no prefix match), None when it does not exist.
+    pub async fn get(&self, key: &[u8]) -> Result<Option<Vec<u8>>, Error> {
+        let req = rpc::RangeRequest {
+            key: key.to_vec(),
+            ..Default::default()
+        };
+        let r = self
+            .unary("get", self.op_timeout, |ch| async move {
+                KvClient::new(ch)
+                    .max_decoding_message_size(MAX_MESSAGE)
+                    .range(req)
+                    .await
+            })
+            .await?;
+        Ok(r.kvs
+            .into_iter()
+            .find(|kv| kv.key == key)
+            .map(|kv| kv.value))
+    }
+
+    /// The number of keys under `prefix` and nothing else: etcd answers it from its in-memory
+    /// index without reading a value, and its header carries the cluster's current revision.
+    pub async fn count_prefix(&self, prefix: &[u8]) -> Result<rpc::RangeResponse, Error> {
+        let req = rpc::RangeRequest {
+            key: prefix.to_vec(),
+            range_end: prefix_end(prefix),
+            count_only: true,
+            ..Default::default()
+        };
+        self.unary("range", self.op_timeout, |ch| async move {
+            KvClient::new(ch)
+                .max_decoding_message_size(MAX_MESSAGE)
+                .range(req)
+                .await
+        })
+        .await
+    }
+
+    /// The number of keys under `prefix` (`count`) and, without values, those modified at or
+    /// after `min_mod_revision` (`kvs`): the fleet's cheap "anything new?" check. etcd counts
+    /// the whole range; the revision filter only prunes what it sends.
+    pub async fn range_prefix_modified_since(
+        &self,
+        prefix: &[u8],
+        min_mod_revision: i64,
+    ) -> Result<rpc::RangeResponse, Error> {
+        let req = rpc::RangeRequest {
+            key: prefix.to_vec(),
+            range_end: prefix_end(prefix),
+            keys_only: true,
+            min_mod_revision,
             ..Default::default()
         };
         self.unary("range", self.op_timeout, |ch| async move {

@@ -83,6 +83,16 @@ impl Etcd {
         }
     }
 
+    /// etcd's own count of bytes sent to its gRPC clients (from its `/metrics`): what the
+    /// replicas cost it on the wire, measured by etcd and not by switchyard.
+    pub fn grpc_sent_bytes(&self) -> f64 {
+        let text = reqwest::blocking::get(format!("{}/metrics", self.endpoint()))
+            .and_then(|r| r.text())
+            .expect("etcd /metrics");
+        super::metrics::sample(&text, "etcd_network_client_grpc_sent_bytes_total")
+            .expect("etcd_network_client_grpc_sent_bytes_total in etcd's /metrics")
+    }
+
     /// Runs etcdctl against this etcd; Ok(stdout) on success.
     pub fn ctl(&self, args: &[&str]) -> Result<String, String> {
         let out = Command::new("etcdctl")

@@ -5,6 +5,7 @@
 pub mod backend;
 pub mod etcd;
 pub mod metrics;
+pub mod pebble;
 pub mod tls;
 pub mod wire;
 

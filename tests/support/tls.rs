@@ -115,7 +115,8 @@ for line in sys.stdin:
             out = {"ok": True, "sha256": hashlib.sha256(der).hexdigest(), "version": t.version(),
                    "alpn": t.selected_alpn_protocol(),
                    "not_after": (t.getpeercert() or {}).get("notAfter"),
-                   "not_before": (t.getpeercert() or {}).get("notBefore")}
+                   "not_before": (t.getpeercert() or {}).get("notBefore"),
+                   "serial": (t.getpeercert() or {}).get("serialNumber")}
             t.close()
         elif c["op"] == "open":
             # http.client over a socket we wrapped ourselves, so SNI is ours to choose.

@@ -1,6 +1,7 @@
 //! The fleet store: registrations in etcd, one key per service under the prefix. Writes are
 //! transactions guarded by the prefix's revision, so two replicas cannot store clashing routes.
-use super::{BoxFuture, ConflictCheck, Store, StoreError};
+use super::mirror::Mirror;
+use super::{BoxFuture, ConflictCheck, ReadCounts, Store, StoreError};
 use crate::etcd::client::{compare_mod_revision, prefix_end, put_op};
 use crate::etcd::pb::etcdserverpb::compare::CompareResult;
 use crate::etcd::{Client, ConnectOptions};
@@ -21,6 +22,11 @@ pub struct SyncStatus {
     /// Unix ms of the last successful full load or applied watch event; 0 = never.
     pub last_sync_ms: AtomicU64,
     pub revision: AtomicI64,
+    /// Whole-prefix reads: start, reconnect, a refresh that found a difference, and the
+    /// conflict check of each registration.
+    pub full_loads: AtomicU64,
+    /// Periodic refreshes answered by the cheap check (`Mirror`), whatever it found.
+    pub refresh_checks: AtomicU64,
 }
 
 pub struct EtcdStore {
@@ -72,8 +78,15 @@ impl EtcdStore {
     /// Every registration under the prefix and the revision they were read at. Values that
     /// are not valid registrations are logged and skipped, never fatal.
     pub async fn load_all(&self) -> Result<(Vec<Registration>, i64), StoreError> {
+        self.load_mirrored().await.map(|(r, m)| (r, m.verified()))
+    }
+
+    /// `load_all`, plus every key's mod revision (valid registration or not) for the cheap
+    /// refresh check.
+    pub async fn load_mirrored(&self) -> Result<(Vec<Registration>, Mirror), StoreError> {
         let c = self.client().await?;
         let prefix = self.services_prefix();
+        self.status.full_loads.fetch_add(1, Relaxed);
         let resp = c
             .range_prefix(prefix.as_bytes())
             .await
@@ -86,7 +99,35 @@ impl EtcdStore {
             }
         }
         out.sort_by(|a, b| a.service.cmp(&b.service));
-        Ok((out, revision))
+        let keys = resp.kvs.into_iter().map(|kv| (kv.key, kv.mod_revision));
+        Ok((out, Mirror::loaded(keys, revision)))
+    }
+
+    /// The periodic refresh's cheap question: does `mirror` still equal the prefix? An
+    /// index-only count, then, if anything was written anywhere since, a keys-only range of
+    /// what changed; at rest each answers a header and a count (see `mirror.rs`).
+    pub async fn unchanged(&self, mirror: &mut Mirror) -> Result<bool, StoreError> {
+        let c = self.client().await?;
+        let prefix = self.services_prefix();
+        self.status.refresh_checks.fetch_add(1, Relaxed);
+        let quick = c
+            .count_prefix(prefix.as_bytes())
+            .await
+            .map_err(unavailable)?;
+        if mirror.quiet(quick.count, quick.header.map_or(0, |h| h.revision)) {
+            return Ok(true);
+        }
+        let resp = c
+            .range_prefix_modified_since(prefix.as_bytes(), mirror.verified() + 1)
+            .await
+            .map_err(unavailable)?;
+        let at = resp.header.map_or(0, |h| h.revision);
+        let changed: Vec<(&[u8], i64)> = resp
+            .kvs
+            .iter()
+            .map(|kv| (kv.key.as_slice(), kv.mod_revision))
+            .collect();
+        Ok(mirror.check(resp.count, &changed, at))
     }
 
     /// Decodes one stored value; None (logged) if it is not a registration of that name.
@@ -222,6 +263,13 @@ impl Store for EtcdStore {
 
     fn last_sync_ms(&self) -> u64 {
         self.status.last_sync_ms.load(Relaxed)
+    }
+
+    fn read_counts(&self) -> Option<ReadCounts> {
+        Some(ReadCounts {
+            full_loads: self.status.full_loads.load(Relaxed),
+            refresh_checks: self.status.refresh_checks.load(Relaxed),
+        })
     }
 
     fn health(&self) -> serde_json::Value {

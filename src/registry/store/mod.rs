@@ -2,6 +2,7 @@
 //! store is in use: the embedded file store (default) or, later, etcd.
 pub mod etcd;
 pub mod file;
+pub mod mirror;
 
 use super::Registration;
 use std::future::Future;
@@ -30,6 +31,14 @@ impl std::fmt::Display for StoreError {
     }
 }
 
+/// How often a shared store was read, for `/metrics`: whole-table loads and the cheap
+/// "anything changed?" checks of the periodic refresh.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub struct ReadCounts {
+    pub full_loads: u64,
+    pub refresh_checks: u64,
+}
+
 pub trait Store: Send + Sync {
     fn kind(&self) -> &'static str;
     /// Every stored registration.
@@ -54,5 +63,9 @@ pub trait Store: Send + Sync {
     /// Unix ms of the last successful sync with a shared store; 0 when not applicable.
     fn last_sync_ms(&self) -> u64 {
         0
+    }
+    /// Read counters of a shared store; None for the file store.
+    fn read_counts(&self) -> Option<ReadCounts> {
+        None
     }
 }
