@@ -175,7 +175,7 @@ async fn serve_from<S: ClientStream>(
 /// HTTP/2 preface and `[server] h2c` is on (prior knowledge, SPEC §10). Nearly always the
 /// first read already tells (a peek, nothing consumed); a preface that comes in pieces is
 /// read until it is complete or proves to be something else.
-pub async fn serve_tcp(dp: Arc<Shared>, mut stream: TcpStream, peer: SocketAddr) {
+pub async fn serve_tcp(dp: Arc<Shared>, stream: TcpStream, peer: SocketAddr) {
     let opened = Instant::now();
     let (h2c, header_timeout) = {
         let t = dp.table.load();
@@ -183,31 +183,41 @@ pub async fn serve_tcp(dp: Arc<Shared>, mut stream: TcpStream, peer: SocketAddr)
     };
     let mut buf = BytesMut::new();
     if h2c {
+        // The first bytes are read, not peeked (one syscall per connection fewer), into a
+        // buffer taken only once the socket is readable: a silent connection holds none.
         let deadline = opened + header_timeout;
-        let mut first = [0u8; 24];
-        let n = match tokio::time::timeout_at(deadline, stream.peek(&mut first)).await {
-            Ok(Ok(n)) => n,
-            _ => 0,
-        };
-        match super::h2::is_preface(&first[..n]) {
-            // HTTP/2 connections are boxed: their driver's future would otherwise add to
-            // every HTTP/1 connection's task (the larger of the two is what each task holds).
-            Some(true) => return Box::pin(super::h2::serve(dp, stream, peer, None)).await,
-            None if n > 0 => loop {
-                match super::io::read_some(&mut stream, &mut buf, deadline).await {
-                    Ok(k) if k > 0 => {}
-                    _ => break,
+        loop {
+            match tokio::time::timeout_at(deadline, stream.readable()).await {
+                Ok(Ok(())) => {}
+                // A late or failed first byte: the session answers it as it would any other.
+                _ => break,
+            }
+            if buf.capacity() == 0 {
+                buf = bufpool::take();
+            } else if buf.capacity() - buf.len() < 1024 {
+                buf.reserve(super::io::READ_CHUNK);
+            }
+            match stream.try_read_buf(&mut buf) {
+                Ok(k) if k > 0 => {}
+                Err(e) if e.kind() == std::io::ErrorKind::WouldBlock => continue,
+                // EOF or an error: the session's own read sees it again and closes.
+                _ => break,
+            }
+            match super::h2::is_preface(&buf) {
+                Some(true) => {
+                    // A copy of the few bytes read, so that the pooled buffer goes back.
+                    let head = bytes::Bytes::copy_from_slice(&buf);
+                    buf.clear();
+                    bufpool::release(&mut buf);
+                    let io = super::h2::Rewind::new(head, stream);
+                    // HTTP/2 connections are boxed: their driver's future would otherwise
+                    // add to every HTTP/1 connection's task.
+                    return Box::pin(super::h2::serve(dp, io, peer, None)).await;
                 }
-                match super::h2::is_preface(&buf) {
-                    Some(true) => {
-                        let io = super::h2::Rewind::new(buf.freeze(), stream);
-                        return Box::pin(super::h2::serve(dp, io, peer, None)).await;
-                    }
-                    Some(false) => break,
-                    None => {}
-                }
-            },
-            _ => {}
+                Some(false) => break,
+                // A preface in pieces so far: read on.
+                None => {}
+            }
         }
     }
     serve_from(dp, stream, peer, ConnInfo::default(), opened, buf).await
