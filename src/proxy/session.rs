@@ -20,7 +20,7 @@ use std::net::SocketAddr;
 use std::pin::Pin;
 use std::sync::Arc;
 use std::time::Duration;
-use tokio::io::{AsyncRead, AsyncWrite, AsyncWriteExt};
+use tokio::io::{AsyncRead, AsyncReadExt, AsyncWrite, AsyncWriteExt};
 use tokio::net::TcpStream;
 use tokio::sync::watch;
 use tokio::time::Instant;
@@ -175,7 +175,7 @@ async fn serve_from<S: ClientStream>(
 /// HTTP/2 preface and `[server] h2c` is on (prior knowledge, SPEC §10). Nearly always the
 /// first read already tells (a peek, nothing consumed); a preface that comes in pieces is
 /// read until it is complete or proves to be something else.
-pub async fn serve_tcp(dp: Arc<Shared>, stream: TcpStream, peer: SocketAddr) {
+pub async fn serve_tcp(dp: Arc<Shared>, mut stream: TcpStream, peer: SocketAddr) {
     let opened = Instant::now();
     let (h2c, header_timeout) = {
         let t = dp.table.load();
@@ -187,20 +187,22 @@ pub async fn serve_tcp(dp: Arc<Shared>, stream: TcpStream, peer: SocketAddr) {
         // buffer taken only once the socket is readable: a silent connection holds none.
         let deadline = opened + header_timeout;
         loop {
-            match tokio::time::timeout_at(deadline, stream.readable()).await {
-                Ok(Ok(())) => {}
-                // A late or failed first byte: the session answers it as it would any other.
-                _ => break,
-            }
-            if buf.capacity() == 0 {
-                buf = bufpool::take();
-            } else if buf.capacity() - buf.len() < 1024 {
-                buf.reserve(super::io::READ_CHUNK);
-            }
-            match stream.try_read_buf(&mut buf) {
-                Ok(k) if k > 0 => {}
-                Err(e) if e.kind() == std::io::ErrorKind::WouldBlock => continue,
-                // EOF or an error: the session's own read sees it again and closes.
+            let read = tokio::time::timeout_at(deadline, async {
+                stream.readable().await?;
+                if buf.capacity() == 0 {
+                    buf = bufpool::take();
+                } else if buf.capacity() - buf.len() < 1024 {
+                    buf.reserve(super::io::READ_CHUNK);
+                }
+                // A read through AsyncRead, not try_read: a short read clears the socket's
+                // readiness, so that the keep-alive wait after this request really waits
+                // (and sees a drain) instead of finding stale readiness.
+                stream.read_buf(&mut buf).await
+            });
+            match read.await {
+                Ok(Ok(k)) if k > 0 => {}
+                // A late or failed first byte, or EOF: the session answers or closes it as it
+                // would any other.
                 _ => break,
             }
             match super::h2::is_preface(&buf) {
