@@ -13,7 +13,7 @@ use crate::http::head::{self, RequestHead};
 use crate::http::response::ResponseHead;
 use crate::resilience::hold;
 use crate::resilience::outlier::Outcome;
-use crate::resilience::policy::{self, Decision, Failure, RequestFacts, RetryConfig, What};
+use crate::resilience::policy::{self, Decision, Failure, RequestFacts, What};
 use crate::resilience::pool_rt::InFlight;
 use crate::routing::select::Pool;
 use crate::routing::{Rule, Table};
@@ -241,7 +241,7 @@ pub(crate) async fn run<D: Downstream, B: RequestBody>(
     let rule = routed.rule;
     ex.rule = Some(rule);
     ex.key_name = routed.key_name;
-    if ex.grpc {
+    if ex.grpc && !rule.pool.upstreams.iter().any(|u| u.protocol.is_h2()) {
         // gRPC needs trailers, which an HTTP/1.1 backend cannot send (SPEC §10).
         let msg = "gRPC needs an HTTP/2 backend (protocol = \"h2c\" or \"h2\")";
         let mut e = ProxyError::refuse(ErrorKind::BadGateway, msg);
@@ -252,7 +252,11 @@ pub(crate) async fn run<D: Downstream, B: RequestBody>(
     let pool = &*rule.pool;
     let _in_flight = InFlight::enter(&pool.rt.in_flight);
     let retry = &ex.table.retry;
-    let facts = facts(ex.req, retry);
+    let facts = facts(ex.req);
+    if facts.body_kept && ex.req.framing.body != Body::None {
+        // Kept while it streams up, for a retry; bodies announced larger are not (SPEC §11).
+        body.keep(retry.max_retry_body);
+    }
     pool.rt
         .budget
         .record_request(crate::clock::mono_secs(ex.started));
@@ -264,7 +268,8 @@ pub(crate) async fn run<D: Downstream, B: RequestBody>(
     // The failure of the previous try: what the client gets when no candidate is left.
     let mut last: Option<ProxyError> = None;
     loop {
-        ex.retry_on = (ex.try_no < retry.attempts && replayable(&facts)).then_some(retry.on);
+        ex.retry_on = (ex.try_no < retry.attempts && replayable(&facts) && body.replayable())
+            .then_some(retry.on);
         let connected = match fresh.take() {
             Some(u) => connect::connect(ex, std::iter::once(&u), true).await,
             None => connect::connect(ex, &mut candidates, false).await,
@@ -287,6 +292,15 @@ pub(crate) async fn run<D: Downstream, B: RequestBody>(
             }
             Err(e) => return Err(e),
         };
+        if let super::stream::BackendStream::H2(_) = co.stream {
+            if ex.req.is_connect() {
+                // Refused here, not by the stream, so that the backend is not blamed.
+                let msg = "CONNECT cannot be proxied to an HTTP/2 backend";
+                let mut e = ProxyError::refuse(ErrorKind::BadGateway, msg);
+                e.public = Some(msg);
+                return Err(e);
+            }
+        }
         if bufs.up.capacity() == 0 {
             *bufs.up = super::bufpool::take();
         }
@@ -331,7 +345,11 @@ pub(crate) async fn run<D: Downstream, B: RequestBody>(
             reused,
             answered: e.answered,
         };
-        let decision = policy::decide(retry, &facts, &f, ex.try_no, stale_retried);
+        let now = RequestFacts {
+            body_kept: facts.body_kept && body.replayable(),
+            ..facts
+        };
+        let decision = policy::decide(retry, &now, &f, ex.try_no, stale_retried);
         if decision != Decision::FreshConnection {
             connect::report(ex.table, pool, &upstream, outcome);
         }
@@ -372,6 +390,7 @@ pub(crate) async fn run<D: Downstream, B: RequestBody>(
             ex.try_no + 1,
             retry.attempts
         );
+        body.rewind();
         ex.try_no += 1;
         ex.status = None;
         ex.upstream = None;
@@ -390,23 +409,17 @@ fn status_kind(status: u16) -> ErrorKind {
     }
 }
 
-/// What the retry policy needs to know about the request. A body is kept for a replay only
-/// when there is none to stream (the replay of streamed bodies up to `max_retry_body` is not
-/// built yet: such requests are retried only on connect failures).
-fn facts(req: &Request, _retry: &RetryConfig) -> RequestFacts {
+/// What the retry policy needs to know about the request before its first try; whether its
+/// body is still whole is asked of the body after each failure.
+fn facts(req: &Request) -> RequestFacts {
     // The header scan for Idempotency-Key is only paid by methods that are not idempotent.
     let idempotent = policy::idempotent(req.method());
+    let has_idempotency_key = !idempotent && req.header("idempotency-key").is_some();
     RequestFacts {
         idempotent,
-        has_idempotency_key: !idempotent && req.header("idempotency-key").is_some(),
-        body_len: match req.framing.body {
-            Body::None => Some(0),
-            Body::Length(n) => Some(n),
-            _ => None,
-        },
-        body_kept: matches!(req.framing.body, Body::None | Body::Length(0))
-            && !req.framing.upgrade
-            && !req.is_connect(),
+        has_idempotency_key,
+        // A protocol switch or a tunnel is never replayed.
+        body_kept: (idempotent || has_idempotency_key) && !req.framing.upgrade && !req.is_connect(),
     }
 }
 
