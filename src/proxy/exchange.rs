@@ -215,6 +215,8 @@ pub(crate) struct Bufs<'b> {
     /// The backend's bytes.
     pub up: &'b mut BytesMut,
     pub resp: &'b mut ResponseHead,
+    /// The connection's timer, for the wait for the backend's answer head.
+    pub timer: &'b mut super::deadline::Timer,
 }
 
 /// Route, connect, send and relay one exchange, with the retries, holding and outlier
@@ -280,7 +282,8 @@ pub(crate) async fn run<D: Downstream, B: RequestBody>(
             }
             Err(e) if !held && pool.hold.timeout > Duration::ZERO && !pool.any_up() => {
                 held = true;
-                hold(ex, pool, e).await?;
+                // Boxed: a rare path whose future would add to every connection's task.
+                Box::pin(hold(ex, pool, e)).await?;
                 candidates = match route::route(ex.table, ex.req, &auth) {
                     Ok(r) => r.candidates,
                     Err(r) => return Err(r.error),

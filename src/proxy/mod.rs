@@ -6,6 +6,7 @@ pub(crate) mod body;
 pub(crate) mod bufpool;
 pub(crate) mod connect;
 pub(crate) mod counted;
+pub(crate) mod deadline;
 pub(crate) mod downstream;
 pub(crate) mod error;
 pub(crate) mod exchange;

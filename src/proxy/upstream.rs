@@ -63,11 +63,22 @@ pub async fn connect_fresh_or_idle(
     }
     if u.protocol.is_h2() {
         // An HTTP/2 backend's idle pool stays empty: a stream on one of its connections.
-        let r = u.h2.checkout(u, connect_timeout, own, idle_timeout).await?;
+        let r = Box::pin(u.h2.checkout(u, connect_timeout, own, idle_timeout)).await?;
         let reused = r.reused;
         let s = super::upstream_h2::H2Upstream::new(r, u.tls.is_some(), &u.label);
         return Ok((BackendStream::H2(Box::new(s)), reused));
     }
+    // Boxed: the DNS lookup, connect and TLS handshake make a large future, which would
+    // otherwise sit in every connection task's state (copied on spawn, held while idle).
+    Box::pin(connect_new(u, connect_timeout, own)).await
+}
+
+/// A new connection to `u`, with its TLS handshake when it has one.
+async fn connect_new(
+    u: &Upstream,
+    connect_timeout: Duration,
+    own: &OwnListeners,
+) -> std::io::Result<(BackendStream, bool)> {
     let tcp = connect_tcp(u, connect_timeout, own).await?;
     let Some(tls) = &u.tls else {
         return Ok((BackendStream::Plain(tcp), false));
