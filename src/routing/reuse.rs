@@ -26,9 +26,8 @@ pub(crate) struct Compiled {
     pub(crate) pool: Arc<Pool>,
     /// `service <name>`, every route's origin.
     pub(crate) origin: String,
-    /// One per route of `reg`, in order; None for a path that does not parse (refused when
-    /// the registration was accepted, so not in the table).
-    pub(crate) routes: Vec<Option<CompiledRoute>>,
+    /// One per route of `reg`, in order.
+    pub(crate) routes: Vec<CompiledRoute>,
 }
 
 #[derive(Debug)]
