@@ -115,6 +115,8 @@ fi
 BODY='hello from the backend, a small body of 64 bytes for the bench.'
 # The big-down body, served by the backends from a file (sendfile), and the big-up request.
 head -c 1048576 /dev/urandom >"$WORK/big.bin"
+# nginx workers run unprivileged: they must reach the file (mktemp -d is 0700).
+chmod 711 "$WORK" && chmod 644 "$WORK/big.bin"
 cat >"$WORK/upload.lua" <<'EOF'
 wrk.method = "POST"
 wrk.body = string.rep("u", 1048576)
@@ -148,8 +150,14 @@ http {
         listen 127.0.0.1:$port reuseport backlog=4096;
         location / { return 200 '$BODY'; }
         location = /big { alias $WORK/big.bin; default_type application/octet-stream; }
-        # nginx reads and discards the body of a request it answers with return.
-        location = /upload { return 200 'ok'; }
+        # Reads the whole body into memory, then answers from a subrequest without it (a bare
+        # return would answer first and leave the body to a lingering close).
+        location = /upload {
+            proxy_pass http://127.0.0.1:$port/uploaded;
+            proxy_pass_request_body off;
+            proxy_set_header Content-Length "";
+        }
+        location = /uploaded { return 200 'ok'; }
     }
 }
 EOF
