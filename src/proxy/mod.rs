@@ -22,6 +22,7 @@ pub mod request_id;
 pub(crate) mod route;
 pub(crate) mod send;
 pub mod session;
+pub(crate) mod splice;
 pub mod stream;
 #[cfg(test)]
 mod tests;
