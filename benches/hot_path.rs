@@ -164,6 +164,7 @@ addresses = ["127.0.0.1:18002", "127.0.0.1:18003"]
             tls: false,
             tls_ca: None,
             tls_server_name: None,
+            protocol: Default::default(),
             routes: vec![RegRoute {
                 method: None,
                 path: format!("/reg{i:06}/v1/*"),

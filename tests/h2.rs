@@ -5,6 +5,7 @@ mod support;
 use serde_json::{json, Value};
 use std::process::Command;
 use std::time::{Duration, Instant};
+use support::backend::{fnv, pattern};
 use support::*;
 
 const KEYS: &str = r#"
@@ -564,4 +565,328 @@ fn http2_streams_cannot_walk_around_a_permission() {
     assert_eq!(h["x-api-key-name"], "reader", "{h}");
     assert!(h.get("x_api_key_name").is_none(), "{h}");
     assert!(h.get("x-api-key").is_none(), "{h}");
+}
+
+/// switchyard in front of an HTTP/2 (h2c) hyper backend and an HTTP/1.1 one.
+fn h2c_fleet(goaway_after: usize) -> (Backend, Backend, Switchyard) {
+    let h2 = Backend::start_h2("h2", goaway_after);
+    let h1 = Backend::start("h1");
+    let cfg = format!(
+        r#"{listen}
+[[backends]]
+name = "h2"
+addresses = ["{h2}"]
+protocol = "h2c"
+
+[[backends]]
+name = "h1"
+addresses = ["{h1}"]
+
+[[routes]]
+path = "/h2/*"
+backend = "h2"
+strip_prefix = "/h2"
+
+[[routes]]
+path = "/h1/*"
+backend = "h1"
+strip_prefix = "/h1"
+"#,
+        listen = listen_section(""),
+        h2 = h2.address(),
+        h1 = h1.address(),
+    );
+    let sy = Switchyard::start(&cfg);
+    (h2, h1, sy)
+}
+
+#[test]
+fn http1_client_to_an_h2c_backend_translates_the_head_and_streams_bodies() {
+    let (h2, _h1, sy) = h2c_fleet(0);
+    // An HTTP/1.1 request with connection-specific fields, a cookie and a chunked body with
+    // trailers.
+    let body = chunk_encode(b"hello world", 6);
+    let body = body.strip_suffix(b"0\r\n\r\n").unwrap().to_vec();
+    let mut req =
+        ("POST /h2/form?x=1 HTTP/1.1\r\nHost: Svc.Test:81\r\nConnection: keep-alive, x-hop\r\n\
+         X-Hop: 1\r\nKeep-Alive: timeout=5\r\nCookie: a=1; b=2\r\nTE: trailers\r\n\
+         Transfer-Encoding: chunked\r\nTrailer: x-sum\r\n\r\n")
+            .as_bytes()
+            .to_vec();
+    req.extend_from_slice(&body);
+    req.extend_from_slice(b"0\r\nx-sum: 42\r\n\r\n");
+    let mut c = RawConn::connect(sy.http);
+    c.send(&req).unwrap();
+    let r = c.read_response(false).unwrap();
+    assert_eq!(r.status, 200, "{}", r.text());
+    let j = r.json();
+    assert_eq!(j["version"], "HTTP/2.0", "{j}");
+    // Host became :authority, and no Host field went with it.
+    assert_eq!(j["authority"], "Svc.Test:81", "{j}");
+    assert_eq!(j["target"], "/form?x=1");
+    let h = &j["headers"];
+    for gone in [
+        "connection",
+        "keep-alive",
+        "x-hop",
+        "transfer-encoding",
+        "trailer",
+        "host",
+    ] {
+        assert!(h.get(gone).is_none(), "{gone}: {j}");
+    }
+    assert_eq!(j["cookies"], json!(["a=1; b=2"]));
+    assert_eq!(h["x-forwarded-for"], "127.0.0.1");
+    assert_eq!(j["body_len"], 11);
+    assert_eq!(j["body_fnv"], fnv(b"hello world").to_string());
+    // The chunked trailer section became HTTP/2 trailers.
+    assert_eq!(j["trailers"]["x-sum"], "42", "{j}");
+    // Large answers, with a length and without, on the same keep-alive connection.
+    for path in ["/h2/bytes/3000000", "/h2/chunked/2500000"] {
+        c.send(format!("GET {path} HTTP/1.1\r\nHost: svc.test\r\n\r\n").as_bytes())
+            .unwrap();
+        let r = c.read_response(false).unwrap();
+        assert_eq!(r.status, 200);
+        let n: usize = path.rsplit('/').next().unwrap().parse().unwrap();
+        assert_eq!(r.body.len(), n, "{path}");
+        assert_eq!(fnv(&r.body), fnv(&pattern(n)), "{path}");
+    }
+    // Expect: 100-continue: HTTP/2 has nothing to forward it as; switchyard says 100 itself
+    // at once (not after the 1 s it gives an HTTP/1.1 backend), then the body goes up.
+    let t = std::time::Instant::now();
+    c.send(b"PUT /h2/up HTTP/1.1\r\nHost: svc.test\r\nContent-Length: 5\r\nExpect: 100-continue\r\n\r\n")
+        .unwrap();
+    let r = c.read_head().unwrap();
+    assert_eq!(r.status, 100);
+    assert!(
+        t.elapsed() < Duration::from_millis(900),
+        "{:?}",
+        t.elapsed()
+    );
+    c.send(b"12345").unwrap();
+    let r = c.read_response(false).unwrap();
+    assert_eq!(r.status, 200);
+    let j = r.json();
+    assert_eq!(j["body_len"], 5, "{j}");
+    assert!(j["headers"].get("expect").is_none(), "{j}");
+    // One HTTP/2 connection carried all of it.
+    assert_eq!(h2.connections(), 1);
+}
+
+#[test]
+fn http2_client_to_an_h2c_backend_and_split_cookies_for_an_http1_one() {
+    let (h2, h1, sy) = h2c_fleet(0);
+    let port = sy.http.port();
+    let r = requests(
+        port,
+        json!([
+            {"path": "/h2/x", "authority": "api.test",
+             "headers": [["cookie", "a=1"], ["cookie", "b=2"], ["te", "trailers"]]},
+            {"path": "/h1/x", "authority": "api.test",
+             "headers": [["cookie", "a=1"], ["cookie", "b=2"]]},
+            {"path": "/h2/bytes/1000000"}
+        ]),
+    );
+    let j: Value = serde_json::from_str(r[0]["text"].as_str().unwrap()).unwrap();
+    assert_eq!(j["version"], "HTTP/2.0");
+    assert_eq!(j["authority"], "api.test");
+    let joined = j["cookies"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|c| c.as_str().unwrap().to_string())
+        .collect::<Vec<_>>()
+        .join("; ");
+    assert_eq!(joined, "a=1; b=2");
+    // The HTTP/1.1 backend gets one cookie field (RFC 9113 §8.2.3).
+    let k: Value = serde_json::from_str(r[1]["text"].as_str().unwrap()).unwrap();
+    assert_eq!(k["version"], "HTTP/1.1");
+    assert_eq!(k["cookies"], json!(["a=1; b=2"]), "{k}");
+    assert_eq!(r[2]["status"], 200);
+    assert_eq!(r[2]["len"], 1_000_000, "{:?}", r[2]);
+    assert_eq!(h2.hits(), 2);
+    assert_eq!(h1.hits(), 1);
+}
+
+#[test]
+fn a_backend_goaway_is_replaced_by_a_new_connection_without_a_failed_request() {
+    // Every backend connection says GOAWAY after its 5th request.
+    let (h2, _h1, sy) = h2c_fleet(5);
+    let c = client();
+    for i in 0..40 {
+        let r = c.get(sy.url(&format!("/h2/seq{i}"))).send().unwrap();
+        assert_eq!(r.status(), 200, "request {i}: {}", sy.log_text());
+    }
+    // One request at a time: each connection carried exactly five.
+    assert_eq!(h2.connections(), 8);
+    // And concurrently: four clients, twenty requests each.
+    let url = sy.url("/h2/par");
+    let threads: Vec<_> = (0..4)
+        .map(|t| {
+            let url = format!("{url}{t}");
+            std::thread::spawn(move || {
+                let c = client();
+                (0..20)
+                    .filter(|_| {
+                        c.get(&url)
+                            .send()
+                            .map(|r| r.status() == 200)
+                            .unwrap_or(false)
+                    })
+                    .count()
+            })
+        })
+        .collect();
+    let ok: usize = threads.into_iter().map(|t| t.join().unwrap()).sum();
+    assert_eq!(ok, 80, "{}", sy.log_text());
+    assert_eq!(h2.hits(), 120);
+    // New connections replaced the ones that went away (a connection may finish more than
+    // five when streams were in flight as its GOAWAY came).
+    assert!(h2.connections() >= 8 + 80 / (5 + 4), "{}", h2.connections());
+}
+
+#[test]
+fn h2load_through_an_h2c_backend_has_no_errors() {
+    let (h2, _h1, sy) = h2c_fleet(0);
+    let out = Command::new("h2load")
+        .args(["-n", "3000", "-c", "4", "-m", "25", "-T", "10"])
+        .arg(sy.url("/h2/small"))
+        .output()
+        .expect("h2load (Debian nghttp2-client)");
+    let text = String::from_utf8_lossy(&out.stdout);
+    assert!(
+        text.contains("3000 succeeded, 0 failed, 0 errored, 0 timeout"),
+        "{text}"
+    );
+    assert!(text.contains("status codes: 3000 2xx"), "{text}");
+    assert_eq!(h2.hits(), 3000);
+    // 100 streams at once (4 x 25) went over a few multiplexed backend connections.
+    assert!(h2.connections() <= 4, "{}", h2.connections());
+}
+
+#[test]
+fn shards_and_registrations_reach_h2c_backends() {
+    let pods = [Backend::start_h2("p0", 0), Backend::start_h2("p1", 0)];
+    let reg = Backend::start_h2("reg", 0);
+    let cfg = format!(
+        r#"{listen}
+[[shards]]
+name = "guilds"
+path = "/guilds/*"
+key = "header:X-Guild-Id"
+addresses = ["{p0}", "{p1}"]
+protocol = "h2c"
+"#,
+        listen = listen_section(""),
+        p0 = pods[0].address(),
+        p1 = pods[1].address(),
+    );
+    let sy = Switchyard::start(&cfg);
+    let c = client();
+    let mut seen = std::collections::HashMap::new();
+    for g in 0..20 {
+        let r = c
+            .get(sy.url("/guilds/x"))
+            .header("X-Guild-Id", g.to_string())
+            .send()
+            .unwrap();
+        assert_eq!(r.status(), 200);
+        let j: Value = r.json().unwrap();
+        assert_eq!(j["version"], "HTTP/2.0");
+        // The shard header went on to the pod.
+        let shard = j["headers"]["x-shard"].as_str().unwrap().to_string();
+        let pod = j["backend"].as_str().unwrap().to_string();
+        assert_eq!(*seen.entry(g).or_insert_with(|| pod.clone()), pod);
+        assert_eq!(pod, format!("p{shard}"), "{j}");
+    }
+    assert!(pods.iter().all(|p| p.hits() > 0));
+    // A registration naming its protocol.
+    let r = c
+        .post(sy.admin_url("/internal/register-service"))
+        .json(
+            &json!({"service": "h2svc", "url": format!("http://{}", reg.address()),
+                      "protocol": "h2c", "routes": [{"path": "/svc/*"}]}),
+        )
+        .send()
+        .unwrap();
+    assert_eq!(r.status(), 200, "{}", r.text().unwrap());
+    let ok = wait_until(Duration::from_secs(10), || {
+        c.get(sy.url("/svc/x"))
+            .send()
+            .is_ok_and(|r| r.status() == 200)
+    });
+    assert!(ok, "{}", sy.log_text());
+    let j: Value = c.get(sy.url("/svc/x")).send().unwrap().json().unwrap();
+    assert_eq!(
+        (j["backend"].as_str(), j["version"].as_str()),
+        (Some("reg"), Some("HTTP/2.0"))
+    );
+    // Its health checks went over HTTP/2 too (the hyper backend speaks nothing else).
+    assert!(reg.health_hits() > 0);
+    // A registration with a protocol that does not exist is refused, naming the field.
+    let r = c
+        .post(sy.admin_url("/internal/register-service"))
+        .json(
+            &json!({"service": "bad", "url": "http://127.0.0.1:1", "protocol": "spdy",
+                      "routes": [{"path": "/bad/*"}]}),
+        )
+        .send()
+        .unwrap();
+    assert_eq!(r.status(), 400);
+    assert!(r.text().unwrap().contains("protocol"));
+}
+
+#[test]
+fn a_backends_max_concurrent_streams_opens_more_connections_up_to_the_bound() {
+    // Two streams per connection: eight slow requests at once need four connections, and
+    // four is the bound, so twelve still use four (the rest wait for a free stream).
+    let h2 = Backend::start_h2_with("h2", 0, Some(2));
+    let cfg = format!(
+        "{listen}[[backends]]\nname = \"h2\"\naddresses = [\"{a}\"]\nprotocol = \"h2c\"\n\n[[routes]]\npath = \"/*\"\nbackend = \"h2\"\n",
+        listen = listen_section(""),
+        a = h2.address(),
+    );
+    let sy = Switchyard::start(&cfg);
+    // One request first, so that the backend's SETTINGS are known.
+    assert_eq!(client().get(sy.url("/warm")).send().unwrap().status(), 200);
+    let run = |n: usize| {
+        let threads: Vec<_> = (0..n)
+            .map(|i| {
+                let url = sy.url("/sleep/800");
+                std::thread::sleep(Duration::from_millis(20));
+                std::thread::spawn(move || {
+                    let r = client().get(&url).send().unwrap();
+                    (i, r.status().as_u16())
+                })
+            })
+            .collect();
+        threads
+            .into_iter()
+            .map(|t| t.join().unwrap())
+            .filter(|(_, s)| *s == 200)
+            .count()
+    };
+    assert_eq!(run(8), 8);
+    assert_eq!(h2.connections(), 4);
+    assert_eq!(run(12), 12);
+    assert_eq!(h2.connections(), 4, "at most four connections per address");
+}
+
+#[test]
+fn an_idle_backend_connection_is_not_reused_after_idle_timeout() {
+    let h2 = Backend::start_h2("h2", 0);
+    let cfg = format!(
+        "{listen}[[backends]]\nname = \"h2\"\naddresses = [\"{a}\"]\nprotocol = \"h2c\"\n\n[[routes]]\npath = \"/*\"\nbackend = \"h2\"\n",
+        listen = listen_section("idle_timeout = 0.6"),
+        a = h2.address(),
+    );
+    let sy = Switchyard::start(&cfg);
+    let get = || client().get(sy.url("/x")).send().unwrap().status();
+    assert_eq!(get(), 200);
+    assert_eq!(get(), 200);
+    assert_eq!(h2.connections(), 1, "reused while fresh");
+    std::thread::sleep(Duration::from_millis(1200));
+    assert_eq!(get(), 200);
+    assert_eq!(h2.connections(), 2, "a new connection after idle_timeout");
+    assert_eq!(h2.hits(), 3);
 }

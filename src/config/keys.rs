@@ -79,6 +79,7 @@ const SECTIONS: &[(&str, &[&str])] = &[
             "tls",
             "tls_ca",
             "tls_server_name",
+            "protocol",
         ],
     ),
     (
@@ -116,6 +117,7 @@ const SECTIONS: &[(&str, &[&str])] = &[
             "remove_response_headers",
             "hold_timeout",
             "hold_max",
+            "protocol",
         ],
     ),
     (

@@ -168,6 +168,8 @@ pub struct Backend {
     pub hold: resilience::HoldOverride,
     /// `tls = true`: connections to the addresses are TLS, verified as configured here.
     pub tls: Option<Arc<crate::tls::client::BackendTls>>,
+    /// `protocol`: HTTP/1.1, h2c or h2 (SPEC §10).
+    pub protocol: crate::upstream::protocol::Protocol,
 }
 
 #[derive(Debug, Clone, PartialEq)]
@@ -198,6 +200,8 @@ pub struct Shard {
     pub hosts: Vec<String>,
     pub rewrites: Rewrites,
     pub hold: resilience::HoldOverride,
+    /// `protocol`: HTTP/1.1, h2c or h2 (h2: TLS verified against the system's roots).
+    pub protocol: crate::upstream::protocol::Protocol,
 }
 
 /// `[[api_keys]]`: a named key, stored as its SHA-256, and the permissions it holds.

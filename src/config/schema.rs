@@ -123,6 +123,7 @@ pub struct RawBackend {
     pub tls: Option<Val<bool>>,
     pub tls_ca: Option<Val<String>>,
     pub tls_server_name: Option<Val<String>>,
+    pub protocol: Option<Val<String>>,
 }
 
 #[derive(Debug, Deserialize)]
@@ -174,6 +175,7 @@ pub struct RawShard {
     pub remove_response_headers: Option<List>,
     pub hold_timeout: Option<Val<Secs>>,
     pub hold_max: Option<Val<u32>>,
+    pub protocol: Option<Val<String>>,
 }
 
 #[derive(Debug, Deserialize)]

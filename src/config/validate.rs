@@ -41,6 +41,50 @@ impl Checker<'_> {
         }
     }
 
+    /// `protocol` of a backend or shard; `http1` when not given.
+    fn protocol(
+        &mut self,
+        v: &Option<Val<String>>,
+        key: &str,
+    ) -> crate::upstream::protocol::Protocol {
+        let Some(v) = v else {
+            return Default::default();
+        };
+        match crate::upstream::protocol::Protocol::parse(&v.value) {
+            Ok(p) => p,
+            Err(m) => {
+                self.problem(Some(&v.span), key, m);
+                Default::default()
+            }
+        }
+    }
+
+    /// `health_check_endpoint` of a backend of this protocol: a path, or `"grpc"` (the gRPC
+    /// health protocol) for an HTTP/2 backend.
+    fn endpoint_for(
+        &mut self,
+        v: &Option<Val<String>>,
+        key: &str,
+        protocol: crate::upstream::protocol::Protocol,
+    ) -> Option<String> {
+        match v {
+            Some(g) if g.value == crate::health::grpc::ENDPOINT => {
+                if protocol.is_h2() {
+                    Some(g.value.clone())
+                } else {
+                    self.problem(
+                        Some(&g.span),
+                        key,
+                        "\"grpc\" (the gRPC health protocol) needs protocol = \"h2c\" or \"h2\""
+                            .into(),
+                    );
+                    None
+                }
+            }
+            _ => self.endpoint(v, key),
+        }
+    }
+
     fn endpoint(&mut self, v: &Option<Val<String>>, key: &str) -> Option<String> {
         let v = v.as_ref()?;
         if !v.value.starts_with('/') || v.value.contains([' ', '\r', '\n']) {
@@ -77,8 +121,16 @@ fn backend_tls(
     c: &mut Checker<'_>,
     b: &super::schema::RawBackend,
     key: &str,
+    protocol: crate::upstream::protocol::Protocol,
 ) -> Option<std::sync::Arc<crate::tls::client::BackendTls>> {
-    let on = b.tls.as_ref().is_some_and(|v| v.value);
+    let on = match crate::upstream::protocol::tls_with(protocol, b.tls.as_ref().map(|v| v.value)) {
+        Ok(on) => on,
+        Err(m) => {
+            let span = b.tls.as_ref().map(|v| &v.span);
+            c.problem(span, &format!("{key}.protocol"), m.into());
+            return None;
+        }
+    };
     if !on {
         for (v, k) in [
             (&b.tls_ca, "tls_ca"),
@@ -88,7 +140,7 @@ fn backend_tls(
                 c.problem(
                     Some(&v.span),
                     &format!("{key}.{k}"),
-                    "only with tls = true".into(),
+                    "only with tls = true or protocol = \"h2\"".into(),
                 );
             }
         }
@@ -485,9 +537,11 @@ pub fn validate(raw: RawConfig, src: &str) -> Result<Config, Vec<Problem>> {
                 "needs at least one address".into(),
             );
         }
-        let hc = c.endpoint(
+        let protocol = c.protocol(&b.protocol, &format!("backends[{i}].protocol"));
+        let hc = c.endpoint_for(
             &b.health_check_endpoint,
             &format!("backends[{i}].health_check_endpoint"),
+            protocol,
         );
         let hold = super::resilience::hold(
             &mut c,
@@ -495,13 +549,14 @@ pub fn validate(raw: RawConfig, src: &str) -> Result<Config, Vec<Problem>> {
             &b.hold_max,
             &format!("backends[{i}]"),
         );
-        let tls = backend_tls(&mut c, b, &format!("backends[{i}]"));
+        let tls = backend_tls(&mut c, b, &format!("backends[{i}]"), protocol);
         cfg.backends.push(Backend {
             name,
             addresses,
             health_check_endpoint: hc,
             hold,
             tls,
+            protocol,
         });
     }
 
@@ -977,9 +1032,11 @@ fn shards(c: &mut Checker<'_>, raw: &RawConfig, cfg: &mut Config) {
                 "needs address = \"host-{n}:port\" and pods, or addresses = [...]".into(),
             ),
         }
-        let hc = c.endpoint(
+        let protocol = c.protocol(&s.protocol, &format!("{key}.protocol"));
+        let hc = c.endpoint_for(
             &s.health_check_endpoint,
             &format!("{key}.health_check_endpoint"),
+            protocol,
         );
         let literal: Vec<&str> = pattern.as_ref().map_or(Vec::new(), |p| p.literal_prefix());
         let rewrites = super::hosts::rewrites(
@@ -1007,6 +1064,7 @@ fn shards(c: &mut Checker<'_>, raw: &RawConfig, cfg: &mut Config) {
                 hosts,
                 rewrites,
                 hold,
+                protocol,
             });
         }
     }
@@ -1215,5 +1273,49 @@ addresses = ["127.0.0.1:5"]
         assert!(e.contains("t.toml:3:"), "{e}");
         let e = err("[[targets]]\naddress = \"${MISSING}\"\n");
         assert!(e.contains("MISSING is not set"), "{e}");
+    }
+
+    #[test]
+    fn protocol_is_checked_with_its_key() {
+        use crate::upstream::protocol::Protocol;
+        let base = "[[backends]]\nname = \"g\"\naddresses = [\"127.0.0.1:9000\"]\n";
+        let c = ok(&format!(
+            "{base}protocol = \"h2c\"\nhealth_check_endpoint = \"grpc\"\n"
+        ));
+        assert_eq!(c.backends[0].protocol, Protocol::H2c);
+        assert!(c.backends[0].tls.is_none());
+        assert_eq!(c.backends[0].health_check_endpoint.as_deref(), Some("grpc"));
+        // h2 is TLS without saying tls = true, and takes the TLS keys.
+        let c = ok(&format!(
+            "{base}protocol = \"h2\"\ntls_server_name = \"g.test\"\n"
+        ));
+        assert_eq!(c.backends[0].protocol, Protocol::H2);
+        assert!(c.backends[0].tls.is_some());
+        assert_eq!(ok(base).backends[0].protocol, Protocol::Http1);
+        let e = err(&format!("{base}protocol = \"http2\"\n"));
+        assert!(
+            e.contains("backends[0].protocol") && e.contains("\"h2c\""),
+            "{e}"
+        );
+        let e = err(&format!("{base}protocol = \"h2c\"\ntls = true\n"));
+        assert!(
+            e.contains("backends[0].protocol") && e.contains("cleartext"),
+            "{e}"
+        );
+        let e = err(&format!("{base}protocol = \"h2\"\ntls = false\n"));
+        assert!(
+            e.contains("backends[0].protocol") && e.contains("tls = false"),
+            "{e}"
+        );
+        let e = err(&format!("{base}health_check_endpoint = \"grpc\"\n"));
+        assert!(
+            e.contains("backends[0].health_check_endpoint") && e.contains("h2c"),
+            "{e}"
+        );
+        let shard = "[[shards]]\nname = \"s\"\npath = \"/s/*\"\nkey = \"path:1\"\naddresses = [\"127.0.0.1:9001\"]\n";
+        let c = ok(&format!("{shard}protocol = \"h2c\"\n"));
+        assert_eq!(c.shards[0].protocol, Protocol::H2c);
+        let e = err(&format!("{shard}protocol = \"h3\"\n"));
+        assert!(e.contains("shards[0].protocol"), "{e}");
     }
 }

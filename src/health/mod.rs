@@ -2,6 +2,7 @@
 //! pure state machine that decides transitions, and the checker tasks that drive it.
 pub mod cell;
 pub mod checker;
+pub mod grpc;
 pub mod probe;
 pub mod state;
 pub use cell::{HealthCell, Status};

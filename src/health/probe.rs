@@ -16,6 +16,8 @@ pub enum Probe<'a> {
     Http(&'a str),
     /// Connect and close; an accepted connection is a success.
     Tcp,
+    /// The gRPC health protocol (`health_check_endpoint = "grpc"`, HTTP/2 backends).
+    Grpc,
 }
 
 impl std::fmt::Display for Probe<'_> {
@@ -23,6 +25,7 @@ impl std::fmt::Display for Probe<'_> {
         match self {
             Probe::Http(ep) => f.write_str(ep),
             Probe::Tcp => f.write_str(" (tcp connect)"),
+            Probe::Grpc => f.write_str(" (grpc.health.v1.Health/Check)"),
         }
     }
 }
@@ -54,8 +57,12 @@ pub async fn check(
     let start = Instant::now();
     let attempt = async {
         match probe {
+            Probe::Http(endpoint) if u.protocol.is_h2() => {
+                super::grpc::check(u, connect(u).await?, Some(endpoint)).await
+            }
             Probe::Http(endpoint) => attempt(u, endpoint).await,
             Probe::Tcp => connect(u).await.map(drop),
+            Probe::Grpc => super::grpc::check(u, connect(u).await?, None).await,
         }
     };
     match tokio::time::timeout(timeout, attempt).await {

@@ -239,7 +239,7 @@ pub(crate) async fn run<D: Downstream, B: RequestBody>(
     let rule = routed.rule;
     ex.rule = Some(rule);
     ex.key_name = routed.key_name;
-    if ex.grpc {
+    if ex.grpc && !rule.pool.upstreams.iter().any(|u| u.protocol.is_h2()) {
         // gRPC needs trailers, which an HTTP/1.1 backend cannot send (SPEC §10).
         let msg = "gRPC needs an HTTP/2 backend (protocol = \"h2c\" or \"h2\")";
         let mut e = ProxyError::refuse(ErrorKind::BadGateway, msg);
@@ -284,6 +284,15 @@ pub(crate) async fn run<D: Downstream, B: RequestBody>(
             }
             Err(e) => return Err(e),
         };
+        if let super::stream::BackendStream::H2(_) = co.stream {
+            if ex.req.is_connect() {
+                // Refused here, not by the stream, so that the backend is not blamed.
+                let msg = "CONNECT cannot be proxied to an HTTP/2 backend";
+                let mut e = ProxyError::refuse(ErrorKind::BadGateway, msg);
+                e.public = Some(msg);
+                return Err(e);
+            }
+        }
         if bufs.up.capacity() == 0 {
             *bufs.up = super::bufpool::take();
         }

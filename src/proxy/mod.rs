@@ -28,3 +28,4 @@ pub mod stream;
 mod tests;
 pub mod tunnel;
 pub mod upstream;
+pub mod upstream_h2;

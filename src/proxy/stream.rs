@@ -26,6 +26,8 @@ impl super::session::ClientStream for ServerTls {
 pub enum BackendStream {
     Plain(TcpStream),
     Tls(Box<ClientTls>),
+    /// One stream to an HTTP/2 backend, spoken to in HTTP/1.1 form (`upstream_h2`).
+    H2(Box<super::upstream_h2::H2Upstream>),
 }
 
 impl BackendStream {
@@ -49,17 +51,21 @@ impl BackendStream {
                     Poll::Pending
                 )
             }
+            // One request per stream: never idle, never pooled.
+            BackendStream::H2(_) => false,
         }
     }
 }
 
-/// One half of a [`BackendStream`], without a lock for plain TCP.
-pub enum Half<P, T> {
+/// One half of a [`BackendStream`], without a lock for plain TCP (nor for HTTP/2, whose
+/// halves are the stream's two directions).
+pub enum Half<P, T, H> {
     Plain(P),
     Tls(T),
+    H2(H),
 }
 
-impl<P: AsyncRead + Unpin, T: AsyncRead + Unpin> AsyncRead for Half<P, T> {
+impl<P: AsyncRead + Unpin, T: AsyncRead + Unpin, H: AsyncRead + Unpin> AsyncRead for Half<P, T, H> {
     fn poll_read(
         self: Pin<&mut Self>,
         cx: &mut Context<'_>,
@@ -68,11 +74,14 @@ impl<P: AsyncRead + Unpin, T: AsyncRead + Unpin> AsyncRead for Half<P, T> {
         match self.get_mut() {
             Half::Plain(p) => Pin::new(p).poll_read(cx, buf),
             Half::Tls(t) => Pin::new(t).poll_read(cx, buf),
+            Half::H2(h) => Pin::new(h).poll_read(cx, buf),
         }
     }
 }
 
-impl<P: AsyncWrite + Unpin, T: AsyncWrite + Unpin> AsyncWrite for Half<P, T> {
+impl<P: AsyncWrite + Unpin, T: AsyncWrite + Unpin, H: AsyncWrite + Unpin> AsyncWrite
+    for Half<P, T, H>
+{
     fn poll_write(
         self: Pin<&mut Self>,
         cx: &mut Context<'_>,
@@ -81,6 +90,7 @@ impl<P: AsyncWrite + Unpin, T: AsyncWrite + Unpin> AsyncWrite for Half<P, T> {
         match self.get_mut() {
             Half::Plain(p) => Pin::new(p).poll_write(cx, buf),
             Half::Tls(t) => Pin::new(t).poll_write(cx, buf),
+            Half::H2(h) => Pin::new(h).poll_write(cx, buf),
         }
     }
     fn poll_write_vectored(
@@ -91,24 +101,28 @@ impl<P: AsyncWrite + Unpin, T: AsyncWrite + Unpin> AsyncWrite for Half<P, T> {
         match self.get_mut() {
             Half::Plain(p) => Pin::new(p).poll_write_vectored(cx, bufs),
             Half::Tls(t) => Pin::new(t).poll_write_vectored(cx, bufs),
+            Half::H2(h) => Pin::new(h).poll_write_vectored(cx, bufs),
         }
     }
     fn is_write_vectored(&self) -> bool {
         match self {
             Half::Plain(p) => p.is_write_vectored(),
             Half::Tls(t) => t.is_write_vectored(),
+            Half::H2(h) => h.is_write_vectored(),
         }
     }
     fn poll_flush(self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<io::Result<()>> {
         match self.get_mut() {
             Half::Plain(p) => Pin::new(p).poll_flush(cx),
             Half::Tls(t) => Pin::new(t).poll_flush(cx),
+            Half::H2(h) => Pin::new(h).poll_flush(cx),
         }
     }
     fn poll_shutdown(self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<io::Result<()>> {
         match self.get_mut() {
             Half::Plain(p) => Pin::new(p).poll_shutdown(cx),
             Half::Tls(t) => Pin::new(t).poll_shutdown(cx),
+            Half::H2(h) => Pin::new(h).poll_shutdown(cx),
         }
     }
 }
@@ -122,6 +136,7 @@ impl AsyncRead for BackendStream {
         match self.get_mut() {
             BackendStream::Plain(p) => Pin::new(p).poll_read(cx, buf),
             BackendStream::Tls(t) => Pin::new(&mut **t).poll_read(cx, buf),
+            BackendStream::H2(h) => Pin::new(&mut **h).poll_read(cx, buf),
         }
     }
 }
@@ -135,6 +150,7 @@ impl AsyncWrite for BackendStream {
         match self.get_mut() {
             BackendStream::Plain(p) => Pin::new(p).poll_write(cx, buf),
             BackendStream::Tls(t) => Pin::new(&mut **t).poll_write(cx, buf),
+            BackendStream::H2(h) => Pin::new(&mut **h).poll_write(cx, buf),
         }
     }
     fn poll_write_vectored(
@@ -145,24 +161,28 @@ impl AsyncWrite for BackendStream {
         match self.get_mut() {
             BackendStream::Plain(p) => Pin::new(p).poll_write_vectored(cx, bufs),
             BackendStream::Tls(t) => Pin::new(&mut **t).poll_write_vectored(cx, bufs),
+            BackendStream::H2(h) => Pin::new(&mut **h).poll_write_vectored(cx, bufs),
         }
     }
     fn is_write_vectored(&self) -> bool {
         match self {
             BackendStream::Plain(p) => p.is_write_vectored(),
             BackendStream::Tls(t) => t.is_write_vectored(),
+            BackendStream::H2(_) => false,
         }
     }
     fn poll_flush(self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<io::Result<()>> {
         match self.get_mut() {
             BackendStream::Plain(p) => Pin::new(p).poll_flush(cx),
             BackendStream::Tls(t) => Pin::new(&mut **t).poll_flush(cx),
+            BackendStream::H2(h) => Pin::new(&mut **h).poll_flush(cx),
         }
     }
     fn poll_shutdown(self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<io::Result<()>> {
         match self.get_mut() {
             BackendStream::Plain(p) => Pin::new(p).poll_shutdown(cx),
             BackendStream::Tls(t) => Pin::new(&mut **t).poll_shutdown(cx),
+            BackendStream::H2(h) => Pin::new(&mut **h).poll_shutdown(cx),
         }
     }
 }
@@ -184,6 +204,10 @@ impl BackendStream {
             BackendStream::Tls(t) => {
                 let (r, w) = tokio::io::split(&mut **t);
                 (Half::Tls(r), Half::Tls(w))
+            }
+            BackendStream::H2(h) => {
+                let (r, w) = h.split();
+                (Half::H2(r), Half::H2(w))
             }
         }
     }

@@ -71,6 +71,13 @@ pub async fn connect_fresh_or_idle(
     if let Some(s) = idle_timeout.and_then(|t| u.idle.checkout(t)) {
         return Ok((s, true));
     }
+    if u.protocol.is_h2() {
+        // An HTTP/2 backend's idle pool stays empty: a stream on one of its connections.
+        let r = u.h2.checkout(u, connect_timeout, own, idle_timeout).await?;
+        let reused = r.reused;
+        let s = super::upstream_h2::H2Upstream::new(r, u.tls.is_some(), &u.label);
+        return Ok((BackendStream::H2(Box::new(s)), reused));
+    }
     let tcp = connect_tcp(u, connect_timeout, own).await?;
     let Some(tls) = &u.tls else {
         return Ok((BackendStream::Plain(tcp), false));

@@ -8,6 +8,7 @@ pub mod strict_json;
 
 use crate::config::address::{self, Address};
 use crate::routing::pattern::Pattern;
+use crate::upstream::protocol::Protocol;
 use serde::{Deserialize, Serialize};
 use serde_json::Value;
 
@@ -47,6 +48,9 @@ pub struct Registration {
     pub tls_ca: Option<String>,
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub tls_server_name: Option<String>,
+    /// `"protocol"`: HTTP/1.1 (the default), `"h2c"` or `"h2"` (SPEC §10).
+    #[serde(default, skip_serializing_if = "Protocol::is_http1")]
+    pub protocol: Protocol,
 }
 
 /// A hold time in milliseconds, written as fractional seconds (so `Registration` stays `Eq`).
@@ -207,6 +211,7 @@ pub fn parse_registration(body: &[u8]) -> Result<Registration, String> {
             "tls",
             "tls_ca",
             "tls_server_name",
+            "protocol",
         ]
         .contains(&k.as_str())
         {
@@ -229,12 +234,31 @@ pub fn parse_registration(body: &[u8]) -> Result<Registration, String> {
     }
     let url = str_field("url")?.ok_or_else(|| field_err("url", "missing"))?;
     let (addr, https) = parse_url(&url).map_err(|e| field_err("url", &e))?;
+    let protocol = match str_field("protocol")? {
+        None => Protocol::Http1,
+        Some(p) => Protocol::parse(&p).map_err(|m| field_err("protocol", &m))?,
+    };
     let tls = match obj.get("tls") {
         None | Some(Value::Null) => https,
         Some(Value::Bool(b)) if *b || !https => *b,
         Some(Value::Bool(_)) => return Err(field_err("tls", "false contradicts an https:// url")),
         Some(_) => return Err(field_err("tls", "expected true or false")),
     };
+    let explicit = match obj.get("tls") {
+        Some(Value::Bool(_)) => Some(tls),
+        _ if https => Some(true),
+        _ => None,
+    };
+    let tls = crate::upstream::protocol::tls_with(protocol, explicit).map_err(|_| {
+        field_err(
+            "protocol",
+            if protocol == Protocol::H2 {
+                "\"h2\" is HTTP/2 over TLS, which \"tls\": false contradicts (use \"h2c\" for cleartext HTTP/2)"
+            } else {
+                "\"h2c\" is cleartext HTTP/2, which TLS (an https:// url or \"tls\": true) contradicts; use \"h2\""
+            },
+        )
+    })?;
     let tls_ca = str_field("tls_ca")?;
     let tls_server_name = str_field("tls_server_name")?;
     if !tls && (tls_ca.is_some() || tls_server_name.is_some()) {
@@ -269,7 +293,16 @@ pub fn parse_registration(body: &[u8]) -> Result<Registration, String> {
     }
     let health_endpoint =
         str_field("health_endpoint")?.unwrap_or_else(|| DEFAULT_HEALTH_ENDPOINT.to_string());
-    if !health_endpoint.starts_with('/') || health_endpoint.bytes().any(|b| b <= b' ' || b == 0x7f)
+    let grpc_check = health_endpoint == crate::health::grpc::ENDPOINT;
+    if grpc_check && !protocol.is_h2() {
+        return Err(field_err(
+            "health_endpoint",
+            "\"grpc\" (the gRPC health protocol) needs \"protocol\": \"h2c\" or \"h2\"",
+        ));
+    }
+    if !grpc_check
+        && (!health_endpoint.starts_with('/')
+            || health_endpoint.bytes().any(|b| b <= b' ' || b == 0x7f))
     {
         return Err(field_err(
             "health_endpoint",
@@ -402,6 +435,7 @@ pub fn parse_registration(body: &[u8]) -> Result<Registration, String> {
         tls,
         tls_ca,
         tls_server_name,
+        protocol,
     })
 }
 
@@ -487,6 +521,39 @@ mod tests {
             (br#"{"service": "a", "url": "http://a:1", "health_endpoint": 5, "routes": []}"#, "health_endpoint"),
         ];
         for (body, field) in cases {
+            let e = parse_registration(body).unwrap_err();
+            assert!(e.starts_with(field), "{e} should name {field}");
+        }
+    }
+
+    #[test]
+    fn protocol_field() {
+        let r = parse_registration(
+            br#"{"service": "g", "url": "http://127.0.0.1:7000", "protocol": "h2c", "health_endpoint": "grpc", "routes": [{"path": "/g.S/*"}]}"#,
+        )
+        .unwrap();
+        assert_eq!(r.protocol, Protocol::H2c);
+        assert!(!r.tls);
+        // Written to the store and read back the same; http1 is not written at all.
+        let back: Registration = serde_json::from_str(&serde_json::to_string(&r).unwrap()).unwrap();
+        assert_eq!(back, r);
+        let r = parse_registration(
+            br#"{"service": "g", "url": "http://127.0.0.1:7000", "protocol": "h2", "routes": []}"#,
+        )
+        .unwrap();
+        assert!(r.tls && r.protocol == Protocol::H2);
+        let r = parse_registration(
+            br#"{"service": "g", "url": "http://127.0.0.1:7000", "routes": []}"#,
+        )
+        .unwrap();
+        assert!(!serde_json::to_string(&r).unwrap().contains("protocol"));
+        for (body, field) in [
+            (&br#"{"service": "g", "url": "http://a:1", "protocol": "h3", "routes": []}"#[..], "protocol:"),
+            (br#"{"service": "g", "url": "http://a:1", "protocol": 2, "routes": []}"#, "protocol:"),
+            (br#"{"service": "g", "url": "https://a:1", "protocol": "h2c", "routes": []}"#, "protocol:"),
+            (br#"{"service": "g", "url": "http://a:1", "tls": false, "protocol": "h2", "routes": []}"#, "protocol:"),
+            (br#"{"service": "g", "url": "http://a:1", "health_endpoint": "grpc", "routes": []}"#, "health_endpoint:"),
+        ] {
             let e = parse_registration(body).unwrap_err();
             assert!(e.starts_with(field), "{e} should name {field}");
         }

@@ -287,6 +287,7 @@ mod tests {
             tls: false,
             tls_ca: None,
             tls_server_name: None,
+            protocol: Default::default(),
             routes: vec![RegRoute {
                 method: method.map(String::from),
                 path: path.into(),

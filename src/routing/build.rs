@@ -78,8 +78,9 @@ pub fn build(cfg: &Config, services: &[Registration], set: &UpstreamSet) -> Tabl
     let mut used: Vec<Arc<Upstream>> = Vec::new();
     let mut get = |a: &crate::config::address::Address,
                    ep: Option<&str>,
-                   tls: Option<&Arc<crate::tls::client::BackendTls>>| {
-        let u = set.get_tls(a, ep, tls);
+                   tls: Option<&Arc<crate::tls::client::BackendTls>>,
+                   protocol: crate::upstream::protocol::Protocol| {
+        let u = set.get_proto(a, ep, tls, protocol);
         if !used.iter().any(|x| Arc::ptr_eq(x, &u)) {
             used.push(u.clone());
         }
@@ -91,7 +92,14 @@ pub fn build(cfg: &Config, services: &[Registration], set: &UpstreamSet) -> Tabl
         let ups = b
             .addresses
             .iter()
-            .map(|a| get(a, b.health_check_endpoint.as_deref(), b.tls.as_ref()))
+            .map(|a| {
+                get(
+                    a,
+                    b.health_check_endpoint.as_deref(),
+                    b.tls.as_ref(),
+                    b.protocol,
+                )
+            })
             .collect();
         let pool = Pool::new(b.name.clone(), ups)
             .with(set.pool_runtime(&b.name), b.hold.over(cfg.server.hold));
@@ -133,7 +141,12 @@ pub fn build(cfg: &Config, services: &[Registration], set: &UpstreamSet) -> Tabl
     for (si, reg) in services.iter().enumerate() {
         let Some(addr) = reg.address() else { continue };
         let tls = reg.backend_tls().map(Arc::new);
-        let u = get(&addr, Some(&reg.health_endpoint), tls.as_ref());
+        let u = get(
+            &addr,
+            Some(&reg.health_endpoint),
+            tls.as_ref(),
+            reg.protocol,
+        );
         let pool = Arc::new(Pool::new(reg.service.clone(), vec![u.clone()]).with(
             set.pool_runtime(&reg.service),
             reg.hold().over(cfg.server.hold),
@@ -183,7 +196,7 @@ pub fn build(cfg: &Config, services: &[Registration], set: &UpstreamSet) -> Tabl
         let pods = sh
             .addresses
             .iter()
-            .map(|a| get(a, sh.health_check_endpoint.as_deref(), None))
+            .map(|a| get(a, sh.health_check_endpoint.as_deref(), None, sh.protocol))
             .collect();
         let id = shards.len() as u32;
         groups.each(&sh.hosts, |g| g.shard_trie.insert(&pattern, id));
@@ -220,7 +233,12 @@ pub fn build(cfg: &Config, services: &[Registration], set: &UpstreamSet) -> Tabl
             g.prefix_trie.insert(&p.path, id);
         });
         path_routed.insert(&p.address);
-        let u = get(&p.address, p.health_check_endpoint.as_deref(), None);
+        let u = get(
+            &p.address,
+            p.health_check_endpoint.as_deref(),
+            None,
+            Default::default(),
+        );
         let pool = Arc::new(
             Pool::new(p.address.to_string(), vec![u])
                 .with(set.pool_runtime(&p.address.to_string()), cfg.server.hold),
@@ -246,7 +264,14 @@ pub fn build(cfg: &Config, services: &[Registration], set: &UpstreamSet) -> Tabl
         .targets
         .iter()
         .filter(|t| !path_routed.contains(&t.address))
-        .map(|t| get(&t.address, t.health_check_endpoint.as_deref(), None))
+        .map(|t| {
+            get(
+                &t.address,
+                t.health_check_endpoint.as_deref(),
+                None,
+                Default::default(),
+            )
+        })
         .collect();
     let catch_all = (!catch.is_empty()).then(|| {
         let pool = Arc::new(

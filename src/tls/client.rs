@@ -10,12 +10,17 @@ use sha2::{Digest, Sha256};
 use std::sync::{Arc, OnceLock};
 use tokio::net::TcpStream;
 
-/// ALPN towards backends: this side speaks HTTP/1.1 only for now.
+/// ALPN towards backends of `protocol = "http1"`; those of `protocol = "h2"` offer `h2` only
+/// (`h2_config`), so a backend that cannot speak it fails the connect instead of answering
+/// in the wrong protocol.
 const BACKEND_ALPN: &[&[u8]] = &[b"http/1.1"];
+const BACKEND_ALPN_H2: &[&[u8]] = &[b"h2"];
 
 /// How one backend is reached over TLS.
 pub struct BackendTls {
     pub config: Arc<ClientConfig>,
+    /// The same with ALPN `h2`, for HTTP/2 backends.
+    pub h2_config: Arc<ClientConfig>,
     /// `tls_server_name`; None: the address's host.
     pub server_name: Option<String>,
     /// `tls_ca` as given (a path, or `inline PEM` for a registration), for logs and `/health`.
@@ -104,9 +109,12 @@ impl BackendTls {
             .map_err(|e| TlsSetupError::Ca(e.to_string()))?
             .with_root_certificates(roots)
             .with_no_client_auth();
+        let mut h2_config = config.clone();
         config.alpn_protocols = BACKEND_ALPN.iter().map(|p| p.to_vec()).collect();
+        h2_config.alpn_protocols = BACKEND_ALPN_H2.iter().map(|p| p.to_vec()).collect();
         Ok(BackendTls {
             config: Arc::new(config),
+            h2_config: Arc::new(h2_config),
             server_name: server_name.map(str::to_string),
             ca: ca.map(|(l, _)| l.to_string()),
             fingerprint: digest.finalize().into(),
@@ -128,13 +136,38 @@ impl BackendTls {
         tcp: TcpStream,
         addr: &Address,
     ) -> std::io::Result<tokio_rustls::client::TlsStream<TcpStream>> {
+        self.handshake_with(&self.config, tcp, addr).await
+    }
+
+    /// The handshake for an HTTP/2 backend: ALPN `h2` offered, and required of the answer
+    /// (a server that ignores ALPN would take our HTTP/2 preface for garbage).
+    pub async fn handshake_h2(
+        &self,
+        tcp: TcpStream,
+        addr: &Address,
+    ) -> std::io::Result<tokio_rustls::client::TlsStream<TcpStream>> {
+        let s = self.handshake_with(&self.h2_config, tcp, addr).await?;
+        if s.get_ref().1.alpn_protocol() != Some(b"h2") {
+            return Err(std::io::Error::other(
+                "TLS handshake: the backend did not select ALPN h2 (protocol = \"h2\")",
+            ));
+        }
+        Ok(s)
+    }
+
+    async fn handshake_with(
+        &self,
+        config: &Arc<ClientConfig>,
+        tcp: TcpStream,
+        addr: &Address,
+    ) -> std::io::Result<tokio_rustls::client::TlsStream<TcpStream>> {
         let name = self.name_for(addr)?;
         let shown = self
             .server_name
             .as_deref()
             .unwrap_or(&addr.host)
             .to_string();
-        tokio_rustls::TlsConnector::from(self.config.clone())
+        tokio_rustls::TlsConnector::from(config.clone())
             .connect(name, tcp)
             .await
             .map_err(|e| std::io::Error::other(format!("TLS handshake (as {shown}): {e}")))

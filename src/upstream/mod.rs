@@ -1,7 +1,9 @@
 //! One backend address as the data plane sees it: its health cell, its idle connection pool,
 //! its resolved addresses and its counters. Shared by every pool and table that names it.
 pub mod dns;
+pub mod h2pool;
 pub mod pool;
+pub mod protocol;
 pub mod set;
 
 use crate::config::address::Address;
@@ -31,8 +33,12 @@ pub struct Upstream {
     pub idle: pool::IdlePool,
     pub dns: dns::Resolved,
     pub stats: UpstreamStats,
-    /// Connections are TLS, verified as this says (`tls = true`).
+    /// Connections are TLS, verified as this says (`tls = true`, `protocol = "h2"`).
     pub tls: Option<std::sync::Arc<crate::tls::client::BackendTls>>,
+    /// HTTP/1.1 (the idle pool above) or HTTP/2 (`h2`).
+    pub protocol: protocol::Protocol,
+    /// The multiplexed connections of an HTTP/2 backend.
+    pub h2: h2pool::H2Pool,
 }
 
 impl Upstream {
@@ -58,6 +64,8 @@ impl Upstream {
             idle: pool::IdlePool::new(),
             stats: UpstreamStats::default(),
             tls: None,
+            protocol: protocol::Protocol::Http1,
+            h2: h2pool::H2Pool::default(),
         }
     }
 
@@ -75,6 +83,9 @@ impl Upstream {
     pub fn probe(&self) -> Option<crate::health::probe::Probe<'_>> {
         use crate::health::probe::Probe;
         match &self.health_endpoint {
+            Some(ep) if self.protocol.is_h2() && ep == crate::health::grpc::ENDPOINT => {
+                Some(Probe::Grpc)
+            }
             Some(ep) => Some(Probe::Http(ep)),
             None if self.tcp_check => Some(Probe::Tcp),
             None => None,

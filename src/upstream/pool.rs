@@ -38,6 +38,10 @@ impl IdlePool {
 
     /// Returns a connection for reuse; closes it if the pool is full.
     pub fn release(&self, stream: BackendStream) {
+        if let BackendStream::H2(_) = stream {
+            // An HTTP/2 stream is done once answered; its connection stays in `h2pool`.
+            return;
+        }
         let _ = self.queue.push((stream, Instant::now()));
     }
 

@@ -1,5 +1,6 @@
 //! The control plane's index of upstreams, keyed by address and health endpoint, so that a
 //! rebuilt table points at the same cells and health survives reloads and registrations.
+use super::protocol::Protocol;
 use super::Upstream;
 use crate::config::address::Address;
 use crate::resilience::pool_rt::PoolRuntime;
@@ -8,7 +9,7 @@ use std::sync::{Arc, Mutex};
 
 /// Address, health endpoint, and the TLS settings' fingerprint (a backend reached over TLS
 /// is another upstream than the same address in clear).
-type Key = (Address, Option<String>, Option<[u8; 32]>);
+type Key = (Address, Option<String>, Option<[u8; 32]>, Protocol);
 
 #[derive(Debug, Default)]
 pub struct UpstreamSet {
@@ -39,17 +40,36 @@ impl UpstreamSet {
         endpoint: Option<&str>,
         tls: Option<&Arc<crate::tls::client::BackendTls>>,
     ) -> Arc<Upstream> {
+        self.get_proto(address, endpoint, tls, Protocol::Http1)
+    }
+
+    /// `get_tls` for a backend of this protocol. An `h2` backend without TLS settings (a
+    /// shard) is verified against the system's roots.
+    pub fn get_proto(
+        &self,
+        address: &Address,
+        endpoint: Option<&str>,
+        tls: Option<&Arc<crate::tls::client::BackendTls>>,
+        protocol: Protocol,
+    ) -> Arc<Upstream> {
         let mut inner = self.inner.lock().unwrap_or_else(|p| p.into_inner());
         let key = (
             address.clone(),
             endpoint.map(str::to_string),
             tls.map(|t| t.fingerprint),
+            protocol,
         );
         if let Some(u) = inner.map.get(&key) {
             return u.clone();
         }
         let mut u = Upstream::new(address.clone(), endpoint.map(str::to_string));
         u.tls = tls.cloned();
+        u.protocol = protocol;
+        if protocol == Protocol::H2 && u.tls.is_none() {
+            u.tls = crate::tls::client::BackendTls::new(None, None)
+                .ok()
+                .map(Arc::new);
+        }
         let u = Arc::new(u);
         inner.map.insert(key, u.clone());
         inner.fresh.push(u.clone());

@@ -91,8 +91,51 @@ impl Backend {
         }
     }
 
+    /// An HTTP/2 backend with prior knowledge (h2c), hyper's server: the same answers. With
+    /// `goaway_after` > 0 each connection is shut down gracefully (GOAWAY, in-flight streams
+    /// finish) once it has carried that many requests.
+    pub fn start_h2(name: &str, goaway_after: usize) -> Backend {
+        Self::start_h2_with(name, goaway_after, None)
+    }
+
+    /// `start_h2` announcing `SETTINGS_MAX_CONCURRENT_STREAMS = max_streams`.
+    pub fn start_h2_with(name: &str, goaway_after: usize, max_streams: Option<u32>) -> Backend {
+        let stats = Arc::new(Stats::default());
+        stats.health_status.store(200, SeqCst);
+        let std_listener = bind_retry("127.0.0.1:0".parse().unwrap());
+        let addr = std_listener.local_addr().unwrap();
+        let (tx, rx) = tokio::sync::oneshot::channel();
+        let st = stats.clone();
+        let nm = name.to_string();
+        let thread = std::thread::spawn(move || {
+            let rt = tokio::runtime::Builder::new_current_thread()
+                .enable_all()
+                .build()
+                .unwrap();
+            rt.block_on(serve_h2(
+                nm,
+                std_listener,
+                st,
+                rx,
+                goaway_after,
+                max_streams,
+            ));
+        });
+        Backend {
+            name: name.to_string(),
+            addr,
+            stats,
+            stop: Some(tx),
+            thread: Some(thread),
+        }
+    }
+
     pub fn address(&self) -> String {
         self.addr.to_string()
+    }
+
+    pub fn connections(&self) -> usize {
+        self.stats.connections.load(SeqCst)
     }
 
     pub fn hits(&self) -> usize {
@@ -168,6 +211,54 @@ async fn serve(
                         .serve_connection(io, svc)
                         .with_upgrades()
                         .await;
+                });
+            }
+        }
+    }
+    conns.abort_all();
+    while conns.join_next().await.is_some() {}
+}
+
+async fn serve_h2(
+    name: String,
+    l: std::net::TcpListener,
+    stats: Arc<Stats>,
+    mut stop: tokio::sync::oneshot::Receiver<()>,
+    goaway_after: usize,
+    max_streams: Option<u32>,
+) {
+    let listener = tokio::net::TcpListener::from_std(l).unwrap();
+    let mut conns = tokio::task::JoinSet::new();
+    loop {
+        tokio::select! {
+            _ = &mut stop => break,
+            r = listener.accept() => {
+                let Ok((s, _)) = r else { continue };
+                stats.connections.fetch_add(1, SeqCst);
+                let io = hyper_util::rt::TokioIo::new(s);
+                let (nm, st) = (name.clone(), stats.clone());
+                conns.spawn(async move {
+                    let served = Arc::new(AtomicUsize::new(0));
+                    let enough = Arc::new(tokio::sync::Notify::new());
+                    let (sv, en) = (served.clone(), enough.clone());
+                    let svc = hyper::service::service_fn(move |req| {
+                        let n = sv.fetch_add(1, SeqCst) + 1;
+                        if goaway_after > 0 && n == goaway_after {
+                            en.notify_one();
+                        }
+                        handle(nm.clone(), st.clone(), req)
+                    });
+                    let mut b = hyper::server::conn::http2::Builder::new(
+                        hyper_util::rt::TokioExecutor::new(),
+                    );
+                    b.max_concurrent_streams(max_streams);
+                    let conn = b.serve_connection(io, svc);
+                    let mut conn = std::pin::pin!(conn);
+                    tokio::select! {
+                        _ = conn.as_mut() => return,
+                        _ = enough.notified() => conn.as_mut().graceful_shutdown(),
+                    }
+                    let _ = conn.await;
                 });
             }
         }
@@ -273,6 +364,14 @@ async fn handle(
         }
         _ => {
             let method = req.method().to_string();
+            let version = format!("{:?}", req.version());
+            let authority = req.uri().authority().map(|a| a.to_string());
+            let cookies: Vec<String> = req
+                .headers()
+                .get_all("cookie")
+                .iter()
+                .map(|v| String::from_utf8_lossy(v.as_bytes()).into_owned())
+                .collect();
             let (body, trailers) = match req.into_body().collect().await {
                 Ok(c) => {
                     stats.complete.fetch_add(1, SeqCst);
@@ -295,6 +394,7 @@ async fn handle(
                 .collect();
             let v = serde_json::json!({
                 "backend": name, "method": method, "target": target, "headers": hdrs,
+                "version": version, "cookies": cookies, "authority": authority,
                 "body_len": body.len(), "body_fnv": fnv(&body).to_string(), "trailers": trailers,
             });
             let mut r = Response::new(full(v.to_string()));

@@ -78,6 +78,14 @@ impl Cell {
         })
     }
 
+    /// Ends the response body with trailers (a HEADERS frame with END_STREAM).
+    fn trailers(&self, fields: http::HeaderMap) -> io::Result<()> {
+        self.with(|slot| match std::mem::replace(slot, Slot::Done) {
+            Slot::Send(mut s) => s.send_trailers(fields).map_err(h2_io),
+            _ => Ok(()),
+        })
+    }
+
     /// Ends the response body.
     fn end(&self) -> io::Result<()> {
         self.with(|slot| match std::mem::replace(slot, Slot::Done) {
@@ -146,6 +154,59 @@ impl AsyncWrite for Writer<'_> {
     fn poll_shutdown(self: Pin<&mut Self>, _: &mut Context<'_>) -> Poll<io::Result<()>> {
         Poll::Ready(Ok(()))
     }
+}
+
+async fn fill<R: AsyncRead + Unpin>(
+    src: &mut R,
+    pending: &mut BytesMut,
+    idle: Duration,
+) -> Result<(), CopyError> {
+    match crate::proxy::io::read_some(src, pending, Instant::now() + idle).await {
+        Ok(0) => Err(CopyError::SourceEof),
+        Ok(_) => Ok(()),
+        Err(e) => Err(CopyError::Source(e)),
+    }
+}
+
+/// Decodes a chunked body into `dst` and returns its trailer fields (those that may cross
+/// the proxy, `http::trailers`), the section held whole within the decoder's bound.
+async fn copy_chunked_keep_trailers<R: AsyncRead + Unpin, W: AsyncWrite + Unpin>(
+    src: &mut R,
+    pending: &mut BytesMut,
+    dst: &mut W,
+    idle: Duration,
+) -> Result<http::HeaderMap, CopyError> {
+    use crate::http::chunked::Decoder;
+    let mut dec = Decoder::pause_at_trailers();
+    while !dec.in_trailers() {
+        if pending.is_empty() {
+            fill(src, pending, idle).await?;
+        }
+        let f = dec.feed(pending).map_err(|e| CopyError::Invalid(e.0))?;
+        if !f.data.is_empty() {
+            write_all(dst, &pending[f.data.clone()], idle)
+                .await
+                .map_err(CopyError::Sink)?;
+        }
+        bytes::Buf::advance(pending, f.consumed);
+        if f.done {
+            return Ok(http::HeaderMap::new());
+        }
+    }
+    let mut seen = 0;
+    loop {
+        let (k, done) = dec
+            .validate(&pending[seen..])
+            .map_err(|e| CopyError::Invalid(e.0))?;
+        seen += k;
+        if done {
+            break;
+        }
+        fill(src, pending, idle).await?;
+    }
+    let fields = crate::proxy::upstream_h2::trailer_fields(&pending[..seen]);
+    bytes::Buf::advance(pending, seen);
+    Ok(fields)
 }
 
 /// Answers to an HTTP/2 client on one stream.
@@ -270,7 +331,12 @@ impl Downstream for H2Out<'_> {
                 body::copy_length(src, pending, &mut dst, w.left, idle).await?
             }
             Relay::Chunked | Relay::Dechunk => {
-                body::copy_chunked_decoded(src, pending, &mut dst, idle).await?
+                // A chunked answer's trailer section (gRPC's status) goes on as HTTP/2
+                // trailers.
+                let t = copy_chunked_keep_trailers(src, pending, &mut dst, idle).await?;
+                if !t.is_empty() {
+                    return self.cell.trailers(t).map_err(CopyError::Sink);
+                }
             }
             Relay::UntilClose { .. } => {
                 body::copy_until_close(src, pending, &mut dst, idle, false, out).await?
@@ -381,7 +447,25 @@ impl RequestBody for H2Body {
             let _ = self.recv.flow_control().release_capacity(n);
         }
         if self.chunked {
-            write_all(dst, b"0\r\n\r\n", self.idle)
+            // Request trailers (gRPC clients rarely send any) end the chunked body.
+            let t = match tokio::time::timeout(self.idle, self.recv.trailers()).await {
+                Ok(Ok(t)) => t,
+                Ok(Err(e)) => return Err(CopyError::Source(io::Error::other(e))),
+                Err(_) => return Err(CopyError::Source(io::ErrorKind::TimedOut.into())),
+            };
+            self.scratch.clear();
+            self.scratch.extend_from_slice(b"0\r\n");
+            for (n, v) in t.iter().flatten() {
+                if crate::http::trailers::forbidden(n.as_str().as_bytes()) {
+                    continue;
+                }
+                self.scratch.extend_from_slice(n.as_str().as_bytes());
+                self.scratch.extend_from_slice(b": ");
+                self.scratch.extend_from_slice(v.as_bytes());
+                self.scratch.extend_from_slice(b"\r\n");
+            }
+            self.scratch.extend_from_slice(b"\r\n");
+            write_all(dst, &self.scratch, self.idle)
                 .await
                 .map_err(CopyError::Sink)?;
         }

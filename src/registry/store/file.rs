@@ -159,6 +159,7 @@ mod tests {
             tls: false,
             tls_ca: None,
             tls_server_name: None,
+            protocol: Default::default(),
             routes: vec![RegRoute {
                 method: Some("GET".into()),
                 path: "/api/comments/*".into(),
