@@ -48,6 +48,15 @@ pub trait AsTcp {
     fn tcp(&self) -> Option<&TcpStream> {
         None
     }
+
+    /// Drops a plain write half without its shutdown(2): the close that follows sends the
+    /// same FIN. Other halves come back (a TLS stream must send its close_notify).
+    fn drop_quietly(self) -> Result<(), Self>
+    where
+        Self: Sized,
+    {
+        Err(self)
+    }
 }
 
 impl AsTcp for OwnedReadHalf {
@@ -59,6 +68,11 @@ impl AsTcp for OwnedReadHalf {
 impl AsTcp for OwnedWriteHalf {
     fn tcp(&self) -> Option<&TcpStream> {
         Some(self.as_ref())
+    }
+
+    fn drop_quietly(self) -> Result<(), Self> {
+        self.forget();
+        Ok(())
     }
 }
 
