@@ -13,11 +13,11 @@ use crate::http::head::{self, RequestHead};
 use crate::http::response::ResponseHead;
 use crate::resilience::hold;
 use crate::resilience::outlier::Outcome;
-use crate::resilience::policy::{self, Decision, Failure, RequestFacts, RetryConfig, What};
+use crate::resilience::policy::{self, Decision, Failure, RequestFacts, What};
 use crate::resilience::pool_rt::InFlight;
 use crate::routing::select::Pool;
 use crate::routing::{Rule, Table};
-use crate::state::Shared;
+use crate::state::DataPlane;
 use crate::upstream::Upstream;
 use bytes::BytesMut;
 use std::sync::Arc;
@@ -126,7 +126,7 @@ pub(crate) enum Relayed {
 /// One request on its way through the phases.
 pub(crate) struct Exchange<'t> {
     /// What the data plane shares: metrics, the drain signal.
-    pub dp: &'t Shared,
+    pub dp: &'t DataPlane,
     pub table: &'t Table,
     pub req: &'t Request,
     pub client_ip: &'t str,
@@ -162,7 +162,7 @@ pub(crate) struct Exchange<'t> {
 
 impl<'t> Exchange<'t> {
     pub fn new(
-        dp: &'t Shared,
+        dp: &'t DataPlane,
         table: &'t Table,
         req: &'t Request,
         client_ip: &'t str,
@@ -215,6 +215,8 @@ pub(crate) struct Bufs<'b> {
     /// The backend's bytes.
     pub up: &'b mut BytesMut,
     pub resp: &'b mut ResponseHead,
+    /// The connection's timer, for the wait for the backend's answer head.
+    pub timer: &'b mut super::deadline::Timer,
 }
 
 /// Route, connect, send and relay one exchange, with the retries, holding and outlier
@@ -250,7 +252,11 @@ pub(crate) async fn run<D: Downstream, B: RequestBody>(
     let pool = &*rule.pool;
     let _in_flight = InFlight::enter(&pool.rt.in_flight);
     let retry = &ex.table.retry;
-    let facts = facts(ex.req, retry);
+    let facts = facts(ex.req);
+    if facts.body_kept && ex.req.framing.body != Body::None {
+        // Kept while it streams up, for a retry; bodies announced larger are not (SPEC §11).
+        body.keep(retry.max_retry_body);
+    }
     pool.rt
         .budget
         .record_request(crate::clock::mono_secs(ex.started));
@@ -262,7 +268,8 @@ pub(crate) async fn run<D: Downstream, B: RequestBody>(
     // The failure of the previous try: what the client gets when no candidate is left.
     let mut last: Option<ProxyError> = None;
     loop {
-        ex.retry_on = (ex.try_no < retry.attempts && replayable(&facts)).then_some(retry.on);
+        ex.retry_on = (ex.try_no < retry.attempts && replayable(&facts) && body.replayable())
+            .then_some(retry.on);
         let connected = match fresh.take() {
             Some(u) => connect::connect(ex, std::iter::once(&u), true).await,
             None => connect::connect(ex, &mut candidates, false).await,
@@ -275,7 +282,8 @@ pub(crate) async fn run<D: Downstream, B: RequestBody>(
             }
             Err(e) if !held && pool.hold.timeout > Duration::ZERO && !pool.any_up() => {
                 held = true;
-                hold(ex, pool, e).await?;
+                // Boxed: a rare path whose future would add to every connection's task.
+                Box::pin(hold(ex, pool, e)).await?;
                 candidates = match route::route(ex.table, ex.req, &auth) {
                     Ok(r) => r.candidates,
                     Err(r) => return Err(r.error),
@@ -337,7 +345,11 @@ pub(crate) async fn run<D: Downstream, B: RequestBody>(
             reused,
             answered: e.answered,
         };
-        let decision = policy::decide(retry, &facts, &f, ex.try_no, stale_retried);
+        let now = RequestFacts {
+            body_kept: facts.body_kept && body.replayable(),
+            ..facts
+        };
+        let decision = policy::decide(retry, &now, &f, ex.try_no, stale_retried);
         if decision != Decision::FreshConnection {
             connect::report(ex.table, pool, &upstream, outcome);
         }
@@ -378,6 +390,7 @@ pub(crate) async fn run<D: Downstream, B: RequestBody>(
             ex.try_no + 1,
             retry.attempts
         );
+        body.rewind();
         ex.try_no += 1;
         ex.status = None;
         ex.upstream = None;
@@ -396,23 +409,17 @@ fn status_kind(status: u16) -> ErrorKind {
     }
 }
 
-/// What the retry policy needs to know about the request. A body is kept for a replay only
-/// when there is none to stream (the replay of streamed bodies up to `max_retry_body` is not
-/// built yet: such requests are retried only on connect failures).
-fn facts(req: &Request, _retry: &RetryConfig) -> RequestFacts {
+/// What the retry policy needs to know about the request before its first try; whether its
+/// body is still whole is asked of the body after each failure.
+fn facts(req: &Request) -> RequestFacts {
     // The header scan for Idempotency-Key is only paid by methods that are not idempotent.
     let idempotent = policy::idempotent(req.method());
+    let has_idempotency_key = !idempotent && req.header("idempotency-key").is_some();
     RequestFacts {
         idempotent,
-        has_idempotency_key: !idempotent && req.header("idempotency-key").is_some(),
-        body_len: match req.framing.body {
-            Body::None => Some(0),
-            Body::Length(n) => Some(n),
-            _ => None,
-        },
-        body_kept: matches!(req.framing.body, Body::None | Body::Length(0))
-            && !req.framing.upgrade
-            && !req.is_connect(),
+        has_idempotency_key,
+        // A protocol switch or a tunnel is never replayed.
+        body_kept: (idempotent || has_idempotency_key) && !req.framing.upgrade && !req.is_connect(),
     }
 }
 

@@ -575,10 +575,12 @@ pub(crate) async fn serve(
     );
     ex.grpc = down.grpc;
     let (mut out, mut up, mut resp) = (Vec::new(), BytesMut::new(), ResponseHead::default());
+    let mut timer = super::super::deadline::Timer::default();
     let mut bufs = Bufs {
         out: &mut out,
         up: &mut up,
         resp: &mut resp,
+        timer: &mut timer,
     };
     let result = {
         let run = exchange::run(&mut ex, &mut bufs, &mut down, &mut body);
