@@ -7,6 +7,7 @@
 use nix::fcntl::{splice, OFlag, SpliceFFlags};
 use std::io;
 use std::os::fd::OwnedFd;
+use std::sync::atomic::{AtomicUsize, Ordering};
 use tokio::io::Interest;
 use tokio::net::tcp::{OwnedReadHalf, OwnedWriteHalf};
 use tokio::net::TcpStream;
@@ -15,10 +16,31 @@ use tokio::net::TcpStream;
 /// splice in is drained by (usually) one splice out.
 const CHUNK: usize = 64 * 1024;
 
+/// Pipes open at once, process-wide. Each costs two descriptors that the fd limit
+/// (2 per connection + 512, see `fdlimit`) does not count per connection, so a flood of bulk
+/// connections must not turn them into accept failures; past this, transfers copy (HAProxy
+/// bounds them too, `maxpipes`).
+const MAX_PIPES: usize = 128;
+static PIPES: AtomicUsize = AtomicUsize::new(0);
+
+/// Takes one of `cap` slots counted in `used`, or none when all are taken.
+fn take_slot(used: &AtomicUsize, cap: usize) -> bool {
+    used.fetch_update(Ordering::Relaxed, Ordering::Relaxed, |n| {
+        (n < cap).then_some(n + 1)
+    })
+    .is_ok()
+}
+
 /// A non-blocking pipe; bytes spliced into it are always drained before the next splice in.
 pub struct Pipe {
     r: OwnedFd,
     w: OwnedFd,
+}
+
+impl Drop for Pipe {
+    fn drop(&mut self) {
+        PIPES.fetch_sub(1, Ordering::Relaxed);
+    }
 }
 
 #[cfg(test)]
@@ -33,8 +55,18 @@ impl Pipe {
         if FAIL_PIPE.with(|f| f.get()) {
             return Err(io::Error::from_raw_os_error(libc_emfile()));
         }
-        let (r, w) = nix::unistd::pipe2(OFlag::O_NONBLOCK | OFlag::O_CLOEXEC)?;
-        Ok(Pipe { r, w })
+        if !take_slot(&PIPES, MAX_PIPES) {
+            return Err(io::Error::from_raw_os_error(
+                nix::errno::Errno::EMFILE as i32,
+            ));
+        }
+        match nix::unistd::pipe2(OFlag::O_NONBLOCK | OFlag::O_CLOEXEC) {
+            Ok((r, w)) => Ok(Pipe { r, w }),
+            Err(e) => {
+                PIPES.fetch_sub(1, Ordering::Relaxed);
+                Err(e.into())
+            }
+        }
     }
 }
 
@@ -170,6 +202,16 @@ mod tests {
         drop(dst_w);
         writer.await.unwrap();
         assert!(reader.await.unwrap() == data, "bytes differ");
+    }
+
+    #[test]
+    fn pipes_are_bounded_and_slots_come_back() {
+        let used = AtomicUsize::new(0);
+        assert!((0..3).all(|_| take_slot(&used, 3)));
+        assert!(!take_slot(&used, 3), "a fourth slot past the cap");
+        assert_eq!(used.load(Ordering::Relaxed), 3);
+        used.fetch_sub(1, Ordering::Relaxed);
+        assert!(take_slot(&used, 3));
     }
 
     #[test]
