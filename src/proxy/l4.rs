@@ -265,11 +265,12 @@ async fn serve(shared: Arc<DataPlane>, r: Arc<Route>, client: TcpStream, peer: S
     if shared.table.load().server.access_log {
         log::info!(
             target: "access",
-            "{peer} tcp {} -> {} sent={} received={} {:.1}ms {}",
+            "{peer} tcp {} -> {} sent={} received={} spliced={} {:.1}ms {}",
             r.listen,
             co.upstream.label,
             flow.up,
             flow.down,
+            flow.spliced,
             started.elapsed().as_secs_f64() * 1000.0,
             flow.end.as_str(),
         );
