@@ -167,11 +167,32 @@ pub(crate) fn response_headers(buf: &[u8], resp: &ResponseHead, add: &Added<'_>)
     if let Ok(v) = HeaderValue::from_str(add.gateway) {
         map.insert(HeaderName::from_static("x-gateway"), v);
     }
-    let timing = format!("upstream;dur={:.3}", add.upstream_ms.max(0.0));
-    if let Ok(v) = HeaderValue::from_str(&timing) {
+    if let Ok(mut v) =
+        HeaderValue::from_maybe_shared(bytes::Bytes::from(server_timing(add.upstream_ms)))
+    {
+        // A new value on nearly every answer: entered in the HPACK table, it would only push
+        // out the fields that repeat (and make every later lookup of the name walk them all).
+        v.set_sensitive(true);
         map.insert(HeaderName::from_static("server-timing"), v);
     }
     map
+}
+
+/// `upstream;dur=` and the milliseconds to three places, from whole microseconds as on
+/// HTTP/1 (`rewrite::response_head`): float formatting costs more than the rest of the field.
+fn server_timing(ms: f64) -> Vec<u8> {
+    let us = (ms * 1000.0).round().max(0.0) as u64;
+    let mut out = Vec::with_capacity(32);
+    out.extend_from_slice(b"upstream;dur=");
+    crate::http::push_u64(&mut out, us / 1000);
+    let frac = us % 1000;
+    out.extend_from_slice(&[
+        b'.',
+        b'0' + (frac / 100) as u8,
+        b'0' + (frac / 10 % 10) as u8,
+        b'0' + (frac % 10) as u8,
+    ]);
+    out
 }
 
 /// Whether a request is gRPC: `content-type: application/grpc` or `application/grpc+…`.
@@ -297,6 +318,16 @@ mod tests {
         assert_eq!(m.get("content-length").unwrap(), "3");
         assert_eq!(m.get("x-gateway").unwrap(), "sy");
         assert_eq!(m.get("server-timing").unwrap(), "upstream;dur=1.500");
+        assert!(m.get("server-timing").unwrap().is_sensitive());
+        for (ms, want) in [
+            (0.0, "0.000"),
+            (-1.0, "0.000"),
+            (12.3456, "12.346"),
+            (0.05, "0.050"),
+        ] {
+            let v = server_timing(ms);
+            assert_eq!(v, format!("upstream;dur={want}").into_bytes(), "{ms}");
+        }
     }
 
     #[test]
