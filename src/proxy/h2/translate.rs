@@ -52,11 +52,20 @@ pub(crate) fn request_head(
         .map(|p| p.as_str())
         .filter(|p| !p.is_empty())
         .ok_or(Refusal::Malformed("missing :path"))?;
+    let authority = parts.uri.authority().map(|a| a.as_str().as_bytes());
+    // The whole head in one allocation rather than a doubling per few fields.
+    let fields: usize = parts
+        .headers
+        .iter()
+        .map(|(n, v)| n.as_str().len() + v.len() + 4)
+        .sum();
+    out.reserve(
+        parts.method.as_str().len() + path.len() + authority.map_or(0, <[u8]>::len) + fields + 64,
+    );
     out.extend_from_slice(parts.method.as_str().as_bytes());
     out.push(b' ');
     out.extend_from_slice(path.as_bytes());
     out.extend_from_slice(b" HTTP/1.1\r\n");
-    let authority = parts.uri.authority().map(|a| a.as_str().as_bytes());
     let host = authority.or_else(|| parts.headers.get("host").map(HeaderValue::as_bytes));
     if let Some(h) = host {
         push_field(out, b"host", h)?;
