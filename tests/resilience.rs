@@ -391,3 +391,52 @@ fn a_502_body_names_no_address() {
     assert!(!r.text().contains(&rude.address()), "{}", r.text());
     assert!(sy.wait_log(&rude.address(), Duration::from_secs(2)));
 }
+
+#[test]
+fn a_registered_service_still_starting_is_held_with_its_own_hold_timeout() {
+    let port = dead_port();
+    let addr: std::net::SocketAddr = format!("127.0.0.1:{port}").parse().unwrap();
+    // No hold in [server]: the registration's own hold_timeout is what holds.
+    let sy = Switchyard::start(&format!(
+        "{}[gateway]\nhealth_check_interval = 0.2\ndown_check_interval = 0.2\nhealth_check_timeout = 0.5\n",
+        listen_section("")
+    ));
+    let doc = serde_json::json!({
+        "service": "late", "url": format!("http://{addr}"), "health_endpoint": "/health",
+        "hold_timeout": 10, "hold_max": 1, "routes": [{"path": "/late/*"}]
+    });
+    let r = client()
+        .post(sy.admin_url("/internal/register-service"))
+        .json(&doc)
+        .send()
+        .unwrap();
+    assert_eq!(r.status(), 200, "{}", r.text().unwrap_or_default());
+    let started = Instant::now();
+    let sy_http = sy.http;
+    let waiter = std::thread::spawn(move || {
+        let mut c = RawConn::connect(sy_http);
+        c.set_timeout(Duration::from_secs(15));
+        c.send(b"GET /late/x HTTP/1.1\r\nHost: t\r\n\r\n").unwrap();
+        c.read_response(false).expect("response")
+    });
+    std::thread::sleep(Duration::from_millis(700));
+    assert!(!waiter.is_finished(), "answered before the service existed");
+    let m = metrics(&sy);
+    assert_eq!(
+        sample(&m, "switchyard_pool_held{pool=\"late\"}"),
+        Some(1.0),
+        "{m}"
+    );
+    // Its hold_max is 1: a second request is refused at once.
+    let t = Instant::now();
+    assert_eq!(
+        send(&sy, "GET /late/y HTTP/1.1\r\nHost: t\r\n\r\n").status,
+        503
+    );
+    assert!(t.elapsed() < Duration::from_millis(500));
+    let backend = Backend::start_on("late", addr, Default::default());
+    let r = waiter.join().unwrap();
+    assert_eq!(r.status, 200, "{}", r.text());
+    assert!(started.elapsed() < Duration::from_secs(8));
+    assert_eq!(backend.hits(), 1);
+}

@@ -1,8 +1,10 @@
 //! Body streaming between two sockets: Content-Length, chunked (validated and passed through,
-//! or decoded for HTTP/1.0 clients) and close-delimited. Bodies are never buffered whole.
+//! or decoded for HTTP/1.0 clients) and close-delimited. Bodies are never buffered whole; a
+//! request body that may be retried keeps the pieces it passed on (`replay`).
 use super::io::{read_some, write_all};
+use super::replay::Kept;
 use crate::http::chunked::Decoder;
-use bytes::{Buf, BytesMut};
+use bytes::{Buf, Bytes, BytesMut};
 use std::io::Write;
 use std::time::Duration;
 use tokio::io::{AsyncRead, AsyncWrite};
@@ -37,25 +39,71 @@ pub async fn copy_length<R, W>(
     src: &mut R,
     pending: &mut BytesMut,
     dst: &mut W,
-    mut n: u64,
+    n: u64,
     idle: Duration,
 ) -> Result<(), CopyError>
 where
     R: AsyncRead + Unpin,
     W: AsyncWrite + Unpin,
 {
-    while n > 0 {
+    let mut n = n;
+    copy_length_kept(src, pending, dst, &mut n, idle, None).await
+}
+
+/// [`copy_length`] that counts `n` down as bytes are taken from `pending`, and with `kept`
+/// keeps them for a replay (see [`pass`]).
+pub(crate) async fn copy_length_kept<R, W>(
+    src: &mut R,
+    pending: &mut BytesMut,
+    dst: &mut W,
+    n: &mut u64,
+    idle: Duration,
+    mut kept: Option<&mut Kept>,
+) -> Result<(), CopyError>
+where
+    R: AsyncRead + Unpin,
+    W: AsyncWrite + Unpin,
+{
+    while *n > 0 {
         if pending.is_empty() {
             fill(src, pending, idle).await?;
         }
-        let k = (pending.len() as u64).min(n) as usize;
-        write_all(dst, &pending[..k], idle)
-            .await
-            .map_err(CopyError::Sink)?;
-        pending.advance(k);
-        n -= k as u64;
+        let k = (pending.len() as u64).min(*n) as usize;
+        pass(dst, pending, k, n, idle, kept.as_deref_mut()).await?;
     }
     Ok(())
+}
+
+/// Writes the first `k` bytes of `pending` to `dst`, drops them from `pending` and counts them
+/// off `n`. With `kept` (and while it keeps), they are moved out of `pending` and kept before
+/// the write starts: a try abandoned mid-write leaves them counted as sent, so a replay sends
+/// them again and the client's stream goes on exactly after them.
+async fn pass<W: AsyncWrite + Unpin>(
+    dst: &mut W,
+    pending: &mut BytesMut,
+    k: usize,
+    n: &mut u64,
+    idle: Duration,
+    kept: Option<&mut Kept>,
+) -> Result<(), CopyError> {
+    if k == 0 {
+        return Ok(());
+    }
+    match kept {
+        Some(kept) if kept.on() => {
+            let b = kept.take(pending, k);
+            *n -= k as u64;
+            write_all(dst, &b, idle).await.map_err(CopyError::Sink)
+        }
+        _ => {
+            write_all(dst, &pending[..k], idle)
+                .await
+                .map_err(CopyError::Sink)?;
+            pending.advance(k);
+            *n -= k as u64;
+            Ok(())
+        }
+    }
 }
 
 /// Copies a chunked body as it came, after checking every byte of its framing, and stops
@@ -73,25 +121,41 @@ where
     W: AsyncWrite + Unpin,
 {
     let mut dec = Decoder::pause_at_trailers();
-    loop {
+    copy_chunked_kept(src, pending, dst, &mut dec, idle, None).await
+}
+
+/// [`copy_chunked`] from the decoder state `dec` (made by `Decoder::pause_at_trailers`), which
+/// always matches the bytes taken from `pending`: with `kept`, a try abandoned at any await
+/// can be resumed after a replay of what was kept.
+pub(crate) async fn copy_chunked_kept<R, W>(
+    src: &mut R,
+    pending: &mut BytesMut,
+    dst: &mut W,
+    dec: &mut Decoder,
+    idle: Duration,
+    mut kept: Option<&mut Kept>,
+) -> Result<(), CopyError>
+where
+    R: AsyncRead + Unpin,
+    W: AsyncWrite + Unpin,
+{
+    while !dec.in_trailers() && !dec.is_done() {
         if pending.is_empty() {
             fill(src, pending, idle).await?;
         }
-        let (k, done) = dec.validate(pending).map_err(|e| CopyError::Invalid(e.0))?;
-        write_all(dst, &pending[..k], idle)
-            .await
-            .map_err(CopyError::Sink)?;
-        pending.advance(k);
-        if done {
-            return Ok(());
-        }
-        if dec.in_trailers() {
-            break;
-        }
+        let (k, _) = dec.validate(pending).map_err(|e| CopyError::Invalid(e.0))?;
+        let mut n = k as u64;
+        pass(dst, pending, k, &mut n, idle, kept.as_deref_mut()).await?;
     }
+    if dec.is_done() {
+        return Ok(());
+    }
+    // The trailer section is validated on a copy of the decoder and taken only once whole,
+    // so that `dec` still stands at its start if this is abandoned meanwhile.
+    let mut t = dec.clone();
     let mut seen = 0;
     loop {
-        let (k, done) = dec
+        let (k, done) = t
             .validate(&pending[seen..])
             .map_err(|e| CopyError::Invalid(e.0))?;
         seen += k;
@@ -100,11 +164,17 @@ where
         }
         fill(src, pending, idle).await?;
     }
-    let mut kept = Vec::with_capacity(seen);
-    crate::http::trailers::filter(&pending[..seen], &mut kept);
-    write_all(dst, &kept, idle).await.map_err(CopyError::Sink)?;
+    let mut filtered = Vec::with_capacity(seen);
+    crate::http::trailers::filter(&pending[..seen], &mut filtered);
     pending.advance(seen);
-    Ok(())
+    *dec = t;
+    let filtered = Bytes::from(filtered);
+    if let Some(kept) = kept {
+        kept.push(filtered.clone());
+    }
+    write_all(dst, &filtered, idle)
+        .await
+        .map_err(CopyError::Sink)
 }
 
 /// Decodes a chunked body and writes only its payload (to an HTTP/1.0 client, which then

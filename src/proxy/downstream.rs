@@ -102,6 +102,23 @@ pub(crate) trait RequestBody {
     /// Body bytes passed on so far.
     fn bytes_in(&self) -> u64;
 
-    /// Sends the rest of the body to `dst`.
+    /// Sends the rest of the body to `dst` (after a [`rewind`](Self::rewind), first what was
+    /// kept).
     async fn send_to<W: AsyncWrite + Unpin>(&mut self, dst: &mut W) -> Result<(), CopyError>;
+
+    /// Keeps the body bytes passed on from now, up to `limit`, so that a retry can send them
+    /// again (SPEC §11 `max_retry_body`); a body announced larger is never kept. Without an
+    /// implementation, nothing is kept.
+    fn keep(&mut self, _limit: u64) {}
+
+    /// Whether a retry can send the body again: every byte passed on so far is kept, or none
+    /// went yet (and the body is not known to be over the limit).
+    fn replayable(&self) -> bool {
+        self.bytes_in() == 0
+    }
+
+    /// Readies the body for the next try: [`send_to`](Self::send_to) resends what was kept,
+    /// then goes on with what the client has not sent yet. Only after
+    /// [`replayable`](Self::replayable) said yes.
+    fn rewind(&mut self) {}
 }

@@ -13,7 +13,7 @@ use crate::http::head::{self, RequestHead};
 use crate::http::response::ResponseHead;
 use crate::resilience::hold;
 use crate::resilience::outlier::Outcome;
-use crate::resilience::policy::{self, Decision, Failure, RequestFacts, RetryConfig, What};
+use crate::resilience::policy::{self, Decision, Failure, RequestFacts, What};
 use crate::resilience::pool_rt::InFlight;
 use crate::routing::select::Pool;
 use crate::routing::{Rule, Table};
@@ -250,7 +250,11 @@ pub(crate) async fn run<D: Downstream, B: RequestBody>(
     let pool = &*rule.pool;
     let _in_flight = InFlight::enter(&pool.rt.in_flight);
     let retry = &ex.table.retry;
-    let facts = facts(ex.req, retry);
+    let facts = facts(ex.req);
+    if facts.body_kept && ex.req.framing.body != Body::None {
+        // Kept while it streams up, for a retry; bodies announced larger are not (SPEC §11).
+        body.keep(retry.max_retry_body);
+    }
     pool.rt
         .budget
         .record_request(crate::clock::mono_secs(ex.started));
@@ -262,7 +266,8 @@ pub(crate) async fn run<D: Downstream, B: RequestBody>(
     // The failure of the previous try: what the client gets when no candidate is left.
     let mut last: Option<ProxyError> = None;
     loop {
-        ex.retry_on = (ex.try_no < retry.attempts && replayable(&facts)).then_some(retry.on);
+        ex.retry_on = (ex.try_no < retry.attempts && replayable(&facts) && body.replayable())
+            .then_some(retry.on);
         let connected = match fresh.take() {
             Some(u) => connect::connect(ex, std::iter::once(&u), true).await,
             None => connect::connect(ex, &mut candidates, false).await,
@@ -337,7 +342,11 @@ pub(crate) async fn run<D: Downstream, B: RequestBody>(
             reused,
             answered: e.answered,
         };
-        let decision = policy::decide(retry, &facts, &f, ex.try_no, stale_retried);
+        let now = RequestFacts {
+            body_kept: facts.body_kept && body.replayable(),
+            ..facts
+        };
+        let decision = policy::decide(retry, &now, &f, ex.try_no, stale_retried);
         if decision != Decision::FreshConnection {
             connect::report(ex.table, pool, &upstream, outcome);
         }
@@ -378,6 +387,7 @@ pub(crate) async fn run<D: Downstream, B: RequestBody>(
             ex.try_no + 1,
             retry.attempts
         );
+        body.rewind();
         ex.try_no += 1;
         ex.status = None;
         ex.upstream = None;
@@ -396,23 +406,17 @@ fn status_kind(status: u16) -> ErrorKind {
     }
 }
 
-/// What the retry policy needs to know about the request. A body is kept for a replay only
-/// when there is none to stream (the replay of streamed bodies up to `max_retry_body` is not
-/// built yet: such requests are retried only on connect failures).
-fn facts(req: &Request, _retry: &RetryConfig) -> RequestFacts {
+/// What the retry policy needs to know about the request before its first try; whether its
+/// body is still whole is asked of the body after each failure.
+fn facts(req: &Request) -> RequestFacts {
     // The header scan for Idempotency-Key is only paid by methods that are not idempotent.
     let idempotent = policy::idempotent(req.method());
+    let has_idempotency_key = !idempotent && req.header("idempotency-key").is_some();
     RequestFacts {
         idempotent,
-        has_idempotency_key: !idempotent && req.header("idempotency-key").is_some(),
-        body_len: match req.framing.body {
-            Body::None => Some(0),
-            Body::Length(n) => Some(n),
-            _ => None,
-        },
-        body_kept: matches!(req.framing.body, Body::None | Body::Length(0))
-            && !req.framing.upgrade
-            && !req.is_connect(),
+        has_idempotency_key,
+        // A protocol switch or a tunnel is never replayed.
+        body_kept: (idempotent || has_idempotency_key) && !req.framing.upgrade && !req.is_connect(),
     }
 }
 

@@ -5,6 +5,8 @@ use super::body::{self, CopyError};
 use super::counted::Counted;
 use super::downstream::{Added, Downstream, RequestBody, Written};
 use super::io::write_all;
+use super::replay::Kept;
+use crate::http::chunked::Decoder;
 use crate::http::error::{self, ErrorKind};
 use crate::http::framing::Body;
 use crate::http::reply::{self, Relay};
@@ -180,38 +182,87 @@ impl<W: AsyncWrite + Unpin> Downstream for H1Out<'_, W> {
 }
 
 /// A request body read from an HTTP/1.x client: `pending` holds what was read past the head,
-/// `r` gives the rest.
+/// `r` gives the rest. When the request may be retried, the pieces passed on are kept
+/// (`replay`), so a retry sends the same body.
 pub(crate) struct H1Body<'a, R> {
     pub r: R,
     pub pending: &'a mut BytesMut,
     pub body: Body,
-    /// Content-Length bytes not yet sent.
+    /// Content-Length bytes not yet taken from the client.
     pub left: u64,
     pub idle: Duration,
     /// Body bytes passed on so far (the access log's `bytes_in`, with the head).
     pub taken: u64,
+    /// What chunked bodies and kept ones carry from one try to the next; boxed, and only for
+    /// them, so that the common request (no body, or a length not kept) carries none of it.
+    more: Option<Box<Resume>>,
+}
+
+/// A body's state across tries.
+struct Resume {
+    /// Where a chunked body stands.
+    dec: Decoder,
+    kept: Kept,
+}
+
+impl Resume {
+    fn new() -> Box<Self> {
+        Box::new(Resume {
+            dec: Decoder::pause_at_trailers(),
+            kept: Kept::default(),
+        })
+    }
+}
+
+impl<'a, R> H1Body<'a, R> {
+    pub fn new(r: R, pending: &'a mut BytesMut, body: Body, idle: Duration) -> Self {
+        H1Body {
+            r,
+            pending,
+            body,
+            left: match body {
+                Body::Length(n) => n,
+                _ => 0,
+            },
+            idle,
+            taken: 0,
+            more: (body == Body::Chunked).then(Resume::new),
+        }
+    }
 }
 
 impl<'a> H1Body<'a, tokio::io::Empty> {
     /// A request without a body; nothing is ever read for it.
     pub fn none(pending: &'a mut BytesMut, idle: Duration) -> Self {
-        H1Body {
-            r: tokio::io::empty(),
-            pending,
-            body: Body::None,
-            left: 0,
-            idle,
-            taken: 0,
-        }
+        H1Body::new(tokio::io::empty(), pending, Body::None, idle)
     }
 }
 
 impl<R: AsyncRead + Unpin> RequestBody for H1Body<'_, R> {
     fn has_more(&self) -> bool {
-        self.left > 0 || self.body == Body::Chunked
+        self.left > 0
+            || self.more.as_ref().is_some_and(|m| {
+                (self.body == Body::Chunked && !m.dec.is_done()) || m.kept.pending_replay()
+            })
     }
 
     fn coalesce(&mut self, out: &mut Vec<u8>) {
+        if self.left == 0 {
+            return;
+        }
+        if let Some(m) = self.more.as_deref_mut() {
+            if m.kept.pending_replay() {
+                // The kept pieces go first, from `send_to`.
+                return;
+            }
+            let k = (self.pending.len() as u64).min(self.left) as usize;
+            if m.kept.on() && k > 0 && k <= COALESCE {
+                out.extend_from_slice(&m.kept.take(self.pending, k));
+                self.left -= k as u64;
+                self.taken += k as u64;
+                return;
+            }
+        }
         let before = self.left;
         coalesce(out, self.pending, &mut self.left);
         self.taken += before - self.left;
@@ -222,23 +273,57 @@ impl<R: AsyncRead + Unpin> RequestBody for H1Body<'_, R> {
     }
 
     async fn send_to<W: AsyncWrite + Unpin>(&mut self, dst: &mut W) -> Result<(), CopyError> {
-        match self.body {
-            Body::Length(_) if self.left > 0 => {
-                let n = std::mem::take(&mut self.left);
-                let dst = &mut Counted {
-                    w: dst,
-                    n: &mut self.taken,
-                };
-                body::copy_length(&mut self.r, self.pending, dst, n, self.idle).await
+        let mut more = self.more.as_deref_mut();
+        if let Some(m) = more.as_deref_mut() {
+            // A retry: what the last try passed on goes again first, piece by piece as it went.
+            while let Some(b) = m.kept.next_replay() {
+                write_all(dst, &b, self.idle)
+                    .await
+                    .map_err(CopyError::Sink)?;
+                m.kept.sent();
             }
-            Body::Chunked => {
-                let dst = &mut Counted {
-                    w: dst,
-                    n: &mut self.taken,
-                };
-                body::copy_chunked(&mut self.r, self.pending, dst, self.idle).await
+            m.kept.replayed();
+        }
+        let dst = &mut Counted {
+            w: dst,
+            n: &mut self.taken,
+        };
+        let (src, pending, idle) = (&mut self.r, &mut *self.pending, self.idle);
+        match (self.body, more) {
+            (Body::Length(_), more) if self.left > 0 => {
+                let kept = more.map(|m| &mut m.kept).filter(|k| k.on());
+                body::copy_length_kept(src, pending, dst, &mut self.left, idle, kept).await
+            }
+            (Body::Chunked, Some(m)) if !m.dec.is_done() => {
+                let kept = m.kept.on().then_some(&mut m.kept);
+                body::copy_chunked_kept(src, pending, dst, &mut m.dec, idle, kept).await
             }
             _ => Ok(()),
+        }
+    }
+
+    fn keep(&mut self, limit: u64) {
+        let known = match self.body {
+            Body::None => return,
+            Body::Length(n) => Some(n),
+            _ => None,
+        };
+        self.more
+            .get_or_insert_with(Resume::new)
+            .kept
+            .start(limit, known);
+    }
+
+    fn replayable(&self) -> bool {
+        match &self.more {
+            None => self.taken == 0,
+            Some(m) => m.kept.whole(self.taken),
+        }
+    }
+
+    fn rewind(&mut self) {
+        if let Some(m) = self.more.as_deref_mut() {
+            m.kept.rewind();
         }
     }
 }

@@ -18,6 +18,7 @@ pub mod listener;
 pub mod proxy_protocol;
 pub(crate) mod read;
 pub(crate) mod relay;
+pub(crate) mod replay;
 pub mod request_id;
 pub(crate) mod route;
 pub(crate) mod send;

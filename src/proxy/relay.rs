@@ -81,7 +81,18 @@ async fn both_ways<D: Downstream, B: RequestBody>(
     } else {
         Upload::Done
     };
-    let mut upload = pin!(body.send_to(&mut uw));
+    // Whether a retry could still send the body again, for holding back a 5xx: known now when
+    // nothing is to be uploaded, else once the upload is complete.
+    let mut whole = body.replayable();
+    // The upload's future is as large as every way of sending a body (kept, chunked, replayed):
+    // boxed, and made only when there is something to send, it costs a bodyless request
+    // nothing, not even room in this future.
+    let mut upload = uploading.then(|| {
+        Box::pin(async {
+            body.send_to(&mut uw).await?;
+            Ok(body.replayable())
+        })
+    });
     if expect == Expect::Body {
         let mut heads = Heads {
             bufs: &mut *bufs,
@@ -89,12 +100,15 @@ async fn both_ways<D: Downstream, B: RequestBody>(
             label,
             s,
         };
-        if uploading {
-            let head = heads.read_final(&mut ur, down, far_future());
-            up = while_uploading(upload.as_mut(), head, label, s).await?;
-        } else {
-            let first_byte = ex.sent_at + s.upstream_timeout;
-            heads.read_final(&mut ur, down, first_byte).await?;
+        match upload.as_mut() {
+            Some(upload) => {
+                let head = heads.read_final(&mut ur, down, far_future());
+                (up, whole) = while_uploading(upload.as_mut(), head, label, s).await?;
+            }
+            None => {
+                let first_byte = ex.sent_at + s.upstream_timeout;
+                heads.read_final(&mut ur, down, first_byte).await?;
+            }
         }
     }
     if up == Upload::Refused {
@@ -103,7 +117,7 @@ async fn both_ways<D: Downstream, B: RequestBody>(
         ex.after(After::Linger);
     }
     let status = bufs.resp.status;
-    if up == Upload::Done && held_back(ex, status) {
+    if up == Upload::Done && whole && held_back(ex, status) {
         // Nothing of this answer reached the client: the next try takes its place. The
         // connection carries the rest of this answer, so it is closed, not pooled.
         let mut e = ProxyError::upstream(
@@ -161,10 +175,11 @@ async fn both_ways<D: Downstream, B: RequestBody>(
         ex.after(After::Close);
     }
     let answer = down.body(bufs.out, &mut ur, bufs.up, w);
-    let (copied, up) = if up == Upload::Running {
-        body_while_uploading(upload.as_mut(), answer).await
-    } else {
-        (answer.await, up)
+    let (copied, up) = match upload.as_mut() {
+        Some(upload) if up == Upload::Running => {
+            body_while_uploading(upload.as_mut(), answer).await
+        }
+        _ => (answer.await, up),
     };
     if let Err(e) = copied {
         // The head is out: the only honest signal left is closing the connection.
@@ -220,22 +235,23 @@ fn far_future() -> Instant {
 }
 
 /// Runs the upload and the wait for the final head together; returns how the upload stood
-/// when the head arrived.
+/// when the head arrived, and whether the body could still be sent again (false unless the
+/// upload is done).
 async fn while_uploading(
-    mut upload: Pin<&mut impl Future<Output = Result<(), CopyError>>>,
+    mut upload: Pin<&mut impl Future<Output = Result<bool, CopyError>>>,
     head: impl Future<Output = Result<(), ProxyError>>,
     label: &str,
     s: &Server,
-) -> Result<Upload, ProxyError> {
+) -> Result<(Upload, bool), ProxyError> {
     let mut head = pin!(head);
     tokio::select! {
         biased;
         r = &mut upload => match r {
-            Ok(()) => {
+            Ok(whole) => {
                 // The request is complete: now the backend has `upstream_timeout` to answer.
                 let deadline = Instant::now() + s.upstream_timeout;
                 match timeout_at(deadline, head).await {
-                    Ok(r) => r.map(|()| Upload::Done),
+                    Ok(r) => r.map(|()| (Upload::Done, whole)),
                     Err(_) => Err(no_answer(ErrorKind::GatewayTimeout, label, s)),
                 }
             }
@@ -243,7 +259,7 @@ async fn while_uploading(
                 // The backend stopped reading: it has had to write its refusal before
                 // closing, so a short wait is enough to find it.
                 match tokio::time::timeout(REFUSAL_WAIT, head).await {
-                    Ok(Ok(())) => Ok(Upload::Refused),
+                    Ok(Ok(())) => Ok((Upload::Refused, false)),
                     _ => {
                         let msg = format!("{label} closed the connection while receiving the body");
                         Err(ProxyError::upstream(ErrorKind::BadGateway, msg))
@@ -252,14 +268,14 @@ async fn while_uploading(
             }
             Err(e) => Err(upload_failed(e)),
         },
-        r = &mut head => r.map(|()| Upload::Running),
+        r = &mut head => r.map(|()| (Upload::Running, false)),
     }
 }
 
 /// Relays the answer's body while the upload goes on; returns the relay's result and how the
 /// upload stood at its end.
 async fn body_while_uploading(
-    mut upload: Pin<&mut impl Future<Output = Result<(), CopyError>>>,
+    mut upload: Pin<&mut impl Future<Output = Result<bool, CopyError>>>,
     answer: impl Future<Output = Result<(), CopyError>>,
 ) -> (Result<(), CopyError>, Upload) {
     let mut answer = pin!(answer);
@@ -268,7 +284,7 @@ async fn body_while_uploading(
         tokio::select! {
             biased;
             r = &mut upload, if up == Upload::Running => match r {
-                Ok(()) => up = Upload::Done,
+                Ok(_) => up = Upload::Done,
                 // The backend stopped reading; its answer still goes on.
                 Err(CopyError::Sink(_)) => up = Upload::Refused,
                 Err(e) => return (Err(e), up),

@@ -275,17 +275,7 @@ impl<S: ClientStream> Session<S> {
                     gateway: &s.gateway_header,
                     sent: 0,
                 };
-                let mut body = H1Body {
-                    r,
-                    pending: buf,
-                    body: framing,
-                    left: match framing {
-                        Body::Length(n) => n,
-                        _ => 0,
-                    },
-                    idle: s.idle_timeout,
-                    taken: 0,
-                };
+                let mut body = H1Body::new(r, buf, framing, s.idle_timeout);
                 one(&mut ex, &mut bufs, &mut down, &mut body).await
             }
         };

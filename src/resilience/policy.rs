@@ -104,11 +104,8 @@ pub struct Failure {
 pub struct RequestFacts {
     pub idempotent: bool,
     pub has_idempotency_key: bool,
-    /// The body length when known (Content-Length, 0 without a body); None for chunked or
-    /// unbounded bodies.
-    pub body_len: Option<u64>,
-    /// The client is waiting on `Expect: 100-continue` or the body was streamed past what
-    /// was kept: no replay possible.
+    /// The body can be sent again: none went yet, or every byte that went is kept (at most
+    /// `max_retry_body` of them; `proxy::replay`). False for protocol switches and tunnels.
     pub body_kept: bool,
 }
 
@@ -152,9 +149,7 @@ pub fn decide(
         // address, which the caller bounds by the candidate list.
         return Decision::RetryFree;
     }
-    let replayable = (req.idempotent || req.has_idempotency_key)
-        && req.body_kept
-        && req.body_len.is_some_and(|n| n <= cfg.max_retry_body);
+    let replayable = (req.idempotent || req.has_idempotency_key) && req.body_kept;
     if !replayable {
         return Decision::GiveUp;
     }
@@ -189,15 +184,13 @@ mod tests {
         RequestFacts {
             idempotent: true,
             has_idempotency_key: false,
-            body_len: Some(0),
             body_kept: true,
         }
     }
 
-    fn post(len: u64) -> RequestFacts {
+    fn post() -> RequestFacts {
         RequestFacts {
             idempotent: false,
-            body_len: Some(len),
             ..get()
         }
     }
@@ -230,11 +223,11 @@ mod tests {
         assert_eq!(d(&get(), What::Status(502)), Decision::GiveUp);
         assert_eq!(d(&get(), What::Timeout), Decision::GiveUp);
         assert_eq!(d(&get(), What::Status(500)), Decision::GiveUp);
-        assert_eq!(d(&post(10), What::Status(503)), Decision::GiveUp);
-        assert_eq!(d(&post(10), What::Reset), Decision::GiveUp);
+        assert_eq!(d(&post(), What::Status(503)), Decision::GiveUp);
+        assert_eq!(d(&post(), What::Reset), Decision::GiveUp);
         let keyed = RequestFacts {
             has_idempotency_key: true,
-            ..post(10)
+            ..post()
         };
         assert_eq!(d(&keyed, What::Status(503)), Decision::Retry);
     }
@@ -246,12 +239,13 @@ mod tests {
             attempts: 1,
             ..RetryConfig::default()
         };
-        let chunked = RequestFacts {
-            body_len: None,
-            ..post(0)
+        // A body that was not kept (too large, or a POST without a key) changes nothing.
+        let lost = RequestFacts {
+            body_kept: false,
+            ..post()
         };
         assert_eq!(
-            decide(&c, &chunked, &failure(What::ConnectFailure), 5, false),
+            decide(&c, &lost, &failure(What::ConnectFailure), 5, false),
             Decision::RetryFree
         );
     }
@@ -280,25 +274,27 @@ mod tests {
     }
 
     #[test]
-    fn bodies_must_be_kept_and_small_enough() {
+    fn a_body_must_still_be_whole() {
         let c = RetryConfig::default();
-        let keyed = |len| RequestFacts {
+        let keyed = |kept| RequestFacts {
             has_idempotency_key: true,
-            ..post(len)
+            body_kept: kept,
+            ..post()
         };
         let f = failure(What::Reset);
-        assert_eq!(decide(&c, &keyed(65_536), &f, 1, false), Decision::Retry);
-        assert_eq!(decide(&c, &keyed(65_537), &f, 1, false), Decision::GiveUp);
-        let streamed = RequestFacts {
-            body_len: None,
-            ..get()
-        };
-        assert_eq!(decide(&c, &streamed, &f, 1, false), Decision::GiveUp);
+        assert_eq!(decide(&c, &keyed(true), &f, 1, false), Decision::Retry);
+        assert_eq!(decide(&c, &keyed(false), &f, 1, false), Decision::GiveUp);
         let lost = RequestFacts {
             body_kept: false,
             ..get()
         };
         assert_eq!(decide(&c, &lost, &f, 1, false), Decision::GiveUp);
+        let stale = Failure { reused: true, ..f };
+        assert_eq!(decide(&c, &lost, &stale, 1, false), Decision::GiveUp);
+        assert_eq!(
+            decide(&c, &keyed(true), &stale, 1, false),
+            Decision::FreshConnection
+        );
     }
 
     #[test]
@@ -318,7 +314,7 @@ mod tests {
         );
         assert_eq!(decide(&c, &get(), &stale, 1, true), Decision::GiveUp);
         // Not for a POST without a key: the backend may have read it before closing.
-        assert_eq!(decide(&c, &post(3), &stale, 1, false), Decision::GiveUp);
+        assert_eq!(decide(&c, &post(), &stale, 1, false), Decision::GiveUp);
         // Nor once the backend answered anything.
         let answered = Failure {
             answered: true,
