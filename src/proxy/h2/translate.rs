@@ -135,11 +135,32 @@ pub(crate) struct Added<'a> {
 /// (an invalid name from a backend is not worth failing the answer for).
 pub(crate) fn response_headers(buf: &[u8], resp: &ResponseHead, add: &Added<'_>) -> HeaderMap {
     let mut map = HeaderMap::with_capacity(resp.headers.len() + 3);
+    // The Connection values, found once rather than in a scan of every field per field (a
+    // response rarely has more than one; beyond four the scan is kept).
+    let mut lists: [&[u8]; 4] = [&[]; 4];
+    let (mut n_lists, mut many) = (0, false);
+    for h in &resp.headers {
+        if name_is(&buf[h.name.clone()], "connection") {
+            if n_lists < lists.len() {
+                lists[n_lists] = &buf[h.value.clone()];
+                n_lists += 1;
+            } else {
+                many = true;
+            }
+        }
+    }
     let listed = |name: &[u8]| {
-        resp.headers
+        if many {
+            return resp
+                .headers
+                .iter()
+                .filter(|h| name_is(&buf[h.name.clone()], "connection"))
+                .flat_map(|h| list_items(&buf[h.value.clone()]))
+                .any(|t| t.eq_ignore_ascii_case(name));
+        }
+        lists[..n_lists]
             .iter()
-            .filter(|h| name_is(&buf[h.name.clone()], "connection"))
-            .flat_map(|h| list_items(&buf[h.value.clone()]))
+            .flat_map(|v| list_items(v))
             .any(|t| t.eq_ignore_ascii_case(name))
     };
     for h in &resp.headers {
@@ -322,6 +343,13 @@ mod tests {
         for gone in ["connection", "x-hop", "keep-alive", "transfer-encoding"] {
             assert!(m.get(gone).is_none(), "{gone}");
         }
+        // Five Connection fields: the last one's token still drops its field.
+        let raw = b"HTTP/1.1 200 OK\r\nConnection: a\r\nConnection: b\r\nConnection: c\r\nConnection: d\r\nConnection: x-late\r\nX-Late: 1\r\nA: 1\r\nX-Kept: yes\r\n\r\n";
+        let mut r = ResponseHead::default();
+        crate::http::response::parse(raw, raw.len(), &mut r).unwrap();
+        let m5 = response_headers(raw, &r, &add);
+        assert!(m5.get("x-late").is_none() && m5.get("a").is_none());
+        assert_eq!(m5.get("x-kept").unwrap(), "yes");
         // The length is the one the relay decided, not the backend's.
         assert_eq!(m.get_all("content-length").iter().count(), 1);
         assert_eq!(m.get("content-length").unwrap(), "3");
