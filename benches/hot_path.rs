@@ -127,7 +127,7 @@ addresses = ["127.0.0.1:18002", "127.0.0.1:18003"]
     let mut cfg = config::parse(base, "bench", Box::new(|_| None)).expect("base config");
     let per = (n / 5).max(2);
     let route = |path: String, hosts: Vec<String>| Route {
-        path,
+        path: switchyard::routing::pattern::Pattern::parse(&path).expect("bench pattern"),
         methods: vec![],
         backend: "api".into(),
         permission: None,
@@ -167,7 +167,8 @@ addresses = ["127.0.0.1:18002", "127.0.0.1:18003"]
             protocol: Default::default(),
             routes: vec![RegRoute {
                 method: None,
-                path: format!("/reg{i:06}/v1/*"),
+                path: switchyard::routing::pattern::Pattern::parse(&format!("/reg{i:06}/v1/*"))
+                    .expect("bench pattern"),
                 permission: None,
                 hosts: vec![],
             }],

@@ -1,5 +1,6 @@
-//! The control plane's single path to a new routing table: config reloads, registrations and
-//! deregistrations all end in `rebuild` (one builder, one swap), serialized by one lock.
+//! The control plane's single path to a new routing table: config reloads (the `[[tcp]]`
+//! listeners included), registrations, deregistrations and etcd events all end in `rebuild`
+//! (one builder, one swap), serialized by one lock that also holds the config they decide on.
 use crate::config::{self, Config};
 use crate::registry::rules::{self, RateLimiter};
 use crate::registry::store::StoreError;
@@ -13,30 +14,56 @@ use std::time::Instant;
 
 /// State only the control plane touches, behind `Shared::control`.
 pub struct Control {
+    /// The config in force. Replaced only by `reload` while it holds the lock, so whoever
+    /// holds the lock decides on the config the next table is built from.
+    pub config: Arc<Config>,
     /// Registered services, sorted by name.
     pub services: Vec<Registration>,
     pub limiter: RateLimiter,
 }
 
 impl Control {
-    pub fn new(services: Vec<Registration>, cfg: &Config) -> Self {
+    pub fn new(services: Vec<Registration>, config: Arc<Config>) -> Self {
         let mut services = services;
         services.sort_by(|a, b| a.service.cmp(&b.service));
         Control {
+            limiter: RateLimiter::new(config.gateway.registration_rate_limit),
+            config,
             services,
-            limiter: RateLimiter::new(cfg.gateway.registration_rate_limit),
         }
     }
 }
 
-/// Builds a table from the current config and `services` and swaps it in; starts checkers for
-/// new addresses (and for addresses whose checking had stopped).
-pub fn rebuild(shared: &Arc<Shared>, services: &[Registration]) {
-    let cfg = shared.config.load();
-    let mut table = build(&cfg, services, &shared.upstreams);
+/// Builds a table from the config and services under the lock and swaps it in; starts
+/// checkers for new addresses (and for addresses whose checking had stopped).
+pub fn rebuild(shared: &Arc<Shared>, control: &Control) {
+    let cfg = &control.config;
+    let mut table = build(cfg, &control.services, &shared.upstreams);
     table.ready = shared.loaded.load(Relaxed);
-    shared.table.store(Arc::new(table));
+    shared.dp.table.store(Arc::new(table));
     crate::health::checker::spawn_fresh(shared, &cfg.gateway);
+}
+
+/// Publishes the bound listeners, the `[[tcp]]` ones and this host's addresses (read again:
+/// a reload is a good moment to notice a new interface address) for the loop checks.
+pub fn publish_own_listeners(shared: &Shared) {
+    use crate::registry::self_target::{HostAddrs, Listener, OwnListeners};
+    let mut listeners = shared
+        .bound
+        .lock()
+        .unwrap_or_else(|p| p.into_inner())
+        .clone();
+    listeners.extend(
+        shared
+            .l4
+            .local_addrs()
+            .into_iter()
+            .map(|addr| Listener { role: "tcp", addr }),
+    );
+    shared.dp.own_listeners.store(Arc::new(OwnListeners::new(
+        listeners,
+        HostAddrs::discover(),
+    )));
 }
 
 /// Reads, validates and applies the config file; an invalid file changes nothing.
@@ -44,19 +71,19 @@ pub async fn reload(shared: &Arc<Shared>, path: &std::path::Path) -> bool {
     match config::load(path) {
         Ok(cfg) => {
             // The one part of a reload that can still fail: checked before anything changes.
-            if let Err(e) = crate::observe::access_log::apply(&shared.access_log, &cfg.server) {
+            if let Err(e) = crate::observe::access_log::apply(&shared.dp.access_log, &cfg.server) {
                 shared.metrics_reload_failures.fetch_add(1, Relaxed);
                 log::error!("reload refused, still running the previous config: {e}");
                 return false;
             }
-            let old = shared.config.load();
+            let mut control = shared.control.lock().await;
+            let old = control.config.clone();
             if old.server.listen != cfg.server.listen
                 || old.admin_listen != cfg.admin_listen
                 || old.tls.as_ref().map(|t| &t.listen) != cfg.tls.as_ref().map(|t| &t.listen)
             {
                 log::warn!("reload: changed listen addresses take effect at the next restart");
             }
-            let mut control = shared.control.lock().await;
             control
                 .limiter
                 .set_limit(cfg.gateway.registration_rate_limit);
@@ -65,9 +92,14 @@ pub async fn reload(shared: &Arc<Shared>, path: &std::path::Path) -> bool {
             }
             // Certificates were read and checked by config::load: a bad file refused the
             // whole reload above. Open TLS connections keep the config they started with.
-            shared.tls.apply(cfg.tls.as_ref());
-            shared.config.store(Arc::new(cfg));
-            rebuild(shared, &control.services);
+            shared.dp.tls.apply(cfg.tls.as_ref());
+            let cfg = Arc::new(cfg);
+            control.config = cfg.clone();
+            shared.config.store(cfg.clone());
+            rebuild(shared, &control);
+            // Same lock, same config: the L4 listeners change with the HTTP table.
+            shared.l4.apply(shared, &cfg);
+            publish_own_listeners(shared);
             log::info!("reloaded {}", path.display());
             true
         }
@@ -107,8 +139,10 @@ pub async fn register(
     reg: Registration,
     api_key: Option<&[u8]>,
 ) -> Result<(), Refusal> {
-    let cfg = shared.config.load_full();
     let mut control = shared.control.lock().await;
+    // Read under the lock: a reload waiting for it cannot change the config between these
+    // checks and the table they lead to.
+    let cfg = control.config.clone();
     let key = api_key.and_then(|k| rules::find_key(&cfg.api_keys, k));
     rules::check_registration_permission(cfg.gateway.registration_permission.as_deref(), key)
         .map_err(Refusal::Forbidden)?;
@@ -144,7 +178,7 @@ pub async fn register(
     let replaced = control.services.iter().any(|s| s.service == reg.service);
     control.services = next;
     // rebuild() also restarts checking of an address whose checks had stopped.
-    rebuild(shared, &control.services);
+    rebuild(shared, &control);
     log::info!(
         "{} service {} at {} with {} route(s)",
         if replaced {
@@ -167,11 +201,11 @@ pub async fn deregister(
     name: &str,
     api_key: Option<&[u8]>,
 ) -> Result<bool, Refusal> {
-    let cfg = shared.config.load_full();
+    let mut control = shared.control.lock().await;
+    let cfg = control.config.clone();
     let key = api_key.and_then(|k| rules::find_key(&cfg.api_keys, k));
     rules::check_registration_permission(cfg.gateway.registration_permission.as_deref(), key)
         .map_err(Refusal::Forbidden)?;
-    let mut control = shared.control.lock().await;
     let Some(current) = control.services.iter().find(|s| s.service == name) else {
         return Ok(false);
     };
@@ -190,7 +224,64 @@ pub async fn deregister(
         }
     }
     control.services = next;
-    rebuild(shared, &control.services);
+    rebuild(shared, &control);
     log::info!("deregistered service {name}");
     Ok(true)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::registry::store::file::FileStore;
+    use crate::upstream::set::UpstreamSet;
+
+    const GUARDED: &str = "[[backends]]\nname = \"admin-app\"\naddresses = [\"127.0.0.1:9\"]\n\n[[routes]]\npath = \"/admin/*\"\nbackend = \"admin-app\"\npermission = \"admin\"\n";
+
+    fn shared(src: &str, dir: &std::path::Path) -> Arc<Shared> {
+        let cfg = Arc::new(config::parse(src, "t", Box::new(|_| None)).unwrap());
+        let upstreams = UpstreamSet::default();
+        let table = build(&cfg, &[], &upstreams);
+        let store = Arc::new(FileStore::new(dir.join("registry.json")));
+        Shared::new(table, Control::new(vec![], cfg), store, true, upstreams)
+    }
+
+    /// A registration that was waiting for the lock while a reload held it decides on the
+    /// reloaded config, not on the one current when it arrived: the reload here adds a guarded
+    /// route that the registration would take requests from.
+    #[tokio::test]
+    async fn registration_decides_on_the_config_the_lock_holder_installed() {
+        let dir = std::env::temp_dir().join(format!("switchyard-control-{}", std::process::id()));
+        std::fs::create_dir_all(&dir).unwrap();
+        let s = shared("", &dir);
+        let reg = crate::registry::parse_registration(
+            br#"{"service": "grab", "url": "http://127.0.0.1:9", "routes": [{"path": "/admin/*"}]}"#,
+        )
+        .unwrap();
+
+        // Stands in for a reload: holds the lock while it swaps the config.
+        let mut held = s.control.lock().await;
+        let waiting = tokio::spawn({
+            let s = s.clone();
+            async move { register(&s, reg, None).await }
+        });
+        for _ in 0..10 {
+            tokio::task::yield_now().await;
+        }
+        assert!(!waiting.is_finished(), "register must wait for the lock");
+        let guarded = Arc::new(config::parse(GUARDED, "t", Box::new(|_| None)).unwrap());
+        held.config = guarded.clone();
+        s.config.store(guarded);
+        drop(held);
+
+        let result = tokio::time::timeout(std::time::Duration::from_secs(10), waiting)
+            .await
+            .expect("register finished")
+            .unwrap();
+        let _ = std::fs::remove_dir_all(&dir);
+        match result {
+            Err(Refusal::Forbidden(m)) => assert!(m.contains("/admin/*"), "{m}"),
+            other => panic!("registered against the config replaced under the lock: {other:?}"),
+        }
+        assert!(s.control.lock().await.services.is_empty());
+    }
 }

@@ -447,15 +447,13 @@ pub async fn run(listen: &str, admin: &str) -> std::io::Result<()> {
     loop {
         tokio::select! {
             _ = hup.recv() => {
-                if crate::control::reload(&running.shared, &path).await {
-                    running.l4.apply(&running.shared, &running.shared.config.load());
-                }
+                crate::control::reload(&running.shared, &path).await;
             }
             _ = term.recv() => break,
             _ = int.recv() => break,
         }
     }
-    let drain = running.shared.table.load().server.drain_timeout;
+    let drain = running.shared.dp.table.load().server.drain_timeout;
     running.drain(drain).await;
     drop(dir);
     Ok(())

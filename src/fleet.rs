@@ -65,7 +65,7 @@ async fn apply(shared: &Arc<Shared>, services: Vec<Registration>) {
         let n = services.len();
         control.services = services;
         let t0 = std::time::Instant::now();
-        crate::control::rebuild(shared, &control.services);
+        crate::control::rebuild(shared, &control);
         if !first {
             // The time is what a fleet's propagation costs per replica (scripts/fleet-scale.sh).
             log::info!(

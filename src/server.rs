@@ -19,8 +19,6 @@ pub struct Running {
     pub admin_addr: SocketAddr,
     /// The HTTPS listener, with `[tls]`.
     pub https_addr: Option<SocketAddr>,
-    /// The `[[tcp]]` listeners, re-applied on every successful reload.
-    pub l4: crate::proxy::l4::L4Listeners,
     tasks: Vec<tokio::task::JoinHandle<()>>,
 }
 
@@ -51,18 +49,12 @@ pub async fn start(cfg: Config) -> std::io::Result<Running> {
             (s.clone(), Some((s, *full_refresh_interval)), vec![])
         }
     };
-    let control = Control::new(services, &cfg);
+    let control = Control::new(services, Arc::new(cfg.clone()));
     let mut table = build(&cfg, &control.services, &upstreams);
     table.ready = etcd.is_none();
-    let shared = Shared::new(
-        table,
-        cfg.clone(),
-        control,
-        store,
-        etcd.is_none(),
-        upstreams,
-    );
-    crate::observe::access_log::apply(&shared.access_log, &cfg.server)?;
+    let shared = Shared::new(table, control, store, etcd.is_none(), upstreams);
+    let dp = shared.dp.clone();
+    crate::observe::access_log::apply(&dp.access_log, &cfg.server)?;
     let acme_etcd = etcd.as_ref().map(|(s, _)| s.clone());
     if let Some((s, every)) = etcd {
         tokio::spawn(crate::fleet::run(shared.clone(), s, every));
@@ -81,7 +73,7 @@ pub async fn start(cfg: Config) -> std::io::Result<Running> {
     })?;
     let http_addr = http.local_addr()?;
     let admin_addr = admin.local_addr()?;
-    shared.tls.apply(cfg.tls.as_ref());
+    dp.tls.apply(cfg.tls.as_ref());
     let https = match &cfg.tls {
         None => None,
         Some(t) => Some(listener::bind(&t.listen).map_err(|e| {
@@ -93,11 +85,11 @@ pub async fn start(cfg: Config) -> std::io::Result<Running> {
     };
     let https_addr = https.as_ref().map(|l| l.local_addr()).transpose()?;
     if let Some(a) = https_addr {
-        shared.tls.set_https_port(a.port());
+        dp.tls.set_https_port(a.port());
     }
     let mut tasks = vec![
         tokio::spawn(listener::accept_loop(
-            shared.clone(),
+            dp.clone(),
             http,
             cfg.server.max_connections,
             true,
@@ -107,7 +99,7 @@ pub async fn start(cfg: Config) -> std::io::Result<Running> {
     ];
     if let Some(l) = https {
         tasks.push(tokio::spawn(listener::accept_loop(
-            shared.clone(),
+            dp.clone(),
             l,
             cfg.server.max_connections,
             true,
@@ -128,65 +120,46 @@ pub async fn start(cfg: Config) -> std::io::Result<Running> {
         log::info!("https listener on {a}");
     }
     log::info!("admin listener on {admin_addr}");
-    let l4 = crate::proxy::l4::L4Listeners::start(&shared, &cfg)?;
-    let running = Running {
+    shared.l4.start(&shared, &cfg)?;
+    {
+        use crate::registry::self_target::Listener;
+        let mut bound = vec![
+            Listener {
+                role: "data",
+                addr: http_addr,
+            },
+            Listener {
+                role: "admin",
+                addr: admin_addr,
+            },
+        ];
+        bound.extend(https_addr.map(|addr| Listener {
+            role: "https",
+            addr,
+        }));
+        *shared.bound.lock().unwrap_or_else(|p| p.into_inner()) = bound;
+    }
+    crate::control::publish_own_listeners(&shared);
+    Ok(Running {
         shared,
         http_addr,
         admin_addr,
         https_addr,
-        l4,
         tasks,
-    };
-    running.publish_own_listeners();
-    Ok(running)
+    })
 }
 
 impl Running {
-    /// Publishes the bound listeners and this host's addresses (read again: a reload is a
-    /// good moment to notice a new interface address) for the loop checks.
-    pub fn publish_own_listeners(&self) {
-        use crate::registry::self_target::{HostAddrs, Listener, OwnListeners};
-        let mut listeners = vec![
-            Listener {
-                role: "data",
-                addr: self.http_addr,
-            },
-            Listener {
-                role: "admin",
-                addr: self.admin_addr,
-            },
-        ];
-        listeners.extend(self.https_addr.map(|addr| Listener {
-            role: "https",
-            addr,
-        }));
-        listeners.extend(
-            self.l4
-                .local_addrs()
-                .into_iter()
-                .map(|addr| Listener { role: "tcp", addr }),
-        );
-        self.shared.own_listeners.store(Arc::new(OwnListeners::new(
-            listeners,
-            HostAddrs::discover(),
-        )));
-    }
-
     /// Stops accepting, lets open connections finish up to `drain`, then returns. Idle
     /// keep-alive connections close at once, busy ones after their current response; L4
     /// connections and tunnels have no request boundary, so they get the whole `drain`.
     pub async fn drain(self, drain: Duration) {
-        self.shared.begin_drain();
-        // The data and L4 listeners stop (their accept loops watch the drain flag); the admin
-        // one keeps answering /ready (503).
+        // The data and L4 listeners stop (their accept loops watch the drain signal); the
+        // admin one keeps answering /ready (503).
         if let Some(t) = self.tasks.first() {
             t.abort();
         }
-        let deadline = tokio::time::Instant::now() + drain;
-        while self.shared.open() > 0 && tokio::time::Instant::now() < deadline {
-            tokio::time::sleep(Duration::from_millis(20)).await;
-        }
-        let left = self.shared.open();
+        let left = self.shared.drain(drain).await;
         if left > 0 {
             log::warn!("drain timeout: closing {left} connection(s) still open");
         }
@@ -205,16 +178,13 @@ pub async fn run(cfg: Config, path: Option<PathBuf>) -> std::io::Result<()> {
             _ = hup.recv() => match &path {
                 Some(p) => {
                     // Log rotation: the file was moved away; the next line opens it anew.
-                    if let Some(l) = running.shared.access_log.load().as_deref() {
+                    if let Some(l) = running.shared.dp.access_log.load().as_deref() {
                         l.reopen();
                     }
-                    if crate::control::reload(&running.shared, p).await {
-                        running.l4.apply(&running.shared, &running.shared.config.load());
-                        running.publish_own_listeners();
-                    }
+                    crate::control::reload(&running.shared, p).await;
                 }
                 None => {
-                    if let Some(l) = running.shared.access_log.load().as_deref() {
+                    if let Some(l) = running.shared.dp.access_log.load().as_deref() {
                         l.reopen();
                     }
                     log::info!("SIGHUP: access log reopened; no config file to reload");
@@ -224,7 +194,7 @@ pub async fn run(cfg: Config, path: Option<PathBuf>) -> std::io::Result<()> {
             _ = int.recv() => break,
         }
     }
-    let drain = running.shared.table.load().server.drain_timeout;
+    let drain = running.shared.dp.table.load().server.drain_timeout;
     log::info!("draining (up to {drain:?})");
     running.drain(drain).await;
     log::info!("stopped");

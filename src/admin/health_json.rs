@@ -44,7 +44,7 @@ pub fn address_json(u: &Upstream) -> Value {
 }
 
 pub fn health(shared: &Shared) -> Value {
-    let table = shared.table.load();
+    let table = shared.dp.table.load();
     let mut all_up = true;
     let mut targets = Map::new();
     if let Some(rule) = &table.catch_all {
@@ -127,7 +127,7 @@ pub fn health(shared: &Shared) -> Value {
 
 /// Every certificate being served (SPEC §9): hosts, expiry and where it came from.
 fn certificates_json(shared: &Shared) -> Value {
-    let store = shared.tls.store();
+    let store = shared.dp.tls.store();
     Value::Array(
         store
             .entries

@@ -8,7 +8,7 @@ pub mod status_page;
 
 use crate::http::error;
 use crate::http::head::{self, RequestHead};
-use crate::proxy::io::{read_some, write_all, ReadHeadError};
+use crate::proxy::io::{read_head_checked, write_all, ReadHeadError};
 use crate::state::Shared;
 use bytes::BytesMut;
 use listener::Slot;
@@ -164,40 +164,21 @@ async fn read_request(shared: &Arc<Shared>, stream: &mut TcpStream, peer: Socket
     Read::Request { buf, head: h, body }
 }
 
-/// Reads a request head like the data plane does, but gives up as soon as the bytes cannot
-/// be the start of an HTTP request (a TLS hello, a stray protocol): such a client gets its 400
-/// at once instead of holding the connection until the timeout.
+/// Reads a request head with the data plane's reader, the whole head within `deadline`,
+/// giving up as soon as the bytes cannot be the start of an HTTP request (a TLS hello, a stray
+/// protocol): such a client gets its 400 at once instead of holding the connection until the
+/// timeout.
 async fn read_admin_head(
     stream: &mut TcpStream,
     buf: &mut BytesMut,
     deadline: Instant,
 ) -> Result<usize, ReadHeadError> {
-    loop {
-        if !buf.is_empty() {
-            match head::scan(buf, 0, MAX_ADMIN_HEAD).map_err(ReadHeadError::Head)? {
-                head::Scan::Complete(n) => return Ok(n),
-                head::Scan::Partial => {}
-            }
-            let mut hs = [httparse::EMPTY_HEADER; 16];
-            match httparse::Request::new(&mut hs).parse(buf) {
-                Ok(_) | Err(httparse::Error::TooManyHeaders) => {}
-                Err(_) => {
-                    return Err(ReadHeadError::Head(head::HeadError::Malformed(
-                        "not an HTTP request",
-                    )))
-                }
-            }
-        }
-        let was_empty = buf.is_empty();
-        match read_some(stream, buf, deadline).await {
-            Ok(0) if was_empty => return Err(ReadHeadError::Closed),
-            Ok(0) => return Err(ReadHeadError::Truncated),
-            Ok(_) => {}
-            Err(e) if e.kind() == std::io::ErrorKind::TimedOut => {
-                return Err(ReadHeadError::Timeout)
-            }
-            Err(e) => return Err(ReadHeadError::Io(e)),
-        }
+    let read = read_head_checked(stream, buf, MAX_ADMIN_HEAD, deadline, HEAD_TIMEOUT, |b| {
+        head::plausible_request(b)
+    });
+    match tokio::time::timeout_at(deadline, read).await {
+        Ok(r) => r,
+        Err(_) => Err(ReadHeadError::Timeout),
     }
 }
 
@@ -273,8 +254,8 @@ fn route(shared: &Arc<Shared>, buf: &[u8], h: &RequestHead, _peer: SocketAddr) -
     match path {
         b"/health" => Answer::json(200, &health_json::health(shared)),
         b"/ready" => {
-            let ready = shared.table.load().ready && !shared.draining();
-            let v = serde_json::json!({"ready": ready, "draining": shared.draining()});
+            let ready = shared.dp.table.load().ready && !shared.dp.draining();
+            let v = serde_json::json!({"ready": ready, "draining": shared.dp.draining()});
             Answer::json(if ready { 200 } else { 503 }, &v)
         }
         b"/metrics" => {

@@ -392,7 +392,7 @@ fn single(
 impl Collector for Scrape {
     fn encode(&self, mut enc: DescriptorEncoder) -> Result<(), Error> {
         let shared = &self.0;
-        let table = shared.table.load();
+        let table = shared.dp.table.load();
         let now_ms = crate::clock::unix_ms();
 
         // Requests by route, backend and code, for every rule the table has (Table::rules,
@@ -414,7 +414,7 @@ impl Collector for Scrape {
                 .or_default()
                 .add(rule.stats.totals());
         }
-        for (code, n) in shared.metrics.unrouted.nonzero() {
+        for (code, n) in shared.dp.metrics.unrouted.nonzero() {
             *by_key.entry(("-", "-", code)).or_default() += n;
         }
         family(
@@ -432,7 +432,7 @@ impl Collector for Scrape {
         )?;
         rule_families(&mut enc, &by_rule)?;
 
-        let (sum, count, buckets) = shared.metrics.duration.snapshot();
+        let (sum, count, buckets) = shared.dp.metrics.duration.snapshot();
         let mut me = enc.encode_descriptor(
             "switchyard_request_duration",
             "Time from a complete request head to the end of the response, in seconds.",
@@ -447,10 +447,10 @@ impl Collector for Scrape {
             "Client connections open on the data port.",
             None,
             MetricType::Gauge,
-            ConstGauge::new(shared.open() as i64),
+            ConstGauge::new(shared.dp.open() as i64),
         )?;
 
-        let h2 = &shared.h2;
+        let h2 = &shared.dp.h2;
         single(
             &mut enc,
             "switchyard_h2_connections",
@@ -497,10 +497,10 @@ impl Collector for Scrape {
             MetricType::Counter,
             crate::metrics::PROTOCOLS
                 .iter()
-                .zip(shared.metrics.by_protocol.iter())
+                .zip(shared.dp.metrics.by_protocol.iter())
                 .map(|(p, n)| ([("protocol", *p)], ConstCounter::new(n.load(Relaxed)))),
         )?;
-        let hs = &shared.tls.handshakes;
+        let hs = &shared.dp.tls.handshakes;
         family(
             &mut enc,
             "switchyard_tls_handshakes",
@@ -510,7 +510,7 @@ impl Collector for Scrape {
             [("ok", &hs.ok), ("error", &hs.error), ("timeout", &hs.timeout)]
                 .map(|(r, n)| ([("result", r)], ConstCounter::new(n.load(Relaxed)))),
         )?;
-        let certs = shared.tls.store();
+        let certs = shared.dp.tls.store();
         family(
             &mut enc,
             "switchyard_tls_certificate_expiry_timestamp",
@@ -737,7 +737,7 @@ impl Collector for Scrape {
             "1 when the routing table is loaded and the process is not draining.",
             None,
             MetricType::Gauge,
-            ConstGauge::new(i64::from(table.ready && !shared.draining())),
+            ConstGauge::new(i64::from(table.ready && !shared.dp.draining())),
         )?;
 
         let started_unix = now_ms as f64 / 1000.0 - shared.started.elapsed().as_secs_f64();

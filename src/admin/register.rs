@@ -173,11 +173,11 @@ async fn check_target(shared: &Shared, reg: &registry::Registration) -> Result<(
             }
         }
     };
-    registry::check_target(&addrs, &shared.own_listeners.load())
+    registry::check_target(&addrs, &shared.dp.own_listeners.load())
 }
 
 fn list(shared: &Shared) -> Answer {
-    let table = shared.table.load();
+    let table = shared.dp.table.load();
     let services: serde_json::Map<String, serde_json::Value> = table
         .services
         .iter()

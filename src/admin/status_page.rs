@@ -188,7 +188,7 @@ footer p{margin:6px 0}
 
 /// The whole page.
 pub fn render(shared: &Arc<Shared>) -> String {
-    let table = shared.table.load();
+    let table = shared.dp.table.load();
     let now_ms = unix_ms();
     let now = Instant::now();
     let uptime = shared.started.elapsed();
@@ -209,7 +209,7 @@ pub fn render(shared: &Arc<Shared>) -> String {
         count(Status::Unknown),
     );
     let healthy = n_up == all.len();
-    let total = shared.metrics.requests();
+    let total = shared.dp.metrics.requests();
     let total_rate = rate(samples, "\0total", total, now)
         .unwrap_or(total as f64 / uptime.as_secs_f64().max(0.001));
 
@@ -252,7 +252,7 @@ pub fn render(shared: &Arc<Shared>) -> String {
         },
         started = esc(&rfc3339(now_ms.saturating_sub(uptime.as_millis() as u64))),
         rate = fmt_rate(total_rate),
-        open = shared.open(),
+        open = shared.dp.open(),
         up = span(uptime),
     );
     h.push('\n');

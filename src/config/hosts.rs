@@ -1,9 +1,9 @@
 //! The per-rule `hosts` list and rewrite keys of `[[routes]]`, `[[path_routes]]` and
 //! `[[shards]]` (SPEC §3 Hosts, Rewrites), checked with key and line like every other key.
+use super::check::Checker;
+use super::model::Rewrites;
 use super::schema::HeaderTable;
-use super::validate::Checker;
 use super::value::{List, Val};
-use super::Rewrites;
 use crate::http::edits::{refuse_name, refuse_value, Side};
 
 /// Most headers one rule may set or remove per side: every one is compared against each

@@ -1,6 +1,6 @@
 //! Finds every unknown key in a config file at once, with its full name and line, before
 //! serde (which stops at the first) reads it: a typo must never silently do nothing.
-use super::{line_of, Problem};
+use super::check::{line_of, Problem};
 use toml::de::{DeTable, DeValue};
 
 /// The keys each section accepts. `schema.rs` is the authority; the test below keeps the two

@@ -4,8 +4,8 @@
 //! dual-stack by default). `check` reports them with key and line instead of letting the run
 //! fail with EADDRINUSE.
 use super::address::{self, Address};
+use super::check::Checker;
 use super::schema::RawConfig;
-use super::validate::Checker;
 use super::value::Val;
 use std::net::{IpAddr, SocketAddr, ToSocketAddrs};
 

@@ -1,13 +1,13 @@
 //! `[outlier]`, `[retry]`, holding (`hold_timeout`, `hold_max`) and the access-log keys of
 //! `[server]` (SPEC §11, §12): as written, as validated, and their checks, in one place.
+use super::check::Checker;
+use super::model::Config;
 use super::schema::RawConfig;
-use super::validate::Checker;
 use super::value::{List, Secs, Val};
-use super::Config;
 use crate::observe::access_log::{AccessLogConfig, Format};
+pub use crate::resilience::hold::{Hold, HoldOverride};
 use crate::resilience::outlier::OutlierConfig;
 use crate::resilience::policy::{On, OnSet, RetryConfig};
-use serde::Deserialize;
 use std::time::Duration;
 
 /// Longest hold a config may ask for: a request held longer is a client that has given up.
@@ -16,58 +16,6 @@ const MAX_HOLD_WAITERS: u32 = 100_000;
 /// Bodies kept for replay are held in memory per request in flight.
 const MAX_RETRY_BODY: u64 = 16 << 20;
 const MAX_ATTEMPTS: u32 = 10;
-
-#[derive(Debug, Deserialize, Default)]
-#[serde(deny_unknown_fields)]
-pub struct RawOutlier {
-    pub consecutive_failures: Option<Val<u32>>,
-    pub consecutive_5xx: Option<Val<u32>>,
-    pub base_ejection_time: Option<Val<Secs>>,
-    pub max_ejection_percent: Option<Val<u32>>,
-}
-
-#[derive(Debug, Deserialize, Default)]
-#[serde(deny_unknown_fields)]
-pub struct RawRetry {
-    pub attempts: Option<Val<u32>>,
-    pub on: Option<List>,
-    pub budget_percent: Option<Val<u32>>,
-    pub min_retries_per_second: Option<Val<u32>>,
-    pub max_retry_body: Option<Val<u64>>,
-}
-
-/// How long and how many requests may wait for a pool to get a usable address.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub struct Hold {
-    /// 0 = no holding: 503 at once.
-    pub timeout: Duration,
-    pub max: u32,
-}
-
-impl Default for Hold {
-    fn default() -> Self {
-        Hold {
-            timeout: Duration::ZERO,
-            max: 100,
-        }
-    }
-}
-
-/// A pool's own `hold_timeout` / `hold_max`; what it leaves out comes from `[server]`.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
-pub struct HoldOverride {
-    pub timeout: Option<Duration>,
-    pub max: Option<u32>,
-}
-
-impl HoldOverride {
-    pub fn over(self, server: Hold) -> Hold {
-        Hold {
-            timeout: self.timeout.unwrap_or(server.timeout),
-            max: self.max.unwrap_or(server.max),
-        }
-    }
-}
 
 fn bounded(c: &mut Checker<'_>, v: &Option<Val<u32>>, key: &str, lo: u32, hi: u32) -> Option<u32> {
     let v = v.as_ref()?;

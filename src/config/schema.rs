@@ -54,8 +54,8 @@ pub struct RawConfig {
     pub store: Option<RawStore>,
     #[serde(default)]
     pub tcp: Vec<super::tcp::RawTcp>,
-    pub outlier: Option<super::resilience::RawOutlier>,
-    pub retry: Option<super::resilience::RawRetry>,
+    pub outlier: Option<RawOutlier>,
+    pub retry: Option<RawRetry>,
     pub tls: Option<super::tls::RawTls>,
 }
 
@@ -196,4 +196,23 @@ pub struct RawStore {
     pub endpoints: Option<List>,
     pub prefix: Option<Val<String>>,
     pub full_refresh_interval: Option<Val<Secs>>,
+}
+
+#[derive(Debug, Deserialize, Default)]
+#[serde(deny_unknown_fields)]
+pub struct RawOutlier {
+    pub consecutive_failures: Option<Val<u32>>,
+    pub consecutive_5xx: Option<Val<u32>>,
+    pub base_ejection_time: Option<Val<Secs>>,
+    pub max_ejection_percent: Option<Val<u32>>,
+}
+
+#[derive(Debug, Deserialize, Default)]
+#[serde(deny_unknown_fields)]
+pub struct RawRetry {
+    pub attempts: Option<Val<u32>>,
+    pub on: Option<List>,
+    pub budget_percent: Option<Val<u32>>,
+    pub min_retries_per_second: Option<Val<u32>>,
+    pub max_retry_body: Option<Val<u64>>,
 }

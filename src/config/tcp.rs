@@ -1,10 +1,9 @@
 //! `[[tcp]]`: L4 listeners as written and as validated. Kept apart from `validate` so that the
-//! L4 keys, their defaults and their checks live in one place.
+//! L4 keys, their defaults and their checks live in one place; it needs only the shared
+//! checker and value types, not the rest of the config.
 use super::address::Address;
-use super::schema::RawConfig;
-use super::validate::Checker;
+use super::check::Checker;
 use super::value::{List, Secs, Val};
-use super::Config;
 use serde::Deserialize;
 use std::collections::HashSet;
 use std::time::Duration;
@@ -60,14 +59,16 @@ pub struct Tcp {
     pub send_proxy: Option<ProxyVersion>,
 }
 
-pub(super) fn validate(c: &mut Checker<'_>, raw: &RawConfig, cfg: &mut Config) {
+/// Checks every `[[tcp]]` table; `others` are the HTTP and admin listen addresses, which a
+/// `[[tcp]]` listener may not take.
+pub(super) fn validate(c: &mut Checker<'_>, raw: &[RawTcp], others: [&Address; 2]) -> Vec<Tcp> {
+    let mut out = Vec::new();
     let mut listens: HashSet<Address> = HashSet::new();
-    for (i, t) in raw.tcp.iter().enumerate() {
+    for (i, t) in raw.iter().enumerate() {
         let key = format!("tcp[{i}]");
         let listen = c.address(&t.listen, &format!("{key}.listen"), true);
         if let Some(l) = &listen {
-            let taken =
-                [&cfg.server.listen, &cfg.admin_listen].contains(&l) || !listens.insert(l.clone());
+            let taken = others.contains(&l) || !listens.insert(l.clone());
             if taken && l.port != 0 {
                 c.problem(
                     Some(&t.listen.span),
@@ -145,7 +146,7 @@ pub(super) fn validate(c: &mut Checker<'_>, raw: &RawConfig, cfg: &mut Config) {
             DEFAULT_IDLE,
         );
         if let Some(listen) = listen {
-            cfg.tcp.push(Tcp {
+            out.push(Tcp {
                 listen,
                 targets,
                 balance,
@@ -155,12 +156,13 @@ pub(super) fn validate(c: &mut Checker<'_>, raw: &RawConfig, cfg: &mut Config) {
             });
         }
     }
+    out
 }
 
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::config::parse;
+    use crate::config::{parse, Config};
 
     fn parse_ok(src: &str) -> Config {
         match parse(src, "t.toml", Box::new(|_| None)) {

@@ -2,9 +2,8 @@
 //! Certificate files are read here, once, so that `switchyard check` and a reload refuse a bad
 //! file with its key and line, and what is served is exactly what was checked.
 use super::address::Address;
-use super::validate::Checker;
+use super::check::Checker;
 use super::value::{List, Secs, Val};
-use super::Config;
 use crate::tls::certs::{self, Loaded, Part};
 use crate::tls::store::{self, Entry, Source};
 use serde::Deserialize;
@@ -116,18 +115,19 @@ fn valid_dns_name(h: &str) -> bool {
         })
 }
 
-pub(super) fn validate(c: &mut Checker<'_>, raw: Option<&RawTls>, cfg: &mut Config) {
-    let Some(raw) = raw else { return };
+/// Checks `[tls]`; `others` are the listen addresses already taken (HTTP, admin, `[[tcp]]`).
+pub(super) fn validate(
+    c: &mut Checker<'_>,
+    raw: Option<&RawTls>,
+    others: &[&Address],
+) -> Option<Tls> {
+    let raw = raw?;
     let listen = match &raw.listen {
         Some(v) => c.address(v, "tls.listen", true),
         None => super::address::parse(DEFAULT_LISTEN, true).ok(),
     };
-    let Some(listen) = listen else { return };
-    if listen.port != 0
-        && (listen == cfg.server.listen
-            || listen == cfg.admin_listen
-            || cfg.tcp.iter().any(|t| t.listen == listen))
-    {
+    let listen = listen?;
+    if listen.port != 0 && others.contains(&&listen) {
         c.problem(
             raw.listen.as_ref().map(|v| &v.span),
             "tls.listen",
@@ -265,13 +265,13 @@ pub(super) fn validate(c: &mut Checker<'_>, raw: Option<&RawTls>, cfg: &mut Conf
             "[tls] needs at least one [[tls.certificates]] or a [tls.acme] section".into(),
         );
     }
-    cfg.tls = Some(Tls {
+    Some(Tls {
         listen,
         min_version,
         redirect_http: raw.redirect_http.as_ref().is_some_and(|v| v.value),
         certificates,
         acme,
-    });
+    })
 }
 
 fn acme(c: &mut Checker<'_>, a: &RawAcme) -> Acme {

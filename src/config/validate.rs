@@ -1,119 +1,12 @@
 //! Turns the config as written into the validated model: defaults, address and pattern
 //! checks, cross-references. Collects every problem instead of stopping at the first.
-use super::address::{self, Address};
+use super::address;
+use super::check::{line_of, Checker, Problem};
+use super::model::{Backend, Config, Gateway, PathRoute, Route, Server, Target};
 use super::schema::RawConfig;
-use super::value::{List, Secs, Val};
-use super::{line_of, Backend, Config, Gateway, PathRoute, Problem, Route, Server, Target};
+use super::value::{List, Val};
 use crate::routing::pattern::Pattern;
 use std::collections::HashSet;
-
-pub(super) struct Checker<'s> {
-    src: &'s str,
-    problems: Vec<Problem>,
-}
-
-impl Checker<'_> {
-    pub(super) fn problem(
-        &mut self,
-        span: Option<&std::ops::Range<usize>>,
-        key: &str,
-        message: String,
-    ) {
-        self.problems.push(Problem {
-            line: span.map(|s| line_of(self.src, s.start)),
-            key: key.to_string(),
-            message,
-        });
-    }
-
-    pub(super) fn address(
-        &mut self,
-        v: &Val<String>,
-        key: &str,
-        allow_zero: bool,
-    ) -> Option<Address> {
-        match address::parse(v.value.trim(), allow_zero) {
-            Ok(a) => Some(a),
-            Err(e) => {
-                self.problem(Some(&v.span), key, e);
-                None
-            }
-        }
-    }
-
-    /// `protocol` of a backend or shard; `http1` when not given.
-    fn protocol(
-        &mut self,
-        v: &Option<Val<String>>,
-        key: &str,
-    ) -> crate::upstream::protocol::Protocol {
-        let Some(v) = v else {
-            return Default::default();
-        };
-        match crate::upstream::protocol::Protocol::parse(&v.value) {
-            Ok(p) => p,
-            Err(m) => {
-                self.problem(Some(&v.span), key, m);
-                Default::default()
-            }
-        }
-    }
-
-    /// `health_check_endpoint` of a backend of this protocol: a path, or `"grpc"` (the gRPC
-    /// health protocol) for an HTTP/2 backend.
-    fn endpoint_for(
-        &mut self,
-        v: &Option<Val<String>>,
-        key: &str,
-        protocol: crate::upstream::protocol::Protocol,
-    ) -> Option<String> {
-        match v {
-            Some(g) if g.value == crate::health::grpc::ENDPOINT => {
-                if protocol.is_h2() {
-                    Some(g.value.clone())
-                } else {
-                    self.problem(
-                        Some(&g.span),
-                        key,
-                        "\"grpc\" (the gRPC health protocol) needs protocol = \"h2c\" or \"h2\""
-                            .into(),
-                    );
-                    None
-                }
-            }
-            _ => self.endpoint(v, key),
-        }
-    }
-
-    fn endpoint(&mut self, v: &Option<Val<String>>, key: &str) -> Option<String> {
-        let v = v.as_ref()?;
-        if !v.value.starts_with('/') || v.value.contains([' ', '\r', '\n']) {
-            self.problem(
-                Some(&v.span),
-                key,
-                format!("{:?} must be a path starting with /", v.value),
-            );
-            return None;
-        }
-        Some(v.value.clone())
-    }
-
-    pub(super) fn positive(
-        &mut self,
-        v: &Option<Val<Secs>>,
-        key: &str,
-        default: std::time::Duration,
-    ) -> std::time::Duration {
-        match v {
-            None => default,
-            Some(v) if v.value.0.is_zero() => {
-                self.problem(Some(&v.span), key, "must be greater than 0".into());
-                default
-            }
-            Some(v) => v.value.0,
-        }
-    }
-}
 
 /// `tls`, `tls_ca`, `tls_server_name` of a `[[backends]]`: the CA file is read here so that a
 /// bad one is a config error with its line.
@@ -175,12 +68,6 @@ fn backend_tls(
             None
         }
     }
-}
-
-fn valid_method(m: &str) -> bool {
-    !m.is_empty()
-        && m.bytes()
-            .all(|b| b.is_ascii_alphanumeric() || b"!#$%&'*+-.^_`|~".contains(&b))
 }
 
 pub fn validate(raw: RawConfig, src: &str) -> Result<Config, Vec<Problem>> {
@@ -421,8 +308,10 @@ pub fn validate(raw: RawConfig, src: &str) -> Result<Config, Vec<Problem>> {
             }
         }
     }
-    super::tcp::validate(&mut c, &raw, &mut cfg);
-    super::tls::validate(&mut c, raw.tls.as_ref(), &mut cfg);
+    cfg.tcp = super::tcp::validate(&mut c, &raw.tcp, [&cfg.server.listen, &cfg.admin_listen]);
+    let mut taken = vec![&cfg.server.listen, &cfg.admin_listen];
+    taken.extend(cfg.tcp.iter().map(|t| &t.listen));
+    cfg.tls = super::tls::validate(&mut c, raw.tls.as_ref(), &taken);
     super::listeners::check(&mut c, &raw, &cfg.server.listen, &cfg.admin_listen);
     api_keys(&mut c, &raw, &mut cfg);
     store(&mut c, &raw, &mut cfg);
@@ -573,15 +462,14 @@ pub fn validate(raw: RawConfig, src: &str) -> Result<Config, Vec<Problem>> {
         };
         let mut methods = Vec::new();
         for m in r.methods.iter().flat_map(|l| l.0.iter()) {
-            let up = m.value.trim().to_ascii_uppercase();
-            if !valid_method(&up) {
-                c.problem(
+            match crate::http::token::method(&m.value) {
+                None => c.problem(
                     Some(&m.span),
                     &format!("{key}.methods"),
                     format!("{:?} is not a method", m.value),
-                );
-            } else if !methods.contains(&up) {
-                methods.push(up);
+                ),
+                Some(up) if !methods.contains(&up) => methods.push(up),
+                Some(_) => {}
             }
         }
         if let Some(l) = &r.methods {
@@ -638,7 +526,7 @@ pub fn validate(raw: RawConfig, src: &str) -> Result<Config, Vec<Problem>> {
                 &p.literal_prefix(),
             );
             cfg.routes.push(Route {
-                path: p.to_string(),
+                path: p,
                 methods,
                 backend,
                 permission,
@@ -763,7 +651,7 @@ fn api_keys(c: &mut Checker<'_>, raw: &RawConfig, cfg: &mut Config) {
             }
         }
         if let Some(sha256) = sha {
-            cfg.api_keys.push(crate::config::ApiKey {
+            cfg.api_keys.push(super::model::ApiKey {
                 name,
                 sha256,
                 permissions,
@@ -803,7 +691,7 @@ fn store(c: &mut Checker<'_>, raw: &RawConfig, cfg: &mut Config) {
                 if p.value.trim().is_empty() {
                     c.problem(Some(&p.span), "store.path", "must not be empty".into());
                 } else {
-                    cfg.store = crate::config::Store::File {
+                    cfg.store = super::model::Store::File {
                         path: p.value.trim().into(),
                     };
                 }
@@ -849,7 +737,7 @@ fn store(c: &mut Checker<'_>, raw: &RawConfig, cfg: &mut Config) {
                 "store.full_refresh_interval",
                 std::time::Duration::from_secs(1),
             );
-            cfg.store = crate::config::Store::Etcd {
+            cfg.store = super::model::Store::Etcd {
                 endpoints,
                 prefix,
                 full_refresh_interval,
@@ -869,16 +757,16 @@ fn store(c: &mut Checker<'_>, raw: &RawConfig, cfg: &mut Config) {
 /// What every replica of one fleet shares and no other fleet does: the store registrations
 /// live in. etcd: endpoints (sorted) and prefix; a file store is one host's: host name and
 /// absolute path. The default `via_name` is a digest of it.
-pub fn fleet_identity(store: &crate::config::Store) -> String {
+pub fn fleet_identity(store: &super::model::Store) -> String {
     match store {
-        crate::config::Store::Etcd {
+        super::model::Store::Etcd {
             endpoints, prefix, ..
         } => {
             let mut e = endpoints.clone();
             e.sort();
             format!("etcd|{}|{prefix}", e.join(","))
         }
-        crate::config::Store::File { path } => {
+        super::model::Store::File { path } => {
             let abs = std::path::absolute(path).unwrap_or_else(|_| path.clone());
             let host = std::fs::read_to_string("/proc/sys/kernel/hostname")
                 .ok()
@@ -1053,9 +941,9 @@ fn shards(c: &mut Checker<'_>, raw: &RawConfig, cfg: &mut Config) {
         );
         let hold = super::resilience::hold(c, &s.hold_timeout, &s.hold_max, &key);
         if let (Some(p), Some(key_source), Some(hash)) = (pattern, source, hash) {
-            cfg.shards.push(crate::config::Shard {
+            cfg.shards.push(super::model::Shard {
                 name,
-                path: p.to_string(),
+                path: p,
                 key: key_source,
                 hash,
                 addresses,

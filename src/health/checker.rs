@@ -6,7 +6,7 @@ use super::state::{Machine, Timings};
 use super::Status;
 use crate::clock::unix_ms;
 use crate::config::Gateway;
-use crate::state::Shared;
+use crate::state::{DataPlane, Shared};
 use crate::upstream::Upstream;
 use std::sync::{Arc, Weak};
 use std::time::Duration;
@@ -18,28 +18,28 @@ const LOCAL_RETRY: Duration = Duration::from_millis(500);
 /// whose checking had stopped: a reload or a new registration starts them again).
 pub fn spawn_fresh(shared: &Arc<Shared>, gateway: &Gateway) {
     shared.upstreams.take_fresh();
-    spawn_for(shared, &shared.upstreams.all(), gateway);
+    spawn_for(&shared.dp, &shared.upstreams.all(), gateway);
 }
 
 /// Starts checking each of `upstreams` that is checked and has no checker running (the L4
 /// listeners keep their own upstreams, apart from the routing table's set).
-pub fn spawn_for(shared: &Arc<Shared>, upstreams: &[Arc<Upstream>], gateway: &Gateway) {
+pub fn spawn_for(dp: &Arc<DataPlane>, upstreams: &[Arc<Upstream>], gateway: &Gateway) {
     for u in upstreams {
-        if u.probe().is_some() && u.health.try_start_checking() {
+        if probe::of(u).is_some() && u.health.try_start_checking() {
             let timings = Timings::from(gateway);
-            tokio::spawn(run(Arc::downgrade(u), Arc::downgrade(shared), timings));
+            tokio::spawn(run(Arc::downgrade(u), Arc::downgrade(dp), timings));
         }
     }
 }
 
-async fn run(weak: Weak<Upstream>, shared: Weak<Shared>, mut timings: Timings) {
+async fn run(weak: Weak<Upstream>, shared: Weak<DataPlane>, mut timings: Timings) {
     let mut machine = match weak.upgrade() {
         Some(u) => Machine::resume(u.status()),
         None => return,
     };
     loop {
         let Some(u) = weak.upgrade() else { return };
-        let Some(probe) = u.probe() else {
+        let Some(probe) = probe::of(&u) else {
             return;
         };
         if let Some(sh) = shared.upgrade() {

@@ -2,7 +2,7 @@
 //! with `health_check_endpoint = "grpc"`, the gRPC health protocol (`grpc.health.v1.Health/
 //! Check` for the server as a whole, `service = ""`): UP only when it answers `SERVING`.
 //! The two protobuf messages are tiny and hand-encoded (no code generation, no protoc).
-use super::probe::CheckError;
+use super::CheckError;
 use crate::upstream::Upstream;
 use bytes::Bytes;
 
@@ -91,7 +91,7 @@ pub async fn check(
     endpoint: Option<&str>,
 ) -> Result<(), CheckError> {
     let fail = |m: String| CheckError::Failed(m);
-    let mut send = crate::upstream::h2pool::connect_for_check(u, tcp)
+    let mut send = crate::upstream::h2pool::connect::connect_for_check(u, tcp)
         .await
         .map_err(|e| fail(e.to_string()))?;
     let scheme = if u.tls.is_some() { "https" } else { "http" };

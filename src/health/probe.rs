@@ -30,23 +30,18 @@ impl std::fmt::Display for Probe<'_> {
     }
 }
 
-/// Why a check did not succeed.
-#[derive(Debug, Clone, PartialEq, Eq)]
-pub enum CheckError {
-    /// The backend failed the check: it counts.
-    Failed(String),
-    /// This process could not run the check (out of file descriptors): says nothing about
-    /// the backend, so it must not count against it.
-    Local(String),
-}
-
-impl std::fmt::Display for CheckError {
-    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        match self {
-            CheckError::Failed(m) | CheckError::Local(m) => f.write_str(m),
-        }
+/// How `u` is actively checked; None: not at all (always UP). Here rather than on `Upstream`,
+/// so that the upstream module does not depend on the checks that depend on it.
+pub fn of(u: &Upstream) -> Option<Probe<'_>> {
+    match &u.health_endpoint {
+        Some(ep) if u.protocol.is_h2() && ep == super::grpc::ENDPOINT => Some(Probe::Grpc),
+        Some(ep) => Some(Probe::Http(ep)),
+        None if u.tcp_check => Some(Probe::Tcp),
+        None => None,
     }
 }
+
+pub use super::CheckError;
 
 /// Runs one check; Ok(response time) on success.
 pub async fn check(

@@ -47,7 +47,7 @@ fn hex_val(b: u8) -> Option<u8> {
 
 /// RFC 3986 §2.3: the characters whose encoded and plain forms are the same URI.
 #[inline]
-pub fn is_unreserved(b: u8) -> bool {
+pub const fn is_unreserved(b: u8) -> bool {
     b.is_ascii_alphanumeric() || matches!(b, b'-' | b'.' | b'_' | b'~')
 }
 

@@ -1,5 +1,6 @@
 //! A streaming, resumable validator and decoder for chunked bodies (RFC 9112 §7.1). It is fed
 //! whatever bytes have arrived; a split at any byte gives the same result as one whole feed.
+use super::token::is_tchar;
 use std::ops::Range;
 
 /// Longest chunk extension or trailer section accepted; more is a malformed body.
@@ -65,10 +66,6 @@ fn hex(b: u8) -> Option<u64> {
         b'A'..=b'F' => Some(u64::from(b - b'A' + 10)),
         _ => None,
     }
-}
-
-fn is_tchar(b: u8) -> bool {
-    b.is_ascii_alphanumeric() || b"!#$%&'*+-.^_`|~".contains(&b)
 }
 
 impl Decoder {

@@ -38,10 +38,7 @@ pub enum Side {
 
 /// Why a header name cannot be edited, or None when it can.
 pub fn refuse_name(name: &str, side: Side, removing: bool) -> Option<String> {
-    let token = !name.is_empty()
-        && name
-            .bytes()
-            .all(|b| b.is_ascii_alphanumeric() || b"!#$%&'*+-.^_`|~".contains(&b));
+    let token = super::token::is_token(name.as_bytes());
     if !token {
         return Some(format!("{name:?} is not a valid header name"));
     }

@@ -61,6 +61,16 @@ pub enum Scan {
     Complete(usize),
 }
 
+/// For a head still arriving: an error when its bytes so far cannot begin an HTTP request (a
+/// TLS hello, another protocol), so that a listener can refuse it without waiting for more.
+pub fn plausible_request(partial: &[u8]) -> Result<(), HeadError> {
+    let mut hs = [httparse::EMPTY_HEADER; 16];
+    match httparse::Request::new(&mut hs).parse(partial) {
+        Ok(_) | Err(httparse::Error::TooManyHeaders) => Ok(()),
+        Err(_) => Err(HeadError::Malformed("not an HTTP request")),
+    }
+}
+
 /// Finds the end of the head (CRLF CRLF) in `buf`, enforcing `max` bytes. `from` is where the
 /// previous scan stopped, so a head arriving in many reads is scanned once overall.
 pub fn scan(buf: &[u8], from: usize, max: usize) -> Result<Scan, HeadError> {
@@ -246,5 +256,13 @@ mod tests {
         assert_eq!(route_path(b"http://h:1?q"), Some(&b"/"[..]));
         assert_eq!(route_path(b"h:443"), None);
         assert_eq!(route_path(b"*"), None);
+    }
+
+    #[test]
+    fn plausible_request_refuses_other_protocols_early() {
+        assert!(plausible_request(b"GET /hea").is_ok());
+        assert!(plausible_request(b"POST /x HTTP/1.1\r\nHost: a\r\n").is_ok());
+        assert!(plausible_request(b"\x16\x03\x01\x02\x00").is_err());
+        assert!(plausible_request(b"SSH-2.0-OpenSSH\r\n").is_err());
     }
 }

@@ -4,15 +4,16 @@ pub mod admit;
 pub mod canonical;
 pub mod chunked;
 pub mod edits;
-pub mod error;
+pub(crate) mod error;
 pub mod framing;
 pub mod head;
-pub mod host;
+pub(crate) mod host;
 pub mod reply;
 pub mod response;
 pub mod rewrite;
-pub mod trailers;
-pub mod via;
+pub(crate) mod token;
+pub(crate) mod trailers;
+pub(crate) mod via;
 
 /// ASCII case-insensitive comparison of a header name against a lowercase literal.
 #[inline]
@@ -37,10 +38,40 @@ pub fn trim_ows(mut v: &[u8]) -> &[u8] {
 }
 
 /// Iterates the comma-separated elements of a list-valued header, trimmed, empties skipped.
-pub fn list_items(v: &[u8]) -> impl Iterator<Item = &[u8]> {
-    v.split(|b| *b == b',')
-        .map(trim_ows)
-        .filter(|s| !s.is_empty())
+#[inline]
+pub fn list_items(v: &[u8]) -> ListItems<'_> {
+    ListItems { rest: Some(v) }
+}
+
+/// The iterator of [`list_items`]: a hand-written `split(',').map(trim).filter(non-empty)`,
+/// which cost a few hundred instructions for a `Connection: keep-alive` on every head.
+pub struct ListItems<'a> {
+    rest: Option<&'a [u8]>,
+}
+
+impl<'a> Iterator for ListItems<'a> {
+    type Item = &'a [u8];
+
+    #[inline]
+    fn next(&mut self) -> Option<&'a [u8]> {
+        loop {
+            let v = self.rest?;
+            let item = match v.iter().position(|&b| b == b',') {
+                Some(i) => {
+                    self.rest = Some(&v[i + 1..]);
+                    &v[..i]
+                }
+                None => {
+                    self.rest = None;
+                    v
+                }
+            };
+            let item = trim_ows(item);
+            if !item.is_empty() {
+                return Some(item);
+            }
+        }
+    }
 }
 
 /// Appends `n` in decimal: `write!` goes through `core::fmt`, several times the cost of this
@@ -62,6 +93,20 @@ pub fn push_u64(out: &mut Vec<u8>, mut n: u64) {
 
 #[cfg(test)]
 mod tests {
+    #[test]
+    fn list_items_split_trim_and_skip_empties() {
+        let items = |v: &str| -> Vec<String> {
+            super::list_items(v.as_bytes())
+                .map(|i| String::from_utf8(i.to_vec()).unwrap())
+                .collect()
+        };
+        assert_eq!(items("keep-alive"), ["keep-alive"]);
+        assert_eq!(items(" a ,b,\t,, c\t"), ["a", "b", "c"]);
+        assert!(items("").is_empty() && items(" , ,").is_empty());
+        assert_eq!(items("a,"), ["a"]);
+        assert_eq!(items(",a"), ["a"]);
+    }
+
     #[test]
     fn push_u64_writes_decimal() {
         for n in [0u64, 7, 10, 99, 100, 12345, u64::MAX] {

@@ -7,17 +7,51 @@ use super::{list_items, name_is, push_u64};
 
 /// Headers that describe one connection and never cross the proxy (RFC 9110 §7.6.1).
 fn is_hop_by_hop(name: &[u8]) -> bool {
-    const HOP: [&str; 8] = [
-        "connection",
-        "keep-alive",
-        "proxy-connection",
-        "te",
-        "trailer",
-        "transfer-encoding",
-        "upgrade",
-        "proxy-authenticate",
-    ];
-    HOP.iter().any(|h| name_is(name, h))
+    // By length first: most names (Date, Server, Content-Type) have none of these lengths,
+    // and this runs for every header of every head.
+    match name.len() {
+        2 => name_is(name, "te"),
+        7 => name_is(name, "trailer") || name_is(name, "upgrade"),
+        10 => name_is(name, "connection") || name_is(name, "keep-alive"),
+        16 => name_is(name, "proxy-connection"),
+        17 => name_is(name, "transfer-encoding"),
+        18 => name_is(name, "proxy-authenticate"),
+        _ => false,
+    }
+}
+
+/// Appends header `h` as `name: value\r\n`. A line already spelled that way in `buf` that
+/// starts where the pending `run` ends joins the run, so that consecutive kept lines leave in
+/// one copy; [`flush`] writes the run.
+#[inline]
+fn push_header(out: &mut Vec<u8>, buf: &[u8], h: &HeaderRange, run: &mut std::ops::Range<usize>) {
+    let end = h.value.end + 2;
+    let canonical = h.value.start == h.name.end + 2
+        && buf.get(h.name.end..h.value.start) == Some(b": ")
+        && buf.get(h.value.end..end) == Some(b"\r\n");
+    if canonical {
+        if run.end == h.name.start && run.start < run.end {
+            run.end = end;
+        } else {
+            flush(out, buf, run);
+            *run = h.name.start..end;
+        }
+        return;
+    }
+    flush(out, buf, run);
+    out.extend_from_slice(&buf[h.name.clone()]);
+    out.extend_from_slice(b": ");
+    out.extend_from_slice(&buf[h.value.clone()]);
+    out.extend_from_slice(b"\r\n");
+}
+
+/// Writes the pending run of header lines of [`push_header`].
+#[inline]
+fn flush(out: &mut Vec<u8>, buf: &[u8], run: &mut std::ops::Range<usize>) {
+    if run.start < run.end {
+        out.extend_from_slice(&buf[run.clone()]);
+        *run = 0..0;
+    }
 }
 
 /// ASCII case-insensitive comparison that also takes `_` for `-`: how CGI, WSGI, PHP and
@@ -35,19 +69,18 @@ fn name_is_spelling(name: &[u8], lower: &str) -> bool {
 /// spelling (case, `_` for `-`) so that it cannot be spoofed; X-Forwarded-For spelled exactly
 /// is folded into ours instead.
 fn is_set_by_gateway(name: &[u8]) -> bool {
-    const SET: [&str; 10] = [
-        "content-length",
-        "x-forwarded-for",
-        "x-forwarded-proto",
-        "x-forwarded-host",
-        "x-request-id",
-        "x-api-key",
-        "x-api-key-name",
-        "x-shard",
-        "x-retry-attempt",
-        "transfer-encoding",
-    ];
-    SET.iter().any(|h| name_is_spelling(name, h))
+    let is = |lower| name_is_spelling(name, lower);
+    // By length first, as in `is_hop_by_hop`.
+    match name.len() {
+        7 => is("x-shard"),
+        9 => is("x-api-key"),
+        12 => is("x-request-id"),
+        14 => is("content-length") || is("x-api-key-name"),
+        15 => is("x-forwarded-for") || is("x-retry-attempt"),
+        16 => is("x-forwarded-host"),
+        17 => is("x-forwarded-proto") || is("transfer-encoding"),
+        _ => false,
+    }
 }
 
 /// The options listed in a message's `Connection` headers, gathered once per head instead of
@@ -183,6 +216,7 @@ pub fn request_head(buf: &[u8], head: &RequestHead, fwd: &Forward<'_>, out: &mut
     let mut host: &[u8] = b"";
     let mut host_present = false;
     let mut upgrade_value: &[u8] = b"";
+    let mut run = 0..0;
     for h in &head.headers {
         let name = &buf[h.name.clone()];
         let value = &buf[h.value.clone()];
@@ -209,11 +243,9 @@ pub fn request_head(buf: &[u8], head: &RequestHead, fwd: &Forward<'_>, out: &mut
         {
             continue;
         }
-        out.extend_from_slice(name);
-        out.extend_from_slice(b": ");
-        out.extend_from_slice(value);
-        out.extend_from_slice(b"\r\n");
+        push_header(out, buf, h, &mut run);
     }
+    flush(out, buf, &mut run);
     // The rule's own headers; X-Forwarded-Host below still names the client's host.
     out.extend_from_slice(set.lines());
     if absolute && !authority.is_empty() {
@@ -314,6 +346,7 @@ pub fn response_head(buf: &[u8], head: &ResponseHead, reply: &Reply<'_>, out: &m
     out.extend_from_slice(&buf[head.reason.clone()]);
     out.extend_from_slice(b"\r\n");
     let listed = Listed::new(buf, &head.headers);
+    let mut run = 0..0;
     for h in &head.headers {
         let name = &buf[h.name.clone()];
         let keep_upgrade = reply.switching && name_is(name, "upgrade");
@@ -325,11 +358,9 @@ pub fn response_head(buf: &[u8], head: &ResponseHead, reply: &Reply<'_>, out: &m
         {
             continue;
         }
-        out.extend_from_slice(name);
-        out.extend_from_slice(b": ");
-        out.extend_from_slice(&buf[h.value.clone()]);
-        out.extend_from_slice(b"\r\n");
+        push_header(out, buf, h, &mut run);
     }
+    flush(out, buf, &mut run);
     out.extend_from_slice(reply.edits.lines());
     if let Some(n) = reply.content_length {
         out.extend_from_slice(b"Content-Length: ");
@@ -478,6 +509,75 @@ mod tests {
         let out = rewrite("GET /a HTTP/1.0\r\nHost:\r\n\r\n", &fwd());
         assert!(out.contains("\r\nHost: 10.9.9.9:80\r\n"), "{out}");
         assert_eq!(out.matches("Host:").count(), 1, "{out}");
+    }
+
+    #[test]
+    fn name_tables_by_length_match_the_lists() {
+        let hop = [
+            "connection",
+            "keep-alive",
+            "proxy-connection",
+            "te",
+            "trailer",
+            "transfer-encoding",
+            "upgrade",
+            "proxy-authenticate",
+        ];
+        let set = [
+            "content-length",
+            "x-forwarded-for",
+            "x-forwarded-proto",
+            "x-forwarded-host",
+            "x-request-id",
+            "x-api-key",
+            "x-api-key-name",
+            "x-shard",
+            "x-retry-attempt",
+            "transfer-encoding",
+        ];
+        let others = [
+            "host",
+            "date",
+            "server",
+            "content-type",
+            "x-api-keys",
+            "t",
+            "tee",
+        ];
+        for n in hop.iter().chain(&set).chain(&others) {
+            let upper = n.to_ascii_uppercase();
+            let under = n.replace('-', "_");
+            for v in [n.to_string(), upper, under.clone()] {
+                let v = v.as_bytes();
+                assert_eq!(is_hop_by_hop(v), hop.iter().any(|h| name_is(v, h)), "{n}");
+                let spelled = set.iter().any(|h| name_is_spelling(v, h));
+                assert_eq!(is_set_by_gateway(v), spelled, "{n}");
+            }
+            assert!(!is_set_by_gateway(&under.as_bytes()[1..]));
+        }
+    }
+
+    #[test]
+    fn header_lines_are_copied_whole_or_respelled() {
+        // Canonical runs go as one copy; odd spacing is respelled; dropped lines break runs.
+        let b = b"HTTP/1.1 200 OK\r\nA: 1\r\nB: 2\r\nC:3\r\nD: 4 \r\nConnection: x\r\nX: 5\r\nE: \r\nF: 6\r\n\r\n";
+        let mut h = ResponseHead::default();
+        crate::http::response::parse(b, b.len(), &mut h).unwrap();
+        let reply = Reply {
+            gateway: "g",
+            upstream_ms: 0.0,
+            content_length: None,
+            chunked: false,
+            close: false,
+            keep_alive_1_0: false,
+            switching: false,
+            edits: &edits::NONE.response,
+        };
+        let mut out = Vec::new();
+        response_head(b, &h, &reply, &mut out);
+        let out = String::from_utf8(out).unwrap();
+        let want = "HTTP/1.1 200 OK\r\nA: 1\r\nB: 2\r\nC: 3\r\nD: 4\r\nE: \r\nF: 6\r\nX-Gateway: g";
+        assert!(out.starts_with(want), "{out:?}");
     }
 
     #[test]

@@ -10,10 +10,7 @@ pub const MAX_TOKEN: usize = 64;
 
 /// A `via_name`: an HTTP token (RFC 9110 §5.6.2), so it reads back as one `received-by`.
 pub fn valid_token(s: &str) -> bool {
-    !s.is_empty()
-        && s.len() <= MAX_TOKEN
-        && s.bytes()
-            .all(|b| b.is_ascii_alphanumeric() || b"!#$%&'*+-.^_`|~".contains(&b))
+    s.len() <= MAX_TOKEN && super::token::is_token(s.as_bytes())
 }
 
 /// The default token: a digest of what every replica of one fleet shares and another fleet

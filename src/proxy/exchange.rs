@@ -17,7 +17,7 @@ use crate::resilience::policy::{self, Decision, Failure, RequestFacts, What};
 use crate::resilience::pool_rt::InFlight;
 use crate::routing::select::Pool;
 use crate::routing::{Rule, Table};
-use crate::state::Shared;
+use crate::state::DataPlane;
 use crate::upstream::Upstream;
 use bytes::BytesMut;
 use std::sync::Arc;
@@ -126,7 +126,7 @@ pub(crate) enum Relayed {
 /// One request on its way through the phases.
 pub(crate) struct Exchange<'t> {
     /// What the data plane shares: metrics, the drain signal.
-    pub dp: &'t Shared,
+    pub dp: &'t DataPlane,
     pub table: &'t Table,
     pub req: &'t Request,
     pub client_ip: &'t str,
@@ -162,7 +162,7 @@ pub(crate) struct Exchange<'t> {
 
 impl<'t> Exchange<'t> {
     pub fn new(
-        dp: &'t Shared,
+        dp: &'t DataPlane,
         table: &'t Table,
         req: &'t Request,
         client_ip: &'t str,
@@ -215,6 +215,8 @@ pub(crate) struct Bufs<'b> {
     /// The backend's bytes.
     pub up: &'b mut BytesMut,
     pub resp: &'b mut ResponseHead,
+    /// The connection's timer, for the wait for the backend's answer head.
+    pub timer: &'b mut super::deadline::Timer,
 }
 
 /// Route, connect, send and relay one exchange, with the retries, holding and outlier
@@ -280,7 +282,8 @@ pub(crate) async fn run<D: Downstream, B: RequestBody>(
             }
             Err(e) if !held && pool.hold.timeout > Duration::ZERO && !pool.any_up() => {
                 held = true;
-                hold(ex, pool, e).await?;
+                // Boxed: a rare path whose future would add to every connection's task.
+                Box::pin(hold(ex, pool, e)).await?;
                 candidates = match route::route(ex.table, ex.req, &auth) {
                     Ok(r) => r.candidates,
                     Err(r) => return Err(r.error),

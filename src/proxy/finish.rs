@@ -7,7 +7,7 @@ use super::exchange::{After, Exchange, Relayed, Request};
 use crate::http::error::ErrorKind;
 use crate::observe::access_log::Entry;
 use crate::routing::Rule;
-use crate::state::Shared;
+use crate::state::DataPlane;
 use crate::upstream::Upstream;
 use std::time::Duration;
 use tokio::time::Instant;
@@ -175,7 +175,7 @@ fn public_message(kind: ErrorKind, e: &ProxyError) -> &str {
 /// Metrics and the access log line for one finished exchange (errors switchyard answered
 /// itself included).
 pub(crate) fn record(
-    dp: &Shared,
+    dp: &DataPlane,
     log: &LogLine<'_>,
     rule: Option<&Rule>,
     upstream: Option<&Upstream>,
@@ -226,7 +226,7 @@ pub(crate) fn record(
 
 /// The tunnel's second line (SPEC §12): its byte counts both ways and its whole duration.
 pub(crate) fn tunnel_closed(
-    dp: &Shared,
+    dp: &DataPlane,
     client_ip: &str,
     req: &Request,
     t: &TunnelLog,

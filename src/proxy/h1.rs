@@ -151,14 +151,19 @@ impl<W: AsyncWrite + Unpin> Downstream for H1Out<'_, W> {
             w: &mut self.w,
             n: &mut self.sent,
         };
+        // The copies are boxed: a small answer went with its head (nothing left here), and
+        // their futures would otherwise add to every connection's task state.
         match w.relay {
             Relay::Length(_) if w.left > 0 => {
-                body::copy_length(src, pending, dst, w.left, idle).await
+                Box::pin(body::copy_length(src, pending, dst, w.left, idle)).await
             }
-            Relay::Chunked => body::copy_chunked(src, pending, dst, idle).await,
-            Relay::Dechunk => body::copy_chunked_decoded(src, pending, dst, idle).await,
+            Relay::Chunked => Box::pin(body::copy_chunked(src, pending, dst, idle)).await,
+            Relay::Dechunk => Box::pin(body::copy_chunked_decoded(src, pending, dst, idle)).await,
             Relay::UntilClose { rechunk } => {
-                body::copy_until_close(src, pending, dst, idle, rechunk, out).await
+                Box::pin(body::copy_until_close(
+                    src, pending, dst, idle, rechunk, out,
+                ))
+                .await
             }
             Relay::Length(_) | Relay::None => Ok(()),
         }
@@ -292,11 +297,23 @@ impl<R: AsyncRead + Unpin> RequestBody for H1Body<'_, R> {
         match (self.body, more) {
             (Body::Length(_), more) if self.left > 0 => {
                 let kept = more.map(|m| &mut m.kept).filter(|k| k.on());
-                body::copy_length_kept(src, pending, dst, &mut self.left, idle, kept).await
+                // Boxed like the answer's copies (see `H1Out::body`).
+                Box::pin(body::copy_length_kept(
+                    src,
+                    pending,
+                    dst,
+                    &mut self.left,
+                    idle,
+                    kept,
+                ))
+                .await
             }
             (Body::Chunked, Some(m)) if !m.dec.is_done() => {
                 let kept = m.kept.on().then_some(&mut m.kept);
-                body::copy_chunked_kept(src, pending, dst, &mut m.dec, idle, kept).await
+                Box::pin(body::copy_chunked_kept(
+                    src, pending, dst, &mut m.dec, idle, kept,
+                ))
+                .await
             }
             _ => Ok(()),
         }

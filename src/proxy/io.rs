@@ -1,12 +1,13 @@
 //! Socket reads and writes with deadlines, into reusable buffers; the one place that turns
 //! timeouts and early EOFs into the errors the connection loop maps to status codes.
+use super::deadline::{Fresh, Wait};
 use crate::http::head::{self, HeadError, Scan};
 use bytes::BytesMut;
 use std::pin::Pin;
 use std::task::Poll;
 use std::time::Duration;
 use tokio::io::{AsyncRead, AsyncReadExt, AsyncWrite, AsyncWriteExt};
-use tokio::time::{timeout_at, Instant};
+use tokio::time::Instant;
 
 /// Bytes requested from the kernel per read.
 pub const READ_CHUNK: usize = 16 * 1024;
@@ -18,7 +19,8 @@ pub enum ReadHeadError {
     /// EOF after part of a head.
     Truncated,
     Timeout,
-    Io(std::io::Error),
+    /// Carried for Debug; every reader of the head treats it as the peer being gone.
+    Io(#[allow(dead_code)] std::io::Error),
     Head(HeadError),
 }
 
@@ -28,12 +30,22 @@ pub async fn read_some<S: AsyncRead + Unpin>(
     buf: &mut BytesMut,
     deadline: Instant,
 ) -> std::io::Result<usize> {
+    read_some_with(s, buf, deadline, &mut Fresh).await
+}
+
+/// [`read_some`] bounded by `wait` (a connection's [`Timer`](super::deadline::Timer)).
+pub(crate) async fn read_some_with<S: AsyncRead + Unpin>(
+    s: &mut S,
+    buf: &mut BytesMut,
+    deadline: Instant,
+    wait: &mut impl Wait,
+) -> std::io::Result<usize> {
     if buf.capacity() - buf.len() < 1024 {
         buf.reserve(READ_CHUNK);
     }
-    match timeout_at(deadline, s.read_buf(buf)).await {
-        Ok(r) => r,
-        Err(_) => Err(std::io::ErrorKind::TimedOut.into()),
+    match wait.until(deadline, s.read_buf(buf)).await {
+        Some(r) => r,
+        None => Err(std::io::ErrorKind::TimedOut.into()),
     }
 }
 
@@ -46,26 +58,64 @@ pub async fn read_head<S: AsyncRead + Unpin>(
     first_byte: Instant,
     whole: Duration,
 ) -> Result<usize, ReadHeadError> {
+    read_head_with(s, buf, max, first_byte, whole, &mut Fresh).await
+}
+
+/// `read_head`, asking `partial` about each incomplete head before waiting for more: its
+/// error ends the read at once (the admin listener refuses what cannot become a request).
+pub async fn read_head_checked<S: AsyncRead + Unpin>(
+    s: &mut S,
+    buf: &mut BytesMut,
+    max: usize,
+    first_byte: Instant,
+    whole: Duration,
+    partial: impl FnMut(&[u8]) -> Result<(), HeadError>,
+) -> Result<usize, ReadHeadError> {
+    read_head_inner(s, buf, max, first_byte, whole, &mut Fresh, partial).await
+}
+
+/// [`read_head`] bounded by `wait`. The data plane asks nothing of partial heads, so a head
+/// that arrives whole costs nothing more.
+pub(crate) async fn read_head_with<S: AsyncRead + Unpin>(
+    s: &mut S,
+    buf: &mut BytesMut,
+    max: usize,
+    first_byte: Instant,
+    whole: Duration,
+    wait: &mut impl Wait,
+) -> Result<usize, ReadHeadError> {
+    read_head_inner(s, buf, max, first_byte, whole, wait, |_| Ok(())).await
+}
+
+async fn read_head_inner<S: AsyncRead + Unpin>(
+    s: &mut S,
+    buf: &mut BytesMut,
+    max: usize,
+    first_byte: Instant,
+    whole: Duration,
+    wait: &mut impl Wait,
+    mut partial: impl FnMut(&[u8]) -> Result<(), HeadError>,
+) -> Result<usize, ReadHeadError> {
     let mut scanned = 0;
-    let mut deadline = if buf.is_empty() {
-        first_byte
-    } else {
-        Instant::now() + whole
-    };
+    // Until the first byte is here, `first_byte`; after it, `whole` from then. The clock is
+    // read only when a head needs a second read (nearly every head comes in one).
+    let mut deadline = (buf.is_empty()).then_some(first_byte);
     loop {
         if !buf.is_empty() {
             match head::scan(buf, scanned, max).map_err(ReadHeadError::Head)? {
                 Scan::Complete(n) => return Ok(n),
                 Scan::Partial => scanned = buf.len(),
             }
+            partial(buf).map_err(ReadHeadError::Head)?;
         }
         let was_empty = buf.is_empty();
-        match read_some(s, buf, deadline).await {
+        let at = *deadline.get_or_insert_with(|| Instant::now() + whole);
+        match read_some_with(s, buf, at, wait).await {
             Ok(0) if was_empty => return Err(ReadHeadError::Closed),
             Ok(0) => return Err(ReadHeadError::Truncated),
             Ok(_) => {
                 if was_empty {
-                    deadline = Instant::now() + whole;
+                    deadline = None;
                 }
             }
             Err(e) if e.kind() == std::io::ErrorKind::TimedOut => {
@@ -102,7 +152,9 @@ pub async fn write_all<S: AsyncWrite + Unpin>(
     if !blocked {
         return Ok(());
     }
-    match tokio::time::timeout(idle, s.write_all(&data[done..])).await {
+    // Boxed: this future holds a timer, and would otherwise sit in the state of every write
+    // (and so of every connection's task) for a path few writes take.
+    match Box::pin(tokio::time::timeout(idle, s.write_all(&data[done..]))).await {
         Ok(r) => r,
         Err(_) => Err(std::io::ErrorKind::TimedOut.into()),
     }

@@ -6,7 +6,7 @@ use crate::config::address::Address;
 use crate::config::tcp::{Balance, ProxyVersion, Tcp};
 use crate::config::Config;
 use crate::routing::select::Pool;
-use crate::state::Shared;
+use crate::state::{DataPlane, Shared};
 use crate::upstream::Upstream;
 use arc_swap::ArcSwap;
 use std::collections::HashMap;
@@ -57,13 +57,11 @@ struct Inner {
 impl L4Listeners {
     /// Binds every `[[tcp]]` listener of `cfg`; a listener that cannot bind is an error, as
     /// the HTTP one is at start.
-    pub fn start(shared: &Arc<Shared>, cfg: &Config) -> std::io::Result<L4Listeners> {
-        let l4 = L4Listeners::default();
-        l4.apply_inner(shared, cfg, true)?;
-        Ok(l4)
+    pub fn start(&self, shared: &Arc<Shared>, cfg: &Config) -> std::io::Result<()> {
+        self.apply_inner(shared, cfg, true)
     }
 
-    /// Applies a reloaded config: new listeners are bound, removed ones stop accepting (their
+    /// Applies a reloaded config (from `control::reload`, under the control lock): new listeners are bound, removed ones stop accepting (their
     /// connections go on), kept ones route new connections with the new targets. A listener
     /// that cannot bind is logged and retried at the next reload.
     pub fn apply(&self, shared: &Arc<Shared>, cfg: &Config) {
@@ -140,7 +138,7 @@ impl L4Listeners {
             let route = Arc::new(ArcSwap::from_pointee(r));
             let per_conn = route.clone();
             let task = tokio::spawn(listener::accept_loop(
-                shared.clone(),
+                shared.dp.clone(),
                 sock,
                 cfg.server.max_connections,
                 true,
@@ -163,7 +161,7 @@ impl L4Listeners {
             .upstreams
             .retain(|_, u| used.iter().any(|x| Arc::ptr_eq(x, u)));
         // Starts checkers for new targets, and again for those whose checking had stopped.
-        crate::health::checker::spawn_for(shared, &used, &cfg.gateway);
+        crate::health::checker::spawn_for(&shared.dp, &used, &cfg.gateway);
         result
     }
 }
@@ -215,7 +213,7 @@ pub fn source_hash(ip: IpAddr) -> u64 {
 }
 
 /// Serves one accepted L4 connection with the route current when it was accepted.
-async fn serve(shared: Arc<Shared>, r: Arc<Route>, client: TcpStream, peer: SocketAddr) {
+async fn serve(shared: Arc<DataPlane>, r: Arc<Route>, client: TcpStream, peer: SocketAddr) {
     let started = Instant::now();
     // TCP_NODELAY comes from the listening socket (see listener::bind).
     let connect_timeout = shared.table.load().server.connect_timeout;

@@ -1,7 +1,7 @@
 //! Listening sockets (socket2: reuse-address, a deep backlog) and the accept loop, which holds
 //! a permit per connection so that beyond `max_connections` new ones wait in the kernel queue.
 use crate::config::address::Address;
-use crate::state::{ConnGuard, Shared};
+use crate::state::{ConnGuard, DataPlane};
 use socket2::{Domain, Protocol, Socket, Type};
 use std::net::{SocketAddr, ToSocketAddrs};
 use std::sync::Arc;
@@ -29,13 +29,13 @@ pub fn bind(addr: &Address) -> std::io::Result<TcpListener> {
 /// drain begins (the data port), without it it keeps going (the admin port must still answer
 /// `/ready` with 503 while draining).
 pub async fn accept_loop<F, Fut>(
-    shared: Arc<Shared>,
+    shared: Arc<DataPlane>,
     listener: TcpListener,
     max_connections: usize,
     stop_on_drain: bool,
     serve: F,
 ) where
-    F: Fn(Arc<Shared>, tokio::net::TcpStream, SocketAddr) -> Fut,
+    F: Fn(Arc<DataPlane>, tokio::net::TcpStream, SocketAddr) -> Fut,
     Fut: std::future::Future<Output = ()> + Send + 'static,
 {
     let permits = Arc::new(Semaphore::new(max_connections));
@@ -65,7 +65,11 @@ pub async fn accept_loop<F, Fut>(
         };
         // Only data-port connections count as open: drain waits for them and
         // `switchyard_open_connections` reports them; a scrape must not count itself.
-        let guard = stop_on_drain.then(|| ConnGuard::new(shared.clone()));
+        let guard = match stop_on_drain.then(|| ConnGuard::new(shared.clone())) {
+            // The drain began between accept and here and does not wait for this one.
+            Some(None) => continue,
+            g => g,
+        };
         let fut = serve(shared.clone(), stream, peer);
         tokio::spawn(async move {
             fut.await;

@@ -3,8 +3,9 @@
 //! then the limits, the framing and smuggling checks and the target checks: nothing reaches a
 //! backend before these pass.
 use super::bufpool;
+use super::deadline::Wait;
 use super::error::ProxyError;
-use super::io::{read_head, ReadHeadError};
+use super::io::{read_head_with, ReadHeadError};
 use super::request_id;
 use super::session::{ClientStream, Session};
 use crate::http::admit::{self, Refusal};
@@ -51,12 +52,13 @@ pub(crate) async fn read_request<S: ClientStream>(
         if s.buf.capacity() == 0 {
             s.buf = bufpool::take();
         }
-        read = read_head(
+        read = read_head_with(
             &mut s.client,
             &mut s.buf,
             max_header_bytes,
             first_byte,
             header_timeout,
+            &mut s.timer,
         )
         .await;
     }
@@ -111,23 +113,39 @@ async fn idle_wait<S: ClientStream>(
     s: &mut Session<S>,
     first_byte: Instant,
 ) -> Result<Result<usize, ReadHeadError>, NoRequest> {
-    let ready = tokio::time::timeout_at(first_byte, s.client.wait_readable());
+    let ready = s.timer.until(first_byte, s.client.wait_readable());
     let ready = if s.served > 0 {
         if *s.shutdown.borrow() {
             return Err(NoRequest::Quiet);
         }
+        // One drain future per connection, kept registered with the drain signal from one
+        // wait to the next (a new one per wait took two locks and a random number).
+        let drain = s
+            .drain
+            .get_or_insert_with(|| Box::pin(drained(s.shutdown.clone())));
         tokio::select! {
+            // Fixed order: no random number per wait; a drain goes first, as it would have.
+            biased;
+            () = drain.as_mut() => return Err(NoRequest::Quiet),
             r = ready => r,
-            _ = s.shutdown.changed() => return Err(NoRequest::Quiet),
         }
     } else {
         ready.await
     };
     Ok(match ready {
-        Ok(Ok(())) => Ok(0),
-        Ok(Err(e)) => Err(ReadHeadError::Io(e)),
-        Err(_) => Err(ReadHeadError::Timeout),
+        Some(Ok(())) => Ok(0),
+        Some(Err(e)) => Err(ReadHeadError::Io(e)),
+        None => Err(ReadHeadError::Timeout),
     })
+}
+
+/// Resolves once the drain has begun (or its sender is gone).
+async fn drained(mut rx: tokio::sync::watch::Receiver<bool>) {
+    while !*rx.borrow_and_update() {
+        if rx.changed().await.is_err() {
+            return;
+        }
+    }
 }
 
 /// A refusal before the head could be parsed: with a fresh request id.

@@ -7,7 +7,7 @@ use super::body::CopyError;
 use super::downstream::{Downstream, RequestBody};
 use super::error::{ProxyError, Side};
 use super::exchange::{After, Bufs, Continue, Exchange, Relayed};
-use super::io::{read_head, ReadHeadError};
+use super::io::{read_head_with, ReadHeadError};
 use super::send::Expect;
 use super::upstream::Checkout;
 use crate::config::Server;
@@ -103,7 +103,9 @@ async fn both_ways<D: Downstream, B: RequestBody>(
         match upload.as_mut() {
             Some(upload) => {
                 let head = heads.read_final(&mut ur, down, far_future());
-                (up, whole) = while_uploading(upload.as_mut(), head, label, s).await?;
+                // Boxed (an upload still running): its timers would otherwise add to every
+                // connection's task state.
+                (up, whole) = Box::pin(while_uploading(upload.as_mut(), head, label, s)).await?;
             }
             None => {
                 let first_byte = ex.sent_at + s.upstream_timeout;
@@ -177,7 +179,7 @@ async fn both_ways<D: Downstream, B: RequestBody>(
     let answer = down.body(bufs.out, &mut ur, bufs.up, w);
     let (copied, up) = match upload.as_mut() {
         Some(upload) if up == Upload::Running => {
-            body_while_uploading(upload.as_mut(), answer).await
+            Box::pin(body_while_uploading(upload.as_mut(), answer)).await
         }
         _ => (answer.await, up),
     };
@@ -358,7 +360,9 @@ impl Heads<'_, '_> {
     ) -> Result<usize, ProxyError> {
         let s = self.s;
         let up: &mut BytesMut = self.bufs.up;
-        let n = match read_head(ur, up, s.max_header_bytes, first_byte, s.upstream_timeout).await {
+        let timer = &mut *self.bufs.timer;
+        let (max, whole) = (s.max_header_bytes, s.upstream_timeout);
+        let n = match read_head_with(ur, up, max, first_byte, whole, timer).await {
             Ok(n) => n,
             Err(ReadHeadError::Timeout) => {
                 return Err(no_answer(ErrorKind::GatewayTimeout, self.label, s))

@@ -37,16 +37,26 @@ pub fn generate(out: &mut Vec<u8>) {
     out.clear();
     let n = COUNTER.fetch_add(1, Relaxed);
     let s = seed();
-    push_hex16(out, mix(s ^ n));
-    push_hex16(out, mix(n.wrapping_add(s.rotate_left(17))));
+    let mut id = [0u8; 32];
+    hex16(&mut id[..16], mix(s ^ n));
+    hex16(&mut id[16..], mix(n.wrapping_add(s.rotate_left(17))));
+    out.extend_from_slice(&id);
 }
 
-/// `{:016x}` by hand: `write!` went through core::fmt for every request.
-fn push_hex16(out: &mut Vec<u8>, v: u64) {
+/// `{:016x}` by hand into `dst` (16 bytes): `write!` went through core::fmt for every
+/// request, and a push per digit checked the vector's capacity 32 times.
+fn hex16(dst: &mut [u8], v: u64) {
     const HEX: &[u8; 16] = b"0123456789abcdef";
-    for i in (0..16).rev() {
-        out.push(HEX[((v >> (i * 4)) & 0xf) as usize]);
+    for (i, d) in dst.iter_mut().take(16).enumerate() {
+        *d = HEX[((v >> ((15 - i) * 4)) & 0xf) as usize];
     }
+}
+
+#[cfg(test)]
+fn push_hex16(out: &mut Vec<u8>, v: u64) {
+    let mut d = [0u8; 16];
+    hex16(&mut d, v);
+    out.extend_from_slice(&d);
 }
 
 #[cfg(test)]

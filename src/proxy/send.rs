@@ -90,7 +90,8 @@ pub(crate) async fn send_head<D: Downstream, B: RequestBody>(
     if ex.cont != Continue::Waiting {
         return Ok(Expect::Body);
     }
-    expect(ex, co, bufs, down).await
+    // Boxed: a rare path whose timers would add to every connection's task state.
+    Box::pin(expect(ex, co, bufs, down)).await
 }
 
 /// Waits up to [`EXPECT_WAIT`] for the backend's `100 Continue` (relayed) or a final answer;

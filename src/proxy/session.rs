@@ -4,6 +4,7 @@
 //! own), a tunnel, or the close. The session owns the sockets and buffers; each exchange is
 //! fresh.
 use super::bufpool;
+use super::deadline::Timer;
 use super::downstream::{Downstream, RequestBody};
 use super::error::ProxyError;
 use super::exchange::{self, Bufs, Exchange, Request};
@@ -12,13 +13,14 @@ use super::h1::{H1Body, H1Out};
 use super::read::{self, NoRequest};
 use crate::http::framing::Body;
 use crate::http::response::ResponseHead;
-use crate::state::Shared;
+use crate::state::DataPlane;
 use bytes::BytesMut;
 use std::future::Future;
 use std::net::SocketAddr;
+use std::pin::Pin;
 use std::sync::Arc;
 use std::time::Duration;
-use tokio::io::{AsyncRead, AsyncWrite, AsyncWriteExt};
+use tokio::io::{AsyncRead, AsyncReadExt, AsyncWrite, AsyncWriteExt};
 use tokio::net::TcpStream;
 use tokio::sync::watch;
 use tokio::time::Instant;
@@ -53,7 +55,8 @@ pub struct ConnInfo {
 pub struct TlsInfo {
     /// `TLSv1.3` and the like.
     pub version: &'static str,
-    /// The server name the client asked for.
+    /// The server name the client asked for: recorded at the handshake, read by nothing yet.
+    #[allow(dead_code)]
     pub sni: Option<String>,
 }
 
@@ -93,7 +96,7 @@ impl IpText {
 
 /// One client connection's state across its requests.
 pub(crate) struct Session<S> {
-    pub dp: Arc<Shared>,
+    pub dp: Arc<DataPlane>,
     pub client: S,
     peer: std::net::IpAddr,
     peer_ip: IpText,
@@ -107,7 +110,11 @@ pub(crate) struct Session<S> {
     /// Response bytes; lent from [`bufpool`] for one exchange.
     up_buf: BytesMut,
     resp: ResponseHead,
+    /// The timer of every wait on the hot path (keep-alive, request head, answer head).
+    pub timer: Timer,
     pub shutdown: watch::Receiver<bool>,
+    /// Resolves on drain; made at the first keep-alive wait (see `read::idle_wait`).
+    pub drain: Option<Pin<Box<dyn Future<Output = ()> + Send>>>,
     /// Requests served so far.
     pub served: u64,
     /// `access_log` of the table the current request is read with.
@@ -119,14 +126,19 @@ pub(crate) struct Session<S> {
 
 /// Serves one accepted client connection until it closes: the entry point for every
 /// transport (plain TCP from the listener; TLS streams after their handshake).
-pub async fn serve<S: ClientStream>(dp: Arc<Shared>, stream: S, peer: SocketAddr, info: ConnInfo) {
+pub async fn serve<S: ClientStream>(
+    dp: Arc<DataPlane>,
+    stream: S,
+    peer: SocketAddr,
+    info: ConnInfo,
+) {
     serve_from(dp, stream, peer, info, Instant::now(), BytesMut::new()).await
 }
 
 /// [`serve`] for a connection opened at `opened` whose first bytes were read already
 /// (`buf`: by the HTTP/2 preface detection).
 async fn serve_from<S: ClientStream>(
-    dp: Arc<Shared>,
+    dp: Arc<DataPlane>,
     stream: S,
     peer: SocketAddr,
     info: ConnInfo,
@@ -145,7 +157,9 @@ async fn serve_from<S: ClientStream>(
         out: Vec::new(),
         up_buf: BytesMut::new(),
         resp: ResponseHead::default(),
+        timer: Timer::default(),
         shutdown,
+        drain: None,
         served: 0,
         access_log: false,
         opened,
@@ -157,7 +171,8 @@ async fn serve_from<S: ClientStream>(
             // (and, with unread input, the same reset), one syscall per connection fewer.
             Next::Close => return,
             Next::Linger => return s.linger().await,
-            Next::Tunnel(upstream, log) => return s.tunnel(upstream, log).await,
+            // Boxed, as rare paths: their futures would add to every connection's task.
+            Next::Tunnel(upstream, log) => return Box::pin(s.tunnel(upstream, log)).await,
         }
     }
 }
@@ -166,7 +181,7 @@ async fn serve_from<S: ClientStream>(
 /// HTTP/2 preface and `[server] h2c` is on (prior knowledge, SPEC §10). Nearly always the
 /// first read already tells (a peek, nothing consumed); a preface that comes in pieces is
 /// read until it is complete or proves to be something else.
-pub async fn serve_tcp(dp: Arc<Shared>, mut stream: TcpStream, peer: SocketAddr) {
+pub async fn serve_tcp(dp: Arc<DataPlane>, mut stream: TcpStream, peer: SocketAddr) {
     let opened = Instant::now();
     let (h2c, header_timeout) = {
         let t = dp.table.load();
@@ -174,29 +189,43 @@ pub async fn serve_tcp(dp: Arc<Shared>, mut stream: TcpStream, peer: SocketAddr)
     };
     let mut buf = BytesMut::new();
     if h2c {
+        // The first bytes are read, not peeked (one syscall per connection fewer), into a
+        // buffer taken only once the socket is readable: a silent connection holds none.
         let deadline = opened + header_timeout;
-        let mut first = [0u8; 24];
-        let n = match tokio::time::timeout_at(deadline, stream.peek(&mut first)).await {
-            Ok(Ok(n)) => n,
-            _ => 0,
-        };
-        match super::h2::is_preface(&first[..n]) {
-            Some(true) => return super::h2::serve(dp, stream, peer, None).await,
-            None if n > 0 => loop {
-                match super::io::read_some(&mut stream, &mut buf, deadline).await {
-                    Ok(k) if k > 0 => {}
-                    _ => break,
+        loop {
+            let read = tokio::time::timeout_at(deadline, async {
+                stream.readable().await?;
+                if buf.capacity() == 0 {
+                    buf = bufpool::take();
+                } else if buf.capacity() - buf.len() < 1024 {
+                    buf.reserve(super::io::READ_CHUNK);
                 }
-                match super::h2::is_preface(&buf) {
-                    Some(true) => {
-                        let io = super::h2::Rewind::new(buf.freeze(), stream);
-                        return super::h2::serve(dp, io, peer, None).await;
-                    }
-                    Some(false) => break,
-                    None => {}
+                // A read through AsyncRead, not try_read: a short read clears the socket's
+                // readiness, so that the keep-alive wait after this request really waits
+                // (and sees a drain) instead of finding stale readiness.
+                stream.read_buf(&mut buf).await
+            });
+            match read.await {
+                Ok(Ok(k)) if k > 0 => {}
+                // A late or failed first byte, or EOF: the session answers or closes it as it
+                // would any other.
+                _ => break,
+            }
+            match super::h2::is_preface(&buf) {
+                Some(true) => {
+                    // A copy of the few bytes read, so that the pooled buffer goes back.
+                    let head = bytes::Bytes::copy_from_slice(&buf);
+                    buf.clear();
+                    bufpool::release(&mut buf);
+                    let io = super::h2::Rewind::new(head, stream);
+                    // HTTP/2 connections are boxed: their driver's future would otherwise
+                    // add to every HTTP/1 connection's task.
+                    return Box::pin(super::h2::serve(dp, io, peer, None)).await;
                 }
-            },
-            _ => {}
+                Some(false) => break,
+                // A preface in pieces so far: read on.
+                None => {}
+            }
         }
     }
     serve_from(dp, stream, peer, ConnInfo::default(), opened, buf).await
@@ -208,14 +237,14 @@ impl<S: ClientStream> Session<S> {
         let started = match read::read_request(self).await {
             Ok(t) => t,
             Err(NoRequest::Quiet) => return Next::Close,
-            Err(NoRequest::Refused(e)) => return self.refuse(e).await,
+            Err(NoRequest::Refused(e)) => return Box::pin(self.refuse(e)).await,
         };
         // The plain listener answers ACME challenges and the redirect to https itself,
         // before any routing.
         if self.info.tls.is_none() {
             let target = self.req.target();
             if let Some(a) = self.dp.tls.plain_answer(target, self.req.header("host")) {
-                return self.answer_plain(a, started).await;
+                return Box::pin(self.answer_plain(a, started)).await;
             }
         }
         // The table current when the head arrived, not when the wait for it began: a request
@@ -229,6 +258,7 @@ impl<S: ClientStream> Session<S> {
             out,
             up_buf,
             resp,
+            timer,
             peer,
             peer_ip,
             info,
@@ -249,6 +279,7 @@ impl<S: ClientStream> Session<S> {
             out,
             up: up_buf,
             resp,
+            timer,
         };
         let (minor, is_head) = (req.head.minor_version, req.is_head());
         let next = match req.framing.body {

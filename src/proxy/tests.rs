@@ -2,7 +2,7 @@
 //! keep-alive sequencing, 100-continue, an early final answer, an upstream that closes
 //! mid-response, and tunnels. Each test is bounded by a timeout.
 use super::session::{self, ClientStream, ConnInfo};
-use crate::state::Shared;
+use crate::state::DataPlane;
 use std::future::Future;
 use std::net::SocketAddr;
 use std::sync::Arc;
@@ -21,18 +21,14 @@ impl ClientStream for DuplexStream {
 const LIMIT: Duration = Duration::from_secs(10);
 
 /// A data plane routing `/api` (and, with `catch_all`, everything) to `backend`.
-fn shared(backend: SocketAddr, server: &str) -> Arc<Shared> {
+fn shared(backend: SocketAddr, server: &str) -> Arc<DataPlane> {
     let src = format!(
         "[server]\nlisten = \"127.0.0.1:0\"\n{server}\n\n[admin]\nlisten = \"127.0.0.1:0\"\n\n[[path_routes]]\npath = \"/api\"\naddress = \"{backend}\"\n"
     );
     let cfg = crate::config::parse(&src, "test", Box::new(|_| None)).expect("config");
     let upstreams = crate::upstream::set::UpstreamSet::default();
-    let control = crate::control::Control::new(vec![], &cfg);
-    let table = crate::routing::build::build(&cfg, &control.services, &upstreams);
-    let store = Arc::new(crate::registry::store::file::FileStore::new(
-        std::env::temp_dir().join("switchyard-unit-never-written.json"),
-    ));
-    Shared::new(table, cfg, control, store, true, upstreams)
+    let table = crate::routing::build::build(&cfg, &[], &upstreams);
+    DataPlane::new(table).0
 }
 
 /// A backend on loopback running `handle` for each connection.
@@ -52,7 +48,7 @@ where
 }
 
 /// A client connection served by a session of its own.
-fn client(dp: Arc<Shared>) -> DuplexStream {
+fn client(dp: Arc<DataPlane>) -> DuplexStream {
     let (c, s) = tokio::io::duplex(64 * 1024);
     let peer: SocketAddr = "127.0.0.1:40000".parse().unwrap();
     tokio::spawn(session::serve(dp, s, peer, ConnInfo::default()));

@@ -47,21 +47,11 @@ impl std::fmt::Display for ConnectError {
     }
 }
 
-/// Connects one upstream (pool first). An address that leads to one of switchyard's own
-/// listeners is never connected to, checked on every connect because a DNS name can start
-/// pointing at us after it was configured or registered: a loop would hold a connection per
-/// round trip until descriptors run out.
-pub async fn connect_one(
-    u: &Upstream,
-    connect_timeout: Duration,
-    idle_timeout: Duration,
-    own: &OwnListeners,
-) -> std::io::Result<(BackendStream, bool)> {
-    connect_fresh_or_idle(u, connect_timeout, Some(idle_timeout), own).await
-}
-
 /// Connects one upstream: from the idle pool first when `idle_timeout` is given, else always
-/// a new connection (the retry of a stale pooled one).
+/// a new connection (the retry of a stale pooled one). An address that leads to one of
+/// switchyard's own listeners is never connected to, checked on every connect because a DNS
+/// name can start pointing at us after it was configured or registered: a loop would hold a
+/// connection per round trip until descriptors run out.
 pub async fn connect_fresh_or_idle(
     u: &Upstream,
     connect_timeout: Duration,
@@ -73,11 +63,22 @@ pub async fn connect_fresh_or_idle(
     }
     if u.protocol.is_h2() {
         // An HTTP/2 backend's idle pool stays empty: a stream on one of its connections.
-        let r = u.h2.checkout(u, connect_timeout, own, idle_timeout).await?;
+        let r = Box::pin(u.h2.checkout(u, connect_timeout, own, idle_timeout)).await?;
         let reused = r.reused;
         let s = super::upstream_h2::H2Upstream::new(r, u.tls.is_some(), &u.label);
         return Ok((BackendStream::H2(Box::new(s)), reused));
     }
+    // Boxed: the DNS lookup, connect and TLS handshake make a large future, which would
+    // otherwise sit in every connection task's state (copied on spawn, held while idle).
+    Box::pin(connect_new(u, connect_timeout, own)).await
+}
+
+/// A new connection to `u`, with its TLS handshake when it has one.
+async fn connect_new(
+    u: &Upstream,
+    connect_timeout: Duration,
+    own: &OwnListeners,
+) -> std::io::Result<(BackendStream, bool)> {
     let tcp = connect_tcp(u, connect_timeout, own).await?;
     let Some(tls) = &u.tls else {
         return Ok((BackendStream::Plain(tcp), false));

@@ -1,10 +1,10 @@
 //! Self-registered services: the registration document and its validation, the rules a
 //! registration must pass (allow list, permissions, conflicts, rate limit) and the store.
-pub mod addr_class;
-pub mod rules;
-pub mod self_target;
-pub mod store;
-pub mod strict_json;
+pub(crate) mod addr_class;
+pub(crate) mod rules;
+pub(crate) mod self_target;
+pub(crate) mod store;
+pub(crate) mod strict_json;
 
 use crate::config::address::{self, Address};
 use crate::routing::pattern::Pattern;
@@ -18,7 +18,8 @@ pub struct RegRoute {
     /// Upper-case method; None = any method.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub method: Option<String>,
-    pub path: String,
+    /// Parsed and canonical once, when the registration is; stored as its string.
+    pub path: crate::routing::pattern::Pattern,
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub permission: Option<String>,
     /// Normalized host entries (SPEC §3 Hosts); empty = every host.
@@ -340,16 +341,13 @@ pub fn parse_registration(body: &[u8]) -> Result<Registration, String> {
         let method = match get("method")? {
             None => None,
             Some(m) if m == "*" || m.eq_ignore_ascii_case("any") => None,
-            Some(m) => {
-                if m.is_empty()
-                    || !m
-                        .bytes()
-                        .all(|b| b.is_ascii_alphanumeric() || b"!#$%&'*+-.^_`|~".contains(&b))
-                {
-                    return Err(field_err(&f("method"), "not a valid method token"));
-                }
-                Some(m.to_ascii_uppercase())
+            Some(m) if m.trim() != m => {
+                return Err(field_err(&f("method"), "not a valid method token"))
             }
+            Some(m) => Some(
+                crate::http::token::method(&m)
+                    .ok_or_else(|| field_err(&f("method"), "not a valid method token"))?,
+            ),
         };
         let permission = get("permission")?;
         if let Some(p) = &permission {
@@ -387,7 +385,7 @@ pub fn parse_registration(body: &[u8]) -> Result<Registration, String> {
         };
         let route = RegRoute {
             method,
-            path: pattern.to_string(),
+            path: pattern,
             permission,
             hosts,
         };
@@ -523,6 +521,22 @@ mod tests {
         for (body, field) in cases {
             let e = parse_registration(body).unwrap_err();
             assert!(e.starts_with(field), "{e} should name {field}");
+        }
+    }
+
+    /// A stored route keeps its pattern as the string it was registered with and reads it back
+    /// through Pattern::parse: a file edited to hold a pattern registration would refuse does
+    /// not load one.
+    #[test]
+    fn stored_patterns_round_trip_and_are_parsed_again() {
+        let r: RegRoute = serde_json::from_str(r#"{"path": "/api/*/x/*"}"#).unwrap();
+        assert_eq!(serde_json::to_value(&r).unwrap()["path"], "/api/*/x/*");
+        for bad in [
+            r#"{"path": "/a/../b"}"#,
+            r#"{"path": "api"}"#,
+            r#"{"path": "/%2f"}"#,
+        ] {
+            assert!(serde_json::from_str::<RegRoute>(bad).is_err(), "{bad}");
         }
     }
 

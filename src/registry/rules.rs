@@ -131,9 +131,9 @@ pub fn find_unguarded(
     type Guard<'a> = (Pattern, Vec<String>, bool, &'a str, String, &'a [String]);
     let mut guards: Vec<Guard<'_>> = Vec::new();
     for s in statics {
-        if let (Some(p), Ok(pat)) = (&s.permission, Pattern::parse(&s.path)) {
+        if let Some(p) = &s.permission {
             guards.push((
-                pat,
+                s.path.clone(),
                 s.methods.clone(),
                 true,
                 p,
@@ -144,7 +144,8 @@ pub fn find_unguarded(
     }
     for o in others.iter().filter(|o| o.service != reg.service) {
         for r in &o.routes {
-            if let (Some(p), Ok(pat)) = (&r.permission, Pattern::parse(&r.path)) {
+            if let Some(p) = &r.permission {
+                let pat = r.path.clone();
                 let methods = r.method.iter().cloned().collect();
                 guards.push((
                     pat,
@@ -158,10 +159,8 @@ pub fn find_unguarded(
         }
     }
     for r in &reg.routes {
-        let Ok(rp) = Pattern::parse(&r.path) else {
-            continue;
-        };
-        let r_class = class(&rp, r.method.is_some(), false);
+        let rp = &r.path;
+        let r_class = class(rp, r.method.is_some(), false);
         for (gp, gm, g_static, perm, what, g_hosts) in &guards {
             let methods_overlap = match &r.method {
                 None => true,
@@ -177,10 +176,10 @@ pub fn find_unguarded(
             let takes = match (r.hosts.is_empty(), g_hosts.is_empty()) {
                 (false, true) => true,
                 (true, false) => false,
-                _ => rp == *gp || r_class >= class(gp, !gm.is_empty(), *g_static),
+                _ => *rp == *gp || r_class >= class(gp, !gm.is_empty(), *g_static),
             };
             if methods_overlap
-                && intersects(&rp, gp)
+                && intersects(rp, gp)
                 && takes
                 && r.permission.as_deref() != Some(*perm)
             {
@@ -196,11 +195,8 @@ pub fn find_unguarded(
 
 /// Same path, overlapping methods and an exact host in common (or neither has hosts): a
 /// duplicate (SPEC §3).
-fn same_route(a: &RegRoute, path_b: &str, methods_b: &[String], hosts_b: &[String]) -> bool {
-    let (Ok(pa), Ok(pb)) = (Pattern::parse(&a.path), Pattern::parse(path_b)) else {
-        return false;
-    };
-    pa == pb
+fn same_route(a: &RegRoute, pb: &Pattern, methods_b: &[String], hosts_b: &[String]) -> bool {
+    a.path == *pb
         && match a.method.as_deref() {
             None => true,
             Some(m) => methods_b.is_empty() || methods_b.iter().any(|x| x == m),
@@ -290,7 +286,7 @@ mod tests {
             protocol: Default::default(),
             routes: vec![RegRoute {
                 method: method.map(String::from),
-                path: path.into(),
+                path: Pattern::parse(path).unwrap(),
                 permission: perm.map(String::from),
                 hosts: vec![],
             }],
@@ -332,7 +328,7 @@ mod tests {
     #[test]
     fn conflicts() {
         let statics = vec![Route {
-            path: "/api/comments/*".into(),
+            path: Pattern::parse("/api/comments/*").unwrap(),
             methods: vec!["GET".into()],
             backend: "c".into(),
             permission: None,
@@ -367,7 +363,7 @@ mod tests {
 
     fn route(path: &str, methods: &[&str], perm: Option<&str>) -> Route {
         Route {
-            path: path.into(),
+            path: Pattern::parse(path).unwrap(),
             methods: methods.iter().map(|m| m.to_string()).collect(),
             backend: "b".into(),
             permission: perm.map(String::from),

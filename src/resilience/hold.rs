@@ -13,6 +13,39 @@ use std::task::Poll;
 use std::time::Duration;
 use tokio::time::Instant;
 
+/// How long and how many requests may wait for a pool to get a usable address.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Hold {
+    /// 0 = no holding: 503 at once.
+    pub timeout: Duration,
+    pub max: u32,
+}
+
+impl Default for Hold {
+    fn default() -> Self {
+        Hold {
+            timeout: Duration::ZERO,
+            max: 100,
+        }
+    }
+}
+
+/// A pool's own `hold_timeout` / `hold_max`; what it leaves out comes from `[server]`.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
+pub struct HoldOverride {
+    pub timeout: Option<Duration>,
+    pub max: Option<u32>,
+}
+
+impl HoldOverride {
+    pub fn over(self, server: Hold) -> Hold {
+        Hold {
+            timeout: self.timeout.unwrap_or(server.timeout),
+            max: self.max.unwrap_or(server.max),
+        }
+    }
+}
+
 /// Per-pool waiting room and its counters.
 #[derive(Debug, Default)]
 pub struct HoldQueue {

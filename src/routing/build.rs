@@ -2,7 +2,6 @@
 //! set in, a complete immutable table out. Reload, registration and store events all use it.
 use super::fxhash::FxHashMap;
 use super::host::HostSpec;
-use super::pattern::Pattern;
 use super::select::Pool;
 use super::table::{rank, Rule, RuleKind, RuleSet, ServiceEntry, ShardRule, Table};
 use crate::config::Config;
@@ -113,20 +112,26 @@ pub fn build(cfg: &Config, services: &[Registration], set: &UpstreamSet) -> Tabl
     let mut groups = Groups::default();
     let mut routes = Vec::new();
     for (i, r) in cfg.routes.iter().enumerate() {
-        let (Ok(pattern), Some(pool)) = (Pattern::parse(&r.path), pools.get(r.backend.as_str()))
-        else {
-            // validate() has refused such a config; a table is never built from it.
-            continue;
-        };
+        let pattern = r.path.clone();
+        let pool = pools.entry(r.backend.as_str()).or_insert_with(|| {
+            // validate() refuses an unknown backend; a Config built otherwise still keeps the
+            // route, as a pool without addresses (503), rather than letting it fall through.
+            log::error!(
+                "routes[{i}]: unknown backend {:?}; answering 503",
+                r.backend
+            );
+            Arc::new(Pool::new(r.backend.clone(), vec![]))
+        });
+        let path = pattern.to_string();
         let id = routes.len() as u32;
         groups.each(&r.hosts, |g| g.route_trie.insert(&pattern, id));
         routes.push(Rule {
             kind: RuleKind::Route,
-            label: r.path.clone(),
+            label: path.clone(),
             origin: format!("routes[{i}]"),
             hosts: r.hosts.clone(),
             edits: r.rewrites.edits(),
-            stats: ids.stats(&["route", &r.path, &methods_of(&r.methods)], &r.hosts, pool),
+            stats: ids.stats(&["route", &path, &methods_of(&r.methods)], &r.hosts, pool),
             pool: pool.clone(),
             permission: r.permission.clone(),
             methods: r.methods.iter().map(|m| m.as_bytes().into()).collect(),
@@ -139,7 +144,15 @@ pub fn build(cfg: &Config, services: &[Registration], set: &UpstreamSet) -> Tabl
     // Registered services join step 1 with the same pattern rules; ties go to static routes.
     let mut registered = Vec::new();
     for (si, reg) in services.iter().enumerate() {
-        let Some(addr) = reg.address() else { continue };
+        let Some(addr) = reg.address() else {
+            // parse_registration refuses such a url, here and when a store is read.
+            log::error!(
+                "service {}: url {:?} is not http(s)://host:port; left out",
+                reg.service,
+                reg.url
+            );
+            continue;
+        };
         let tls = reg.backend_tls().map(Arc::new);
         let u = get(
             &addr,
@@ -157,14 +170,13 @@ pub fn build(cfg: &Config, services: &[Registration], set: &UpstreamSet) -> Tabl
             upstream: u,
         });
         for (ri, r) in reg.routes.iter().enumerate() {
-            let Ok(pattern) = Pattern::parse(&r.path) else {
-                continue;
-            };
+            let pattern = r.path.clone();
+            let path = pattern.to_string();
             let id = routes.len() as u32;
             groups.each(&r.hosts, |g| g.route_trie.insert(&pattern, id));
             routes.push(Rule {
                 kind: RuleKind::Route,
-                label: r.path.clone(),
+                label: path.clone(),
                 origin: format!("service {}", reg.service),
                 hosts: r.hosts.clone(),
                 edits: Default::default(),
@@ -180,7 +192,7 @@ pub fn build(cfg: &Config, services: &[Registration], set: &UpstreamSet) -> Tabl
                 pattern: Some(pattern),
                 shard: None,
                 stats: ids.stats(
-                    &["service", &reg.service, &r.path, &methods_of(&r.method)],
+                    &["service", &reg.service, &path, &methods_of(&r.method)],
                     &r.hosts,
                     &pool,
                 ),
@@ -190,9 +202,8 @@ pub fn build(cfg: &Config, services: &[Registration], set: &UpstreamSet) -> Tabl
 
     let mut shards = Vec::new();
     for (i, sh) in cfg.shards.iter().enumerate() {
-        let Ok(pattern) = Pattern::parse(&sh.path) else {
-            continue;
-        };
+        let pattern = sh.path.clone();
+        let path = pattern.to_string();
         let pods = sh
             .addresses
             .iter()
@@ -206,11 +217,11 @@ pub fn build(cfg: &Config, services: &[Registration], set: &UpstreamSet) -> Tabl
         );
         shards.push(Rule {
             kind: RuleKind::Shard,
-            label: sh.path.clone(),
+            label: path.clone(),
             origin: format!("shards[{i}] {}", sh.name),
             hosts: sh.hosts.clone(),
             edits: sh.rewrites.edits(),
-            stats: ids.stats(&["shard", &sh.name, &sh.path], &sh.hosts, &pool),
+            stats: ids.stats(&["shard", &sh.name, &path], &sh.hosts, &pool),
             pool,
             permission: None,
             methods: vec![],
@@ -603,5 +614,22 @@ address = "127.0.0.1:8008"
             0,
             "removed rules' cells are dropped"
         );
+    }
+
+    /// A Config that names a backend it lacks (validate() refuses the file; a hand-built
+    /// model can still) keeps the route, without addresses: 503, never a fall-through to a
+    /// less specific rule.
+    #[test]
+    fn a_route_to_an_unknown_backend_is_kept_not_skipped() {
+        let src = "[[targets]]\naddress = \"127.0.0.1:7001\"\n[[backends]]\nname = \"b\"\naddresses = [\"127.0.0.1:7000\"]\n[[routes]]\npath = \"/x/*\"\nbackend = \"b\"\n";
+        let mut cfg = parse(src, "t", Box::new(|_| None)).unwrap();
+        cfg.routes[0].backend = "gone".into();
+        let t = build(&cfg, &[], &UpstreamSet::default());
+        let r = t
+            .rules()
+            .find(|r| r.label == "/x/*")
+            .expect("the route is in the table");
+        assert_eq!(r.pool.name, "gone");
+        assert!(r.pool.upstreams.is_empty());
     }
 }

@@ -1,12 +1,12 @@
 //! The routing table and everything it is made of: patterns, prefixes, pools and candidate
 //! selection. Pure data and lookups; the only I/O types here are the upstreams it points to.
 pub mod build;
-pub mod explain;
-pub mod fxhash;
+pub(crate) mod explain;
+pub(crate) mod fxhash;
 pub mod host;
 pub mod pattern;
-pub mod prefix;
-pub mod select;
+pub(crate) mod prefix;
+pub(crate) mod select;
 pub mod shard;
 pub mod table;
 

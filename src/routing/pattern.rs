@@ -105,6 +105,21 @@ impl Pattern {
     }
 }
 
+/// Stored registrations keep a pattern as the string it displays as, and read it back through
+/// `parse`, so that a tampered or stale file cannot smuggle in a pattern `parse` would refuse.
+impl serde::Serialize for Pattern {
+    fn serialize<S: serde::Serializer>(&self, s: S) -> Result<S::Ok, S::Error> {
+        s.collect_str(self)
+    }
+}
+
+impl<'de> serde::Deserialize<'de> for Pattern {
+    fn deserialize<D: serde::Deserializer<'de>>(d: D) -> Result<Self, D::Error> {
+        let s = String::deserialize(d)?;
+        Pattern::parse(&s).map_err(serde::de::Error::custom)
+    }
+}
+
 impl std::fmt::Display for Pattern {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
         for s in &self.segs {

@@ -78,9 +78,7 @@ impl std::fmt::Display for KeySource {
 }
 
 fn valid_token(s: &str) -> bool {
-    !s.is_empty()
-        && s.bytes()
-            .all(|b| b.is_ascii_alphanumeric() || b"!#$%&'*+-.^_`|~".contains(&b))
+    crate::http::token::is_token(s.as_bytes())
 }
 
 /// Longest key accepted; a longer one is malformed.

@@ -8,7 +8,7 @@ pub mod client;
 pub mod store;
 
 use crate::config::tls::{MinVersion, Tls};
-use crate::state::Shared;
+use crate::state::DataPlane;
 use arc_swap::{ArcSwap, ArcSwapOption};
 use rustls::ServerConfig;
 use std::net::SocketAddr;
@@ -204,7 +204,7 @@ pub fn request_host(target: &[u8], host_header: Option<&[u8]>) -> Option<String>
 /// Serves one connection on the HTTPS listener: the handshake within
 /// `request_header_timeout` (a client that opens TLS and sends nothing is cut off), then the
 /// usual request loop over the TLS stream.
-pub async fn serve(shared: Arc<Shared>, tcp: tokio::net::TcpStream, peer: SocketAddr) {
+pub async fn serve(shared: Arc<DataPlane>, tcp: tokio::net::TcpStream, peer: SocketAddr) {
     let Some(config) = shared.tls.server_config.load_full() else {
         return;
     };

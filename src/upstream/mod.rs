@@ -1,8 +1,8 @@
 //! One backend address as the data plane sees it: its health cell, its idle connection pool,
 //! its resolved addresses and its counters. Shared by every pool and table that names it.
-pub mod dns;
-pub mod h2pool;
-pub mod pool;
+pub(crate) mod dns;
+pub(crate) mod h2pool;
+pub(crate) mod pool;
 pub mod protocol;
 pub mod set;
 
@@ -77,19 +77,6 @@ impl Upstream {
             u.health = HealthCell::new(Status::Unknown);
         }
         u
-    }
-
-    /// How this upstream is actively checked; None: not at all (always UP).
-    pub fn probe(&self) -> Option<crate::health::probe::Probe<'_>> {
-        use crate::health::probe::Probe;
-        match &self.health_endpoint {
-            Some(ep) if self.protocol.is_h2() && ep == crate::health::grpc::ENDPOINT => {
-                Some(Probe::Grpc)
-            }
-            Some(ep) => Some(Probe::Http(ep)),
-            None if self.tcp_check => Some(Probe::Tcp),
-            None => None,
-        }
     }
 
     #[inline]

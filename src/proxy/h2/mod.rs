@@ -10,7 +10,7 @@ pub(crate) mod guard;
 pub(crate) mod stream;
 pub(crate) mod translate;
 
-use crate::state::Shared;
+use crate::state::DataPlane;
 use guard::{Flood, Guarded, Limits};
 use std::net::SocketAddr;
 use std::sync::atomic::{AtomicU64, Ordering::Relaxed};
@@ -62,7 +62,7 @@ impl H2Stats {
 
 /// What every stream of a connection shares.
 pub(crate) struct Conn {
-    pub dp: Arc<Shared>,
+    pub dp: Arc<DataPlane>,
     pub peer_ip: String,
     pub peer: std::net::IpAddr,
     /// `http` or `https`, for `X-Forwarded-Proto`.
@@ -85,7 +85,7 @@ pub fn is_preface(bytes: &[u8]) -> Option<bool> {
 }
 
 /// Serves one HTTP/2 connection until it closes; `tls` is the TLS version it came over.
-pub async fn serve<S>(dp: Arc<Shared>, io: S, peer: SocketAddr, tls: Option<&'static str>)
+pub async fn serve<S>(dp: Arc<DataPlane>, io: S, peer: SocketAddr, tls: Option<&'static str>)
 where
     S: AsyncRead + AsyncWrite + Unpin + Send + 'static,
 {

@@ -580,10 +580,12 @@ pub(crate) async fn serve(
     // gateway adds to it (X-Forwarded-*, X-Request-Id, Via) in one allocation.
     let out = Vec::with_capacity(req.bytes.len() + FORWARD_ADDS);
     let (mut out, mut up, mut resp) = (out, BytesMut::new(), ResponseHead::default());
+    let mut timer = super::super::deadline::Timer::default();
     let mut bufs = Bufs {
         out: &mut out,
         up: &mut up,
         resp: &mut resp,
+        timer: &mut timer,
     };
     let result = {
         let run = exchange::run(&mut ex, &mut bufs, &mut down, &mut body);

@@ -162,7 +162,7 @@ mod tests {
             protocol: Default::default(),
             routes: vec![RegRoute {
                 method: Some("GET".into()),
-                path: "/api/comments/*".into(),
+                path: crate::routing::pattern::Pattern::parse("/api/comments/*").unwrap(),
                 permission: None,
                 hosts: vec![],
             }],

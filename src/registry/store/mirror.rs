@@ -53,10 +53,7 @@ impl Mirror {
         self.verified
     }
 
-    pub fn len(&self) -> usize {
-        self.keys.len()
-    }
-
+    #[cfg(test)]
     pub fn is_empty(&self) -> bool {
         self.keys.is_empty()
     }

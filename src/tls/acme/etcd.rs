@@ -229,6 +229,7 @@ impl Inner {
     fn serve(&self, shared: &Shared) {
         let certs = self.certs();
         shared
+            .dp
             .tls
             .set_acme(super::entries(&certs.served, &self.domains));
     }
@@ -278,12 +279,12 @@ impl Inner {
                 match value.map(unseal::<String>) {
                     None => {
                         learned.remove(&t);
-                        shared.tls.remove_challenge(&t);
+                        shared.dp.tls.remove_challenge(&t);
                     }
                     Some(Ok(auth)) if valid_key_authorization(&t, &auth) => {
                         if learned.len() < MAX_CHALLENGES || learned.contains(&t) {
                             learned.insert(t.clone());
-                            shared.tls.add_challenge(t, auth);
+                            shared.dp.tls.add_challenge(t, auth);
                         } else {
                             log::warn!("acme: too many pending challenges in etcd; {t} ignored");
                         }

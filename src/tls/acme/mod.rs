@@ -72,7 +72,7 @@ impl Keep {
     /// Serves what the keeper holds now.
     fn serve(&self, shared: &Shared, domains: &[String]) {
         match self {
-            Keep::File(f) => shared.tls.set_acme(entries(f.certificates(), domains)),
+            Keep::File(f) => shared.dp.tls.set_acme(entries(f.certificates(), domains)),
             Keep::Etcd(e) => e.serve(shared, domains),
         }
     }
@@ -368,7 +368,7 @@ async fn order(
                 .ok_or("the server offers no http-01 challenge")?;
             let token = ch.token.clone();
             let auth = ch.key_authorization().as_str().to_string();
-            shared.tls.add_challenge(token.clone(), auth.clone());
+            shared.dp.tls.add_challenge(token.clone(), auth.clone());
             tokens.push(token.clone());
             if let Some(p) = fleet {
                 p.publish(&token, &auth).await?;
@@ -397,7 +397,7 @@ async fn order(
     }
     .await;
     for t in &tokens {
-        shared.tls.remove_challenge(t);
+        shared.dp.tls.remove_challenge(t);
         if let Some(p) = fleet {
             p.withdraw(t).await;
         }
