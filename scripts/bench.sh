@@ -4,6 +4,10 @@
 # Scenarios: plain HTTP/1.1 (l7-*), L4 (l4-*), HTTPS (tls-keepalive; tls-new: a new TLS 1.3
 # connection with a full handshake per request), HTTP/2 (h2-tls over TLS with ALPN, h2c
 # cleartext with prior knowledge), all to HTTP/1.1 backends, ECDSA P-256 certificate.
+# Large bodies (big-down: a 1 MiB response, big-up: a 1 MiB upload; "big" selects both) over
+# HTTP/1.1 with Content-Length, keep-alive, BENCH_BIG_CONNS (8) connections; HAProxy runs with
+# `option splice-auto`, nginx streams (no temp files). CPU s / 1k req is there CPU s per GiB.
+# l4-big: the 1 MiB response through the L4 listeners (HAProxy `mode tcp` with splice-auto).
 #
 # Usage: scripts/bench.sh            (BENCH_SECONDS=5 BENCH_ROUNDS=3 BENCH_CONNS=50)
 #        BENCH_SCENARIOS="l7-keepalive l4-keepalive" scripts/bench.sh
@@ -24,6 +28,8 @@ SCENARIOS=${BENCH_SCENARIOS:-"l7-keepalive l7-close l4-keepalive l4-close tls-ke
 H2_CONNS=${BENCH_H2_CONNS:-4}
 H2_STREAMS=${BENCH_H2_STREAMS:-25}
 TLS_NEW_PROCS=${BENCH_TLS_NEW_PROCS:-8}
+BIG_CONNS=${BENCH_BIG_CONNS:-8}
+SCENARIOS=$(for s in $SCENARIOS; do [ "$s" = big ] && echo big-down big-up || echo "$s"; done | xargs)
 TARGETS=${BENCH_TARGETS:-"direct switchyard haproxy nginx"}
 if [ -n "${BENCH_BASELINE:-}" ] && [[ " $TARGETS " != *" baseline "* ]]; then
     TARGETS="baseline $TARGETS"
@@ -107,6 +113,15 @@ else
 fi
 
 BODY='hello from the backend, a small body of 64 bytes for the bench.'
+# The big-down body, served by the backends from a file (sendfile), and the big-up request.
+head -c 1048576 /dev/urandom >"$WORK/big.bin"
+# nginx workers run unprivileged: they must reach the file (mktemp -d is 0700).
+chmod 711 "$WORK" && chmod 644 "$WORK/big.bin"
+cat >"$WORK/upload.lua" <<'EOF'
+wrk.method = "POST"
+wrk.body = string.rep("u", 1048576)
+wrk.headers["Content-Type"] = "application/octet-stream"
+EOF
 
 # --- one ECDSA P-256 certificate for every TLS listener (HAProxy wants cert and key in one file).
 mkdir -p "$WORK/tls"
@@ -128,9 +143,21 @@ events { worker_connections 16384; }
 http {
     access_log off;
     keepalive_requests 1000000;
+    sendfile on;
+    client_max_body_size 4m;
+    client_body_buffer_size 2m;
     server {
         listen 127.0.0.1:$port reuseport backlog=4096;
         location / { return 200 '$BODY'; }
+        location = /big { alias $WORK/big.bin; default_type application/octet-stream; }
+        # Reads the whole body into memory, then answers from a subrequest without it (a bare
+        # return would answer first and leave the body to a lingering close).
+        location = /upload {
+            proxy_pass http://127.0.0.1:$port/uploaded;
+            proxy_pass_request_body off;
+            proxy_set_header Content-Length "";
+        }
+        location = /uploaded { return 200 'ok'; }
     }
 }
 EOF
@@ -191,6 +218,7 @@ global
     maxconn 6000
     log stderr format raw local0 err
 defaults
+    option splice-auto
     timeout connect 2s
     timeout client 60s
     timeout server 60s
@@ -244,6 +272,10 @@ worker_rlimit_nofile 16384;
 http {
     access_log off;
     keepalive_requests 1000000;
+    # Large bodies are streamed both ways, as switchyard and HAProxy do, not spooled to disk.
+    client_max_body_size 4m;
+    proxy_request_buffering off;
+    proxy_max_temp_file_size 0;
     upstream be {
         server 127.0.0.1:$BACK1;
         server 127.0.0.1:$BACK2;
@@ -385,10 +417,14 @@ load() { # scenario port seconds
             [ -n "$RPS" ] || ERRS="h2load: $(head -c 300 <<<"$out")"
             ;;
         *)
-            local url="http://127.0.0.1:$2/bench"
+            local url="http://127.0.0.1:$2/bench" conns=$CONNS
             case "$1" in *-close) hdr=(-H 'Connection: close') ;; esac
             case "$1" in tls-*) url="https://127.0.0.1:$2/bench" ;; esac
-            out=$($LOAD_CPU wrk -t 1 -c "$CONNS" -d "${3}s" --latency "${hdr[@]}" "$url" 2>&1) || true
+            case "$1" in
+                big-down | l4-big) url="http://127.0.0.1:$2/big" conns=$BIG_CONNS ;;
+                big-up) url="http://127.0.0.1:$2/upload" conns=$BIG_CONNS hdr=(-s "$WORK/upload.lua") ;;
+            esac
+            out=$($LOAD_CPU wrk -t 1 -c "$conns" -d "${3}s" --latency "${hdr[@]}" "$url" 2>&1) || true
             RPS=$(awk '/^Requests\/sec:/ {print $2}' <<<"$out")
             REQS=$(awk '/requests in/ {print $1}' <<<"$out")
             P50=$(to_ms "$(awk '$1 == "50%" {print $2}' <<<"$out")")

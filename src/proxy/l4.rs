@@ -1,6 +1,9 @@
 //! `[[tcp]]` L4 listeners: accept, pick a healthy target (round robin or by client IP), send
 //! an optional PROXY header, then splice bytes both ways, half-closes kept, until both ends close.
+//! Each direction copies through a pooled buffer and moves to splice(2) (`splice.rs`) once a
+//! read fills that buffer, so short connections never pay for a pipe.
 use super::listener;
+use super::splice::{AsTcp, Pumped};
 use super::upstream::{checkout, ConnectError};
 use crate::config::address::Address;
 use crate::config::tcp::{Balance, ProxyVersion, Tcp};
@@ -12,7 +15,7 @@ use arc_swap::ArcSwap;
 use std::collections::HashMap;
 use std::net::{IpAddr, SocketAddr};
 use std::pin::pin;
-use std::sync::atomic::{AtomicU64, Ordering::Relaxed};
+use std::sync::atomic::{AtomicU64, AtomicU8, Ordering::Relaxed};
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
 use tokio::io::{AsyncRead, AsyncReadExt, AsyncWrite, AsyncWriteExt};
@@ -262,11 +265,12 @@ async fn serve(shared: Arc<DataPlane>, r: Arc<Route>, client: TcpStream, peer: S
     if shared.table.load().server.access_log {
         log::info!(
             target: "access",
-            "{peer} tcp {} -> {} sent={} received={} {:.1}ms {}",
+            "{peer} tcp {} -> {} sent={} received={} spliced={} {:.1}ms {}",
             r.listen,
             co.upstream.label,
             flow.up,
             flow.down,
+            flow.spliced,
             started.elapsed().as_secs_f64() * 1000.0,
             flow.end.as_str(),
         );
@@ -299,6 +303,8 @@ impl End {
 pub struct Flow {
     pub up: u64,
     pub down: u64,
+    /// Of `up + down`, the bytes moved by splice(2) rather than copied.
+    pub spliced: u64,
     pub end: End,
 }
 
@@ -306,8 +312,17 @@ struct Meter {
     start: Instant,
     /// Milliseconds after `start` of the last byte moved, either way.
     last_ms: AtomicU64,
-    up: AtomicU64,
-    down: AtomicU64,
+    /// Directions that have seen their EOF.
+    ended: AtomicU8,
+    up: Counts,
+    down: Counts,
+}
+
+/// Bytes one direction moved, and how many of them went through splice(2).
+#[derive(Default)]
+struct Counts {
+    moved: AtomicU64,
+    spliced: AtomicU64,
 }
 
 impl Meter {
@@ -340,16 +355,17 @@ where
 
 async fn splice_halves<AR, AW, BR, BW>(ar: AR, aw: AW, br: BR, bw: BW, idle: Duration) -> Flow
 where
-    AR: AsyncRead + Unpin,
-    AW: AsyncWrite + Unpin,
-    BR: AsyncRead + Unpin,
-    BW: AsyncWrite + Unpin,
+    AR: AsyncRead + Unpin + AsTcp,
+    AW: AsyncWrite + Unpin + AsTcp,
+    BR: AsyncRead + Unpin + AsTcp,
+    BW: AsyncWrite + Unpin + AsTcp,
 {
     let meter = Meter {
         start: Instant::now(),
         last_ms: AtomicU64::new(0),
-        up: AtomicU64::new(0),
-        down: AtomicU64::new(0),
+        ended: AtomicU8::new(0),
+        up: Counts::default(),
+        down: Counts::default(),
     };
     let mut up = pin!(one_way(ar, bw, &meter, &meter.up));
     let mut down = pin!(one_way(br, aw, &meter, &meter.down));
@@ -372,38 +388,75 @@ where
         }
     };
     Flow {
-        up: meter.up.load(Relaxed),
-        down: meter.down.load(Relaxed),
+        up: meter.up.moved.load(Relaxed),
+        down: meter.down.moved.load(Relaxed),
+        spliced: meter.up.spliced.load(Relaxed) + meter.down.spliced.load(Relaxed),
         end,
     }
 }
 
-async fn one_way<R: AsyncRead + Unpin, W: AsyncWrite + Unpin>(
-    mut r: R,
-    mut w: W,
-    meter: &Meter,
-    count: &AtomicU64,
-) -> std::io::Result<()> {
+async fn one_way<R, W>(mut r: R, mut w: W, meter: &Meter, count: &Counts) -> std::io::Result<()>
+where
+    R: AsyncRead + Unpin + AsTcp,
+    W: AsyncWrite + Unpin + AsTcp,
+{
     // From the per-thread pool: a fresh zeroed 16 KiB per direction cost more than the bytes
     // a short connection moves.
     let mut buf = super::bufpool::take();
+    let mut may_splice = true;
     let result = async {
         loop {
             buf.clear();
             let n = r.read_buf(&mut buf).await?;
             if n == 0 {
-                return w.shutdown().await;
+                return pass_eof(w, meter).await;
             }
             meter.touch();
             w.write_all(&buf[..n]).await?;
-            count.fetch_add(n as u64, Relaxed);
+            count.moved.fetch_add(n as u64, Relaxed);
             meter.touch();
+            // A read that filled the whole buffer: a bulk transfer, which splice(2) moves
+            // without the two copies through user space. Short exchanges never get here.
+            if may_splice && n == buf.capacity() {
+                if let (Some(from), Some(to)) = (r.tcp(), w.tcp()) {
+                    may_splice = false;
+                    if let Ok(pipe) = super::splice::Pipe::new() {
+                        // The pipe holds the bytes from here on: the buffer goes back now.
+                        buf.clear();
+                        super::bufpool::release(&mut buf);
+                        let pumped = super::splice::pump(from, to, &pipe, |k| {
+                            count.moved.fetch_add(k as u64, Relaxed);
+                            count.spliced.fetch_add(k as u64, Relaxed);
+                            meter.touch();
+                        })
+                        .await?;
+                        if pumped == Pumped::Eof {
+                            return pass_eof(w, meter).await;
+                        }
+                        buf = super::bufpool::take();
+                    }
+                }
+            }
         }
     }
     .await;
     buf.clear();
     super::bufpool::release(&mut buf);
     result
+}
+
+/// Passes an EOF on as a FIN. When the other direction has ended already, both sockets are
+/// about to be closed, and the close sends that FIN (nothing is left unread on either, so no
+/// reset): a plain socket is not shut down first, one syscall per connection fewer.
+async fn pass_eof<W: AsyncWrite + Unpin + AsTcp>(w: W, meter: &Meter) -> std::io::Result<()> {
+    if meter.ended.fetch_add(1, Relaxed) == 0 {
+        let mut w = w;
+        return w.shutdown().await;
+    }
+    match w.drop_quietly() {
+        Ok(()) => Ok(()),
+        Err(mut w) => w.shutdown().await,
+    }
 }
 
 async fn idle_watch(meter: &Meter, idle: Duration) {
@@ -486,5 +539,136 @@ mod tests {
             (5, 5, End::Closed)
         );
         assert_eq!(flows[1].end, End::Idle);
+    }
+
+    /// A backend that reads the whole request up to the client's FIN, then answers with
+    /// `answer` bytes derived from what it got and closes: it only answers if the half-close
+    /// was passed on.
+    async fn sink_then_answer(answer: usize) -> SocketAddr {
+        let l = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+        let addr = l.local_addr().unwrap();
+        tokio::spawn(async move {
+            while let Ok((mut s, _)) = l.accept().await {
+                tokio::spawn(async move {
+                    let mut got = Vec::new();
+                    s.read_to_end(&mut got).await.unwrap();
+                    let seed = got.iter().fold(0u8, |a, b| a.wrapping_add(*b));
+                    let out: Vec<u8> = (0..answer).map(|i| seed.wrapping_add(i as u8)).collect();
+                    s.write_all(&out).await.unwrap();
+                    s.shutdown().await.unwrap();
+                });
+            }
+        });
+        addr
+    }
+
+    /// One client connection through [`splice`]: sends `up` bytes, half-closes, reads the
+    /// answer to EOF. Returns what it read and the proxy's flow.
+    async fn through(up: usize, down: usize) -> (Vec<u8>, u8, Flow) {
+        let back = sink_then_answer(down).await;
+        let front = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+        let front_addr = front.local_addr().unwrap();
+        let proxy = tokio::spawn(async move {
+            let (c, _) = front.accept().await.unwrap();
+            let b = TcpStream::connect(back).await.unwrap();
+            splice(c, b, Duration::from_secs(10)).await
+        });
+        let data: Vec<u8> = (0..up).map(|i| (i * 31 % 253) as u8).collect();
+        let seed = data.iter().fold(0u8, |a, b| a.wrapping_add(*b));
+        let mut c = TcpStream::connect(front_addr).await.unwrap();
+        let (mut cr, mut cw) = c.split();
+        let send = async {
+            cw.write_all(&data).await.unwrap();
+            cw.shutdown().await.unwrap();
+        };
+        let mut got = Vec::new();
+        let recv = cr.read_to_end(&mut got);
+        let (_, n) = tokio::join!(send, recv);
+        n.unwrap();
+        (got, seed, proxy.await.unwrap())
+    }
+
+    #[tokio::test]
+    async fn bulk_transfers_are_spliced_with_half_close_and_exact_counts() {
+        let (up, down) = (3 * 1024 * 1024 + 5, 2 * 1024 * 1024 + 7);
+        let (got, seed, flow) = through(up, down).await;
+        assert_eq!(got.len(), down);
+        assert!(got
+            .iter()
+            .enumerate()
+            .all(|(i, b)| *b == seed.wrapping_add(i as u8)));
+        assert_eq!(
+            (flow.up, flow.down, flow.end),
+            (up as u64, down as u64, End::Closed)
+        );
+        // Everything after the first full read of each direction went through the pipe.
+        assert!(
+            flow.spliced > (up + down) as u64 / 2,
+            "spliced {} of {}",
+            flow.spliced,
+            up + down
+        );
+    }
+
+    #[tokio::test]
+    async fn short_exchanges_are_copied_not_spliced() {
+        let (got, _, flow) = through(100, 64).await;
+        assert_eq!(got.len(), 64);
+        assert_eq!((flow.up, flow.down, flow.spliced), (100, 64, 0));
+    }
+
+    #[tokio::test]
+    async fn without_a_pipe_bulk_transfers_fall_back_to_copying() {
+        super::super::splice::FAIL_PIPE.with(|f| f.set(true));
+        let (up, down) = (1024 * 1024 + 3, 1024 * 1024 + 9);
+        let (got, seed, flow) = through(up, down).await;
+        super::super::splice::FAIL_PIPE.with(|f| f.set(false));
+        assert_eq!(got.len(), down);
+        assert!(got
+            .iter()
+            .enumerate()
+            .all(|(i, b)| *b == seed.wrapping_add(i as u8)));
+        assert_eq!(
+            (flow.up, flow.down, flow.spliced, flow.end),
+            (up as u64, down as u64, 0, End::Closed)
+        );
+    }
+
+    #[tokio::test]
+    async fn backend_closing_first_still_gets_the_clients_later_bytes_and_fin() {
+        // The backend speaks and half-closes first; the client answers after reading that EOF
+        // and closes. Its FIN then comes from the close, not from a shutdown (`pass_eof`).
+        let back = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+        let back_addr = back.local_addr().unwrap();
+        let backend = tokio::spawn(async move {
+            let (mut s, _) = back.accept().await.unwrap();
+            s.write_all(b"hi").await.unwrap();
+            s.shutdown().await.unwrap();
+            let mut got = Vec::new();
+            s.read_to_end(&mut got).await.unwrap();
+            got
+        });
+        let front = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+        let front_addr = front.local_addr().unwrap();
+        let proxy = tokio::spawn(async move {
+            let (c, _) = front.accept().await.unwrap();
+            let b = TcpStream::connect(back_addr).await.unwrap();
+            splice(c, b, Duration::from_secs(10)).await
+        });
+        let mut c = TcpStream::connect(front_addr).await.unwrap();
+        let mut got = Vec::new();
+        c.read_to_end(&mut got).await.unwrap();
+        assert_eq!(got, b"hi");
+        c.write_all(b"late words").await.unwrap();
+        c.shutdown().await.unwrap();
+        let flow = tokio::time::timeout(Duration::from_secs(5), proxy)
+            .await
+            .expect("proxy ends")
+            .unwrap();
+        assert_eq!(backend.await.unwrap(), b"late words");
+        assert_eq!((flow.up, flow.down, flow.end), (10, 2, End::Closed));
+        // The client still reads a clean EOF (no reset) after its own FIN.
+        let mut rest = Vec::new();
+        assert_eq!(c.read_to_end(&mut rest).await.unwrap(), 0);
     }
 }

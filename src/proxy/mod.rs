@@ -24,6 +24,7 @@ pub mod request_id;
 pub(crate) mod route;
 pub(crate) mod send;
 pub(crate) mod session;
+pub(crate) mod splice;
 pub(crate) mod stream;
 #[cfg(test)]
 mod tests;
