@@ -151,9 +151,12 @@ where
                         respond.send_reset(h2::Reason::REFUSED_STREAM);
                         continue;
                     };
-                    let c = c.clone();
+                    // Boxed: the stream's future is several KiB (the phases' state), and
+                    // tokio moves a task's whole future on spawn and at every stage change;
+                    // behind a pointer only the pointer moves.
+                    let run = Box::pin(stream::serve(c.clone(), req, respond));
                     tokio::spawn(async move {
-                        stream::serve(c, req, respond).await;
+                        run.await;
                         drop(permit);
                     });
                 }

@@ -32,6 +32,8 @@ use tokio::time::Instant;
 
 /// The most response bytes asked of the flow-control window at once.
 const SEND_CHUNK: usize = 64 * 1024;
+/// Room for the fields the gateway adds to a forwarded head.
+const FORWARD_ADDS: usize = 512;
 
 /// Where the answer of a stream stands. Shared by the exchange (which answers through it) and
 /// the reset watch (which polls it for the client's RST_STREAM); both live in the stream's
@@ -574,7 +576,10 @@ pub(crate) async fn serve(
         started,
     );
     ex.grpc = down.grpc;
-    let (mut out, mut up, mut resp) = (Vec::new(), BytesMut::new(), ResponseHead::default());
+    // The forwarded head is written into `out`: room for the client's head and what the
+    // gateway adds to it (X-Forwarded-*, X-Request-Id, Via) in one allocation.
+    let out = Vec::with_capacity(req.bytes.len() + FORWARD_ADDS);
+    let (mut out, mut up, mut resp) = (out, BytesMut::new(), ResponseHead::default());
     let mut timer = super::super::deadline::Timer::default();
     let mut bufs = Bufs {
         out: &mut out,

@@ -52,11 +52,20 @@ pub(crate) fn request_head(
         .map(|p| p.as_str())
         .filter(|p| !p.is_empty())
         .ok_or(Refusal::Malformed("missing :path"))?;
+    let authority = parts.uri.authority().map(|a| a.as_str().as_bytes());
+    // The whole head in one allocation rather than a doubling per few fields.
+    let fields: usize = parts
+        .headers
+        .iter()
+        .map(|(n, v)| n.as_str().len() + v.len() + 4)
+        .sum();
+    out.reserve(
+        parts.method.as_str().len() + path.len() + authority.map_or(0, <[u8]>::len) + fields + 64,
+    );
     out.extend_from_slice(parts.method.as_str().as_bytes());
     out.push(b' ');
     out.extend_from_slice(path.as_bytes());
     out.extend_from_slice(b" HTTP/1.1\r\n");
-    let authority = parts.uri.authority().map(|a| a.as_str().as_bytes());
     let host = authority.or_else(|| parts.headers.get("host").map(HeaderValue::as_bytes));
     if let Some(h) = host {
         push_field(out, b"host", h)?;
@@ -126,11 +135,32 @@ pub(crate) struct Added<'a> {
 /// (an invalid name from a backend is not worth failing the answer for).
 pub(crate) fn response_headers(buf: &[u8], resp: &ResponseHead, add: &Added<'_>) -> HeaderMap {
     let mut map = HeaderMap::with_capacity(resp.headers.len() + 3);
+    // The Connection values, found once rather than in a scan of every field per field (a
+    // response rarely has more than one; beyond four the scan is kept).
+    let mut lists: [&[u8]; 4] = [&[]; 4];
+    let (mut n_lists, mut many) = (0, false);
+    for h in &resp.headers {
+        if name_is(&buf[h.name.clone()], "connection") {
+            if n_lists < lists.len() {
+                lists[n_lists] = &buf[h.value.clone()];
+                n_lists += 1;
+            } else {
+                many = true;
+            }
+        }
+    }
     let listed = |name: &[u8]| {
-        resp.headers
+        if many {
+            return resp
+                .headers
+                .iter()
+                .filter(|h| name_is(&buf[h.name.clone()], "connection"))
+                .flat_map(|h| list_items(&buf[h.value.clone()]))
+                .any(|t| t.eq_ignore_ascii_case(name));
+        }
+        lists[..n_lists]
             .iter()
-            .filter(|h| name_is(&buf[h.name.clone()], "connection"))
-            .flat_map(|h| list_items(&buf[h.value.clone()]))
+            .flat_map(|v| list_items(v))
             .any(|t| t.eq_ignore_ascii_case(name))
     };
     for h in &resp.headers {
@@ -167,11 +197,32 @@ pub(crate) fn response_headers(buf: &[u8], resp: &ResponseHead, add: &Added<'_>)
     if let Ok(v) = HeaderValue::from_str(add.gateway) {
         map.insert(HeaderName::from_static("x-gateway"), v);
     }
-    let timing = format!("upstream;dur={:.3}", add.upstream_ms.max(0.0));
-    if let Ok(v) = HeaderValue::from_str(&timing) {
+    if let Ok(mut v) =
+        HeaderValue::from_maybe_shared(bytes::Bytes::from(server_timing(add.upstream_ms)))
+    {
+        // A new value on nearly every answer: entered in the HPACK table, it would only push
+        // out the fields that repeat (and make every later lookup of the name walk them all).
+        v.set_sensitive(true);
         map.insert(HeaderName::from_static("server-timing"), v);
     }
     map
+}
+
+/// `upstream;dur=` and the milliseconds to three places, from whole microseconds as on
+/// HTTP/1 (`rewrite::response_head`): float formatting costs more than the rest of the field.
+fn server_timing(ms: f64) -> Vec<u8> {
+    let us = (ms * 1000.0).round().max(0.0) as u64;
+    let mut out = Vec::with_capacity(32);
+    out.extend_from_slice(b"upstream;dur=");
+    crate::http::push_u64(&mut out, us / 1000);
+    let frac = us % 1000;
+    out.extend_from_slice(&[
+        b'.',
+        b'0' + (frac / 100) as u8,
+        b'0' + (frac / 10 % 10) as u8,
+        b'0' + (frac % 10) as u8,
+    ]);
+    out
 }
 
 /// Whether a request is gRPC: `content-type: application/grpc` or `application/grpc+…`.
@@ -292,11 +343,28 @@ mod tests {
         for gone in ["connection", "x-hop", "keep-alive", "transfer-encoding"] {
             assert!(m.get(gone).is_none(), "{gone}");
         }
+        // Five Connection fields: the last one's token still drops its field.
+        let raw = b"HTTP/1.1 200 OK\r\nConnection: a\r\nConnection: b\r\nConnection: c\r\nConnection: d\r\nConnection: x-late\r\nX-Late: 1\r\nA: 1\r\nX-Kept: yes\r\n\r\n";
+        let mut r = ResponseHead::default();
+        crate::http::response::parse(raw, raw.len(), &mut r).unwrap();
+        let m5 = response_headers(raw, &r, &add);
+        assert!(m5.get("x-late").is_none() && m5.get("a").is_none());
+        assert_eq!(m5.get("x-kept").unwrap(), "yes");
         // The length is the one the relay decided, not the backend's.
         assert_eq!(m.get_all("content-length").iter().count(), 1);
         assert_eq!(m.get("content-length").unwrap(), "3");
         assert_eq!(m.get("x-gateway").unwrap(), "sy");
         assert_eq!(m.get("server-timing").unwrap(), "upstream;dur=1.500");
+        assert!(m.get("server-timing").unwrap().is_sensitive());
+        for (ms, want) in [
+            (0.0, "0.000"),
+            (-1.0, "0.000"),
+            (12.3456, "12.346"),
+            (0.05, "0.050"),
+        ] {
+            let v = server_timing(ms);
+            assert_eq!(v, format!("upstream;dur={want}").into_bytes(), "{ms}");
+        }
     }
 
     #[test]
