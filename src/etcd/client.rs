@@ -236,14 +236,13 @@ impl Client {
         r
     }
 
-    /// Every key starting with `prefix`, in key order, and the revision they were read at.
-    pub async fn range_prefix(&self, prefix: &[u8]) -> Result<rpc::RangeResponse, Error> {
-        let req = rpc::RangeRequest {
-            key: prefix.to_vec(),
-            range_end: prefix_end(prefix),
-            ..Default::default()
-        };
-        self.unary("range", self.op_timeout, |ch| async move {
+    /// One Range call; `call` names it in errors.
+    async fn range(
+        &self,
+        call: &'static str,
+        req: rpc::RangeRequest,
+    ) -> Result<rpc::RangeResponse, Error> {
+        self.unary(call, self.op_timeout, |ch| async move {
             KvClient::new(ch)
                 .max_decoding_message_size(MAX_MESSAGE)
                 .range(req)
@@ -252,20 +251,23 @@ impl Client {
         .await
     }
 
+    /// Every key starting with `prefix`, in key order, and the revision they were read at.
+    pub async fn range_prefix(&self, prefix: &[u8]) -> Result<rpc::RangeResponse, Error> {
+        let req = rpc::RangeRequest {
+            key: prefix.to_vec(),
+            range_end: prefix_end(prefix),
+            ..Default::default()
+        };
+        self.range("range", req).await
+    }
+
     /// The value of `key` alone (no prefix match), None when it does not exist.
     pub async fn get(&self, key: &[u8]) -> Result<Option<Vec<u8>>, Error> {
         let req = rpc::RangeRequest {
             key: key.to_vec(),
             ..Default::default()
         };
-        let r = self
-            .unary("get", self.op_timeout, |ch| async move {
-                KvClient::new(ch)
-                    .max_decoding_message_size(MAX_MESSAGE)
-                    .range(req)
-                    .await
-            })
-            .await?;
+        let r = self.range("get", req).await?;
         Ok(r.kvs
             .into_iter()
             .find(|kv| kv.key == key)
@@ -281,13 +283,7 @@ impl Client {
             count_only: true,
             ..Default::default()
         };
-        self.unary("range", self.op_timeout, |ch| async move {
-            KvClient::new(ch)
-                .max_decoding_message_size(MAX_MESSAGE)
-                .range(req)
-                .await
-        })
-        .await
+        self.range("range", req).await
     }
 
     /// The number of keys under `prefix` (`count`) and, without values, those modified at or
@@ -305,13 +301,7 @@ impl Client {
             min_mod_revision,
             ..Default::default()
         };
-        self.unary("range", self.op_timeout, |ch| async move {
-            KvClient::new(ch)
-                .max_decoding_message_size(MAX_MESSAGE)
-                .range(req)
-                .await
-        })
-        .await
+        self.range("range", req).await
     }
 
     /// Stores `value` under `key`, attached to `lease` (0: none).
