@@ -189,22 +189,14 @@ struct Converted {
 
 /// Fields of one connection (RFC 9113 §8.2.2), never sent in HTTP/2; `te` only as `trailers`.
 /// `Upgrade` goes too: an offer an HTTP/2 backend cannot take is declined, as a server that
-/// ignores it would (the request is served as it is; no 101 can come back).
+/// ignores it would (the request is served as it is; no 101 can come back). Besides the
+/// fields HTTP/2 clients never get (`h2::translate`'s list): `host` (it becomes `:authority`), `expect`
+/// (switchyard answers the 100 itself) and `http2-settings` (an h2c upgrade's).
 fn connection_specific(name: &[u8]) -> bool {
-    [
-        "connection",
-        "keep-alive",
-        "proxy-connection",
-        "transfer-encoding",
-        "upgrade",
-        "te",
-        "host",
-        "expect",
-        "trailer",
-        "http2-settings",
-    ]
-    .iter()
-    .any(|h| name_is(name, h))
+    super::h2::translate::connection_specific(name)
+        || ["host", "expect", "http2-settings"]
+            .iter()
+            .any(|h| name_is(name, h))
 }
 
 /// The forwarded HTTP/1.1 head as an HTTP/2 request. Pure.

@@ -19,7 +19,7 @@ const CONNECTION_SPECIFIC: [&str; 7] = [
     "trailer",
 ];
 
-fn connection_specific(name: &[u8]) -> bool {
+pub(crate) fn connection_specific(name: &[u8]) -> bool {
     CONNECTION_SPECIFIC.iter().any(|h| name_is(name, h))
 }
 
