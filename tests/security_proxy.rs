@@ -325,6 +325,26 @@ fn a_backend_that_is_switchyard_itself_never_loops() {
 }
 
 #[test]
+fn an_http2_backend_that_is_switchyard_itself_never_loops() {
+    // The plain listener speaks h2c by default, so an `h2c` backend on it would be a loop of
+    // HTTP/2 streams: the HTTP/2 pool opens its connections through the same refusal.
+    let port = dead_port();
+    let sy = Switchyard::start(&format!(
+        "[server]\nlisten = \"127.0.0.1:{port}\"\n\n[admin]\nlisten = \"127.0.0.1:0\"\n\n[[backends]]\nname = \"self\"\naddresses = [\"127.0.0.1:{port}\"]\nprotocol = \"h2c\"\n\n[[routes]]\npath = \"/h2/*\"\nbackend = \"self\"\n"
+    ));
+    let before = fds(sy.pid());
+    for _ in 0..3 {
+        let r = get(&sy, "/h2/x", "");
+        assert_eq!(r.status, 503, "{}", r.text());
+        assert!(r.text().contains("own listeners"), "{}", r.text());
+        assert!(!r.text().contains(&port.to_string()), "{}", r.text());
+    }
+    std::thread::sleep(Duration::from_millis(100));
+    let after = fds(sy.pid());
+    assert!(after <= before + 2, "fds {before} -> {after}");
+}
+
+#[test]
 fn a_request_that_comes_back_to_the_fleet_is_508() {
     // Two processes of one fleet (same via_name), each forwarding /loop/* to the other: the
     // second hop sees the marker and answers 508, which comes back to the client.
