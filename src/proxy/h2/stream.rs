@@ -24,7 +24,7 @@ use http::header::{HeaderName, HeaderValue, CONTENT_LENGTH, CONTENT_TYPE};
 use std::io;
 use std::pin::Pin;
 use std::sync::atomic::Ordering::Relaxed;
-use std::sync::{Arc, Mutex};
+use std::sync::Mutex;
 use std::task::{Context, Poll};
 use std::time::Duration;
 use tokio::io::{AsyncRead, AsyncWrite};
@@ -511,7 +511,7 @@ fn prepare(
 
 /// Serves one stream to its end.
 pub(crate) async fn serve(
-    conn: Arc<Conn>,
+    conn: &Conn,
     request: http::Request<RecvStream>,
     respond: SendResponse<Bytes>,
 ) {
