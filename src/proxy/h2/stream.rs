@@ -35,6 +35,52 @@ const SEND_CHUNK: usize = 64 * 1024;
 /// Room for the fields the gateway adds to a forwarded head.
 const FORWARD_ADDS: usize = 512;
 
+/// Finished streams' buffers kept per thread for the next streams (of any connection, as
+/// `bufpool` does for read buffers): a client that sends its streams in bursts finds a whole
+/// burst's worth, and an idle connection holds none.
+const SCRATCH_KEPT: usize = 256;
+/// A buffer grown beyond this (a large head) is let go rather than kept.
+const SCRATCH_MAX_BYTES: usize = 16 * 1024;
+
+/// A stream's buffers, handed on to a later stream with their capacity: the head's HTTP/1.1
+/// bytes, its fields, the request id, the forwarded head and the response's fields would
+/// otherwise be allocated (and grown) anew on every stream, where an HTTP/1 connection keeps
+/// them from one request to the next.
+#[derive(Default)]
+struct Scratch {
+    req: Request,
+    resp: ResponseHead,
+    out: Vec<u8>,
+}
+
+thread_local! {
+    static SCRATCH: std::cell::RefCell<Vec<Scratch>> = const { std::cell::RefCell::new(Vec::new()) };
+}
+
+impl Scratch {
+    fn take() -> Scratch {
+        SCRATCH.with(|f| f.borrow_mut().pop()).unwrap_or_default()
+    }
+
+    fn keep(mut self) {
+        let fields = self.req.head.headers.capacity() + self.resp.headers.capacity();
+        let bytes = self.req.bytes.capacity() + self.req.canon.capacity() + self.out.capacity();
+        if bytes + fields * std::mem::size_of::<crate::http::head::HeaderRange>()
+            > SCRATCH_MAX_BYTES
+        {
+            return;
+        }
+        self.req.clear();
+        self.out.clear();
+        SCRATCH.with(|f| {
+            let mut f = f.borrow_mut();
+            if f.len() < SCRATCH_KEPT {
+                f.push(self);
+            }
+        });
+    }
+}
+
 /// Where the answer of a stream stands. Shared by the exchange (which answers through it) and
 /// the reset watch (which polls it for the client's RST_STREAM); both live in the stream's
 /// one task, so the lock is never contended (the `h2` crate takes its own connection-wide
@@ -529,10 +575,12 @@ pub(crate) async fn serve(
         gateway: &s.gateway_header,
         sent: 0,
     };
-    let mut req = Request {
-        h2: true,
-        ..Request::default()
-    };
+    let Scratch {
+        mut req,
+        mut resp,
+        mut out,
+    } = Scratch::take();
+    req.h2 = true;
     let access_log = s.access_log;
     let policy = crate::http::admit::Policy {
         underscore: s.underscore_headers,
@@ -578,8 +626,8 @@ pub(crate) async fn serve(
     ex.grpc = down.grpc;
     // The forwarded head is written into `out`: room for the client's head and what the
     // gateway adds to it (X-Forwarded-*, X-Request-Id, Via) in one allocation.
-    let out = Vec::with_capacity(req.bytes.len() + FORWARD_ADDS);
-    let (mut out, mut up, mut resp) = (out, BytesMut::new(), ResponseHead::default());
+    out.reserve(req.bytes.len() + FORWARD_ADDS);
+    let mut up = BytesMut::new();
     let mut timer = super::super::deadline::Timer::default();
     let mut bufs = Bufs {
         out: &mut out,
@@ -602,6 +650,8 @@ pub(crate) async fn serve(
     if !reset {
         conn.guard.completed.fetch_add(1, Relaxed);
     }
+    drop(ex);
+    Scratch { req, resp, out }.keep();
 }
 
 /// The plain listener's own answers (ACME challenge, redirect to https) on an h2c stream.
