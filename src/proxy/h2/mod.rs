@@ -12,7 +12,9 @@ pub(crate) mod translate;
 
 use crate::state::DataPlane;
 use guard::{Flood, Guarded, Limits};
+use std::future::Future;
 use std::net::SocketAddr;
+use std::pin::Pin;
 use std::sync::atomic::{AtomicU64, Ordering::Relaxed};
 use std::sync::Arc;
 use tokio::io::{AsyncRead, AsyncWrite};
@@ -32,6 +34,8 @@ const SEND_BUFFER: usize = 256 * 1024;
 /// Streams reset by the client before we accepted them (the `h2` crate's own rapid-reset
 /// brake; it answers GOAWAY ENHANCE_YOUR_CALM beyond this).
 const PENDING_ACCEPT_RESETS: usize = 50;
+/// Finished streams' boxes a connection keeps for its next streams (`run_boxed`).
+const FREE_BOXES: usize = 8;
 /// Streams we reset for protocol errors before the connection is given up.
 const LOCAL_ERROR_RESETS: usize = 256;
 
@@ -135,6 +139,8 @@ where
     // its stream after h2 closed it.
     let max = 2 * s.h2_max_concurrent_streams as usize;
     let mut streams = FuturesUnordered::new();
+    // The boxes of finished streams, reused for new ones (see `run_boxed`).
+    let mut free = Vec::new();
     let idle_timeout = s.idle_timeout;
     let drain_timeout = s.drain_timeout;
     drop(table);
@@ -147,7 +153,11 @@ where
             // Streams before the connection: what they queue goes out in the connection's
             // poll right after.
             biased;
-            Some(()) = streams.next(), if !streams.is_empty() => {}
+            Some(done) = streams.next(), if !streams.is_empty() => {
+                if free.len() < FREE_BOXES {
+                    free.push(done);
+                }
+            }
             r = conn.accept() => match r {
                 Some(Ok((req, respond))) => {
                     idle.as_mut().reset(tokio::time::Instant::now() + idle_timeout);
@@ -158,7 +168,8 @@ where
                         respond.send_reset(h2::Reason::REFUSED_STREAM);
                         continue;
                     }
-                    streams.push(stream::serve(&c, req, respond));
+                    let run = stream::serve(&c, req, respond);
+                    streams.push(run_boxed(reuse(&mut free, run)));
                 }
                 Some(Err(e)) => {
                     if e.reason() == Some(h2::Reason::ENHANCE_YOUR_CALM) && e.is_go_away() {
@@ -210,6 +221,26 @@ where
     drop(conn);
     let rest = async { while streams.next().await.is_some() {} };
     let _ = tokio::time::timeout(drain_timeout, rest).await;
+}
+
+/// Polls a stream's future, boxed, and gives the box back when it is done: the future holds
+/// the phases' state inline (several KiB), too large for the allocator's fast bins, so a
+/// connection reuses the boxes of finished streams for new ones (the set's own allocation per
+/// stream is then a small one), and only the box's pointer moves into the set.
+async fn run_boxed<F: Future<Output = ()>>(mut run: Pin<Box<F>>) -> Pin<Box<F>> {
+    run.as_mut().await;
+    run
+}
+
+/// `run` in the box of a finished stream when there is one.
+fn reuse<F: Future>(free: &mut Vec<Pin<Box<F>>>, run: F) -> Pin<Box<F>> {
+    match free.pop() {
+        Some(mut b) => {
+            b.set(run);
+            b
+        }
+        None => Box::pin(run),
+    }
 }
 
 /// Resolves once the drain has begun.
