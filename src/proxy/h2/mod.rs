@@ -76,6 +76,8 @@ pub(crate) struct Conn {
     /// The TLS version, for the access log; None on the plain listener.
     pub tls: Option<&'static str>,
     pub guard: Arc<guard::Shared>,
+    /// Timers of finished streams, still armed, for the next ones (`stream::take_timer`).
+    pub timers: std::sync::Mutex<Vec<crate::proxy::deadline::Timer>>,
 }
 
 /// Whether `bytes` (what the client sent first) start the HTTP/2 preface; `None` while too
@@ -130,6 +132,7 @@ where
         plain: tls.is_none(),
         tls,
         guard: shared.clone(),
+        timers: std::sync::Mutex::default(),
     };
     // The streams run inside this task, polled next to the connection (as nginx and HAProxy
     // run a connection's streams in its event handler): no task, no cross-task wake-up per

@@ -16,6 +16,7 @@ use crate::proxy::error::ProxyError;
 use crate::proxy::exchange::{self, Bufs, Exchange, Request};
 use crate::proxy::finish::{self, LogLine};
 use crate::proxy::io::write_all;
+use crate::proxy::deadline::Timer;
 use crate::proxy::{bufpool, read, request_id};
 use bytes::{Bytes, BytesMut};
 use h2::server::SendResponse;
@@ -78,6 +79,29 @@ impl Scratch {
                 f.push(self);
             }
         });
+    }
+}
+
+/// Finished streams' timers a connection keeps, still armed, for its next streams.
+const TIMERS_KEPT: usize = 32;
+
+impl Conn {
+    /// A timer for a stream's waits (the backend's answer head). A fresh tokio timer per
+    /// stream costs an allocation, a wheel insertion and removal and, whenever its deadline
+    /// is earlier than every other one (the first streams after a quiet moment, each of a
+    /// burst), a driver wake-up: an eventfd write. A finished stream's timer is still armed
+    /// at about the deadline the next stream needs; `deadline::Timer` keeps it there until
+    /// it fires and only then moves it, so the next streams reuse it as it is.
+    fn take_timer(&self) -> Timer {
+        let kept = self.timers.lock().unwrap_or_else(|e| e.into_inner()).pop();
+        kept.unwrap_or_default()
+    }
+
+    fn keep_timer(&self, t: Timer) {
+        let mut kept = self.timers.lock().unwrap_or_else(|e| e.into_inner());
+        if kept.len() < TIMERS_KEPT {
+            kept.push(t);
+        }
     }
 }
 
@@ -628,7 +652,7 @@ pub(crate) async fn serve(
     // gateway adds to it (X-Forwarded-*, X-Request-Id, Via) in one allocation.
     out.reserve(req.bytes.len() + FORWARD_ADDS);
     let mut up = BytesMut::new();
-    let mut timer = super::super::deadline::Timer::default();
+    let mut timer = conn.take_timer();
     let mut bufs = Bufs {
         out: &mut out,
         up: &mut up,
@@ -651,6 +675,7 @@ pub(crate) async fn serve(
         conn.guard.completed.fetch_add(1, Relaxed);
     }
     drop(ex);
+    conn.keep_timer(timer);
     Scratch { req, resp, out }.keep();
 }
 
