@@ -236,6 +236,34 @@ fn bodies_stream_both_ways_within_flow_control() {
 }
 
 #[test]
+fn a_stream_starts_clean_with_the_buffers_of_an_earlier_one() {
+    // A finished stream's buffers go to the next stream on the same thread (one worker here,
+    // so every stream below gets the one before it's): nothing of it may show.
+    let f = fleet("workers = 1");
+    let port = f.sy.http.port();
+    let long = "x".repeat(3000);
+    let one = |path: &str, headers: Value| {
+        let r = requests(port, json!([{"path": path, "headers": headers}]));
+        assert_eq!(r[0]["status"], 200, "{r:?}");
+        let j: Value = serde_json::from_str(r[0]["text"].as_str().unwrap()).unwrap();
+        j
+    };
+    let first = one(
+        &format!("/b/first?{long}"),
+        json!([["x-request-id", "first-id-0001"], ["x-only-first", "1"]]),
+    );
+    assert_eq!(first["headers"]["x-request-id"], "first-id-0001");
+    let second = one("/b/second", json!([["x-request-id", "second-id-0002"]]));
+    assert_eq!(second["target"], "/b/second");
+    assert_eq!(second["headers"]["x-request-id"], "second-id-0002");
+    assert!(second["headers"]["x-only-first"].is_null(), "{second}");
+    let third = one("/b/third", json!([]));
+    let id = third["headers"]["x-request-id"].as_str().unwrap();
+    assert!(!id.contains("-id-") && id.len() >= 16, "{id}");
+    assert_eq!(third["target"], "/b/third");
+}
+
+#[test]
 fn errors_are_json_and_grpc_errors_are_trailers_only() {
     let f = fleet("");
     let port = f.sy.http.port();

@@ -11,6 +11,7 @@ pub(crate) mod stream;
 pub(crate) mod translate;
 
 use crate::state::DataPlane;
+use futures_util::stream::{FuturesUnordered, StreamExt};
 use guard::{Flood, Guarded, Limits};
 use std::future::Future;
 use std::net::SocketAddr;
@@ -18,7 +19,6 @@ use std::pin::Pin;
 use std::sync::atomic::{AtomicU64, Ordering::Relaxed};
 use std::sync::Arc;
 use tokio::io::{AsyncRead, AsyncWrite};
-use futures_util::stream::{FuturesUnordered, StreamExt};
 
 pub use guard::PREFACE;
 

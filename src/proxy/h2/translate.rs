@@ -382,7 +382,14 @@ mod tests {
             &[("X-Set".to_string(), "on".to_string())],
             &["x-kept".to_string()],
         );
-        let m2 = response_headers(raw, &r, &Added { edits: &edits, ..add });
+        let m2 = response_headers(
+            raw,
+            &r,
+            &Added {
+                edits: &edits,
+                ..add
+            },
+        );
         let all: Vec<_> = m2.iter().map(|(n, v)| format!("{n}={v:?}")).collect();
         assert_eq!(
             all,
