@@ -55,6 +55,12 @@ impl BackendStream {
             BackendStream::H2(_) => false,
         }
     }
+
+    /// Whether the backend refused the request without processing it (an HTTP/2 stream
+    /// refused or above a GOAWAY's last stream, RFC 9113 §8.7); never for HTTP/1.1.
+    pub fn not_processed(&self) -> bool {
+        matches!(self, BackendStream::H2(h) if h.not_processed())
+    }
 }
 
 /// One half of a [`BackendStream`], without a lock for plain TCP (nor for HTTP/2, whose
