@@ -253,9 +253,7 @@ pub(crate) async fn run<D: Downstream, B: RequestBody>(
     let _in_flight = InFlight::enter(&pool.rt.in_flight);
     let retry = &ex.table.retry;
     let facts = facts(ex.req);
-    if ex.req.framing.body != Body::None
-        && facts.body_kept
-        && (replayable(&facts) || pool.any_h2())
+    if ex.req.framing.body != Body::None && facts.body_kept && (replayable(&facts) || pool.any_h2())
     {
         // Kept while it streams up, for a retry; bodies announced larger are not (SPEC §11).
         // Any method's towards HTTP/2 backends, which may refuse a stream unprocessed.

@@ -212,12 +212,10 @@ impl H2Upstream {
         };
         let end_stream = matches!(req.body, UpBody::Done);
         // Refused here, the stream never existed: nothing reached the backend.
-        let (response, stream) = send
-            .send_request(req.request, end_stream)
-            .map_err(|e| {
-                self.up.refused = true;
-                h2_err(e)
-            })?;
+        let (response, stream) = send.send_request(req.request, end_stream).map_err(|e| {
+            self.up.refused = true;
+            h2_err(e)
+        })?;
         self.down.response = Some(response);
         self.down.state = DownState::Head;
         self.down.continue_100 = req.continue_100;
@@ -426,9 +424,13 @@ impl Up {
                 if done {
                     let fields = trailer_fields(&self.trailers);
                     if fields.is_empty() {
-                        stream.send_data(Bytes::new(), true).map_err(|e| stream_err(e, &mut self.refused))?;
+                        stream
+                            .send_data(Bytes::new(), true)
+                            .map_err(|e| stream_err(e, &mut self.refused))?;
                     } else {
-                        stream.send_trailers(fields).map_err(|e| stream_err(e, &mut self.refused))?;
+                        stream
+                            .send_trailers(fields)
+                            .map_err(|e| stream_err(e, &mut self.refused))?;
                     }
                     self.body = UpBody::Done;
                 }

@@ -423,13 +423,15 @@ pub(crate) struct H2Body {
 impl H2Body {
     /// Writes a piece; kept first when keeping, so that a try abandoned mid-write leaves it
     /// to the replay.
-    async fn pass<W: AsyncWrite + Unpin>(&mut self, dst: &mut W, b: Bytes) -> Result<(), CopyError> {
+    async fn pass<W: AsyncWrite + Unpin>(
+        &mut self,
+        dst: &mut W,
+        b: Bytes,
+    ) -> Result<(), CopyError> {
         if let Some(k) = self.kept.as_deref_mut() {
             k.push(b.clone());
         }
-        write_all(dst, &b, self.idle)
-            .await
-            .map_err(CopyError::Sink)
+        write_all(dst, &b, self.idle).await.map_err(CopyError::Sink)
     }
 
     fn keeping(&self) -> bool {
