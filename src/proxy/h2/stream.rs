@@ -401,8 +401,11 @@ impl Downstream for H2Out<'_> {
 /// head announced (a length, or chunked when the client gave none). When the request may be
 /// retried, the pieces passed on are kept (`replay`, the rules of HTTP/1 bodies): DATA
 /// frames as they came (no copy), chunks as framed.
-pub(crate) struct H2Body {
+pub(crate) struct H2Body<'a> {
     recv: RecvStream,
+    /// The stream's answer: once its head is out the request is never tried again, and what
+    /// was kept is let go (a long gRPC stream would otherwise hold it to its end).
+    cell: &'a Cell,
     /// DATA bytes taken from the client, for the access log.
     received: u64,
     chunked: bool,
@@ -420,7 +423,7 @@ pub(crate) struct H2Body {
     unreleased: usize,
 }
 
-impl H2Body {
+impl H2Body<'_> {
     /// Writes a piece; kept first when keeping, so that a try abandoned mid-write leaves it
     /// to the replay.
     async fn pass<W: AsyncWrite + Unpin>(
@@ -434,12 +437,15 @@ impl H2Body {
         write_all(dst, &b, self.idle).await.map_err(CopyError::Sink)
     }
 
-    fn keeping(&self) -> bool {
+    fn keeping(&mut self) -> bool {
+        if self.kept.is_some() && self.cell.with(|s| !matches!(s, Slot::Respond(_))) {
+            self.kept = None;
+        }
         self.kept.as_ref().is_some_and(|k| k.on())
     }
 }
 
-impl RequestBody for H2Body {
+impl RequestBody for H2Body<'_> {
     fn bytes_in(&self) -> u64 {
         self.received
     }
@@ -643,6 +649,7 @@ pub(crate) async fn serve(
     }
     let mut body = H2Body {
         recv,
+        cell: &cell,
         received: 0,
         chunked: req.framing.body == Body::Chunked,
         length: match req.framing.body {
