@@ -16,6 +16,7 @@ use crate::proxy::error::ProxyError;
 use crate::proxy::exchange::{self, Bufs, Exchange, Request};
 use crate::proxy::finish::{self, LogLine};
 use crate::proxy::io::write_all;
+use crate::proxy::splice::AsTcp;
 use crate::proxy::{bufpool, read, request_id};
 use bytes::{Bytes, BytesMut};
 use h2::server::SendResponse;
@@ -110,6 +111,9 @@ struct Writer<'a> {
     /// DATA bytes handed to h2, for the access log.
     sent: &'a mut u64,
 }
+
+/// An HTTP/2 stream has no socket of its own to splice to.
+impl AsTcp for Writer<'_> {}
 
 impl AsyncWrite for Writer<'_> {
     fn poll_write(
@@ -314,7 +318,7 @@ impl Downstream for H2Out<'_> {
         })
     }
 
-    async fn body<R: AsyncRead + Unpin>(
+    async fn body<R: AsyncRead + Unpin + AsTcp>(
         &mut self,
         out: &mut Vec<u8>,
         src: &mut R,
@@ -418,7 +422,10 @@ impl RequestBody for H2Body {
 
     fn coalesce(&mut self, _out: &mut Vec<u8>) {}
 
-    async fn send_to<W: AsyncWrite + Unpin>(&mut self, dst: &mut W) -> Result<(), CopyError> {
+    async fn send_to<W: AsyncWrite + Unpin + AsTcp>(
+        &mut self,
+        dst: &mut W,
+    ) -> Result<(), CopyError> {
         loop {
             let next = match tokio::time::timeout(self.idle, self.recv.data()).await {
                 Ok(n) => n,
