@@ -362,10 +362,7 @@ mod tests {
         pending.extend_from_slice(&[]);
         let mut left = pending.to_vec();
         if left.len() < 4 {
-            src_r
-                .read_exact(&mut next[left.len()..])
-                .await
-                .unwrap();
+            src_r.read_exact(&mut next[left.len()..]).await.unwrap();
             left.extend_from_slice(&next[left.len()..]);
         }
         (got, counted, spliced, left, r)
@@ -451,7 +448,10 @@ mod tests {
         let started = tokio::time::Instant::now();
         let idle = Duration::from_millis(300);
         let before = spliced_here();
-        let r = copy_length_kept(&mut src_r, &mut pending, &mut dst_w, &mut n, idle, None).await;
+        let copy = copy_length_kept(&mut src_r, &mut pending, &mut dst_w, &mut n, idle, None);
+        let r = tokio::time::timeout(IDLE, copy)
+            .await
+            .expect("no idle timeout");
         match r {
             Err(CopyError::Source(e)) => assert_eq!(e.kind(), std::io::ErrorKind::TimedOut),
             other => panic!("{other:?}"),

@@ -5,8 +5,8 @@
 //! once what was read with the head is out), as HAProxy's `splice-auto` does; short exchanges
 //! never pay for the pipe. Where no pipe can be had, or the kernel refuses the sockets, the
 //! caller goes on with its copy loop.
-use nix::fcntl::{splice, OFlag, SpliceFFlags};
 use super::deadline::{Timer, Wait};
+use nix::fcntl::{splice, OFlag, SpliceFFlags};
 use std::future::Future;
 use std::io;
 use std::os::fd::OwnedFd;
@@ -349,7 +349,10 @@ mod tests {
         let started = tokio::time::Instant::now();
         let idle = Some(std::time::Duration::from_millis(200));
         let mut total = 0;
-        let r = pump(&src_r, &dst_w, &pipe, 1 << 20, idle, |n| total += n).await;
+        let r = pump(&src_r, &dst_w, &pipe, 1 << 20, idle, |n| total += n);
+        let r = tokio::time::timeout(std::time::Duration::from_secs(5), r)
+            .await
+            .expect("no idle timeout");
         match r {
             Err(PumpError::From(e)) => assert_eq!(e.kind(), io::ErrorKind::TimedOut),
             other => panic!("{other:?}"),
