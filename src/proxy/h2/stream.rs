@@ -17,6 +17,7 @@ use crate::proxy::exchange::{self, Bufs, Exchange, Request};
 use crate::proxy::finish::{self, LogLine};
 use crate::proxy::io::write_all;
 use crate::proxy::replay::Kept;
+use crate::proxy::splice::AsTcp;
 use crate::proxy::{bufpool, read, request_id};
 use bytes::{Bytes, BytesMut};
 use h2::server::SendResponse;
@@ -111,6 +112,9 @@ struct Writer<'a> {
     /// DATA bytes handed to h2, for the access log.
     sent: &'a mut u64,
 }
+
+/// An HTTP/2 stream has no socket of its own to splice to.
+impl AsTcp for Writer<'_> {}
 
 impl AsyncWrite for Writer<'_> {
     fn poll_write(
@@ -315,7 +319,7 @@ impl Downstream for H2Out<'_> {
         })
     }
 
-    async fn body<R: AsyncRead + Unpin>(
+    async fn body<R: AsyncRead + Unpin + AsTcp>(
         &mut self,
         out: &mut Vec<u8>,
         src: &mut R,
@@ -457,7 +461,10 @@ impl RequestBody for H2Body<'_> {
 
     fn coalesce(&mut self, _out: &mut Vec<u8>) {}
 
-    async fn send_to<W: AsyncWrite + Unpin>(&mut self, dst: &mut W) -> Result<(), CopyError> {
+    async fn send_to<W: AsyncWrite + Unpin + AsTcp>(
+        &mut self,
+        dst: &mut W,
+    ) -> Result<(), CopyError> {
         if let Some(k) = self.kept.as_deref_mut() {
             // A retry: what the last try passed on goes again first, piece by piece.
             while let Some(b) = k.next_replay() {
