@@ -79,8 +79,6 @@ fi
 callgrind_control -d "$SP" >/dev/null 2>&1
 sleep 0.5
 F=$(ls "$WORK"/cg."$SP".1)
-# CG_KEEP=FILE keeps the profile for callgrind_annotate (where the instructions go).
-[ -n "${CG_KEEP:-}" ] && cp "$F" "$CG_KEEP"
 IR=$(callgrind_annotate "$F" 2>/dev/null | awk '/PROGRAM TOTALS/ {gsub(",", "", $1); print $1}')
 echo "$(basename "$BIN") $MODE: $N requests, $IR instructions, $((IR / N)) instructions/request"
 if [ -n "${CG_KEEP:-}" ]; then cp "$F" "$CG_KEEP"; fi
