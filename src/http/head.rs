@@ -1,16 +1,27 @@
 //! Request head parsing: finds the end of the head within the size limit and parses it with
 //! httparse into byte ranges, so the connection can keep its buffer and reuse the index.
+use super::kind::{self, Kind};
 use super::name_is;
 use std::ops::Range;
 
 /// Most headers a request head may carry; more is a 431.
 pub const MAX_HEADERS: usize = 128;
 
-/// One header as ranges into the head buffer.
+/// One header as ranges into the head buffer, and what its name means (`http::kind`).
 #[derive(Clone, Debug, Default)]
 pub struct HeaderRange {
     pub name: Range<usize>,
     pub value: Range<usize>,
+    pub kind: Kind,
+}
+
+impl HeaderRange {
+    /// The header at these ranges of `buf`, its name classified.
+    #[inline]
+    pub fn new(buf: &[u8], name: Range<usize>, value: Range<usize>) -> Self {
+        let kind = kind::classify(&buf[name.clone()]);
+        HeaderRange { name, value, kind }
+    }
 }
 
 /// A parsed request head; every range points into the buffer it was parsed from.
@@ -37,6 +48,14 @@ impl RequestHead {
         self.headers
             .iter()
             .find(|h| name_is(&buf[h.name.clone()], lower))
+            .map(|h| &buf[h.value.clone()])
+    }
+    /// The first header value of this kind: a byte compared per header, no name.
+    #[inline]
+    pub fn header_of<'b>(&self, buf: &'b [u8], kind: Kind) -> Option<&'b [u8]> {
+        self.headers
+            .iter()
+            .find(|h| h.kind == kind)
             .map(|h| &buf[h.value.clone()])
     }
 }
@@ -222,10 +241,8 @@ pub fn parse(buf: &[u8], len: usize, out: &mut RequestHead) -> Result<(), HeadEr
         } else {
             range(h.value)
         };
-        out.headers.push(HeaderRange {
-            name: range(h.name.as_bytes()),
-            value,
-        });
+        out.headers
+            .push(HeaderRange::new(buf, range(h.name.as_bytes()), value));
     }
     Ok(())
 }

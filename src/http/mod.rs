@@ -7,6 +7,7 @@ pub mod edits;
 pub(crate) mod error;
 pub mod framing;
 pub mod head;
+pub mod kind;
 pub(crate) mod host;
 pub mod reply;
 pub mod response;

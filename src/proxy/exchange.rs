@@ -52,6 +52,10 @@ impl Request {
     pub fn header(&self, lower: &str) -> Option<&[u8]> {
         self.head.header(&self.bytes, lower)
     }
+    /// [`Self::header`] for a name the parse classified (`http::kind`): no name compared.
+    pub fn header_of(&self, kind: crate::http::kind::Kind) -> Option<&[u8]> {
+        self.head.header_of(&self.bytes, kind)
+    }
     /// The path routing sees: the canonical one (`http::canonical`), `/` for CONNECT (routed
     /// as a route `path = "/"` that lists the method), None for `*` or before admission.
     pub fn path(&self) -> Option<&[u8]> {
@@ -414,7 +418,7 @@ fn status_kind(status: u16) -> ErrorKind {
 fn facts(req: &Request) -> RequestFacts {
     // The header scan for Idempotency-Key is only paid by methods that are not idempotent.
     let idempotent = policy::idempotent(req.method());
-    let has_idempotency_key = !idempotent && req.header("idempotency-key").is_some();
+    let has_idempotency_key = !idempotent && req.header_of(crate::http::kind::Kind::IdempotencyKey).is_some();
     RequestFacts {
         idempotent,
         has_idempotency_key,

@@ -5,6 +5,7 @@ use super::downstream::Downstream;
 use super::error::{ProxyError, Side};
 use super::exchange::{After, Exchange, Relayed, Request};
 use crate::http::error::ErrorKind;
+use crate::http::kind::Kind;
 use crate::observe::access_log::Entry;
 use crate::routing::Rule;
 use crate::state::DataPlane;
@@ -201,7 +202,7 @@ pub(crate) fn record(
         request_id: &req.rid,
         client: log.client_ip,
         method: if parsed { req.method() } else { b"" },
-        host: if parsed { req.header("host") } else { None },
+        host: if parsed { req.header_of(Kind::Host) } else { None },
         target: if parsed { req.target() } else { b"" },
         protocol: if parsed { req.protocol() } else { "-" },
         status,

@@ -12,6 +12,7 @@ use crate::http::admit::{self, Refusal};
 use crate::http::error::ErrorKind;
 use crate::http::framing;
 use crate::http::head::{self, HeadError};
+use crate::http::kind::Kind;
 use bytes::Buf;
 use tokio::time::Instant;
 
@@ -101,7 +102,7 @@ pub(crate) fn prepare(
     req: &mut super::exchange::Request,
     policy: &admit::Policy<'_>,
 ) -> Result<(), ProxyError> {
-    match req.head.header(&req.bytes, "x-request-id") {
+    match req.head.header_of(&req.bytes, Kind::XRequestId) {
         Some(v) if request_id::acceptable(v) => req.rid.extend_from_slice(v),
         _ => request_id::generate(&mut req.rid),
     }

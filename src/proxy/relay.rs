@@ -13,7 +13,8 @@ use super::upstream::Checkout;
 use crate::config::Server;
 use crate::http::error::ErrorKind;
 use crate::http::response::{self, ResponseHead};
-use crate::http::{framing, list_items, name_is};
+use crate::http::kind::Kind;
+use crate::http::{framing, list_items};
 use bytes::{Buf, BytesMut};
 use std::future::Future;
 use std::pin::{pin, Pin};
@@ -225,7 +226,7 @@ fn held_back(ex: &Exchange<'_>, status: u16) -> bool {
 fn closes(up: &[u8], resp: &ResponseHead) -> bool {
     resp.minor_version == 0
         || resp.headers.iter().any(|h| {
-            name_is(&up[h.name.clone()], "connection")
+            h.kind == Kind::Connection
                 && list_items(&up[h.value.clone()]).any(|t| t.eq_ignore_ascii_case(b"close"))
         })
 }

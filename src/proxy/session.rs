@@ -12,6 +12,7 @@ use super::finish::{self, LogLine, Next};
 use super::h1::{H1Body, H1Out};
 use super::read::{self, NoRequest};
 use crate::http::framing::Body;
+use crate::http::kind::Kind;
 use crate::http::response::ResponseHead;
 use crate::state::DataPlane;
 use bytes::BytesMut;
@@ -243,7 +244,7 @@ impl<S: ClientStream> Session<S> {
         // before any routing.
         if self.info.tls.is_none() {
             let target = self.req.target();
-            if let Some(a) = self.dp.tls.plain_answer(target, self.req.header("host")) {
+            if let Some(a) = self.dp.tls.plain_answer(target, self.req.header_of(Kind::Host)) {
                 return Box::pin(self.answer_plain(a, started)).await;
             }
         }

@@ -164,7 +164,7 @@ pub(crate) fn response_headers(buf: &[u8], resp: &ResponseHead, add: &Added<'_>)
             .any(|t| t.eq_ignore_ascii_case(name))
     };
     for h in &resp.headers {
-        let HeaderRange { name, value } = h;
+        let HeaderRange { name, value, .. } = h;
         let (name, value) = (&buf[name.clone()], &buf[value.clone()]);
         if connection_specific(name)
             || name_is(name, "content-length")
