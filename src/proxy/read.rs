@@ -14,6 +14,8 @@ use crate::http::framing;
 use crate::http::head::{self, HeadError};
 use crate::http::kind::Kind;
 use bytes::Buf;
+use std::future::Future;
+use std::task::Poll;
 use tokio::time::Instant;
 
 /// Why no request came.
@@ -124,11 +126,29 @@ async fn idle_wait<S: ClientStream>(
         let drain = s
             .drain
             .get_or_insert_with(|| Box::pin(drained(s.shutdown.clone())));
-        tokio::select! {
-            // Fixed order: no random number per wait; a drain goes first, as it would have.
-            biased;
-            () = drain.as_mut() => return Err(NoRequest::Quiet),
-            r = ready => r,
+        let shutdown = &s.shutdown;
+        let mut ready = std::pin::pin!(ready);
+        let mut registered = false;
+        let r = std::future::poll_fn(|cx| {
+            // A drain goes first, as it would have. Its future is polled once per wait, which
+            // registers the task with the drain signal; the later polls of the same wait (the
+            // wake-up when the client sends) read the signal's version instead, a lock-free
+            // load where polling the future again took the signal's lock.
+            let drained = if registered {
+                shutdown.has_changed().unwrap_or(true)
+            } else {
+                registered = true;
+                drain.as_mut().poll(cx).is_ready()
+            };
+            if drained {
+                return Poll::Ready(None);
+            }
+            ready.as_mut().poll(cx).map(Some)
+        })
+        .await;
+        match r {
+            Some(r) => r,
+            None => return Err(NoRequest::Quiet),
         }
     } else {
         ready.await
