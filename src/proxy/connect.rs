@@ -29,8 +29,8 @@ pub(crate) async fn connect<'a>(
     let idle = (!fresh).then_some(s.idle_timeout);
     // Never one of our own listeners, checked at each connect: a DNS name can come to point
     // at us after it was configured or registered.
-    let own = ex.dp.own_listeners.load();
-    match checkout_with(candidates, s.connect_timeout, idle, &own, &on_failure).await {
+    let own = &ex.dp.own_listeners;
+    match checkout_with(candidates, s.connect_timeout, idle, own, &on_failure).await {
         Ok(co) => {
             ex.attempts += co.attempts;
             co.upstream.count_request();

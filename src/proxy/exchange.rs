@@ -162,6 +162,9 @@ pub(crate) struct Exchange<'t> {
     pub after: After,
     /// A gRPC request (`content-type: application/grpc…`).
     pub grpc: bool,
+    /// When `finish` recorded the exchange: the next keep-alive wait counts from there,
+    /// without a clock read of its own.
+    pub done_at: Option<Instant>,
 }
 
 impl<'t> Exchange<'t> {
@@ -203,6 +206,7 @@ impl<'t> Exchange<'t> {
                 After::Close
             },
             grpc: false,
+            done_at: None,
         }
     }
 

@@ -13,7 +13,9 @@ use crate::http::error::ErrorKind;
 use crate::http::framing;
 use crate::http::head::{self, HeadError};
 use crate::http::kind::Kind;
+use crate::routing::Table;
 use bytes::Buf;
+use std::sync::Arc;
 use std::future::Future;
 use std::task::Poll;
 use tokio::time::Instant;
@@ -26,10 +28,11 @@ pub(crate) enum NoRequest {
     Refused(ProxyError),
 }
 
-/// Reads, parses and checks the next request into `s.req`; returns when its head had arrived.
+/// Reads, parses and checks the next request into `s.req`; returns when its head had arrived
+/// and the table it is served with.
 pub(crate) async fn read_request<S: ClientStream>(
     s: &mut Session<S>,
-) -> Result<Instant, NoRequest> {
+) -> Result<(Instant, Arc<Table>), NoRequest> {
     // Only what the wait for the head needs; the table the request is served with is loaded
     // once the head is here, so this one is a guard, not an Arc clone.
     let (header_timeout, idle_timeout, max_header_bytes) = {
@@ -42,7 +45,8 @@ pub(crate) async fn read_request<S: ClientStream>(
     let first_byte = if s.served == 0 {
         s.opened + header_timeout
     } else {
-        Instant::now() + idle_timeout
+        // From the end of the previous exchange, whose time is known already.
+        s.done_at.take().unwrap_or_else(Instant::now) + idle_timeout
     };
     let mut read = Ok(0);
     if s.buf.is_empty() {
@@ -88,14 +92,15 @@ pub(crate) async fn read_request<S: ClientStream>(
     if let Err(e) = head::parse(&s.req.bytes, len, &mut s.req.head) {
         return Err(refuse(s, head_error(e)));
     }
-    // The table's policy as of now, the head having arrived; a guard, not an Arc clone.
-    let table = s.dp.table.load();
+    // The table as of now, the head having arrived: its policy checks the head, and the
+    // exchange is served with it (one load for both).
+    let table = s.dp.table.load_full();
     let policy = admit::Policy {
         underscore: table.server.underscore_headers,
         via_token: table.server.via_name.as_bytes(),
     };
     prepare(&mut s.req, &policy).map_err(NoRequest::Refused)?;
-    Ok(started)
+    Ok((started, table))
 }
 
 /// What every parsed head goes through, whatever protocol it came in: its request id and the

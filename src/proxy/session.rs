@@ -123,6 +123,9 @@ pub(crate) struct Session<S> {
     /// When the connection was accepted: the first head is due `request_header_timeout`
     /// after this, however long the protocol detection took.
     pub opened: Instant,
+    /// When the previous exchange was done (finish read the clock then): where the next
+    /// keep-alive wait starts counting. None after an answer that did not record it.
+    pub done_at: Option<Instant>,
 }
 
 /// Serves one accepted client connection until it closes: the entry point for every
@@ -164,6 +167,7 @@ async fn serve_from<S: ClientStream>(
         served: 0,
         access_log: false,
         opened,
+        done_at: None,
     };
     loop {
         match s.turn().await {
@@ -233,9 +237,11 @@ pub async fn serve_tcp(dp: Arc<DataPlane>, mut stream: TcpStream, peer: SocketAd
 }
 
 impl<S: ClientStream> Session<S> {
-    /// One request: read, then the phases, then finish.
+    /// One request: read, then the phases, then finish. The table is the one current when
+    /// the head arrived, not when the wait for it began: a request on a connection that sat
+    /// idle across a reload is routed with the new table.
     async fn turn(&mut self) -> Next {
-        let started = match read::read_request(self).await {
+        let (started, table) = match read::read_request(self).await {
             Ok(t) => t,
             Err(NoRequest::Quiet) => return Next::Close,
             Err(NoRequest::Refused(e)) => return Box::pin(self.refuse(e)).await,
@@ -248,9 +254,6 @@ impl<S: ClientStream> Session<S> {
                 return Box::pin(self.answer_plain(a, started)).await;
             }
         }
-        // The table current when the head arrived, not when the wait for it began: a request
-        // on a connection that sat idle across a reload is routed with the new table.
-        let table = self.dp.table.load_full();
         let Session {
             dp,
             client,
@@ -263,6 +266,7 @@ impl<S: ClientStream> Session<S> {
             peer,
             peer_ip,
             info,
+            done_at,
             ..
         } = self;
         let s = &*table.server;
@@ -315,6 +319,7 @@ impl<S: ClientStream> Session<S> {
             bufs.up.clear();
             bufpool::release(bufs.up);
         }
+        *done_at = ex.done_at;
         next
     }
 

@@ -4,6 +4,7 @@
 use super::stream::BackendStream;
 use crate::registry::self_target::OwnListeners;
 use crate::upstream::Upstream;
+use arc_swap::ArcSwap;
 use std::sync::atomic::Ordering::Relaxed;
 use std::sync::Arc;
 use std::time::Duration;
@@ -51,16 +52,19 @@ impl std::fmt::Display for ConnectError {
 /// a new connection (the retry of a stale pooled one). An address that leads to one of
 /// switchyard's own listeners is never connected to, checked on every connect because a DNS
 /// name can start pointing at us after it was configured or registered: a loop would hold a
-/// connection per round trip until descriptors run out.
+/// connection per round trip until descriptors run out (`own` is loaded only then).
 pub async fn connect_fresh_or_idle(
     u: &Upstream,
     connect_timeout: Duration,
     idle_timeout: Option<Duration>,
-    own: &OwnListeners,
+    own: &ArcSwap<OwnListeners>,
 ) -> std::io::Result<(BackendStream, bool)> {
     if let Some(s) = idle_timeout.and_then(|t| u.idle.checkout(t)) {
         return Ok((s, true));
     }
+    // Loaded only here: a pooled connection was checked when it was made.
+    let own = own.load();
+    let own: &OwnListeners = &own;
     if u.protocol.is_h2() {
         // An HTTP/2 backend's idle pool stays empty: a stream on one of its connections.
         let r = Box::pin(u.h2.checkout(u, connect_timeout, own, idle_timeout)).await?;
@@ -156,7 +160,7 @@ pub async fn checkout<'a>(
     candidates: impl Iterator<Item = &'a Arc<Upstream>>,
     connect_timeout: Duration,
     idle_timeout: Duration,
-    own: &OwnListeners,
+    own: &ArcSwap<OwnListeners>,
 ) -> Result<Checkout, ConnectError> {
     checkout_with(
         candidates,
@@ -174,7 +178,7 @@ pub async fn checkout_with<'a>(
     candidates: impl Iterator<Item = &'a Arc<Upstream>>,
     connect_timeout: Duration,
     idle_timeout: Option<Duration>,
-    own: &OwnListeners,
+    own: &ArcSwap<OwnListeners>,
     on_failure: &(dyn Fn(&Upstream) + Sync),
 ) -> Result<Checkout, ConnectError> {
     let mut last: Option<(Arc<Upstream>, std::io::Error)> = None;
