@@ -30,7 +30,14 @@ pub(crate) async fn connect<'a>(
     // Never one of our own listeners, checked at each connect: a DNS name can come to point
     // at us after it was configured or registered.
     let own = &ex.dp.own_listeners;
-    match checkout_with(candidates, s.connect_timeout, idle, own, &on_failure).await {
+    // The idle pool's age check is dated by the request's arrival, no clock read of its own,
+    // while that is recent: on the first try, before any hold.
+    let now = if ex.try_no == 1 && !ex.held {
+        ex.started.into_std()
+    } else {
+        std::time::Instant::now()
+    };
+    match checkout_with(candidates, s.connect_timeout, idle, own, now, &on_failure).await {
         Ok(co) => {
             ex.attempts += co.attempts;
             co.upstream.count_request();

@@ -162,6 +162,8 @@ pub(crate) struct Exchange<'t> {
     pub after: After,
     /// A gRPC request (`content-type: application/grpc…`).
     pub grpc: bool,
+    /// The request waited in the hold queue (SPEC §11): its arrival is no longer "now".
+    pub held: bool,
     /// When `finish` recorded the exchange: the next keep-alive wait counts from there,
     /// without a clock read of its own.
     pub done_at: Option<Instant>,
@@ -206,6 +208,7 @@ impl<'t> Exchange<'t> {
                 After::Close
             },
             grpc: false,
+            held: false,
             done_at: None,
         }
     }
@@ -290,6 +293,7 @@ pub(crate) async fn run<D: Downstream, B: RequestBody>(
             }
             Err(e) if !held && pool.hold.timeout > Duration::ZERO && !pool.any_up() => {
                 held = true;
+                ex.held = true;
                 // Boxed: a rare path whose future would add to every connection's task.
                 Box::pin(hold(ex, pool, e)).await?;
                 candidates = match route::route(ex.table, ex.req, &auth) {

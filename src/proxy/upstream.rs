@@ -52,14 +52,16 @@ impl std::fmt::Display for ConnectError {
 /// a new connection (the retry of a stale pooled one). An address that leads to one of
 /// switchyard's own listeners is never connected to, checked on every connect because a DNS
 /// name can start pointing at us after it was configured or registered: a loop would hold a
-/// connection per round trip until descriptors run out (`own` is loaded only then).
+/// connection per round trip until descriptors run out (`own` is loaded only then). `now`
+/// dates the idle pool's check.
 pub async fn connect_fresh_or_idle(
     u: &Upstream,
     connect_timeout: Duration,
     idle_timeout: Option<Duration>,
     own: &ArcSwap<OwnListeners>,
+    now: std::time::Instant,
 ) -> std::io::Result<(BackendStream, bool)> {
-    if let Some(s) = idle_timeout.and_then(|t| u.idle.checkout(t)) {
+    if let Some(s) = idle_timeout.and_then(|t| u.idle.checkout(t, now)) {
         return Ok((s, true));
     }
     // Loaded only here: a pooled connection was checked when it was made.
@@ -167,6 +169,7 @@ pub async fn checkout<'a>(
         connect_timeout,
         Some(idle_timeout),
         own,
+        std::time::Instant::now(),
         &|_| {},
     )
     .await
@@ -179,13 +182,14 @@ pub async fn checkout_with<'a>(
     connect_timeout: Duration,
     idle_timeout: Option<Duration>,
     own: &ArcSwap<OwnListeners>,
+    now: std::time::Instant,
     on_failure: &(dyn Fn(&Upstream) + Sync),
 ) -> Result<Checkout, ConnectError> {
     let mut last: Option<(Arc<Upstream>, std::io::Error)> = None;
     let mut attempts = 0;
     for u in candidates {
         attempts += 1;
-        match connect_fresh_or_idle(u, connect_timeout, idle_timeout, own).await {
+        match connect_fresh_or_idle(u, connect_timeout, idle_timeout, own, now).await {
             Ok((stream, reused)) => {
                 return Ok(Checkout {
                     upstream: u.clone(),
