@@ -14,7 +14,7 @@ use crate::config::Server;
 use crate::http::error::ErrorKind;
 use crate::http::response::{self, ResponseHead};
 use crate::http::kind::Kind;
-use crate::http::{framing, list_items};
+use crate::http::{framing, list_items, name_is};
 use bytes::{Buf, BytesMut};
 use std::future::Future;
 use std::pin::{pin, Pin};
@@ -226,7 +226,9 @@ fn held_back(ex: &Exchange<'_>, status: u16) -> bool {
 fn closes(up: &[u8], resp: &ResponseHead) -> bool {
     resp.minor_version == 0
         || resp.headers.iter().any(|h| {
+            // The usual `Connection: keep-alive` is not split.
             h.kind == Kind::Connection
+                && !name_is(&up[h.value.clone()], "keep-alive")
                 && list_items(&up[h.value.clone()]).any(|t| t.eq_ignore_ascii_case(b"close"))
         })
 }
