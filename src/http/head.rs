@@ -360,7 +360,11 @@ mod tests {
                 buf
             };
             let from = (next() % (buf.len() as u64 + 1)) as usize;
-            let max = if next() % 4 == 0 { (next() % 90) as usize + 1 } else { 1000 };
+            let max = if next() % 4 == 0 {
+                (next() % 90) as usize + 1
+            } else {
+                1000
+            };
             assert_eq!(
                 scan(&buf, from, max),
                 scan_by_line(&buf, from, max),

@@ -154,10 +154,14 @@ mod tests {
 
     #[test]
     fn the_kinds_match_the_lists_under_every_spelling() {
-        let all = HOP_BY_HOP
-            .iter()
-            .chain(&SET_BY_GATEWAY)
-            .chain(&["host", "via", "expect", "idempotency-key", "date", "server"]);
+        let all = HOP_BY_HOP.iter().chain(&SET_BY_GATEWAY).chain(&[
+            "host",
+            "via",
+            "expect",
+            "idempotency-key",
+            "date",
+            "server",
+        ]);
         for n in all {
             for s in spellings(n) {
                 let k = classify(s.as_bytes());

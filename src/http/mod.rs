@@ -7,8 +7,8 @@ pub mod edits;
 pub(crate) mod error;
 pub mod framing;
 pub mod head;
-pub mod kind;
 pub(crate) mod host;
+pub mod kind;
 pub mod reply;
 pub mod response;
 pub mod rewrite;
@@ -173,9 +173,24 @@ mod tests {
                     .all(|(a, b)| a.to_ascii_lowercase() == *b)
         };
         let names = [
-            "te", "via", "host", "vary", "accept", "upgrade", "x-shard", "trailer", "x-api-key",
-            "connection", "keep-alive", "x-request-id", "content-length", "x-forwarded-for",
-            "idempotency-key", "proxy-connection", "transfer-encoding", "proxy-authenticate",
+            "te",
+            "via",
+            "host",
+            "vary",
+            "accept",
+            "upgrade",
+            "x-shard",
+            "trailer",
+            "x-api-key",
+            "connection",
+            "keep-alive",
+            "x-request-id",
+            "content-length",
+            "x-forwarded-for",
+            "idempotency-key",
+            "proxy-connection",
+            "transfer-encoding",
+            "proxy-authenticate",
         ];
         for lower in names {
             let upper = lower.to_ascii_uppercase();
@@ -185,7 +200,11 @@ mod tests {
                 for b in 0..=255u8 {
                     let mut v = upper.clone().into_bytes();
                     v[at] = b;
-                    assert_eq!(super::name_is(&v, lower), slow(&v, lower), "{lower} {at} {b}");
+                    assert_eq!(
+                        super::name_is(&v, lower),
+                        slow(&v, lower),
+                        "{lower} {at} {b}"
+                    );
                 }
             }
             assert!(!super::name_is(&upper.as_bytes()[1..], lower));

@@ -530,7 +530,9 @@ mod tests {
                 let k = classify(v.as_bytes());
                 let exact = |h: &&str| v.eq_ignore_ascii_case(h);
                 assert_eq!(k.is_hop_by_hop(), hop.iter().any(exact), "{v}");
-                let spelled = set.iter().any(|h| v.replace('_', "-").eq_ignore_ascii_case(h));
+                let spelled = set
+                    .iter()
+                    .any(|h| v.replace('_', "-").eq_ignore_ascii_case(h));
                 assert_eq!(k.is_set_by_gateway(), spelled, "{v}");
             }
             assert!(!classify(&under.as_bytes()[1..]).is_set_by_gateway());

@@ -426,7 +426,10 @@ fn status_kind(status: u16) -> ErrorKind {
 fn facts(req: &Request) -> RequestFacts {
     // The header scan for Idempotency-Key is only paid by methods that are not idempotent.
     let idempotent = policy::idempotent(req.method());
-    let has_idempotency_key = !idempotent && req.header_of(crate::http::kind::Kind::IdempotencyKey).is_some();
+    let has_idempotency_key = !idempotent
+        && req
+            .header_of(crate::http::kind::Kind::IdempotencyKey)
+            .is_some();
     RequestFacts {
         idempotent,
         has_idempotency_key,

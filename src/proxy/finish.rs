@@ -216,7 +216,11 @@ fn access_log(
         request_id: &req.rid,
         client: log.client_ip,
         method: if parsed { req.method() } else { b"" },
-        host: if parsed { req.header_of(Kind::Host) } else { None },
+        host: if parsed {
+            req.header_of(Kind::Host)
+        } else {
+            None
+        },
         target: if parsed { req.target() } else { b"" },
         protocol: if parsed { req.protocol() } else { "-" },
         status,

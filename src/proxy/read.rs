@@ -15,8 +15,8 @@ use crate::http::head::{self, HeadError};
 use crate::http::kind::Kind;
 use crate::routing::Table;
 use bytes::Buf;
-use std::sync::Arc;
 use std::future::Future;
+use std::sync::Arc;
 use std::task::Poll;
 use tokio::time::Instant;
 

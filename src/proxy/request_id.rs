@@ -90,7 +90,16 @@ mod tests {
             x = mix(x);
             x >> (x % 64)
         });
-        for v in [0u64, 0xabc, 0x0123_4567_89ab_cdef, u64::MAX, 0xa0a0_9f9f_0909_fafa].into_iter().chain(some) {
+        for v in [
+            0u64,
+            0xabc,
+            0x0123_4567_89ab_cdef,
+            u64::MAX,
+            0xa0a0_9f9f_0909_fafa,
+        ]
+        .into_iter()
+        .chain(some)
+        {
             let mut h = Vec::new();
             push_hex16(&mut h, v);
             assert_eq!(h, format!("{v:016x}").into_bytes());

@@ -250,7 +250,11 @@ impl<S: ClientStream> Session<S> {
         // before any routing.
         if self.info.tls.is_none() {
             let target = self.req.target();
-            if let Some(a) = self.dp.tls.plain_answer(target, self.req.header_of(Kind::Host)) {
+            if let Some(a) = self
+                .dp
+                .tls
+                .plain_answer(target, self.req.header_of(Kind::Host))
+            {
                 return Box::pin(self.answer_plain(a, started)).await;
             }
         }
