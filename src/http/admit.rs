@@ -76,8 +76,13 @@ pub fn request(
     let target = h.target(buf);
     let is_connect = method == b"CONNECT";
     canonical::check_target(target).map_err(|e| Refusal::BadRequest(e.message()))?;
-    super::host::request_host(target, h.header(buf, "host"), h.minor_version, is_connect)
-        .map_err(Refusal::BadRequest)?;
+    super::host::request_host(
+        target,
+        h.header_of(buf, super::kind::Kind::Host),
+        h.minor_version,
+        is_connect,
+    )
+    .map_err(Refusal::BadRequest)?;
     let t = if is_connect {
         Target::Authority
     } else if target == b"*" {

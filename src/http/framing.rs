@@ -2,7 +2,8 @@
 //! request-smuggling defences. A head that fails here never reaches a backend.
 use super::error::ErrorKind;
 use super::head::{HeaderRange, RequestHead};
-use super::{list_items, name_is, trim_ows};
+use super::kind::Kind;
+use super::{list_items, trim_ows};
 
 /// How the body after a head is delimited.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
@@ -76,19 +77,18 @@ fn length_headers(buf: &[u8], headers: &[HeaderRange]) -> Result<LengthHeaders, 
     let mut te_count = 0;
     let mut chunked = false;
     for h in headers {
-        let name = &buf[h.name.clone()];
-        let value = &buf[h.value.clone()];
-        if name_is(name, "content-length") {
-            let n = parse_content_length(value).ok_or("invalid Content-Length")?;
+        let value = || &buf[h.value.clone()];
+        if h.kind == Kind::ContentLength {
+            let n = parse_content_length(value()).ok_or("invalid Content-Length")?;
             if content_length.is_some_and(|c| c != n) {
                 return Err("conflicting Content-Length headers");
             }
             content_length = Some(n);
-        } else if name_is(name, "transfer-encoding") {
+        } else if h.kind == Kind::TransferEncoding {
             te_count += 1;
             // Only a lone `chunked` is accepted: lists (`gzip, chunked`, `chunked, identity`)
             // and look-alikes (`xchunked`, `chunked;`) are where parsers disagree.
-            if te_count > 1 || !trim_ows(value).eq_ignore_ascii_case(b"chunked") {
+            if te_count > 1 || !trim_ows(value()).eq_ignore_ascii_case(b"chunked") {
                 return Err("unsupported Transfer-Encoding (only a single `chunked` is accepted)");
             }
             chunked = true;
@@ -116,29 +116,33 @@ pub fn request(buf: &[u8], head: &RequestHead) -> Result<RequestFraming, Framing
     let mut upgrade_header = false;
     let mut expect_continue = false;
     for h in &head.headers {
-        let name = &buf[h.name.clone()];
-        let value = &buf[h.value.clone()];
-        if name_is(name, "host") {
-            hosts += 1;
-        } else if name_is(name, "connection") {
-            for tok in list_items(value) {
-                close |= tok.eq_ignore_ascii_case(b"close");
-                keep_alive_token |= tok.eq_ignore_ascii_case(b"keep-alive");
-                upgrade_token |= tok.eq_ignore_ascii_case(b"upgrade");
+        // Sliced only for the kinds that read it.
+        let value = || &buf[h.value.clone()];
+        match h.kind {
+            Kind::Host => hosts += 1,
+            Kind::Connection => {
+                for tok in list_items(value()) {
+                    close |= tok.eq_ignore_ascii_case(b"close");
+                    keep_alive_token |= tok.eq_ignore_ascii_case(b"keep-alive");
+                    upgrade_token |= tok.eq_ignore_ascii_case(b"upgrade");
+                }
             }
-        } else if name_is(name, "upgrade") {
-            // `Upgrade: h2c` is not supported (SPEC §10): the request is served as HTTP/1.1
-            // and the header dropped like any other hop-by-hop one.
-            upgrade_header = list_items(value).any(|t| !t.eq_ignore_ascii_case(b"h2c"));
-        } else if name_is(name, "expect") {
-            if trim_ows(value).eq_ignore_ascii_case(b"100-continue") {
-                expect_continue = true;
-            } else {
-                return Err(FramingError {
-                    kind: ErrorKind::ExpectationFailed,
-                    message: "unsupported Expect value",
-                });
+            Kind::Upgrade => {
+                // `Upgrade: h2c` is not supported (SPEC §10): the request is served as
+                // HTTP/1.1 and the header dropped like any other hop-by-hop one.
+                upgrade_header = list_items(value()).any(|t| !t.eq_ignore_ascii_case(b"h2c"));
             }
+            Kind::Expect => {
+                if trim_ows(value()).eq_ignore_ascii_case(b"100-continue") {
+                    expect_continue = true;
+                } else {
+                    return Err(FramingError {
+                        kind: ErrorKind::ExpectationFailed,
+                        message: "unsupported Expect value",
+                    });
+                }
+            }
+            _ => {}
         }
     }
     if head.minor_version == 1 && hosts != 1 {
@@ -307,10 +311,7 @@ mod tests {
     #[test]
     fn declared_length_of_a_bodiless_response() {
         let b = b"Content-Length: 1234Content-Length: 99Transfer-Encoding: chunked";
-        let h = |n: std::ops::Range<usize>, v: std::ops::Range<usize>| HeaderRange {
-            name: n,
-            value: v,
-        };
+        let h = |n: std::ops::Range<usize>, v| HeaderRange::new(b, n, v);
         let cl = h(0..14, 16..20);
         let other = h(20..34, 36..38);
         let te = h(38..55, 57..64);

@@ -8,6 +8,7 @@ pub(crate) mod error;
 pub mod framing;
 pub mod head;
 pub(crate) mod host;
+pub mod kind;
 pub mod reply;
 pub mod response;
 pub mod rewrite;
@@ -18,11 +19,56 @@ pub(crate) mod via;
 /// ASCII case-insensitive comparison of a header name against a lowercase literal.
 #[inline]
 pub fn name_is(name: &[u8], lower: &str) -> bool {
-    name.len() == lower.len()
-        && name
-            .iter()
-            .zip(lower.as_bytes())
+    let lower = lower.as_bytes();
+    let n = name.len();
+    if n != lower.len() {
+        return false;
+    }
+    // Eight (or four) bytes at a time, the last word overlapping the one before: a byte at
+    // a time cost ~5 instructions a byte, for names compared on every head.
+    if n >= 8 {
+        let w = |b: &[u8], at: usize| b[at..].first_chunk::<8>().map(|c| u64::from_le_bytes(*c));
+        let lowered = |b: &[u8], at: usize| w(b, at).map(lowercase8);
+        let mut at = 0;
+        while at + 8 < n {
+            if lowered(name, at) != w(lower, at) {
+                return false;
+            }
+            at += 8;
+        }
+        lowered(name, n - 8) == w(lower, n - 8)
+    } else if n >= 4 {
+        let w = |b: &[u8], at: usize| b[at..].first_chunk::<4>().map(|c| u32::from_le_bytes(*c));
+        let lowered = |b: &[u8], at: usize| w(b, at).map(lowercase4);
+        lowered(name, 0) == w(lower, 0) && lowered(name, n - 4) == w(lower, n - 4)
+    } else {
+        name.iter()
+            .zip(lower)
             .all(|(a, b)| a.to_ascii_lowercase() == *b)
+    }
+}
+
+/// `to_ascii_lowercase` of the eight bytes of `x` at once: `A`..=`Z` get 0x20 added, every
+/// other byte (non-ASCII ones included) stays. No byte carries into the next: each sum is
+/// below 0x100.
+#[inline]
+fn lowercase8(x: u64) -> u64 {
+    const LOW7: u64 = 0x7f7f_7f7f_7f7f_7f7f;
+    const HIGH: u64 = 0x8080_8080_8080_8080;
+    let b = x & LOW7;
+    // High bit of each byte: at least b'A' (0x41), and above b'Z' (0x5a).
+    let from_a = b + 0x3f3f_3f3f_3f3f_3f3f;
+    let past_z = b + 0x2525_2525_2525_2525;
+    let upper = from_a & !past_z & !x & HIGH;
+    x | (upper >> 2)
+}
+
+/// [`lowercase8`] for four bytes.
+#[inline]
+fn lowercase4(x: u32) -> u32 {
+    let b = x & 0x7f7f_7f7f;
+    let upper = (b + 0x3f3f_3f3f) & !(b + 0x2525_2525) & !x & 0x8080_8080;
+    x | (upper >> 2)
 }
 
 /// Trims optional whitespace (SP / HTAB) at both ends.
@@ -78,6 +124,16 @@ impl<'a> Iterator for ListItems<'a> {
 /// on a path run for every request.
 #[inline]
 pub fn push_u64(out: &mut Vec<u8>, mut n: u64) {
+    // One and two digits (small lengths, Server-Timing's whole milliseconds) without the
+    // loop and the copy of its buffer.
+    if n < 10 {
+        out.push(b'0' + n as u8);
+        return;
+    }
+    if n < 100 {
+        out.extend_from_slice(&[b'0' + (n / 10) as u8, b'0' + (n % 10) as u8]);
+        return;
+    }
     let mut tmp = [0u8; 20];
     let mut i = tmp.len();
     loop {
@@ -108,8 +164,56 @@ mod tests {
     }
 
     #[test]
+    fn name_is_agrees_with_a_byte_at_a_time_for_every_byte_everywhere() {
+        let slow = |name: &[u8], lower: &str| {
+            name.len() == lower.len()
+                && name
+                    .iter()
+                    .zip(lower.as_bytes())
+                    .all(|(a, b)| a.to_ascii_lowercase() == *b)
+        };
+        let names = [
+            "te",
+            "via",
+            "host",
+            "vary",
+            "accept",
+            "upgrade",
+            "x-shard",
+            "trailer",
+            "x-api-key",
+            "connection",
+            "keep-alive",
+            "x-request-id",
+            "content-length",
+            "x-forwarded-for",
+            "idempotency-key",
+            "proxy-connection",
+            "transfer-encoding",
+            "proxy-authenticate",
+        ];
+        for lower in names {
+            let upper = lower.to_ascii_uppercase();
+            assert!(super::name_is(lower.as_bytes(), lower));
+            assert!(super::name_is(upper.as_bytes(), lower), "{upper}");
+            for at in 0..lower.len() {
+                for b in 0..=255u8 {
+                    let mut v = upper.clone().into_bytes();
+                    v[at] = b;
+                    assert_eq!(
+                        super::name_is(&v, lower),
+                        slow(&v, lower),
+                        "{lower} {at} {b}"
+                    );
+                }
+            }
+            assert!(!super::name_is(&upper.as_bytes()[1..], lower));
+        }
+    }
+
+    #[test]
     fn push_u64_writes_decimal() {
-        for n in [0u64, 7, 10, 99, 100, 12345, u64::MAX] {
+        for n in [0u64, 7, 9, 10, 64, 99, 100, 101, 12345, u64::MAX] {
             let mut v = b"x".to_vec();
             super::push_u64(&mut v, n);
             assert_eq!(v, format!("x{n}").into_bytes());

@@ -43,10 +43,11 @@ pub fn parse(buf: &[u8], len: usize, out: &mut ResponseHead) -> Result<(), HeadE
     out.len = len;
     out.headers.clear();
     for h in res.headers.iter() {
-        out.headers.push(HeaderRange {
-            name: range(h.name.as_bytes()),
-            value: range(h.value),
-        });
+        out.headers.push(HeaderRange::new(
+            buf,
+            range(h.name.as_bytes()),
+            range(h.value),
+        ));
     }
     Ok(())
 }

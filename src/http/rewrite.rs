@@ -2,23 +2,9 @@
 //! response head a client receives (hop-by-hop headers out, forwarding headers in).
 use super::edits::{self, Edits, HeaderEdits};
 use super::head::{HeaderRange, RequestHead};
+use super::kind::Kind;
 use super::response::ResponseHead;
 use super::{list_items, name_is, push_u64};
-
-/// Headers that describe one connection and never cross the proxy (RFC 9110 §7.6.1).
-fn is_hop_by_hop(name: &[u8]) -> bool {
-    // By length first: most names (Date, Server, Content-Type) have none of these lengths,
-    // and this runs for every header of every head.
-    match name.len() {
-        2 => name_is(name, "te"),
-        7 => name_is(name, "trailer") || name_is(name, "upgrade"),
-        10 => name_is(name, "connection") || name_is(name, "keep-alive"),
-        16 => name_is(name, "proxy-connection"),
-        17 => name_is(name, "transfer-encoding"),
-        18 => name_is(name, "proxy-authenticate"),
-        _ => false,
-    }
-}
 
 /// Appends header `h` as `name: value\r\n`. A line already spelled that way in `buf` that
 /// starts where the pending `run` ends joins the run, so that consecutive kept lines leave in
@@ -45,41 +31,23 @@ fn push_header(out: &mut Vec<u8>, buf: &[u8], h: &HeaderRange, run: &mut std::op
     out.extend_from_slice(b"\r\n");
 }
 
+/// Appends a status code: three digits once parsed (100..=599), written without a loop.
+#[inline]
+fn push_status(out: &mut Vec<u8>, status: u16) {
+    if (100..1000).contains(&status) {
+        let d = |n: u16| b'0' + (n % 10) as u8;
+        out.extend_from_slice(&[d(status / 100), d(status / 10), d(status)]);
+    } else {
+        push_u64(out, u64::from(status));
+    }
+}
+
 /// Writes the pending run of header lines of [`push_header`].
 #[inline]
 fn flush(out: &mut Vec<u8>, buf: &[u8], run: &mut std::ops::Range<usize>) {
     if run.start < run.end {
         out.extend_from_slice(&buf[run.clone()]);
         *run = 0..0;
-    }
-}
-
-/// ASCII case-insensitive comparison that also takes `_` for `-`: how CGI, WSGI, PHP and
-/// Rack backends see a header name (`X_Api_Key_Name` is their `HTTP_X_API_KEY_NAME`).
-#[inline]
-fn name_is_spelling(name: &[u8], lower: &str) -> bool {
-    name.len() == lower.len()
-        && name.iter().zip(lower.as_bytes()).all(|(a, b)| {
-            let a = a.to_ascii_lowercase();
-            a == *b || (a == b'_' && *b == b'-')
-        })
-}
-
-/// Headers the request rewrite sets itself (SPEC §4): a client's copy is dropped under every
-/// spelling (case, `_` for `-`) so that it cannot be spoofed; X-Forwarded-For spelled exactly
-/// is folded into ours instead.
-fn is_set_by_gateway(name: &[u8]) -> bool {
-    let is = |lower| name_is_spelling(name, lower);
-    // By length first, as in `is_hop_by_hop`.
-    match name.len() {
-        7 => is("x-shard"),
-        9 => is("x-api-key"),
-        12 => is("x-request-id"),
-        14 => is("content-length") || is("x-api-key-name"),
-        15 => is("x-forwarded-for") || is("x-retry-attempt"),
-        16 => is("x-forwarded-host"),
-        17 => is("x-forwarded-proto") || is("transfer-encoding"),
-        _ => false,
     }
 }
 
@@ -91,7 +59,7 @@ struct Listed<'b> {
     overflow: bool,
 }
 
-const MAX_LISTED: usize = 8;
+const MAX_LISTED: usize = 4;
 
 impl<'b> Listed<'b> {
     fn new(buf: &'b [u8], headers: &[HeaderRange]) -> Self {
@@ -101,11 +69,16 @@ impl<'b> Listed<'b> {
             overflow: false,
         };
         for h in headers {
-            if name_is(&buf[h.name.clone()], "connection") {
+            // The usual `Connection: keep-alive` lists nothing (below): not split.
+            if h.kind == Kind::Connection && !name_is(&buf[h.value.clone()], "keep-alive") {
                 for tok in list_items(&buf[h.value.clone()]) {
-                    // close and keep-alive name no header we would forward anyway (Keep-Alive
-                    // is hop-by-hop already), but a header literally named Close would be
-                    // dropped before: keep the token.
+                    // keep-alive names a header that is dropped anyway (Keep-Alive is
+                    // hop-by-hop): not kept, so that the usual `Connection: keep-alive` lists
+                    // nothing. A header literally named Close would be dropped before: that
+                    // token stays.
+                    if name_is(tok, "keep-alive") {
+                        continue;
+                    }
                     if l.len == MAX_LISTED {
                         l.overflow = true;
                     } else {
@@ -121,14 +94,19 @@ impl<'b> Listed<'b> {
     /// Header names listed in `Connection`, which are hop-by-hop for this message only. A
     /// client cannot use this to strip Host: the names the gateway needs are never taken from
     /// here.
-    fn has(&self, buf: &[u8], headers: &[HeaderRange], name: &[u8]) -> bool {
-        if self.len == 0 || name_is(name, "host") {
-            return false;
-        }
+    #[inline(always)]
+    fn has(&self, buf: &[u8], headers: &[HeaderRange], h: &HeaderRange) -> bool {
+        // The check for nothing listed inlined: it runs for every kept header, nearly always
+        // with nothing listed.
+        self.len != 0 && h.kind != Kind::Host && self.lists(buf, headers, h)
+    }
+
+    fn lists(&self, buf: &[u8], headers: &[HeaderRange], h: &HeaderRange) -> bool {
+        let name = &buf[h.name.clone()];
         if self.overflow {
             return headers
                 .iter()
-                .filter(|h| name_is(&buf[h.name.clone()], "connection"))
+                .filter(|h| h.kind == Kind::Connection)
                 .flat_map(|h| list_items(&buf[h.value.clone()]))
                 .any(|tok| tok.eq_ignore_ascii_case(name));
         }
@@ -218,27 +196,29 @@ pub fn request_head(buf: &[u8], head: &RequestHead, fwd: &Forward<'_>, out: &mut
     let mut upgrade_value: &[u8] = b"";
     let mut run = 0..0;
     for h in &head.headers {
-        let name = &buf[h.name.clone()];
-        let value = &buf[h.value.clone()];
-        if name_is(name, "x-forwarded-for") {
-            xff_seen = true;
-            continue;
-        }
-        if name_is(name, "upgrade") {
-            upgrade_value = value;
-        } else if name_is(name, "host") {
-            // An empty Host (only an HTTP/1.0 client gets this far with one) goes as absent:
-            // the request leaves as HTTP/1.1, where an empty Host is a 400.
-            if absolute || value.is_empty() {
+        match h.kind {
+            Kind::XForwardedFor => {
+                xff_seen = true;
                 continue;
             }
-            host = value;
-            host_present = true;
+            Kind::Upgrade => upgrade_value = &buf[h.value.clone()],
+            Kind::Host => {
+                // An empty Host (only an HTTP/1.0 client gets this far with one) goes as
+                // absent: the request leaves as HTTP/1.1, where an empty Host is a 400.
+                if absolute || h.value.is_empty() {
+                    continue;
+                }
+                host = &buf[h.value.clone()];
+                host_present = true;
+            }
+            _ => {}
         }
-        if is_hop_by_hop(name)
-            || is_set_by_gateway(name)
-            || (fwd.drop_underscore && memchr::memchr(b'_', name).is_some())
-            || listed.has(buf, &head.headers, name)
+        if h.kind.is_hop_by_hop() || h.kind.is_set_by_gateway() {
+            continue;
+        }
+        let name = &buf[h.name.clone()];
+        if (fwd.drop_underscore && memchr::memchr(b'_', name).is_some())
+            || listed.has(buf, &head.headers, h)
             || set.drops(name)
         {
             continue;
@@ -270,7 +250,7 @@ pub fn request_head(buf: &[u8], head: &RequestHead, fwd: &Forward<'_>, out: &mut
     out.extend_from_slice(b"X-Forwarded-For: ");
     if xff_seen {
         for h in &head.headers {
-            if name_is(&buf[h.name.clone()], "x-forwarded-for") && !h.value.is_empty() {
+            if h.kind == Kind::XForwardedFor && !h.value.is_empty() {
                 out.extend_from_slice(&buf[h.value.clone()]);
                 out.extend_from_slice(b", ");
             }
@@ -341,20 +321,19 @@ pub struct Reply<'a> {
 pub fn response_head(buf: &[u8], head: &ResponseHead, reply: &Reply<'_>, out: &mut Vec<u8>) {
     out.clear();
     out.extend_from_slice(b"HTTP/1.1 ");
-    push_u64(out, u64::from(head.status));
+    push_status(out, head.status);
     out.push(b' ');
     out.extend_from_slice(&buf[head.reason.clone()]);
     out.extend_from_slice(b"\r\n");
     let listed = Listed::new(buf, &head.headers);
     let mut run = 0..0;
     for h in &head.headers {
-        let name = &buf[h.name.clone()];
-        let keep_upgrade = reply.switching && name_is(name, "upgrade");
+        let keep_upgrade = reply.switching && h.kind == Kind::Upgrade;
         if !keep_upgrade
-            && (is_hop_by_hop(name)
-                || name_is(name, "content-length")
-                || listed.has(buf, &head.headers, name)
-                || reply.edits.drops(name))
+            && (h.kind.is_hop_by_hop()
+                || h.kind == Kind::ContentLength
+                || listed.has(buf, &head.headers, h)
+                || reply.edits.drops(&buf[h.name.clone()]))
         {
             continue;
         }
@@ -398,16 +377,15 @@ pub fn response_head(buf: &[u8], head: &ResponseHead, reply: &Reply<'_>, out: &m
 pub fn interim_head(buf: &[u8], head: &ResponseHead, out: &mut Vec<u8>) {
     out.clear();
     out.extend_from_slice(b"HTTP/1.1 ");
-    push_u64(out, u64::from(head.status));
+    push_status(out, head.status);
     out.push(b' ');
     out.extend_from_slice(&buf[head.reason.clone()]);
     out.extend_from_slice(b"\r\n");
     for h in &head.headers {
-        let name = &buf[h.name.clone()];
-        if is_hop_by_hop(name) {
+        if h.kind.is_hop_by_hop() {
             continue;
         }
-        out.extend_from_slice(name);
+        out.extend_from_slice(&buf[h.name.clone()]);
         out.extend_from_slice(b": ");
         out.extend_from_slice(&buf[h.value.clone()]);
         out.extend_from_slice(b"\r\n");
@@ -419,6 +397,7 @@ pub fn interim_head(buf: &[u8], head: &ResponseHead, out: &mut Vec<u8>) {
 mod tests {
     use super::*;
     use crate::http::head::{parse, scan, Scan};
+    use crate::http::kind::classify;
 
     fn rewrite(s: &str, fwd: &Forward<'_>) -> String {
         let b = s.as_bytes();
@@ -548,12 +527,15 @@ mod tests {
             let upper = n.to_ascii_uppercase();
             let under = n.replace('-', "_");
             for v in [n.to_string(), upper, under.clone()] {
-                let v = v.as_bytes();
-                assert_eq!(is_hop_by_hop(v), hop.iter().any(|h| name_is(v, h)), "{n}");
-                let spelled = set.iter().any(|h| name_is_spelling(v, h));
-                assert_eq!(is_set_by_gateway(v), spelled, "{n}");
+                let k = classify(v.as_bytes());
+                let exact = |h: &&str| v.eq_ignore_ascii_case(h);
+                assert_eq!(k.is_hop_by_hop(), hop.iter().any(exact), "{v}");
+                let spelled = set
+                    .iter()
+                    .any(|h| v.replace('_', "-").eq_ignore_ascii_case(h));
+                assert_eq!(k.is_set_by_gateway(), spelled, "{v}");
             }
-            assert!(!is_set_by_gateway(&under.as_bytes()[1..]));
+            assert!(!classify(&under.as_bytes()[1..]).is_set_by_gateway());
         }
     }
 

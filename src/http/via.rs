@@ -3,7 +3,8 @@
 //! this fleet (a backend that is switchyard itself, or a chain that comes back): 508, not
 //! forwarded again. Pure.
 use super::head::HeaderRange;
-use super::{list_items, name_is};
+use super::kind::Kind;
+use super::list_items;
 
 /// Longest `via_name` accepted.
 pub const MAX_TOKEN: usize = 64;
@@ -31,7 +32,7 @@ pub fn default_token(identity: &str) -> String {
 pub fn seen(buf: &[u8], headers: &[HeaderRange], token: &[u8]) -> bool {
     headers
         .iter()
-        .filter(|h| name_is(&buf[h.name.clone()], "via"))
+        .filter(|h| h.kind == Kind::Via)
         .flat_map(|h| list_items(&buf[h.value.clone()]))
         .any(|entry| {
             // `protocol SP received-by [SP comment]`

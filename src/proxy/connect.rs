@@ -29,8 +29,15 @@ pub(crate) async fn connect<'a>(
     let idle = (!fresh).then_some(s.idle_timeout);
     // Never one of our own listeners, checked at each connect: a DNS name can come to point
     // at us after it was configured or registered.
-    let own = ex.dp.own_listeners.load();
-    match checkout_with(candidates, s.connect_timeout, idle, &own, &on_failure).await {
+    let own = &ex.dp.own_listeners;
+    // The idle pool's age check is dated by the request's arrival, no clock read of its own,
+    // while that is recent: on the first try, before any hold.
+    let now = if ex.try_no == 1 && !ex.held {
+        ex.started.into_std()
+    } else {
+        std::time::Instant::now()
+    };
+    match checkout_with(candidates, s.connect_timeout, idle, own, now, &on_failure).await {
         Ok(co) => {
             ex.attempts += co.attempts;
             co.upstream.count_request();

@@ -52,6 +52,10 @@ impl Request {
     pub fn header(&self, lower: &str) -> Option<&[u8]> {
         self.head.header(&self.bytes, lower)
     }
+    /// [`Self::header`] for a name the parse classified (`http::kind`): no name compared.
+    pub fn header_of(&self, kind: crate::http::kind::Kind) -> Option<&[u8]> {
+        self.head.header_of(&self.bytes, kind)
+    }
     /// The path routing sees: the canonical one (`http::canonical`), `/` for CONNECT (routed
     /// as a route `path = "/"` that lists the method), None for `*` or before admission.
     pub fn path(&self) -> Option<&[u8]> {
@@ -158,6 +162,11 @@ pub(crate) struct Exchange<'t> {
     pub after: After,
     /// A gRPC request (`content-type: application/grpc…`).
     pub grpc: bool,
+    /// The request waited in the hold queue (SPEC §11): its arrival is no longer "now".
+    pub held: bool,
+    /// When `finish` recorded the exchange: the next keep-alive wait counts from there,
+    /// without a clock read of its own.
+    pub done_at: Option<Instant>,
 }
 
 impl<'t> Exchange<'t> {
@@ -199,6 +208,8 @@ impl<'t> Exchange<'t> {
                 After::Close
             },
             grpc: false,
+            held: false,
+            done_at: None,
         }
     }
 
@@ -284,6 +295,7 @@ pub(crate) async fn run<D: Downstream, B: RequestBody>(
             }
             Err(e) if !held && pool.hold.timeout > Duration::ZERO && !pool.any_up() => {
                 held = true;
+                ex.held = true;
                 // Boxed: a rare path whose future would add to every connection's task.
                 Box::pin(hold(ex, pool, e)).await?;
                 candidates = match route::route(ex.table, ex.req, &auth) {
@@ -423,7 +435,10 @@ fn status_kind(status: u16) -> ErrorKind {
 fn facts(req: &Request) -> RequestFacts {
     // The header scan for Idempotency-Key is only paid by methods that are not idempotent.
     let idempotent = policy::idempotent(req.method());
-    let has_idempotency_key = !idempotent && req.header("idempotency-key").is_some();
+    let has_idempotency_key = !idempotent
+        && req
+            .header_of(crate::http::kind::Kind::IdempotencyKey)
+            .is_some();
     RequestFacts {
         idempotent,
         has_idempotency_key,

@@ -5,6 +5,7 @@ use super::downstream::Downstream;
 use super::error::{ProxyError, Side};
 use super::exchange::{After, Exchange, Relayed, Request};
 use crate::http::error::ErrorKind;
+use crate::http::kind::Kind;
 use crate::observe::access_log::Entry;
 use crate::routing::Rule;
 use crate::state::DataPlane;
@@ -128,7 +129,7 @@ pub(crate) async fn finish<D: Downstream>(
             attempts: ex.attempts,
             key_name: ex.key_name,
         };
-        record(ex.dp, &log, ex.rule, upstream, status, ex.started);
+        ex.done_at = Some(record(ex.dp, &log, ex.rule, upstream, status, ex.started));
     }
     next
 }
@@ -173,7 +174,7 @@ fn public_message(kind: ErrorKind, e: &ProxyError) -> &str {
 }
 
 /// Metrics and the access log line for one finished exchange (errors switchyard answered
-/// itself included).
+/// itself included). Returns the time it read, at which the exchange counts as done.
 pub(crate) fn record(
     dp: &DataPlane,
     log: &LogLine<'_>,
@@ -181,11 +182,25 @@ pub(crate) fn record(
     upstream: Option<&Upstream>,
     status: u16,
     started: Instant,
-) {
-    let took = started.elapsed();
+) -> Instant {
+    let now = Instant::now();
+    let took = now.saturating_duration_since(started);
     dp.metrics
         .observe(rule, upstream, status, took, (log.bytes_in, log.bytes_out));
     dp.metrics.count_protocol(log.req.protocol());
+    access_log(dp, log, rule, upstream, status, took);
+    now
+}
+
+/// The access log line of [`record`], when the log is on.
+fn access_log(
+    dp: &DataPlane,
+    log: &LogLine<'_>,
+    rule: Option<&Rule>,
+    upstream: Option<&Upstream>,
+    status: u16,
+    took: Duration,
+) {
     if !log.on {
         return;
     }
@@ -201,7 +216,11 @@ pub(crate) fn record(
         request_id: &req.rid,
         client: log.client_ip,
         method: if parsed { req.method() } else { b"" },
-        host: if parsed { req.header("host") } else { None },
+        host: if parsed {
+            req.header_of(Kind::Host)
+        } else {
+            None
+        },
         target: if parsed { req.target() } else { b"" },
         protocol: if parsed { req.protocol() } else { "-" },
         status,

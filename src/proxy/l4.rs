@@ -228,8 +228,8 @@ async fn serve(shared: Arc<DataPlane>, r: Arc<Route>, client: TcpStream, peer: S
                 .candidates_from((source_hash(peer.ip()) % n) as usize)
         }
     };
-    let own = shared.own_listeners.load();
-    let co = match checkout(candidates, connect_timeout, r.idle_timeout, &own).await {
+    let own = &shared.own_listeners;
+    let co = match checkout(candidates, connect_timeout, r.idle_timeout, own).await {
         Ok(c) => c,
         Err(ConnectError::NoCandidates) => {
             log::warn!("tcp {}: no healthy target for {peer}; closing", r.listen);

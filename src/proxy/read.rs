@@ -12,7 +12,12 @@ use crate::http::admit::{self, Refusal};
 use crate::http::error::ErrorKind;
 use crate::http::framing;
 use crate::http::head::{self, HeadError};
+use crate::http::kind::Kind;
+use crate::routing::Table;
 use bytes::Buf;
+use std::future::Future;
+use std::sync::Arc;
+use std::task::Poll;
 use tokio::time::Instant;
 
 /// Why no request came.
@@ -23,10 +28,11 @@ pub(crate) enum NoRequest {
     Refused(ProxyError),
 }
 
-/// Reads, parses and checks the next request into `s.req`; returns when its head had arrived.
+/// Reads, parses and checks the next request into `s.req`; returns when its head had arrived
+/// and the table it is served with.
 pub(crate) async fn read_request<S: ClientStream>(
     s: &mut Session<S>,
-) -> Result<Instant, NoRequest> {
+) -> Result<(Instant, Arc<Table>), NoRequest> {
     // Only what the wait for the head needs; the table the request is served with is loaded
     // once the head is here, so this one is a guard, not an Arc clone.
     let (header_timeout, idle_timeout, max_header_bytes) = {
@@ -39,7 +45,8 @@ pub(crate) async fn read_request<S: ClientStream>(
     let first_byte = if s.served == 0 {
         s.opened + header_timeout
     } else {
-        Instant::now() + idle_timeout
+        // From the end of the previous exchange, whose time is known already.
+        s.done_at.take().unwrap_or_else(Instant::now) + idle_timeout
     };
     let mut read = Ok(0);
     if s.buf.is_empty() {
@@ -85,14 +92,15 @@ pub(crate) async fn read_request<S: ClientStream>(
     if let Err(e) = head::parse(&s.req.bytes, len, &mut s.req.head) {
         return Err(refuse(s, head_error(e)));
     }
-    // The table's policy as of now, the head having arrived; a guard, not an Arc clone.
-    let table = s.dp.table.load();
+    // The table as of now, the head having arrived: its policy checks the head, and the
+    // exchange is served with it (one load for both).
+    let table = s.dp.table.load_full();
     let policy = admit::Policy {
         underscore: table.server.underscore_headers,
         via_token: table.server.via_name.as_bytes(),
     };
     prepare(&mut s.req, &policy).map_err(NoRequest::Refused)?;
-    Ok(started)
+    Ok((started, table))
 }
 
 /// What every parsed head goes through, whatever protocol it came in: its request id and the
@@ -101,7 +109,7 @@ pub(crate) fn prepare(
     req: &mut super::exchange::Request,
     policy: &admit::Policy<'_>,
 ) -> Result<(), ProxyError> {
-    match req.head.header(&req.bytes, "x-request-id") {
+    match req.head.header_of(&req.bytes, Kind::XRequestId) {
         Some(v) if request_id::acceptable(v) => req.rid.extend_from_slice(v),
         _ => request_id::generate(&mut req.rid),
     }
@@ -123,11 +131,29 @@ async fn idle_wait<S: ClientStream>(
         let drain = s
             .drain
             .get_or_insert_with(|| Box::pin(drained(s.shutdown.clone())));
-        tokio::select! {
-            // Fixed order: no random number per wait; a drain goes first, as it would have.
-            biased;
-            () = drain.as_mut() => return Err(NoRequest::Quiet),
-            r = ready => r,
+        let shutdown = &s.shutdown;
+        let mut ready = std::pin::pin!(ready);
+        let mut registered = false;
+        let r = std::future::poll_fn(|cx| {
+            // A drain goes first, as it would have. Its future is polled once per wait, which
+            // registers the task with the drain signal; the later polls of the same wait (the
+            // wake-up when the client sends) read the signal's version instead, a lock-free
+            // load where polling the future again took the signal's lock.
+            let drained = if registered {
+                shutdown.has_changed().unwrap_or(true)
+            } else {
+                registered = true;
+                drain.as_mut().poll(cx).is_ready()
+            };
+            if drained {
+                return Poll::Ready(None);
+            }
+            ready.as_mut().poll(cx).map(Some)
+        })
+        .await;
+        match r {
+            Some(r) => r,
+            None => return Err(NoRequest::Quiet),
         }
     } else {
         ready.await

@@ -12,6 +12,7 @@ use super::send::Expect;
 use super::upstream::Checkout;
 use crate::config::Server;
 use crate::http::error::ErrorKind;
+use crate::http::kind::Kind;
 use crate::http::response::{self, ResponseHead};
 use crate::http::{framing, list_items, name_is};
 use bytes::{Buf, BytesMut};
@@ -229,7 +230,9 @@ fn held_back(ex: &Exchange<'_>, status: u16) -> bool {
 fn closes(up: &[u8], resp: &ResponseHead) -> bool {
     resp.minor_version == 0
         || resp.headers.iter().any(|h| {
-            name_is(&up[h.name.clone()], "connection")
+            // The usual `Connection: keep-alive` is not split.
+            h.kind == Kind::Connection
+                && !name_is(&up[h.value.clone()], "keep-alive")
                 && list_items(&up[h.value.clone()]).any(|t| t.eq_ignore_ascii_case(b"close"))
         })
 }

@@ -6,6 +6,7 @@ use super::auth_limit::{AuthLimiter, WINDOW_MS};
 use super::error::ProxyError;
 use super::exchange::Request;
 use crate::http::error::ErrorKind;
+use crate::http::kind::Kind;
 use crate::routing::select::Candidates;
 use crate::routing::table::KeyInput;
 use crate::routing::{Decision, Rule, Table};
@@ -60,7 +61,7 @@ pub(crate) fn route<'t>(
     // The request's host only matters when some rule names hosts.
     let mut host_buf = crate::routing::host::HostBuf::default();
     let host = if table.uses_hosts() {
-        crate::routing::host::of_request(target, req.header("host"), &mut host_buf)
+        crate::routing::host::of_request(target, req.header_of(Kind::Host), &mut host_buf)
     } else {
         None
     };

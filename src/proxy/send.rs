@@ -10,6 +10,7 @@ use crate::http::admit::Underscore;
 use crate::http::edits;
 use crate::http::error::ErrorKind;
 use crate::http::framing::Body;
+use crate::http::kind::Kind;
 use crate::http::response;
 use crate::http::rewrite::{self, Forward};
 use bytes::Buf;
@@ -54,7 +55,7 @@ pub(crate) async fn send_head<D: Downstream, B: RequestBody>(
             Body::Length(n) => Some(n),
             // A `Content-Length: 0` the client sent goes on: some servers answer 411 to a
             // POST without one. (Framing passed, so any such header says 0.)
-            Body::None if req.header("content-length").is_some() => Some(0),
+            Body::None if req.header_of(Kind::ContentLength).is_some() => Some(0),
             _ => None,
         },
         chunked: fr.body == Body::Chunked,

@@ -13,6 +13,7 @@ use super::h1::{H1Body, H1Out};
 use super::read::{self, NoRequest};
 use super::splice::AsTcp;
 use crate::http::framing::Body;
+use crate::http::kind::Kind;
 use crate::http::response::ResponseHead;
 use crate::state::DataPlane;
 use bytes::BytesMut;
@@ -144,6 +145,9 @@ pub(crate) struct Session<S> {
     /// When the connection was accepted: the first head is due `request_header_timeout`
     /// after this, however long the protocol detection took.
     pub opened: Instant,
+    /// When the previous exchange was done (finish read the clock then): where the next
+    /// keep-alive wait starts counting. None after an answer that did not record it.
+    pub done_at: Option<Instant>,
 }
 
 /// Serves one accepted client connection until it closes: the entry point for every
@@ -185,6 +189,7 @@ async fn serve_from<S: ClientStream>(
         served: 0,
         access_log: false,
         opened,
+        done_at: None,
     };
     loop {
         match s.turn().await {
@@ -254,9 +259,11 @@ pub async fn serve_tcp(dp: Arc<DataPlane>, mut stream: TcpStream, peer: SocketAd
 }
 
 impl<S: ClientStream> Session<S> {
-    /// One request: read, then the phases, then finish.
+    /// One request: read, then the phases, then finish. The table is the one current when
+    /// the head arrived, not when the wait for it began: a request on a connection that sat
+    /// idle across a reload is routed with the new table.
     async fn turn(&mut self) -> Next {
-        let started = match read::read_request(self).await {
+        let (started, table) = match read::read_request(self).await {
             Ok(t) => t,
             Err(NoRequest::Quiet) => return Next::Close,
             Err(NoRequest::Refused(e)) => return Box::pin(self.refuse(e)).await,
@@ -265,13 +272,14 @@ impl<S: ClientStream> Session<S> {
         // before any routing.
         if self.info.tls.is_none() {
             let target = self.req.target();
-            if let Some(a) = self.dp.tls.plain_answer(target, self.req.header("host")) {
+            if let Some(a) = self
+                .dp
+                .tls
+                .plain_answer(target, self.req.header_of(Kind::Host))
+            {
                 return Box::pin(self.answer_plain(a, started)).await;
             }
         }
-        // The table current when the head arrived, not when the wait for it began: a request
-        // on a connection that sat idle across a reload is routed with the new table.
-        let table = self.dp.table.load_full();
         let Session {
             dp,
             client,
@@ -284,6 +292,7 @@ impl<S: ClientStream> Session<S> {
             peer,
             peer_ip,
             info,
+            done_at,
             ..
         } = self;
         let s = &*table.server;
@@ -336,6 +345,7 @@ impl<S: ClientStream> Session<S> {
             bufs.up.clear();
             bufpool::release(bufs.up);
         }
+        *done_at = ex.done_at;
         next
     }
 

@@ -4,6 +4,7 @@
 use super::stream::BackendStream;
 use crate::registry::self_target::OwnListeners;
 use crate::upstream::Upstream;
+use arc_swap::ArcSwap;
 use std::sync::atomic::Ordering::Relaxed;
 use std::sync::Arc;
 use std::time::Duration;
@@ -51,16 +52,21 @@ impl std::fmt::Display for ConnectError {
 /// a new connection (the retry of a stale pooled one). An address that leads to one of
 /// switchyard's own listeners is never connected to, checked on every connect because a DNS
 /// name can start pointing at us after it was configured or registered: a loop would hold a
-/// connection per round trip until descriptors run out.
+/// connection per round trip until descriptors run out (`own` is loaded only then). `now`
+/// dates the idle pool's check.
 pub async fn connect_fresh_or_idle(
     u: &Upstream,
     connect_timeout: Duration,
     idle_timeout: Option<Duration>,
-    own: &OwnListeners,
+    own: &ArcSwap<OwnListeners>,
+    now: std::time::Instant,
 ) -> std::io::Result<(BackendStream, bool)> {
-    if let Some(s) = idle_timeout.and_then(|t| u.idle.checkout(t)) {
+    if let Some(s) = idle_timeout.and_then(|t| u.idle.checkout(t, now)) {
         return Ok((s, true));
     }
+    // Loaded only here: a pooled connection was checked when it was made.
+    let own = own.load();
+    let own: &OwnListeners = &own;
     if u.protocol.is_h2() {
         // An HTTP/2 backend's idle pool stays empty: a stream on one of its connections.
         let r = Box::pin(u.h2.checkout(u, connect_timeout, own, idle_timeout)).await?;
@@ -156,13 +162,14 @@ pub async fn checkout<'a>(
     candidates: impl Iterator<Item = &'a Arc<Upstream>>,
     connect_timeout: Duration,
     idle_timeout: Duration,
-    own: &OwnListeners,
+    own: &ArcSwap<OwnListeners>,
 ) -> Result<Checkout, ConnectError> {
     checkout_with(
         candidates,
         connect_timeout,
         Some(idle_timeout),
         own,
+        std::time::Instant::now(),
         &|_| {},
     )
     .await
@@ -174,14 +181,15 @@ pub async fn checkout_with<'a>(
     candidates: impl Iterator<Item = &'a Arc<Upstream>>,
     connect_timeout: Duration,
     idle_timeout: Option<Duration>,
-    own: &OwnListeners,
+    own: &ArcSwap<OwnListeners>,
+    now: std::time::Instant,
     on_failure: &(dyn Fn(&Upstream) + Sync),
 ) -> Result<Checkout, ConnectError> {
     let mut last: Option<(Arc<Upstream>, std::io::Error)> = None;
     let mut attempts = 0;
     for u in candidates {
         attempts += 1;
-        match connect_fresh_or_idle(u, connect_timeout, idle_timeout, own).await {
+        match connect_fresh_or_idle(u, connect_timeout, idle_timeout, own, now).await {
             Ok((stream, reused)) => {
                 return Ok(Checkout {
                     upstream: u.clone(),

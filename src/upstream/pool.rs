@@ -25,11 +25,12 @@ impl IdlePool {
         }
     }
 
-    /// Takes an idle connection that is still open and was idle less than `max_idle`.
-    /// Connections the backend closed (readable EOF) or that hold unexpected bytes are dropped.
-    pub fn checkout(&self, max_idle: Duration) -> Option<BackendStream> {
+    /// Takes an idle connection that is still open and was idle less than `max_idle` at
+    /// `now` (the caller's recent clock read: the request's arrival). Connections the backend
+    /// closed (readable EOF) or that hold unexpected bytes are dropped.
+    pub fn checkout(&self, max_idle: Duration, now: Instant) -> Option<BackendStream> {
         while let Some((mut stream, since)) = self.queue.pop() {
-            if since.elapsed() < max_idle && stream.still_idle() {
+            if now.saturating_duration_since(since) < max_idle && stream.still_idle() {
                 return Some(stream);
             }
         }
