@@ -5,6 +5,7 @@
 #
 # Usage: scripts/syscalls.sh [switchyard binary] [keepalive|close|l4|l4-close]   (needs strace, nginx, wrk)
 #        SC_TABLE=1 scripts/syscalls.sh ...   also prints strace's table per syscall
+#        SC_WORKERS=2 scripts/syscalls.sh ...   switchyard with `workers = 2`
 set -euo pipefail
 ROOT=$(cd "$(dirname "$0")/.." && pwd)
 BIN=${1:-$ROOT/target/release/switchyard}
@@ -36,7 +37,7 @@ CONF
 cat >"$WORK/sy.toml" <<CONF
 [server]
 listen = "127.0.0.1:19210"
-workers = 1
+workers = ${SC_WORKERS:-1}
 access_log = false
 [admin]
 listen = "127.0.0.1:19211"

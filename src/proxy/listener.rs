@@ -10,19 +10,34 @@ use tokio::sync::Semaphore;
 
 /// Binds a listening socket for `addr` (a name is resolved once, here).
 pub fn bind(addr: &Address) -> std::io::Result<TcpListener> {
-    let sa: SocketAddr = (addr.host.as_str(), addr.port)
+    TcpListener::from_std(bind_std(resolve(addr)?, false)?)
+}
+
+/// `addr` resolved once: the per-core workers' sockets must all bind the one address the
+/// first of them got (a port of 0 is chosen by the first bind).
+pub fn resolve(addr: &Address) -> std::io::Result<SocketAddr> {
+    (addr.host.as_str(), addr.port)
         .to_socket_addrs()?
         .next()
-        .ok_or_else(|| std::io::Error::other(format!("{addr} resolves to no address")))?;
+        .ok_or_else(|| std::io::Error::other(format!("{addr} resolves to no address")))
+}
+
+/// A listening socket not yet registered with a runtime (`TcpListener::from_std` must run on
+/// the worker that will accept on it). `reuse_port`: one of the per-core workers' sockets on
+/// the same address, among which the kernel spreads new connections.
+pub fn bind_std(sa: SocketAddr, reuse_port: bool) -> std::io::Result<std::net::TcpListener> {
     let socket = Socket::new(Domain::for_address(sa), Type::STREAM, Some(Protocol::TCP))?;
     socket.set_reuse_address(true)?;
+    if reuse_port {
+        socket.set_reuse_port(true)?;
+    }
     // Accepted sockets inherit TCP_NODELAY from the listener (Linux copies it into every
     // child): one setsockopt here instead of one per connection.
     socket.set_tcp_nodelay(true)?;
     socket.set_nonblocking(true)?;
     socket.bind(&sa.into())?;
     socket.listen(4096)?;
-    TcpListener::from_std(socket.into())
+    Ok(socket.into())
 }
 
 /// Accepts connections, serving each with `serve`; with `stop_on_drain` it stops when the
@@ -39,6 +54,21 @@ pub async fn accept_loop<F, Fut>(
     Fut: std::future::Future<Output = ()> + Send + 'static,
 {
     let permits = Arc::new(Semaphore::new(max_connections));
+    accept_loop_with(shared, listener, permits, stop_on_drain, serve).await
+}
+
+/// [`accept_loop`] with `permits` shared between several listeners: the per-core workers'
+/// sockets on one address hold `max_connections` between them, not each.
+pub async fn accept_loop_with<F, Fut>(
+    shared: Arc<DataPlane>,
+    listener: TcpListener,
+    permits: Arc<Semaphore>,
+    stop_on_drain: bool,
+    serve: F,
+) where
+    F: Fn(Arc<DataPlane>, tokio::net::TcpStream, SocketAddr) -> Fut,
+    Fut: std::future::Future<Output = ()> + Send + 'static,
+{
     let mut shutdown = shared.shutdown.subscribe();
     loop {
         let permit = tokio::select! {
