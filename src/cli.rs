@@ -287,6 +287,7 @@ where
             return ExitCode::FAILURE;
         }
     };
+    crate::workers::publish(extra.handles());
     let r = rt.block_on(fut(extra.handles().to_vec()));
     // The drain is over: the workers' remaining tasks (none but their stopped accept loops)
     // go with their runtimes.

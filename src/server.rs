@@ -209,7 +209,7 @@ where
 {
     let run = async move {
         match tokio::net::TcpListener::from_std(l) {
-            Ok(l) => listener::accept_loop_with(dp, l, permits, true, serve).await,
+            Ok(l) => listener::accept_loop(dp, l, permits, true, serve).await,
             Err(e) => log::error!("cannot register a listening socket: {e}"),
         }
     };

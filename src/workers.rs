@@ -19,6 +19,20 @@ thread_local! {
     static INDEX: Cell<usize> = const { Cell::new(0) };
 }
 
+/// The runtimes of workers 1..N, for listeners started after the server (`[[tcp]]` ones
+/// added by a reload); set once by the command line's `serve`.
+static EXTRA: std::sync::OnceLock<Vec<Handle>> = std::sync::OnceLock::new();
+
+/// Records the per-core workers' runtimes for [`extra`].
+pub fn publish(handles: &[Handle]) {
+    let _ = EXTRA.set(handles.to_vec());
+}
+
+/// The per-core workers beyond worker 0 (none unless `serve` started some).
+pub fn extra() -> &'static [Handle] {
+    EXTRA.get().map_or(&[], Vec::as_slice)
+}
+
 /// The number of workers whose connections share an address's idle pool.
 pub fn count() -> usize {
     COUNT.load(Relaxed)

@@ -40,26 +40,11 @@ pub fn bind_std(sa: SocketAddr, reuse_port: bool) -> std::io::Result<std::net::T
     Ok(socket.into())
 }
 
-/// Accepts connections, serving each with `serve`; with `stop_on_drain` it stops when the
-/// drain begins (the data port), without it it keeps going (the admin port must still answer
-/// `/ready` with 503 while draining).
+/// Accepts connections, serving each with `serve`, each holding one of `permits` (shared by
+/// the per-core workers' sockets on one address: `max_connections` between them, not each);
+/// with `stop_on_drain` it stops when the drain begins (the data port), without it it keeps
+/// going (the admin port must still answer `/ready` with 503 while draining).
 pub async fn accept_loop<F, Fut>(
-    shared: Arc<DataPlane>,
-    listener: TcpListener,
-    max_connections: usize,
-    stop_on_drain: bool,
-    serve: F,
-) where
-    F: Fn(Arc<DataPlane>, tokio::net::TcpStream, SocketAddr) -> Fut,
-    Fut: std::future::Future<Output = ()> + Send + 'static,
-{
-    let permits = Arc::new(Semaphore::new(max_connections));
-    accept_loop_with(shared, listener, permits, stop_on_drain, serve).await
-}
-
-/// [`accept_loop`] with `permits` shared between several listeners: the per-core workers'
-/// sockets on one address hold `max_connections` between them, not each.
-pub async fn accept_loop_with<F, Fut>(
     shared: Arc<DataPlane>,
     listener: TcpListener,
     permits: Arc<Semaphore>,
