@@ -88,7 +88,8 @@ for t in tokio uring switchyard; do
         n=$(wrk_run "$port" 3 "$mode")
         kill -INT "$SPID"
         wait "$SPID" 2>/dev/null || true
-        calls=$(awk '$NF == "total" {print $(NF-2)}' "$WORK/st.txt")
+        # The per-syscall rows' call counts (the total row has no errors column when no call failed).
+        calls=$(awk 'NR > 2 && $NF != "total" && $4 ~ /^[0-9]+$/ {c += $4} END {print c + 0}' "$WORK/st.txt")
         top=$(awk -v n="$n" 'NR > 2 && $NF != "total" && $NF != "syscall" && $4 ~ /^[0-9]+$/ {printf "%s %.2f, ", $NF, $4 / n}' "$WORK/st.txt" | head -c 200)
         echo "syscalls $t $mode: $(awk -v c="$calls" -v n="$n" 'BEGIN {printf "%.2f", c / n}') per request ($top)"
         kill "$P"

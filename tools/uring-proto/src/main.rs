@@ -20,7 +20,19 @@ fn main() {
         ),
         _ => panic!("{usage}"),
     };
-    let l = std::net::TcpListener::bind(listen).expect("bind");
+    // An io_uring instance of a process that just exited is torn down by the kernel after it,
+    // with its listening socket: a restart on the same port waits for that.
+    let mut tries = 0;
+    let l = loop {
+        match std::net::TcpListener::bind(listen) {
+            Ok(l) => break l,
+            Err(e) if e.kind() == std::io::ErrorKind::AddrInUse && tries < 100 => {
+                tries += 1;
+                std::thread::sleep(std::time::Duration::from_millis(50));
+            }
+            Err(e) => panic!("bind {listen}: {e}"),
+        }
+    };
     // Accepted sockets inherit TCP_NODELAY from the listener, as in switchyard.
     set_nodelay(l.as_raw_fd());
     match mode {
@@ -129,7 +141,12 @@ mod uring {
         lp.push(accept);
         let mut done = Vec::with_capacity(1024);
         loop {
-            lp.ring.submit_and_wait(1)?;
+            match lp.ring.submit_and_wait(1) {
+                Ok(_) => {}
+                // A signal, or a tracer attaching (strace): nothing was lost, wait again.
+                Err(e) if e.kind() == std::io::ErrorKind::Interrupted => continue,
+                Err(e) => return Err(e),
+            }
             done.clear();
             done.extend(lp.ring.completion().map(|c| (c.user_data(), c.result(), c.flags())));
             for &(ud, res, flags) in &done {
