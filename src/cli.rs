@@ -254,7 +254,10 @@ pub fn run(cmd: Command) -> ExitCode {
                 return ExitCode::FAILURE;
             }
             // One event loop: the demo's echo backends and the balancer share it.
-            serve(1, |_| async move { crate::demo::run(&listen, &admin).await })
+            serve(
+                1,
+                |_| async move { crate::demo::run(&listen, &admin).await },
+            )
         }
     }
 }

@@ -77,8 +77,16 @@ fn two_workers_accept_on_a_socket_each_and_serve_reloads_and_drains() {
         b.address()
     );
     let mut sy = Switchyard::start(&cfg);
-    assert_eq!(listening_sockets(sy.http.port()), 2, "one socket per worker");
-    assert_eq!(listening_sockets(sy.admin.port()), 1, "the admin one stays single");
+    assert_eq!(
+        listening_sockets(sy.http.port()),
+        2,
+        "one socket per worker"
+    );
+    assert_eq!(
+        listening_sockets(sy.admin.port()),
+        1,
+        "the admin one stays single"
+    );
     let threads = std::fs::read_dir(format!("/proc/{}/task", sy.pid()))
         .unwrap()
         .filter_map(|t| std::fs::read_to_string(t.ok()?.path().join("comm")).ok())

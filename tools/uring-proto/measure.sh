@@ -74,6 +74,13 @@ wrk_run() { # port seconds mode -> requests
     $LOAD_CPU wrk -t1 -c"$CONNS" -d"$2"s "${hdr[@]}" "http://127.0.0.1:$1/" | awk '/requests in/ {print $1}'
 }
 ticks() { awk '{print $14 + $15}' "/proc/$1/stat"; }
+# Stops $P and waits until its port is free: the kernel tears an exited process's io_uring
+# down after it, listening socket included, and a probe must not reach that one.
+stop() { # name
+    kill "$P"
+    wait "$P" 2>/dev/null || true
+    for _ in $(seq 1 100); do (exec 3<>"/dev/tcp/127.0.0.1/$(port_of "$1")") 2>/dev/null || return 0; sleep 0.05; done
+}
 
 echo "uring-proto: $(nproc) cores, kernel $(uname -r), load $(cut -d' ' -f1-3 /proc/loadavg)"
 # --- syscalls per request
@@ -92,8 +99,7 @@ for t in tokio uring switchyard; do
         calls=$(awk 'NR > 2 && $NF != "total" && $4 ~ /^[0-9]+$/ {c += $4} END {print c + 0}' "$WORK/st.txt")
         top=$(awk -v n="$n" 'NR > 2 && $NF != "total" && $NF != "syscall" && $4 ~ /^[0-9]+$/ {printf "%s %.2f, ", $NF, $4 / n}' "$WORK/st.txt" | head -c 200)
         echo "syscalls $t $mode: $(awk -v c="$calls" -v n="$n" 'BEGIN {printf "%.2f", c / n}') per request ($top)"
-        kill "$P"
-        wait "$P" 2>/dev/null || true
+        stop "$t"
     done
 done
 # --- user-space instructions per request
@@ -108,8 +114,7 @@ for t in tokio uring switchyard; do
         sleep 0.5
         ir=$(callgrind_annotate "$(ls "$WORK"/cg."$P".1)" 2>/dev/null | awk '/PROGRAM TOTALS/ {gsub(",", "", $1); print $1}')
         echo "instructions $t $mode: $((ir / n)) per request ($n requests)"
-        kill "$P"
-        wait "$P" 2>/dev/null || true
+        stop "$t"
         rm -f "$WORK"/cg.*
     done
 done

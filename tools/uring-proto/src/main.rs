@@ -148,7 +148,11 @@ mod uring {
                 Err(e) => return Err(e),
             }
             done.clear();
-            done.extend(lp.ring.completion().map(|c| (c.user_data(), c.result(), c.flags())));
+            done.extend(
+                lp.ring
+                    .completion()
+                    .map(|c| (c.user_data(), c.result(), c.flags())),
+            );
             for &(ud, res, flags) in &done {
                 if ud == ACCEPT {
                     if res >= 0 {
@@ -205,23 +209,24 @@ mod uring {
                     self.conns.len() - 1
                 }
             };
-            let e = opcode::Socket::new(
-                libc::AF_INET,
-                libc::SOCK_STREAM | libc::SOCK_CLOEXEC,
-                0,
-            )
-            .build();
+            let e = opcode::Socket::new(libc::AF_INET, libc::SOCK_STREAM | libc::SOCK_CLOEXEC, 0)
+                .build();
             self.op(slot, SOCKET, e);
         }
 
         fn recv(&mut self, slot: usize, d: usize) {
-            let Some(c) = self.conns[slot].as_mut() else { return };
-            let e = opcode::Recv::new(types::Fd(c.fd[d]), c.buf[d].as_mut_ptr(), BUF as u32).build();
+            let Some(c) = self.conns[slot].as_mut() else {
+                return;
+            };
+            let e =
+                opcode::Recv::new(types::Fd(c.fd[d]), c.buf[d].as_mut_ptr(), BUF as u32).build();
             self.op(slot, RECV + d as u64, e);
         }
 
         fn send(&mut self, slot: usize, d: usize) {
-            let Some(c) = self.conns[slot].as_mut() else { return };
+            let Some(c) = self.conns[slot].as_mut() else {
+                return;
+            };
             let (from, to) = (c.sent[d], c.len[d]);
             let ptr = c.buf[d][from..].as_ptr();
             let e = opcode::Send::new(types::Fd(c.fd[1 - d]), ptr, (to - from) as u32).build();
@@ -230,7 +235,9 @@ mod uring {
 
         /// Both sockets shut down (pending receives end), then closed once nothing is in flight.
         fn fail(&mut self, slot: usize) {
-            let Some(c) = self.conns[slot].as_mut() else { return };
+            let Some(c) = self.conns[slot].as_mut() else {
+                return;
+            };
             if c.closing {
                 return;
             }
@@ -246,7 +253,9 @@ mod uring {
         }
 
         fn maybe_close(&mut self, slot: usize) {
-            let Some(c) = self.conns[slot].as_mut() else { return };
+            let Some(c) = self.conns[slot].as_mut() else {
+                return;
+            };
             let ended = c.closing || (c.eof[0] && c.eof[1]);
             if !ended || c.in_flight > 0 || c.closes_left > 0 {
                 return;
@@ -276,7 +285,9 @@ mod uring {
         }
 
         fn completed(&mut self, slot: usize, kind: u64, res: i32) {
-            let Some(c) = self.conns.get_mut(slot).and_then(Option::as_mut) else { return };
+            let Some(c) = self.conns.get_mut(slot).and_then(Option::as_mut) else {
+                return;
+            };
             if kind == CLOSE {
                 c.closes_left -= 1;
                 if c.closes_left == 0 {
