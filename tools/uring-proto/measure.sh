@@ -78,6 +78,9 @@ ticks() { awk '{print $14 + $15}' "/proc/$1/stat"; }
 # down after it, listening socket included, and a probe must not reach that one.
 stop() { # name
     kill "$P"
+    # valgrind does not always end on SIGTERM while the program sleeps in io_uring_enter.
+    for _ in $(seq 1 40); do kill -0 "$P" 2>/dev/null || break; sleep 0.1; done
+    kill -9 "$P" 2>/dev/null || true
     wait "$P" 2>/dev/null || true
     for _ in $(seq 1 100); do (exec 3<>"/dev/tcp/127.0.0.1/$(port_of "$1")") 2>/dev/null || return 0; sleep 0.05; done
 }
