@@ -31,9 +31,10 @@ pub async fn start(cfg: Config) -> std::io::Result<Running> {
     start_on(cfg, &[]).await
 }
 
-/// [`start`] with per-core workers: the current runtime is worker 0 (and the control plane,
-/// the admin and `[[tcp]]` listeners); each of `extra` accepts on its own SO_REUSEPORT
-/// sockets for the HTTP and HTTPS listeners.
+/// [`start`] with per-core workers: the current runtime is worker 0 (and the control plane and
+/// the admin listener); each of `extra` accepts on its own SO_REUSEPORT sockets for the HTTP
+/// and HTTPS listeners (`[[tcp]]` ones, bound again on reloads, take theirs from
+/// `workers::extra`).
 pub async fn start_on(cfg: Config, extra: &[Handle]) -> std::io::Result<Running> {
     crate::fdlimit::raise(cfg.server.max_connections);
     let upstreams = UpstreamSet::default();

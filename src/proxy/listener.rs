@@ -1,5 +1,6 @@
-//! Listening sockets (socket2: reuse-address, a deep backlog) and the accept loop, which holds
-//! a permit per connection so that beyond `max_connections` new ones wait in the kernel queue.
+//! Listening sockets (socket2: reuse-address, a deep backlog, SO_REUSEPORT for per-core
+//! workers) and the accept loop, which holds a permit per connection so that beyond
+//! `max_connections` new ones wait (one per worker accepted, the rest in the kernel queue).
 use crate::config::address::Address;
 use crate::state::{ConnGuard, DataPlane};
 use socket2::{Domain, Protocol, Socket, Type};
@@ -56,13 +57,6 @@ pub async fn accept_loop<F, Fut>(
 {
     let mut shutdown = shared.shutdown.subscribe();
     loop {
-        let permit = tokio::select! {
-            p = permits.clone().acquire_owned() => match p {
-                Ok(p) => p,
-                Err(_) => break,
-            },
-            _ = drained(&mut shutdown, stop_on_drain) => break,
-        };
         let (stream, peer) = tokio::select! {
             r = listener.accept() => match r {
                 Ok(x) => x,
@@ -77,6 +71,20 @@ pub async fn accept_loop<F, Fut>(
                 }
             },
             _ = drained(&mut shutdown, stop_on_drain) => break,
+        };
+        // The permit is taken after the accept: a loop waiting for a permit before accepting
+        // would hold one that another worker's socket could use, and a later connection there
+        // would be served while an earlier one here waits. At the limit, each worker holds
+        // one accepted connection unread until a permit frees; the rest wait in the kernel.
+        let permit = match permits.clone().try_acquire_owned() {
+            Ok(p) => p,
+            Err(_) => tokio::select! {
+                p = permits.clone().acquire_owned() => match p {
+                    Ok(p) => p,
+                    Err(_) => break,
+                },
+                _ = drained(&mut shutdown, stop_on_drain) => break,
+            },
         };
         // Only data-port connections count as open: drain waits for them and
         // `switchyard_open_connections` reports them; a scrape must not count itself.
