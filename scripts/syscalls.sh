@@ -3,14 +3,16 @@
 # wrk load (the same backends and config as scripts/callgrind.sh). The count per request is
 # nearly fixed by the code path; only epoll_wait varies a little with how events batch.
 #
-# Usage: scripts/syscalls.sh [switchyard binary] [keepalive|close|l4|l4-close]   (needs strace, nginx, wrk)
+# Usage: scripts/syscalls.sh [switchyard binary] [keepalive|close|l4|l4-close|h2c]   (needs strace, nginx, wrk)
+# h2c: a fixed number of prior-knowledge HTTP/2 requests from h2load (SC_H2_REQUESTS, 4
+# connections x 25 streams like the bench and scripts/callgrind.sh).
 #        SC_TABLE=1 scripts/syscalls.sh ...   also prints strace's table per syscall
 #        SC_WORKERS=2 scripts/syscalls.sh ...   switchyard with `workers = 2`
 set -euo pipefail
 ROOT=$(cd "$(dirname "$0")/.." && pwd)
 BIN=${1:-$ROOT/target/release/switchyard}
 MODE=${2:-keepalive}
-for t in strace:strace nginx:nginx wrk:wrk; do
+for t in strace:strace nginx:nginx wrk:wrk h2load:nghttp2-client; do
     command -v "${t%%:*}" >/dev/null || DEBIAN_FRONTEND=noninteractive apt-get install -y -qq "${t#*:}" >&2
 done
 WORK=$(mktemp -d /tmp/switchyard-sc.XXXXXX)
@@ -59,12 +61,17 @@ PORT=19210
 HDR=()
 case "$MODE" in *close) HDR=(-H 'Connection: close') ;; esac
 case "$MODE" in l4*) PORT=19212 ;; esac
-wrk -t1 -c10 -d1s "${HDR[@]}" "http://127.0.0.1:$PORT/" >/dev/null
-strace -c -f -p "$SP" -o "$WORK/strace.txt" 2>/dev/null &
+h2() { h2load -t1 -c4 -m25 -n "$1" "http://127.0.0.1:$PORT/"; }
+if [ "$MODE" = h2c ]; then h2 1000 >/dev/null; else wrk -t1 -c10 -d1s "${HDR[@]}" "http://127.0.0.1:$PORT/" >/dev/null; fi
+strace ${SC_STRACE:--c} -f -p "$SP" -o "$WORK/strace.txt" 2>/dev/null &
 ST=$!
 PIDS+=($ST)
 sleep 1
-N=$(wrk -t1 -c10 -d3s "${HDR[@]}" "http://127.0.0.1:$PORT/" | awk '/requests in/ {print $1}')
+if [ "$MODE" = h2c ]; then
+    N=$(h2 "${SC_H2_REQUESTS:-6000}" | awk '/^requests:/ {print $8}')
+else
+    N=$(wrk -t1 -c10 -d3s "${HDR[@]}" "http://127.0.0.1:$PORT/" | awk '/requests in/ {print $1}')
+fi
 kill -INT "$ST"
 wait "$ST" 2>/dev/null || true
 CALLS=$(awk '$NF == "total" {print $(NF-2)}' "$WORK/strace.txt")

@@ -1,7 +1,7 @@
 //! HTTP/2 towards clients (SPEC §10): [`serve`] drives one connection with the `h2` crate —
 //! over TLS after ALPN chose `h2`, or cleartext with prior knowledge on the plain listener
-//! ([`is_preface`]) — and runs each stream as its own task through the request phases
-//! (`stream.rs`). The connection is bounded: `h2_max_concurrent_streams`, header lists of
+//! ([`is_preface`]) — and runs each stream inside the connection's task through the request
+//! phases (`stream.rs`). The connection is bounded: `h2_max_concurrent_streams`, header lists of
 //! `max_header_bytes`, a 4 KiB HPACK table, and the flood guard (`guard.rs`), which answers a
 //! rapid reset, CONTINUATION or control-frame flood with GOAWAY and a close. SIGTERM sends
 //! GOAWAY at once and the streams in flight finish; a connection without streams for
@@ -11,12 +11,14 @@ pub(crate) mod stream;
 pub(crate) mod translate;
 
 use crate::state::DataPlane;
+use futures_util::stream::{FuturesUnordered, StreamExt};
 use guard::{Flood, Guarded, Limits};
+use std::future::Future;
 use std::net::SocketAddr;
+use std::pin::Pin;
 use std::sync::atomic::{AtomicU64, Ordering::Relaxed};
 use std::sync::Arc;
 use tokio::io::{AsyncRead, AsyncWrite};
-use tokio::sync::Semaphore;
 
 pub use guard::PREFACE;
 
@@ -32,6 +34,8 @@ const SEND_BUFFER: usize = 256 * 1024;
 /// Streams reset by the client before we accepted them (the `h2` crate's own rapid-reset
 /// brake; it answers GOAWAY ENHANCE_YOUR_CALM beyond this).
 const PENDING_ACCEPT_RESETS: usize = 50;
+/// Finished streams' boxes a connection keeps for its next streams (`run_boxed`).
+const FREE_BOXES: usize = 8;
 /// Streams we reset for protocol errors before the connection is given up.
 const LOCAL_ERROR_RESETS: usize = 256;
 
@@ -72,6 +76,8 @@ pub(crate) struct Conn {
     /// The TLS version, for the access log; None on the plain listener.
     pub tls: Option<&'static str>,
     pub guard: Arc<guard::Shared>,
+    /// Timers of finished streams, still armed, for the next ones (`stream::take_timer`).
+    pub timers: std::sync::Mutex<Vec<crate::proxy::deadline::Timer>>,
 }
 
 /// Whether `bytes` (what the client sent first) start the HTTP/2 preface; `None` while too
@@ -118,7 +124,7 @@ where
             }
         };
     stats.connections.fetch_add(1, Relaxed);
-    let c = Arc::new(Conn {
+    let c = Conn {
         dp: dp.clone(),
         peer_ip: peer.ip().to_string(),
         peer: peer.ip(),
@@ -126,12 +132,18 @@ where
         plain: tls.is_none(),
         tls,
         guard: shared.clone(),
-    });
-    // One permit per stream task: however a client resets streams, it cannot leave more
-    // tasks behind than this. The h2 crate already holds it to max_concurrent_streams open
-    // streams; the slack covers a task that still records its stream after h2 closed it.
+        timers: std::sync::Mutex::default(),
+    };
+    // The streams run inside this task, polled next to the connection (as nginx and HAProxy
+    // run a connection's streams in its event handler): no task, no cross-task wake-up per
+    // stream, and a stream's frames are flushed by the same poll that queued them. However a
+    // client resets streams, it cannot leave more than this many behind. The h2 crate already
+    // holds it to max_concurrent_streams open streams; the slack covers one that still records
+    // its stream after h2 closed it.
     let max = 2 * s.h2_max_concurrent_streams as usize;
-    let permits = Arc::new(Semaphore::new(max));
+    let mut streams = FuturesUnordered::new();
+    // The boxes of finished streams, reused for new ones (see `run_boxed`).
+    let mut free = Vec::new();
     let idle_timeout = s.idle_timeout;
     let drain_timeout = s.drain_timeout;
     drop(table);
@@ -141,24 +153,26 @@ where
     tokio::pin!(idle);
     loop {
         tokio::select! {
+            // Streams before the connection: what they queue goes out in the connection's
+            // poll right after.
+            biased;
+            Some(done) = streams.next(), if !streams.is_empty() => {
+                if free.len() < FREE_BOXES {
+                    free.push(done);
+                }
+            }
             r = conn.accept() => match r {
                 Some(Ok((req, respond))) => {
                     idle.as_mut().reset(tokio::time::Instant::now() + idle_timeout);
                     stats.streams.fetch_add(1, Relaxed);
-                    let Ok(permit) = permits.clone().try_acquire_owned() else {
+                    if streams.len() >= max {
                         stats.refused_streams.fetch_add(1, Relaxed);
                         let mut respond = respond;
                         respond.send_reset(h2::Reason::REFUSED_STREAM);
                         continue;
-                    };
-                    // Boxed: the stream's future is several KiB (the phases' state), and
-                    // tokio moves a task's whole future on spawn and at every stage change;
-                    // behind a pointer only the pointer moves.
-                    let run = Box::pin(stream::serve(c.clone(), req, respond));
-                    tokio::spawn(async move {
-                        run.await;
-                        drop(permit);
-                    });
+                    }
+                    let run = stream::serve(&c, req, respond);
+                    streams.push(run_boxed(reuse(&mut free, run)));
                 }
                 Some(Err(e)) => {
                     if e.reason() == Some(h2::Reason::ENHANCE_YOUR_CALM) && e.is_go_away() {
@@ -182,7 +196,7 @@ where
                 conn.abrupt_shutdown(h2::Reason::ENHANCE_YOUR_CALM);
                 let flush = std::future::poll_fn(|cx| conn.poll_closed(cx));
                 let _ = tokio::time::timeout(guard::GOAWAY_FLUSH, flush).await;
-                return;
+                break;
             }
             () = drained(&mut shutdown), if !going_away => {
                 going_away = true;
@@ -191,9 +205,9 @@ where
                 idle.as_mut().reset(tokio::time::Instant::now() + drain_timeout);
             }
             () = &mut idle => {
-                if going_away || permits.available_permits() == max {
+                if going_away || streams.is_empty() {
                     if going_away {
-                        return;
+                        break;
                     }
                     going_away = true;
                     conn.graceful_shutdown();
@@ -203,6 +217,32 @@ where
                 }
             }
         }
+    }
+    // The connection is done (h2 may close it once the last frame of a stream went out, while
+    // that stream still logs). Dropping it fails whatever still waits on it at once, so what
+    // is left ends quickly: each stream records itself as it did in a task of its own.
+    drop(conn);
+    let rest = async { while streams.next().await.is_some() {} };
+    let _ = tokio::time::timeout(drain_timeout, rest).await;
+}
+
+/// Polls a stream's future, boxed, and gives the box back when it is done: the future holds
+/// the phases' state inline (several KiB), too large for the allocator's fast bins, so a
+/// connection reuses the boxes of finished streams for new ones (the set's own allocation per
+/// stream is then a small one), and only the box's pointer moves into the set.
+async fn run_boxed<F: Future<Output = ()>>(mut run: Pin<Box<F>>) -> Pin<Box<F>> {
+    run.as_mut().await;
+    run
+}
+
+/// `run` in the box of a finished stream when there is one.
+fn reuse<F: Future>(free: &mut Vec<Pin<Box<F>>>, run: F) -> Pin<Box<F>> {
+    match free.pop() {
+        Some(mut b) => {
+            b.set(run);
+            b
+        }
+        None => Box::pin(run),
     }
 }
 

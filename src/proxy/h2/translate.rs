@@ -2,7 +2,6 @@
 //! request head becomes the HTTP/1.1 head the phases parse and forward (`:authority` as
 //! `Host`, cookies joined, connection-specific fields out), and an HTTP/1.1 response head
 //! becomes HTTP/2 header fields. Also the gRPC status mapping of SPEC §10.
-use crate::http::head::HeaderRange;
 use crate::http::response::ResponseHead;
 use crate::http::{list_items, name_is};
 use http::header::{HeaderMap, HeaderName, HeaderValue};
@@ -78,6 +77,14 @@ pub(crate) fn request_head(
             cookies += 1;
             continue;
         }
+        if n == b"te" {
+            // The one TE value HTTP/2 allows (RFC 9113 §8.2.2): kept, so that an HTTP/2
+            // backend gets it again; the forward to an HTTP/1.1 one drops it as hop-by-hop.
+            if list_items(value.as_bytes()).any(|t| t.eq_ignore_ascii_case(b"trailers")) {
+                out.extend_from_slice(b"te: trailers\r\n");
+            }
+            continue;
+        }
         // Host came from :authority; expect asks for a 100 that HTTP/2 does not need.
         if n == b"host" || n == b"expect" || connection_specific(n) {
             continue;
@@ -133,8 +140,11 @@ pub(crate) struct Added<'a> {
 /// The HTTP/2 fields of an HTTP/1.1 response head (`buf` holds its bytes): connection-specific
 /// fields and those its `Connection` lists are dropped, as is any field HTTP/2 cannot carry
 /// (an invalid name from a backend is not worth failing the answer for).
+///
+/// The values kept and those the gateway adds are copied into one buffer, and each field's
+/// value is a slice of it: two allocations for all of them instead of one or two each, and
+/// the map sized once for exactly the fields it gets.
 pub(crate) fn response_headers(buf: &[u8], resp: &ResponseHead, add: &Added<'_>) -> HeaderMap {
-    let mut map = HeaderMap::with_capacity(resp.headers.len() + 3);
     // The Connection values, found once rather than in a scan of every field per field (a
     // response rarely has more than one; beyond four the scan is kept).
     let mut lists: [&[u8]; 4] = [&[]; 4];
@@ -163,9 +173,12 @@ pub(crate) fn response_headers(buf: &[u8], resp: &ResponseHead, add: &Added<'_>)
             .flat_map(|v| list_items(v))
             .any(|t| t.eq_ignore_ascii_case(name))
     };
-    for h in &resp.headers {
-        let HeaderRange { name, value } = h;
-        let (name, value) = (&buf[name.clone()], &buf[value.clone()]);
+    // Which fields go on (a response head has at most MAX_HEADERS = 128 fields), and how
+    // many value bytes they bring.
+    let mut kept: u128 = 0;
+    let (mut n_kept, mut value_bytes) = (0, 0);
+    for (i, h) in resp.headers.iter().enumerate().take(128) {
+        let name = &buf[h.name.clone()];
         if connection_specific(name)
             || name_is(name, "content-length")
             || listed(name)
@@ -173,12 +186,45 @@ pub(crate) fn response_headers(buf: &[u8], resp: &ResponseHead, add: &Added<'_>)
         {
             continue;
         }
-        if let (Ok(n), Ok(v)) = (HeaderName::from_bytes(name), HeaderValue::from_bytes(value)) {
+        kept |= 1 << i;
+        n_kept += 1;
+        value_bytes += h.value.len();
+    }
+    let sets = add.edits.lines();
+    let n_sets = sets.iter().filter(|b| **b == b'\n').count();
+    let mut values = Vec::with_capacity(value_bytes + 20 + add.gateway.len() + 40);
+    for (i, h) in resp.headers.iter().enumerate().take(128) {
+        if kept & (1 << i) != 0 {
+            values.extend_from_slice(&buf[h.value.clone()]);
+        }
+    }
+    let length_at = values.len();
+    if let Some(n) = add.content_length {
+        crate::http::push_u64(&mut values, n);
+    }
+    let gateway_at = values.len();
+    values.extend_from_slice(add.gateway.as_bytes());
+    let timing_at = values.len();
+    push_server_timing(&mut values, add.upstream_ms);
+    let values = bytes::Bytes::from(values);
+    let mut map = HeaderMap::with_capacity(n_kept + n_sets + 3);
+    let mut at = 0;
+    for (i, h) in resp.headers.iter().enumerate().take(128) {
+        if kept & (1 << i) == 0 {
+            continue;
+        }
+        let end = at + h.value.len();
+        let value = values.slice(at..end);
+        at = end;
+        if let (Ok(n), Ok(v)) = (
+            HeaderName::from_bytes(&buf[h.name.clone()]),
+            HeaderValue::from_maybe_shared(value),
+        ) {
             map.append(n, v);
         }
     }
     // The sets come as the HTTP/1.1 lines the other side writes; validated at config load.
-    for line in add.edits.lines().split(|b| *b == b'\n') {
+    for line in sets.split(|b| *b == b'\n') {
         let line = line.strip_suffix(b"\r").unwrap_or(line);
         let Some(colon) = line.iter().position(|b| *b == b':') else {
             continue;
@@ -191,15 +237,15 @@ pub(crate) fn response_headers(buf: &[u8], resp: &ResponseHead, add: &Added<'_>)
             map.append(n, v);
         }
     }
-    if let Some(n) = add.content_length {
-        map.insert(http::header::CONTENT_LENGTH, HeaderValue::from(n));
+    if add.content_length.is_some() {
+        if let Ok(v) = HeaderValue::from_maybe_shared(values.slice(length_at..gateway_at)) {
+            map.insert(http::header::CONTENT_LENGTH, v);
+        }
     }
-    if let Ok(v) = HeaderValue::from_str(add.gateway) {
+    if let Ok(v) = HeaderValue::from_maybe_shared(values.slice(gateway_at..timing_at)) {
         map.insert(HeaderName::from_static("x-gateway"), v);
     }
-    if let Ok(mut v) =
-        HeaderValue::from_maybe_shared(bytes::Bytes::from(server_timing(add.upstream_ms)))
-    {
+    if let Ok(mut v) = HeaderValue::from_maybe_shared(values.slice(timing_at..)) {
         // A new value on nearly every answer: entered in the HPACK table, it would only push
         // out the fields that repeat (and make every later lookup of the name walk them all).
         v.set_sensitive(true);
@@ -210,11 +256,10 @@ pub(crate) fn response_headers(buf: &[u8], resp: &ResponseHead, add: &Added<'_>)
 
 /// `upstream;dur=` and the milliseconds to three places, from whole microseconds as on
 /// HTTP/1 (`rewrite::response_head`): float formatting costs more than the rest of the field.
-fn server_timing(ms: f64) -> Vec<u8> {
+fn push_server_timing(out: &mut Vec<u8>, ms: f64) {
     let us = (ms * 1000.0).round().max(0.0) as u64;
-    let mut out = Vec::with_capacity(32);
     out.extend_from_slice(b"upstream;dur=");
-    crate::http::push_u64(&mut out, us / 1000);
+    crate::http::push_u64(out, us / 1000);
     let frac = us % 1000;
     out.extend_from_slice(&[
         b'.',
@@ -222,7 +267,6 @@ fn server_timing(ms: f64) -> Vec<u8> {
         b'0' + (frac / 10 % 10) as u8,
         b'0' + (frac % 10) as u8,
     ]);
-    out
 }
 
 /// Whether a request is gRPC: `content-type: application/grpc` or `application/grpc+…`.
@@ -306,7 +350,7 @@ mod tests {
         let h = head(req, false);
         assert_eq!(
             h,
-            "POST /up HTTP/1.1\r\nhost: h.test\r\ntransfer-encoding: chunked\r\n\r\n"
+            "POST /up HTTP/1.1\r\nhost: h.test\r\nte: trailers\r\ntransfer-encoding: chunked\r\n\r\n"
         );
         let req = http::Request::post("/up")
             .header("content-length", "5")
@@ -339,7 +383,33 @@ mod tests {
         };
         let m = response_headers(raw, &r, &add);
         assert_eq!(m.get("x-kept").unwrap(), "yes");
-        assert_eq!(m.get_all("set-cookie").iter().count(), 2);
+        let cookies: Vec<_> = m.get_all("set-cookie").iter().collect();
+        assert_eq!(cookies, ["a=1", "b=2"]);
+        // Each value is its own slice of the one buffer, in order, next to the sets.
+        let edits = crate::http::edits::HeaderEdits::new(
+            &[("X-Set".to_string(), "on".to_string())],
+            &["x-kept".to_string()],
+        );
+        let m2 = response_headers(
+            raw,
+            &r,
+            &Added {
+                edits: &edits,
+                ..add
+            },
+        );
+        let all: Vec<_> = m2.iter().map(|(n, v)| format!("{n}={v:?}")).collect();
+        assert_eq!(
+            all,
+            [
+                "set-cookie=\"a=1\"",
+                "set-cookie=\"b=2\"",
+                "x-set=\"on\"",
+                "content-length=\"3\"",
+                "x-gateway=\"sy\"",
+                "server-timing=Sensitive",
+            ]
+        );
         for gone in ["connection", "x-hop", "keep-alive", "transfer-encoding"] {
             assert!(m.get(gone).is_none(), "{gone}");
         }
@@ -362,8 +432,9 @@ mod tests {
             (12.3456, "12.346"),
             (0.05, "0.050"),
         ] {
-            let v = server_timing(ms);
-            assert_eq!(v, format!("upstream;dur={want}").into_bytes(), "{ms}");
+            let mut v = b"x".to_vec();
+            push_server_timing(&mut v, ms);
+            assert_eq!(v[1..], *format!("upstream;dur={want}").as_bytes(), "{ms}");
         }
     }
 
