@@ -17,6 +17,9 @@
 #        BENCH_TARGETS="switchyard haproxy" BENCH_PIN=0 BENCH_NOBUILD=1 scripts/bench.sh
 #        BENCH_BASELINE=/tmp/switchyard-before scripts/bench.sh   (adds target "baseline": an
 #        older switchyard binary measured in the same rounds, for before/after numbers)
+#        BENCH_WORKERS=2 scripts/bench.sh   (every proxy with N event loops: switchyard
+#        `workers = N`, HAProxy `nbthread N`, nginx `worker_processes N`; with N > 1 the proxies
+#        get the last N cores, or all cores when there are no more than N, shared with the load)
 # Everything listens on 127.0.0.1; every process started here is stopped by PID on exit.
 set -euo pipefail
 
@@ -29,6 +32,7 @@ H2_CONNS=${BENCH_H2_CONNS:-4}
 H2_STREAMS=${BENCH_H2_STREAMS:-25}
 TLS_NEW_PROCS=${BENCH_TLS_NEW_PROCS:-8}
 BIG_CONNS=${BENCH_BIG_CONNS:-8}
+WORKERS=${BENCH_WORKERS:-1}
 SCENARIOS=$(for s in $SCENARIOS; do [ "$s" = big ] && echo big-down big-up || echo "$s"; done | xargs)
 TARGETS=${BENCH_TARGETS:-"direct switchyard haproxy nginx"}
 if [ -n "${BENCH_BASELINE:-}" ] && [[ " $TARGETS " != *" baseline "* ]]; then
@@ -104,9 +108,9 @@ ulimit -n 65536 2>/dev/null || ulimit -n 16384 2>/dev/null || true
 # Two cores: the proxy gets one, the load generator and the backends the other, so that the
 # proxy under test never fights wrk for a core and rounds are comparable.
 NCPU=$(nproc)
-if [ "$PIN" = 1 ] && [ "$NCPU" -ge 2 ]; then
-    PROXY_CPU="taskset -c $((NCPU - 1))"
-    LOAD_CPU="taskset -c 0-$((NCPU - 2))"
+if [ "$PIN" = 1 ] && [ "$NCPU" -gt "$WORKERS" ]; then
+    PROXY_CPU="taskset -c $((NCPU - WORKERS))-$((NCPU - 1))"
+    LOAD_CPU="taskset -c 0-$((NCPU - WORKERS - 1))"
 else
     PROXY_CPU=""
     LOAD_CPU=""
@@ -170,7 +174,7 @@ mkdir -p "$WORK/sy"
 cat >"$WORK/sy/config.toml" <<EOF
 [server]
 listen = "127.0.0.1:$SY_HTTP"
-workers = 1
+workers = $WORKERS
 access_log = false
 idle_timeout = 60
 max_connections = 8000
@@ -214,7 +218,7 @@ fi
 mkdir -p "$WORK/ha"
 cat >"$WORK/ha/haproxy.cfg" <<EOF
 global
-    nbthread 1
+    nbthread $WORKERS
     maxconn 6000
     log stderr format raw local0 err
 defaults
@@ -263,8 +267,8 @@ fi
 cat >"$WORK/ng/nginx.conf" <<EOF
 ${STREAM_MOD:+load_module $STREAM_MOD;}
 daemon off;
-master_process off;
-worker_processes 1;
+master_process $([ "$WORKERS" -gt 1 ] && echo on || echo off);
+worker_processes $WORKERS;
 pid $WORK/ng/nginx.pid;
 error_log $WORK/ng/error.log warn;
 events { worker_connections 8000; }
@@ -325,8 +329,15 @@ done
 [ -n "$BL_PID" ] && wait_port "$BL_HTTP" && wait_port "$BL_TCP"
 [ -n "$STREAM_MOD" ] && wait_port "$NG_TCP"
 
-# CPU ticks (utime + stime) of a process; wrk's -d bounds each run, so this brackets it.
-ticks() { awk '{print $14 + $15}' "/proc/$1/stat"; }
+# CPU ticks (utime + stime) of a process and its children (nginx's workers under its master
+# with BENCH_WORKERS > 1); wrk's -d bounds each run, so this brackets it.
+ticks() {
+    local p t=0
+    for p in "$1" $(cat "/proc/$1/task/"*/children 2>/dev/null); do
+        t=$((t + $(awk '{print $14 + $15}' "/proc/$p/stat" 2>/dev/null || echo 0)))
+    done
+    echo "$t"
+}
 HZ=$(getconf CLK_TCK)
 
 # wrk prints latencies as 812.00us, 1.23ms or 1.01s: to milliseconds.
@@ -497,7 +508,7 @@ fi
 
 echo "bench: $(nproc) cores, $(grep -m1 'model name' /proc/cpuinfo | cut -d: -f2 | sed 's/^ //')," \
     "kernel $(uname -r), load $(cut -d' ' -f1-3 /proc/loadavg)" >&2
-echo "bench: ${ROUNDS} rounds x ${SECONDS_PER_RUN}s, wrk -t1 -c${CONNS}, pinned=${PIN}" >&2
+echo "bench: ${ROUNDS} rounds x ${SECONDS_PER_RUN}s, wrk -t1 -c${CONNS}, pinned=${PIN}, workers=${WORKERS}" >&2
 # A short warm-up so the first measured round does not pay for connection pools and page faults.
 for s in $SCENARIOS; do
     for t in $TARGETS; do

@@ -8,6 +8,8 @@
 # connections x 25 streams like the bench) to the same HTTP/1.1 backends. It uses ports of its
 # own (192xx instead of 191xx), so it can run next to the HTTP/1 modes; CG_PORT_PREFIX picks
 # other ports.
+# CG_WORKERS=2: switchyard with `workers = 2` (callgrind runs the threads one at a time, so
+# this counts the work of both event loops, not their parallelism).
 set -euo pipefail
 ROOT=$(cd "$(dirname "$0")/.." && pwd)
 BIN=${1:-$ROOT/target/release/switchyard}
@@ -44,7 +46,7 @@ CONF
 cat >"$WORK/sy.toml" <<CONF
 [server]
 listen = "127.0.0.1:${P}10"
-workers = 1
+workers = ${CG_WORKERS:-1}
 access_log = false
 [admin]
 listen = "127.0.0.1:${P}11"

@@ -7,6 +7,7 @@
 # h2c: a fixed number of prior-knowledge HTTP/2 requests from h2load (SC_H2_REQUESTS, 4
 # connections x 25 streams like the bench and scripts/callgrind.sh).
 #        SC_TABLE=1 scripts/syscalls.sh ...   also prints strace's table per syscall
+#        SC_WORKERS=2 scripts/syscalls.sh ...   switchyard with `workers = 2`
 set -euo pipefail
 ROOT=$(cd "$(dirname "$0")/.." && pwd)
 BIN=${1:-$ROOT/target/release/switchyard}
@@ -38,7 +39,7 @@ CONF
 cat >"$WORK/sy.toml" <<CONF
 [server]
 listen = "127.0.0.1:19210"
-workers = 1
+workers = ${SC_WORKERS:-1}
 access_log = false
 [admin]
 listen = "127.0.0.1:19211"

@@ -242,7 +242,9 @@ pub fn run(cmd: Command) -> ExitCode {
                 }
             };
             let workers = cfg.server.workers;
-            serve(workers, crate::server::run(cfg, Some(config)))
+            serve(workers, |extra| async move {
+                crate::server::run(cfg, Some(config), &extra).await
+            })
         }
         Command::Demo { listen, admin } => {
             // Checked before the runtime starts, so a busy port is one clear line naming the
@@ -251,32 +253,49 @@ pub fn run(cmd: Command) -> ExitCode {
                 eprintln!("switchyard demo: {e}");
                 return ExitCode::FAILURE;
             }
-            serve(0, async move { crate::demo::run(&listen, &admin).await })
+            // One event loop: the demo's echo backends and the balancer share it.
+            serve(
+                1,
+                |_| async move { crate::demo::run(&listen, &admin).await },
+            )
         }
     }
 }
 
-fn serve(workers: usize, fut: impl std::future::Future<Output = std::io::Result<()>>) -> ExitCode {
-    // One worker is one event loop on this thread, as HAProxy's `nbthread 1` or one nginx
-    // worker: the multi-threaded scheduler would add a second thread, cross-thread wakeups and
-    // atomics on every task switch for nothing.
-    let mut b = if workers == 1 {
-        tokio::runtime::Builder::new_current_thread()
-    } else {
-        tokio::runtime::Builder::new_multi_thread()
+fn serve<F, Fut>(workers: usize, fut: F) -> ExitCode
+where
+    F: FnOnce(Vec<tokio::runtime::Handle>) -> Fut,
+    Fut: std::future::Future<Output = std::io::Result<()>>,
+{
+    // One event loop per worker, as HAProxy's `nbthread` or nginx's worker processes: this
+    // thread's current-thread runtime is worker 0 (and the control plane); each further
+    // worker is a thread with a runtime and listening sockets of its own (`workers.rs`). The
+    // multi-threaded scheduler would add work stealing, cross-thread wakeups and atomics on
+    // every task switch.
+    let n = crate::workers::resolve(workers);
+    let extra = match crate::workers::Workers::start(n) {
+        Ok(w) => w,
+        Err(e) => {
+            eprintln!("switchyard: cannot start the worker threads: {e}");
+            return ExitCode::FAILURE;
+        }
     };
-    b.enable_all();
-    if workers > 1 {
-        b.worker_threads(workers);
-    }
-    let rt = match b.build() {
+    let rt = match tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .build()
+    {
         Ok(rt) => rt,
         Err(e) => {
             eprintln!("switchyard: cannot start the runtime: {e}");
             return ExitCode::FAILURE;
         }
     };
-    match rt.block_on(fut) {
+    crate::workers::publish(extra.handles());
+    let r = rt.block_on(fut(extra.handles().to_vec()));
+    // The drain is over: the workers' remaining tasks (none but their stopped accept loops)
+    // go with their runtimes.
+    drop(extra);
+    match r {
         Ok(()) => ExitCode::SUCCESS,
         Err(e) => {
             log::error!("{e}");

@@ -29,3 +29,4 @@ pub mod server;
 pub mod state;
 pub(crate) mod tls;
 pub mod upstream;
+pub(crate) mod workers;

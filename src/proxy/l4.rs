@@ -41,7 +41,8 @@ struct Active {
     key: Key,
     local: SocketAddr,
     route: Arc<ArcSwap<Route>>,
-    task: JoinHandle<()>,
+    /// One accept loop per worker (per-core workers each accept on a socket of their own).
+    tasks: Vec<JoinHandle<()>>,
 }
 
 /// The running L4 listeners and the upstreams they route to. Its own upstream index, apart
@@ -104,7 +105,7 @@ impl L4Listeners {
             if wanted.iter().any(|(k, _)| *k == a.key) {
                 kept.push(a);
             } else {
-                a.task.abort();
+                a.tasks.iter().for_each(JoinHandle::abort);
                 log::info!(
                     "tcp listener on {} removed: no longer accepting; open connections go on",
                     a.local
@@ -121,8 +122,17 @@ impl L4Listeners {
                 }
                 continue;
             }
-            let bound = listener::bind(&key.0).and_then(|s| Ok((s.local_addr()?, s)));
-            let (local, sock) = match bound {
+            let extra = crate::workers::extra();
+            let bound = listener::resolve(&key.0).and_then(|sa| {
+                let first = listener::bind_std(sa, !extra.is_empty())?;
+                let local = first.local_addr()?;
+                let mut socks = vec![first];
+                for _ in extra {
+                    socks.push(listener::bind_std(local, true)?);
+                }
+                Ok((local, socks))
+            });
+            let (local, socks) = match bound {
                 Ok(x) => x,
                 Err(e) => {
                     let e = std::io::Error::new(
@@ -139,19 +149,31 @@ impl L4Listeners {
             };
             log::info!("tcp listener on {local} -> {}", r.describe());
             let route = Arc::new(ArcSwap::from_pointee(r));
-            let per_conn = route.clone();
-            let task = tokio::spawn(listener::accept_loop(
-                shared.dp.clone(),
-                sock,
-                cfg.server.max_connections,
-                true,
-                move |sh, s, p| serve(sh, per_conn.load_full(), s, p),
-            ));
+            let permits = Arc::new(tokio::sync::Semaphore::new(cfg.server.max_connections));
+            let mut tasks = Vec::new();
+            for (i, sock) in socks.into_iter().enumerate() {
+                let (dp, per_conn, permits) = (shared.dp.clone(), route.clone(), permits.clone());
+                let run = async move {
+                    match tokio::net::TcpListener::from_std(sock) {
+                        Ok(l) => {
+                            listener::accept_loop(dp, l, permits, true, move |sh, s, p| {
+                                serve(sh, per_conn.load_full(), s, p)
+                            })
+                            .await
+                        }
+                        Err(e) => log::error!("cannot register a tcp listening socket: {e}"),
+                    }
+                };
+                tasks.push(match i.checked_sub(1) {
+                    Some(w) => extra[w].spawn(run),
+                    None => tokio::spawn(run),
+                });
+            }
             kept.push(Active {
                 key,
                 local,
                 route,
-                task,
+                tasks,
             });
         }
         shared.l4_view.store(Arc::new(

@@ -1,5 +1,6 @@
-//! Listening sockets (socket2: reuse-address, a deep backlog) and the accept loop, which holds
-//! a permit per connection so that beyond `max_connections` new ones wait in the kernel queue.
+//! Listening sockets (socket2: reuse-address, a deep backlog, SO_REUSEPORT for per-core
+//! workers) and the accept loop, which holds a permit per connection so that beyond
+//! `max_connections` new ones wait (one per worker accepted, the rest in the kernel queue).
 use crate::config::address::Address;
 use crate::state::{ConnGuard, DataPlane};
 use socket2::{Domain, Protocol, Socket, Type};
@@ -10,44 +11,52 @@ use tokio::sync::Semaphore;
 
 /// Binds a listening socket for `addr` (a name is resolved once, here).
 pub fn bind(addr: &Address) -> std::io::Result<TcpListener> {
-    let sa: SocketAddr = (addr.host.as_str(), addr.port)
+    TcpListener::from_std(bind_std(resolve(addr)?, false)?)
+}
+
+/// `addr` resolved once: the per-core workers' sockets must all bind the one address the
+/// first of them got (a port of 0 is chosen by the first bind).
+pub fn resolve(addr: &Address) -> std::io::Result<SocketAddr> {
+    (addr.host.as_str(), addr.port)
         .to_socket_addrs()?
         .next()
-        .ok_or_else(|| std::io::Error::other(format!("{addr} resolves to no address")))?;
+        .ok_or_else(|| std::io::Error::other(format!("{addr} resolves to no address")))
+}
+
+/// A listening socket not yet registered with a runtime (`TcpListener::from_std` must run on
+/// the worker that will accept on it). `reuse_port`: one of the per-core workers' sockets on
+/// the same address, among which the kernel spreads new connections.
+pub fn bind_std(sa: SocketAddr, reuse_port: bool) -> std::io::Result<std::net::TcpListener> {
     let socket = Socket::new(Domain::for_address(sa), Type::STREAM, Some(Protocol::TCP))?;
     socket.set_reuse_address(true)?;
+    if reuse_port {
+        socket.set_reuse_port(true)?;
+    }
     // Accepted sockets inherit TCP_NODELAY from the listener (Linux copies it into every
     // child): one setsockopt here instead of one per connection.
     socket.set_tcp_nodelay(true)?;
     socket.set_nonblocking(true)?;
     socket.bind(&sa.into())?;
     socket.listen(4096)?;
-    TcpListener::from_std(socket.into())
+    Ok(socket.into())
 }
 
-/// Accepts connections, serving each with `serve`; with `stop_on_drain` it stops when the
-/// drain begins (the data port), without it it keeps going (the admin port must still answer
-/// `/ready` with 503 while draining).
+/// Accepts connections, serving each with `serve`, each holding one of `permits` (shared by
+/// the per-core workers' sockets on one address: `max_connections` between them, not each);
+/// with `stop_on_drain` it stops when the drain begins (the data port), without it it keeps
+/// going (the admin port must still answer `/ready` with 503 while draining).
 pub async fn accept_loop<F, Fut>(
     shared: Arc<DataPlane>,
     listener: TcpListener,
-    max_connections: usize,
+    permits: Arc<Semaphore>,
     stop_on_drain: bool,
     serve: F,
 ) where
     F: Fn(Arc<DataPlane>, tokio::net::TcpStream, SocketAddr) -> Fut,
     Fut: std::future::Future<Output = ()> + Send + 'static,
 {
-    let permits = Arc::new(Semaphore::new(max_connections));
     let mut shutdown = shared.shutdown.subscribe();
     loop {
-        let permit = tokio::select! {
-            p = permits.clone().acquire_owned() => match p {
-                Ok(p) => p,
-                Err(_) => break,
-            },
-            _ = drained(&mut shutdown, stop_on_drain) => break,
-        };
         let (stream, peer) = tokio::select! {
             r = listener.accept() => match r {
                 Ok(x) => x,
@@ -62,6 +71,20 @@ pub async fn accept_loop<F, Fut>(
                 }
             },
             _ = drained(&mut shutdown, stop_on_drain) => break,
+        };
+        // The permit is taken after the accept: a loop waiting for a permit before accepting
+        // would hold one that another worker's socket could use, and a later connection there
+        // would be served while an earlier one here waits. At the limit, each worker holds
+        // one accepted connection unread until a permit frees; the rest wait in the kernel.
+        let permit = match permits.clone().try_acquire_owned() {
+            Ok(p) => p,
+            Err(_) => tokio::select! {
+                p = permits.clone().acquire_owned() => match p {
+                    Ok(p) => p,
+                    Err(_) => break,
+                },
+                _ = drained(&mut shutdown, stop_on_drain) => break,
+            },
         };
         // Only data-port connections count as open: drain waits for them and
         // `switchyard_open_connections` reports them; a scrape must not count itself.

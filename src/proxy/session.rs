@@ -258,6 +258,29 @@ pub async fn serve_tcp(dp: Arc<DataPlane>, mut stream: TcpStream, peer: SocketAd
     serve_from(dp, stream, peer, ConnInfo::default(), opened, buf).await
 }
 
+/// The peers whose sessions gave their vectors back (the unit test's view of it).
+#[cfg(test)]
+pub(crate) static GAVE_BACK: std::sync::Mutex<Vec<std::net::IpAddr>> =
+    std::sync::Mutex::new(Vec::new());
+
+impl<S> Session<S> {
+    /// Frees what a connection keeps from one request to the next (the head's bytes and
+    /// header index, request id, canonical path, the heads being written, the answer's header
+    /// index): called by a keep-alive wait that became long (`read::idle_wait`), so that an
+    /// idle connection holds its task, socket and timer and little else. The next request
+    /// allocates them again.
+    pub(crate) fn give_back(&mut self) {
+        #[cfg(test)]
+        GAVE_BACK
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
+            .push(self.peer);
+        self.req = Request::default();
+        self.out = Vec::new();
+        self.resp = ResponseHead::default();
+    }
+}
+
 impl<S: ClientStream> Session<S> {
     /// One request: read, then the phases, then finish. The table is the one current when
     /// the head arrived, not when the wait for it began: a request on a connection that sat

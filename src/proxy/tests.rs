@@ -272,3 +272,40 @@ async fn upgrade_becomes_a_tunnel_both_ways() {
     .await
     .expect("in time");
 }
+
+#[tokio::test]
+async fn a_long_keep_alive_wait_gives_the_vectors_back_and_the_next_request_is_served() {
+    let b = backend(path_echo).await;
+    let dp = shared(b, "idle_timeout = 30");
+    let l = TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let mut c = TcpStream::connect(l.local_addr().unwrap()).await.unwrap();
+    let (s, _) = l.accept().await.unwrap();
+    // A peer address of its own, to find this session in the record.
+    let peer: SocketAddr = "192.0.2.71:1".parse().unwrap();
+    tokio::spawn(session::serve(dp, s, peer, ConnInfo::default()));
+    let gave_back = || {
+        session::GAVE_BACK
+            .lock()
+            .unwrap()
+            .iter()
+            .any(|ip| *ip == peer.ip())
+    };
+    timeout(LIMIT, async {
+        c.write_all(b"GET /api/1 HTTP/1.1\r\nHost: t\r\n\r\n")
+            .await
+            .unwrap();
+        assert_eq!(response(&mut c).await.2, b"/api/1");
+        // A short wait keeps them (the busy path allocates nothing per request).
+        tokio::time::sleep(Duration::from_millis(300)).await;
+        assert!(!gave_back(), "given back after 300 ms");
+        tokio::time::sleep(Duration::from_millis(1000)).await;
+        assert!(gave_back(), "not given back after 1.3 s idle");
+        c.write_all(b"GET /api/2 HTTP/1.1\r\nHost: t\r\n\r\n")
+            .await
+            .unwrap();
+        let (st, _, body) = response(&mut c).await;
+        assert_eq!((st, &body[..]), (200, &b"/api/2"[..]));
+    })
+    .await
+    .expect("in time");
+}
