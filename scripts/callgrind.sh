@@ -6,14 +6,17 @@
 #        (needs valgrind, nginx, wrk; h2c needs h2load)
 # h2c: a fixed number of prior-knowledge HTTP/2 requests from h2load (CG_H2_REQUESTS, 4
 # connections x 25 streams like the bench) to the same HTTP/1.1 backends. It uses ports of its
-# own (192xx instead of 191xx), so it can run next to the HTTP/1 modes.
+# own (192xx instead of 191xx), so it can run next to the HTTP/1 modes; CG_PORT_PREFIX picks
+# other ports.
 set -euo pipefail
 ROOT=$(cd "$(dirname "$0")/.." && pwd)
 BIN=${1:-$ROOT/target/release/switchyard}
 MODE=${2:-keepalive}
 H2_REQUESTS=${CG_H2_REQUESTS:-6000}
-P=191
-[ "$MODE" = h2c ] && P=192
+# CG_PORT_PREFIX: three digits, the ports used are PREFIX01..PREFIX12 (two runs side by side
+# need different prefixes).
+P=${CG_PORT_PREFIX:-191}
+[ "$MODE" = h2c ] && [ -z "${CG_PORT_PREFIX:-}" ] && P=192
 for t in valgrind:valgrind nginx:nginx wrk:wrk h2load:nghttp2-client; do
     command -v "${t%%:*}" >/dev/null || DEBIAN_FRONTEND=noninteractive apt-get install -y -qq "${t#*:}" >&2
 done

@@ -637,6 +637,8 @@ fn http1_client_to_an_h2c_backend_translates_the_head_and_streams_bodies() {
     }
     assert_eq!(j["cookies"], json!(["a=1; b=2"]));
     assert_eq!(h["x-forwarded-for"], "127.0.0.1");
+    // The one TE value HTTP/2 carries (RFC 9113 §8.2.2) reached the backend.
+    assert_eq!(h["te"], "trailers", "{j}");
     assert_eq!(j["body_len"], 11);
     assert_eq!(j["body_fnv"], fnv(b"hello world").to_string());
     // The chunked trailer section became HTTP/2 trailers.
@@ -650,6 +652,20 @@ fn http1_client_to_an_h2c_backend_translates_the_head_and_streams_bodies() {
         let n: usize = path.rsplit('/').next().unwrap().parse().unwrap();
         assert_eq!(r.body.len(), n, "{path}");
         assert_eq!(fnv(&r.body), fnv(&pattern(n)), "{path}");
+    }
+    // TE: only its `trailers` member goes on, and nothing when the client sent none.
+    for (te, seen) in [
+        (
+            "TE: deflate, trailers\r\nConnection: TE\r\n",
+            Some("trailers"),
+        ),
+        ("TE: gzip\r\n", None),
+        ("", None),
+    ] {
+        c.send(format!("GET /h2/te HTTP/1.1\r\nHost: svc.test\r\n{te}\r\n").as_bytes())
+            .unwrap();
+        let j = c.read_response(false).unwrap().json();
+        assert_eq!(j["headers"]["te"].as_str(), seen, "{te:?}: {j}");
     }
     // Expect: 100-continue: HTTP/2 has nothing to forward it as; switchyard says 100 itself
     // at once (not after the 1 s it gives an HTTP/1.1 backend), then the body goes up.
@@ -684,7 +700,9 @@ fn http2_client_to_an_h2c_backend_and_split_cookies_for_an_http1_one() {
              "headers": [["cookie", "a=1"], ["cookie", "b=2"], ["te", "trailers"]]},
             {"path": "/h1/x", "authority": "api.test",
              "headers": [["cookie", "a=1"], ["cookie", "b=2"]]},
-            {"path": "/h2/bytes/1000000"}
+            {"path": "/h2/bytes/1000000"},
+            {"path": "/h2/y", "authority": "api.test"},
+            {"path": "/h1/y", "authority": "api.test", "headers": [["te", "trailers"]]}
         ]),
     );
     let j: Value = serde_json::from_str(r[0]["text"].as_str().unwrap()).unwrap();
@@ -698,14 +716,22 @@ fn http2_client_to_an_h2c_backend_and_split_cookies_for_an_http1_one() {
         .collect::<Vec<_>>()
         .join("; ");
     assert_eq!(joined, "a=1; b=2");
+    // `te: trailers` goes on to an HTTP/2 backend (RFC 9113 §8.2.2), and only when sent;
+    // an HTTP/1.1 backend never gets it (hop-by-hop).
+    assert_eq!(j["headers"]["te"], "trailers", "{j}");
+    let y: Value = serde_json::from_str(r[3]["text"].as_str().unwrap()).unwrap();
+    assert!(y["headers"].get("te").is_none(), "{y}");
+    let y: Value = serde_json::from_str(r[4]["text"].as_str().unwrap()).unwrap();
+    assert_eq!(y["version"], "HTTP/1.1");
+    assert!(y["headers"].get("te").is_none(), "{y}");
     // The HTTP/1.1 backend gets one cookie field (RFC 9113 §8.2.3).
     let k: Value = serde_json::from_str(r[1]["text"].as_str().unwrap()).unwrap();
     assert_eq!(k["version"], "HTTP/1.1");
     assert_eq!(k["cookies"], json!(["a=1; b=2"]), "{k}");
     assert_eq!(r[2]["status"], 200);
     assert_eq!(r[2]["len"], 1_000_000, "{:?}", r[2]);
-    assert_eq!(h2.hits(), 2);
-    assert_eq!(h1.hits(), 1);
+    assert_eq!(h2.hits(), 3);
+    assert_eq!(h1.hits(), 2);
 }
 
 #[test]

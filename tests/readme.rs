@@ -388,7 +388,10 @@ fn the_shipped_config_checks_and_runs_as_it_is() {
                 let _ = child.kill();
                 // What it logged tells where it waited (drain, or after "stopped").
                 let tail: Vec<String> = rx.try_iter().collect();
-                panic!("{key}: no exit after SIGTERM; its log:\n{}", tail.join("\n"));
+                panic!(
+                    "{key}: no exit after SIGTERM; its log:\n{}",
+                    tail.join("\n")
+                );
             }
             std::thread::sleep(Duration::from_millis(20));
         };

@@ -3,7 +3,10 @@
 //! and chunked, after a reset or a held-back 503), a larger one is not (but a connect failure
 //! still moves on), nothing is retried once a byte of the answer reached the client, and the
 //! reuse race (a backend that closes a pooled connection just as it is reused) costs no 502
-//! and never delivers a POST without `Idempotency-Key` twice. Every test is bounded in time.
+//! and never delivers a POST without `Idempotency-Key` twice. HTTP/2 clients' bodies are kept
+//! and replayed the same way; a stream an HTTP/2 backend did not process (REFUSED_STREAM, a
+//! GOAWAY below it) is sent again on a new connection whatever its method, and one reset
+//! after the backend read it never is. Every test is bounded in time.
 mod support;
 use std::io::{Read, Write};
 use std::net::TcpStream;
@@ -552,4 +555,427 @@ fn the_reuse_race_costs_no_502_and_never_delivers_a_post_twice() {
         .filter(|g| g.attempt().as_deref() == Some("2"))
         .count();
     assert_eq!(second_tries + unkeyed_refused, races);
+}
+
+/// One request over HTTP/2 with prior knowledge, from the h2 crate's client (not switchyard's
+/// code): the body in DATA frames of `piece` bytes a few milliseconds apart, `content-length`
+/// sent when `length`. Returns the status and the answer's body.
+fn h2_request(
+    sy: &Switchyard,
+    method: &str,
+    path: &str,
+    headers: &[(&str, &str)],
+    body: &[u8],
+    piece: usize,
+    length: bool,
+) -> (u16, Vec<u8>) {
+    let rt = tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .build()
+        .unwrap();
+    let addr = sy.http;
+    rt.block_on(async {
+        tokio::time::timeout(Duration::from_secs(15), async {
+            let tcp = tokio::net::TcpStream::connect(addr).await.unwrap();
+            let (send, conn) = h2::client::handshake(tcp).await.unwrap();
+            tokio::spawn(async move {
+                let _ = conn.await;
+            });
+            let mut send = send.ready().await.unwrap();
+            let mut b = http::Request::builder()
+                .method(method)
+                .uri(format!("http://t{path}"));
+            for (n, v) in headers {
+                b = b.header(*n, *v);
+            }
+            if length {
+                b = b.header("content-length", body.len());
+            }
+            let (resp, mut stream) = send
+                .send_request(b.body(()).unwrap(), body.is_empty())
+                .unwrap();
+            let pieces: Vec<&[u8]> = body.chunks(piece.max(1)).collect();
+            for (i, p) in pieces.iter().enumerate() {
+                tokio::time::sleep(Duration::from_millis(3)).await;
+                // Queued by the h2 crate until the window lets it go.
+                stream
+                    .send_data(bytes::Bytes::copy_from_slice(p), i + 1 == pieces.len())
+                    .unwrap();
+            }
+            let resp = resp.await.unwrap();
+            let status = resp.status().as_u16();
+            let mut rb = resp.into_body();
+            let mut got = Vec::new();
+            while let Some(d) = rb.data().await {
+                let d = d.unwrap();
+                let _ = rb.flow_control().release_capacity(d.len());
+                got.extend_from_slice(&d);
+            }
+            (status, got)
+        })
+        .await
+        .expect("the HTTP/2 exchange took too long")
+    })
+}
+
+#[test]
+fn an_http2_clients_body_is_replayed_byte_exact_on_the_next_address() {
+    for act in [Act::Unavailable, Act::HangUp] {
+        let bad = Recorder::start(act, None);
+        let good = Recorder::start(Act::Ok, None);
+        let sy = Switchyard::start(&config("", &[bad.address(), good.address()]));
+        let body = payload(50_000, 5);
+        const N: usize = 8;
+        for i in 0..N {
+            let seq = i.to_string();
+            // With a length, and without (chunked to the HTTP/1.1 backends), in pairs so
+            // that round robin gives the failing address some of each.
+            let (status, text) = h2_request(
+                &sy,
+                "PUT",
+                "/doc",
+                &[("x-seq", &seq)],
+                &body,
+                7000,
+                (i / 2) % 2 == 0,
+            );
+            assert_eq!(status, 200, "{}", String::from_utf8_lossy(&text));
+            assert_eq!(text, b"got 50000 bytes");
+        }
+        let b = bad.got();
+        let chunked = |x: &Got| x.header("transfer-encoding").as_deref() == Some("chunked");
+        assert!(
+            b.iter().any(chunked) && !b.iter().all(chunked),
+            "the failing address got bodies of both framings"
+        );
+        // Give a stray byte after a replayed body the time to show up as a request.
+        std::thread::sleep(Duration::from_millis(200));
+        let g = good.got();
+        assert_eq!(g.len(), N, "each request reached the good backend once");
+        for x in b.iter().chain(&g) {
+            assert!(x.body == body, "request {} arrived altered", x.seq());
+        }
+        let mut retried: Vec<usize> = g
+            .iter()
+            .filter(|x| x.attempt().as_deref() == Some("2"))
+            .map(Got::seq)
+            .collect();
+        let mut failed: Vec<usize> = b.iter().map(Got::seq).collect();
+        retried.sort_unstable();
+        failed.sort_unstable();
+        assert_eq!(retried, failed, "exactly the failed tries were retried");
+    }
+}
+
+/// What an HTTP/2 backend does with the first stream of a connection; every connection
+/// then says GOAWAY (graceful: that stream finishes), so each request starts on a new one.
+#[derive(Clone, Copy, Debug, PartialEq)]
+enum H2Act {
+    /// Answers 200 once the body is read whole (a delivery).
+    Serve,
+    /// Reads the body whole, then resets the stream with REFUSED_STREAM (RFC 9113 §8.7: not
+    /// processed; no delivery).
+    RefuseAfterBody,
+    /// Resets the stream with REFUSED_STREAM as soon as its head arrives.
+    RefuseAtHead,
+    /// Reads the request whole, then GOAWAY with last-stream-id 0 (written frame by frame:
+    /// the h2 crate's server always names the streams it saw) and no answer.
+    GoawayBelow,
+    /// Reads the body whole (a delivery: the backend may have acted on it), then resets the
+    /// stream with INTERNAL_ERROR.
+    ResetAfterBody,
+}
+
+/// An HTTP/2 (h2c) backend on the h2 crate's server; connection `n` (from 0) does `plan(n)`.
+struct H2Recorder {
+    addr: std::net::SocketAddr,
+    got: Arc<Mutex<Vec<Got>>>,
+    conns: Arc<AtomicUsize>,
+    refused: Arc<AtomicUsize>,
+    _stop: tokio::sync::oneshot::Sender<()>,
+}
+
+impl H2Recorder {
+    fn start(plan: impl Fn(usize) -> H2Act + Send + 'static) -> H2Recorder {
+        let l = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+        l.set_nonblocking(true).unwrap();
+        let addr = l.local_addr().unwrap();
+        let (got, conns, refused) = (
+            Arc::new(Mutex::new(Vec::new())),
+            Arc::new(AtomicUsize::new(0)),
+            Arc::new(AtomicUsize::new(0)),
+        );
+        let (stop, mut stopped) = tokio::sync::oneshot::channel::<()>();
+        let (g, c, r) = (got.clone(), conns.clone(), refused.clone());
+        std::thread::spawn(move || {
+            let rt = tokio::runtime::Builder::new_current_thread()
+                .enable_all()
+                .build()
+                .unwrap();
+            rt.block_on(async move {
+                let l = tokio::net::TcpListener::from_std(l).unwrap();
+                loop {
+                    tokio::select! {
+                        _ = &mut stopped => return,
+                        a = l.accept() => {
+                            let Ok((s, _)) = a else { continue };
+                            let act = plan(c.fetch_add(1, SeqCst));
+                            let (g, r) = (g.clone(), r.clone());
+                            tokio::spawn(async move {
+                                if act == H2Act::GoawayBelow {
+                                    goaway_below(s, r).await;
+                                } else {
+                                    h2_conn(act, s, g, r).await;
+                                }
+                            });
+                        }
+                    }
+                }
+            });
+        });
+        H2Recorder {
+            addr,
+            got,
+            conns,
+            refused,
+            _stop: stop,
+        }
+    }
+
+    fn got(&self) -> Vec<Got> {
+        self.got.lock().unwrap().clone()
+    }
+}
+
+async fn h2_conn(
+    act: H2Act,
+    s: tokio::net::TcpStream,
+    got: Arc<Mutex<Vec<Got>>>,
+    refused: Arc<AtomicUsize>,
+) {
+    let Ok(mut conn) = h2::server::handshake(s).await else {
+        return;
+    };
+    let mut first = true;
+    while let Some(Ok((req, mut respond))) = conn.accept().await {
+        if std::mem::take(&mut first) {
+            conn.graceful_shutdown();
+        }
+        let (got, refused) = (got.clone(), refused.clone());
+        tokio::spawn(async move {
+            let (parts, mut body) = req.into_parts();
+            if act == H2Act::RefuseAtHead {
+                refused.fetch_add(1, SeqCst);
+                respond.send_reset(h2::Reason::REFUSED_STREAM);
+                return;
+            }
+            let mut data = Vec::new();
+            while let Some(d) = body.data().await {
+                let Ok(d) = d else { return };
+                let _ = body.flow_control().release_capacity(d.len());
+                data.extend_from_slice(&d);
+            }
+            if act == H2Act::RefuseAfterBody {
+                refused.fetch_add(1, SeqCst);
+                respond.send_reset(h2::Reason::REFUSED_STREAM);
+                return;
+            }
+            let mut head = String::from("\r\n");
+            for (n, v) in &parts.headers {
+                let v = String::from_utf8_lossy(v.as_bytes()).to_ascii_lowercase();
+                head.push_str(&format!("{}: {v}\r\n", n.as_str()));
+            }
+            let n = data.len();
+            got.lock().unwrap().push(Got {
+                head,
+                body: data,
+                trailers: String::new(),
+            });
+            if act == H2Act::ResetAfterBody {
+                respond.send_reset(h2::Reason::INTERNAL_ERROR);
+                return;
+            }
+            let text = format!("got {n} bytes");
+            let resp = http::Response::builder()
+                .status(200)
+                .header("content-length", text.len())
+                .body(())
+                .unwrap();
+            if let Ok(mut s) = respond.send_response(resp, false) {
+                let _ = s.send_data(bytes::Bytes::from(text), true);
+            }
+        });
+    }
+}
+
+/// One HTTP/2 frame.
+fn frame(ty: u8, flags: u8, stream: u32, payload: &[u8]) -> Vec<u8> {
+    let n = payload.len() as u32;
+    let mut f = vec![(n >> 16) as u8, (n >> 8) as u8, n as u8, ty, flags];
+    f.extend_from_slice(&stream.to_be_bytes());
+    f.extend_from_slice(payload);
+    f
+}
+
+/// A backend that reads the preface and one request whole, then says GOAWAY with
+/// last-stream-id 0: the request was not processed (RFC 9113 §6.8, §8.7).
+async fn goaway_below(mut s: tokio::net::TcpStream, refused: Arc<AtomicUsize>) {
+    use tokio::io::{AsyncReadExt, AsyncWriteExt};
+    let mut preface = [0u8; 24];
+    if s.read_exact(&mut preface).await.is_err() {
+        return;
+    }
+    if s.write_all(&frame(0x4, 0, 0, &[])).await.is_err() {
+        return;
+    }
+    loop {
+        let mut h = [0u8; 9];
+        if s.read_exact(&mut h).await.is_err() {
+            return;
+        }
+        let len = u32::from_be_bytes([0, h[0], h[1], h[2]]) as usize;
+        let (ty, flags) = (h[3], h[4]);
+        let id = u32::from_be_bytes([h[5], h[6], h[7], h[8]]) & 0x7fff_ffff;
+        let mut p = vec![0u8; len];
+        if s.read_exact(&mut p).await.is_err() {
+            return;
+        }
+        if ty == 0x4 && flags & 0x1 == 0 {
+            let _ = s.write_all(&frame(0x4, 0x1, 0, &[])).await;
+        }
+        // HEADERS or DATA with END_STREAM: the request is complete.
+        if id != 0 && (ty == 0x0 || ty == 0x1) && flags & 0x1 != 0 {
+            break;
+        }
+    }
+    refused.fetch_add(1, SeqCst);
+    let mut g = 0u32.to_be_bytes().to_vec();
+    g.extend_from_slice(&0u32.to_be_bytes());
+    let _ = s.write_all(&frame(0x7, 0, 0, &g)).await;
+    // Read on until the client closes, so that no unread byte turns our close into a reset
+    // that could overtake the GOAWAY.
+    let mut sink = [0u8; 4096];
+    let _ = tokio::time::timeout(Duration::from_secs(5), async {
+        while let Ok(n) = s.read(&mut sink).await {
+            if n == 0 {
+                break;
+            }
+        }
+    })
+    .await;
+}
+
+fn h2c_config(addr: &std::net::SocketAddr) -> String {
+    format!(
+        "{}[outlier]\nconsecutive_failures = 0\n[retry]\nmin_retries_per_second = 1000\n\n\
+         [[backends]]\nname = \"h2\"\naddresses = [\"{addr}\"]\nprotocol = \"h2c\"\n\n\
+         [[routes]]\npath = \"/up/*\"\nbackend = \"h2\"\n",
+        listen_section("")
+    )
+}
+
+#[test]
+fn a_stream_an_http2_backend_did_not_process_is_sent_again_whatever_its_method() {
+    for act in [
+        H2Act::RefuseAfterBody,
+        H2Act::RefuseAtHead,
+        H2Act::GoawayBelow,
+    ] {
+        // Even connections refuse their stream, odd ones serve it: every request meets one
+        // refusal, and its retry one new connection.
+        let b = H2Recorder::start(move |n| if n % 2 == 0 { act } else { H2Act::Serve });
+        let sy = Switchyard::start(&h2c_config(&b.addr));
+        let body = payload(50_000, 9);
+        const N: usize = 6;
+        for i in 0..N {
+            // POSTs without Idempotency-Key, from HTTP/1.1 (a length, chunked) and HTTP/2.
+            let (status, text) = match i % 3 {
+                0 => {
+                    let head = format!(
+                        "POST /up/{i} HTTP/1.1\r\nHost: t\r\nX-Seq: {i}\r\n\
+                         Content-Length: {}\r\n\r\n",
+                        body.len()
+                    );
+                    let r = exchange(&sy, &head, &body, 7000).expect("answer");
+                    (r.status, r.body)
+                }
+                1 => {
+                    let head = format!(
+                        "POST /up/{i} HTTP/1.1\r\nHost: t\r\nX-Seq: {i}\r\n\
+                         Transfer-Encoding: chunked\r\n\r\n"
+                    );
+                    let r = exchange(&sy, &head, &chunk_encode(&body, 6000), 7000).expect("answer");
+                    (r.status, r.body)
+                }
+                _ => {
+                    let seq = i.to_string();
+                    let path = format!("/up/{i}");
+                    h2_request(
+                        &sy,
+                        "POST",
+                        &path,
+                        &[("x-seq", &seq)],
+                        &body,
+                        7000,
+                        i % 2 == 0,
+                    )
+                }
+            };
+            assert_eq!(
+                status,
+                200,
+                "{act:?} request {i}: {} {}",
+                String::from_utf8_lossy(&text),
+                sy.log_text()
+            );
+            assert_eq!(text, b"got 50000 bytes");
+        }
+        let got = b.got();
+        assert_eq!(
+            b.refused.load(SeqCst),
+            N,
+            "{act:?}: every request met a refusal"
+        );
+        assert_eq!(
+            got.len(),
+            N,
+            "{act:?}: each request was delivered exactly once"
+        );
+        for (i, g) in got.iter().enumerate() {
+            assert_eq!(g.seq(), i, "{act:?}");
+            assert!(g.body == body, "{act:?}: request {i} arrived altered");
+            assert_eq!(g.attempt().as_deref(), Some("2"), "{act:?}: request {i}");
+        }
+        assert_eq!(
+            b.conns.load(SeqCst),
+            2 * N,
+            "{act:?}: each retry on a new connection"
+        );
+    }
+}
+
+#[test]
+fn a_stream_reset_after_the_backend_read_it_is_not_sent_again() {
+    let b = H2Recorder::start(|_| H2Act::ResetAfterBody);
+    let sy = Switchyard::start(&h2c_config(&b.addr));
+    let body = payload(50_000, 13);
+    for i in 0..3 {
+        let head = format!(
+            "POST /up/{i} HTTP/1.1\r\nHost: t\r\nX-Seq: {i}\r\nContent-Length: {}\r\n\r\n",
+            body.len()
+        );
+        let r = exchange(&sy, &head, &body, 7000).expect("answer");
+        assert_eq!(r.status, 502, "request {i}: {}", r.text());
+    }
+    // An HTTP/2 client's too.
+    let (status, _) = h2_request(&sy, "POST", "/up/3", &[("x-seq", "3")], &body, 7000, true);
+    assert_eq!(status, 502);
+    let got = b.got();
+    assert_eq!(got.len(), 4, "delivered once each, never again");
+    for (i, g) in got.iter().enumerate() {
+        assert_eq!(g.seq(), i);
+        assert!(g.body == body);
+        assert_eq!(g.attempt(), None);
+    }
+    assert_eq!(b.conns.load(SeqCst), 4);
 }

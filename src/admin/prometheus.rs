@@ -684,6 +684,14 @@ impl Collector for Scrape {
         )?;
         single(
             &mut enc,
+            "switchyard_body_spliced_bytes",
+            "HTTP/1.1 Content-Length body bytes (both directions) moved by splice(2) between plain sockets instead of through user space.",
+            None,
+            MetricType::Counter,
+            ConstCounter::new(crate::proxy::splice::body_spliced_total()),
+        )?;
+        single(
+            &mut enc,
             "switchyard_access_log_dropped",
             "Access log lines dropped because the writer was behind (requests are never held up).",
             None,

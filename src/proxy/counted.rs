@@ -1,5 +1,7 @@
 //! A writer that counts the bytes it passed on: the access log's `bytes_in`/`bytes_out` and
-//! the per-rule byte counters, without a second pass over any body.
+//! the per-rule byte counters, without a second pass over any body. Bytes spliced to its
+//! socket are counted there too (`AsTcp::tcp_sink`).
+use super::splice::AsTcp;
 use std::io;
 use std::pin::Pin;
 use std::task::{Context, Poll};
@@ -9,6 +11,17 @@ use tokio::io::AsyncWrite;
 pub(crate) struct Counted<'n, W> {
     pub w: W,
     pub n: &'n mut u64,
+}
+
+impl<W: AsTcp> AsTcp for Counted<'_, W> {
+    fn tcp(&self) -> Option<&tokio::net::TcpStream> {
+        self.w.tcp()
+    }
+
+    fn tcp_sink(&mut self) -> Option<(&tokio::net::TcpStream, Option<&mut u64>)> {
+        let Counted { w, n } = self;
+        W::tcp(w).map(|t| (t, Some(&mut **n)))
+    }
 }
 
 impl<W: AsyncWrite + Unpin> AsyncWrite for Counted<'_, W> {

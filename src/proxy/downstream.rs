@@ -3,6 +3,7 @@
 //! through; HTTP/1.1 implements both in `h1.rs`, and an HTTP/2 stream can implement them next
 //! to it and reuse every phase as it is (Pingora's `Session` hides the version the same way).
 use super::body::CopyError;
+use super::splice::AsTcp;
 use crate::http::edits::HeaderEdits;
 use crate::http::error::ErrorKind;
 use crate::http::framing::Body;
@@ -67,8 +68,9 @@ pub(crate) trait Downstream {
         added: Added<'_>,
     ) -> io::Result<Written>;
 
-    /// Relays the rest of the body from `src` (what is already read sits in `pending`).
-    async fn body<R: AsyncRead + Unpin>(
+    /// Relays the rest of the body from `src` (what is already read sits in `pending`);
+    /// `AsTcp` lets a long body between plain sockets be spliced.
+    async fn body<R: AsyncRead + Unpin + AsTcp>(
         &mut self,
         out: &mut Vec<u8>,
         src: &mut R,
@@ -104,7 +106,10 @@ pub(crate) trait RequestBody {
 
     /// Sends the rest of the body to `dst` (after a [`rewind`](Self::rewind), first what was
     /// kept).
-    async fn send_to<W: AsyncWrite + Unpin>(&mut self, dst: &mut W) -> Result<(), CopyError>;
+    async fn send_to<W: AsyncWrite + Unpin + AsTcp>(
+        &mut self,
+        dst: &mut W,
+    ) -> Result<(), CopyError>;
 
     /// Keeps the body bytes passed on from now, up to `limit`, so that a retry can send them
     /// again (SPEC §11 `max_retry_body`); a body announced larger is never kept. Without an

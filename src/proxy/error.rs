@@ -42,6 +42,9 @@ pub(crate) struct ProxyError {
     pub status: Option<u16>,
     /// Whether the backend sent any byte of an answer before failing.
     pub answered: bool,
+    /// The backend said it did not process the request (HTTP/2 REFUSED_STREAM, or a GOAWAY
+    /// below its stream): it may be sent again whatever its method (RFC 9113 §8.7).
+    pub not_processed: bool,
     /// For the log line and the JSON `message`.
     pub detail: Cow<'static, str>,
     /// What the client is told instead of the generic text for its status, when a failure
@@ -60,6 +63,7 @@ impl ProxyError {
             reused: false,
             status: None,
             answered: false,
+            not_processed: false,
             detail,
             public: None,
         }
@@ -96,6 +100,12 @@ impl ProxyError {
     /// already send after the head, a tunnel's, must not be read as a request).
     pub fn closing(mut self) -> Self {
         self.must_close = true;
+        self
+    }
+
+    /// Notes whether the backend refused the request unprocessed, as its stream tells.
+    pub fn seen_on(mut self, stream: &super::stream::BackendStream) -> Self {
+        self.not_processed = stream.not_processed();
         self
     }
 

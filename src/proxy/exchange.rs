@@ -241,7 +241,7 @@ pub(crate) async fn run<D: Downstream, B: RequestBody>(
     let rule = routed.rule;
     ex.rule = Some(rule);
     ex.key_name = routed.key_name;
-    if ex.grpc && !rule.pool.upstreams.iter().any(|u| u.protocol.is_h2()) {
+    if ex.grpc && !rule.pool.any_h2() {
         // gRPC needs trailers, which an HTTP/1.1 backend cannot send (SPEC §10).
         let msg = "gRPC needs an HTTP/2 backend (protocol = \"h2c\" or \"h2\")";
         let mut e = ProxyError::refuse(ErrorKind::BadGateway, msg);
@@ -253,8 +253,10 @@ pub(crate) async fn run<D: Downstream, B: RequestBody>(
     let _in_flight = InFlight::enter(&pool.rt.in_flight);
     let retry = &ex.table.retry;
     let facts = facts(ex.req);
-    if facts.body_kept && ex.req.framing.body != Body::None {
+    if ex.req.framing.body != Body::None && facts.body_kept && (replayable(&facts) || pool.any_h2())
+    {
         // Kept while it streams up, for a retry; bodies announced larger are not (SPEC §11).
+        // Any method's towards HTTP/2 backends, which may refuse a stream unprocessed.
         body.keep(retry.max_retry_body);
     }
     pool.rt
@@ -292,13 +294,16 @@ pub(crate) async fn run<D: Downstream, B: RequestBody>(
             }
             Err(e) => return Err(e),
         };
-        if let super::stream::BackendStream::H2(_) = co.stream {
+        if let super::stream::BackendStream::H2(h) = &mut co.stream {
             if ex.req.is_connect() {
                 // Refused here, not by the stream, so that the backend is not blamed.
                 let msg = "CONNECT cannot be proxied to an HTTP/2 backend";
                 let mut e = ProxyError::refuse(ErrorKind::BadGateway, msg);
                 e.public = Some(msg);
                 return Err(e);
+            }
+            if te_trailers(ex.req) {
+                h.te_trailers();
             }
         }
         if bufs.up.capacity() == 0 {
@@ -309,7 +314,10 @@ pub(crate) async fn run<D: Downstream, B: RequestBody>(
         let _addr_in_flight = InFlight::enter(&upstream.stats.in_flight);
         let reused = co.reused;
         let r = async {
-            let expect = send::send_head(ex, &mut co, bufs, down, body).await?;
+            let expect = match send::send_head(ex, &mut co, bufs, down, body).await {
+                Ok(x) => x,
+                Err(e) => return Err(e.seen_on(&co.stream)),
+            };
             relay::relay(ex, co, down, body, bufs, expect).await
         };
         let mut e = match r.await {
@@ -344,6 +352,7 @@ pub(crate) async fn run<D: Downstream, B: RequestBody>(
             relayed: e.relayed,
             reused,
             answered: e.answered,
+            not_processed: e.not_processed,
         };
         let now = RequestFacts {
             body_kept: facts.body_kept && body.replayable(),
@@ -419,8 +428,18 @@ fn facts(req: &Request) -> RequestFacts {
         idempotent,
         has_idempotency_key,
         // A protocol switch or a tunnel is never replayed.
-        body_kept: (idempotent || has_idempotency_key) && !req.framing.upgrade && !req.is_connect(),
+        body_kept: !req.framing.upgrade && !req.is_connect(),
     }
+}
+
+/// The client asked for trailers (`TE: trailers`): the one TE value an HTTP/2 backend may be
+/// sent (RFC 9113 §8.2.2), which the forwarded head does not carry (TE is hop-by-hop).
+fn te_trailers(req: &Request) -> bool {
+    req.head.headers.iter().any(|h| {
+        crate::http::name_is(&req.bytes[h.name.clone()], "te")
+            && crate::http::list_items(&req.bytes[h.value.clone()])
+                .any(|t| t.eq_ignore_ascii_case(b"trailers"))
+    })
 }
 
 fn replayable(f: &RequestFacts) -> bool {

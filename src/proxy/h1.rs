@@ -6,6 +6,7 @@ use super::counted::Counted;
 use super::downstream::{Added, Downstream, RequestBody, Written};
 use super::io::write_all;
 use super::replay::Kept;
+use super::splice::AsTcp;
 use crate::http::chunked::Decoder;
 use crate::http::error::{self, ErrorKind};
 use crate::http::framing::Body;
@@ -46,7 +47,7 @@ pub(crate) struct H1Out<'a, W> {
     pub sent: u64,
 }
 
-impl<W: AsyncWrite + Unpin> H1Out<'_, W> {
+impl<W: AsyncWrite + Unpin + AsTcp> H1Out<'_, W> {
     async fn write(&mut self, b: &[u8], timeout: Duration) -> io::Result<()> {
         write_all(&mut self.w, b, timeout).await?;
         self.sent += b.len() as u64;
@@ -54,7 +55,7 @@ impl<W: AsyncWrite + Unpin> H1Out<'_, W> {
     }
 }
 
-impl<W: AsyncWrite + Unpin> Downstream for H1Out<'_, W> {
+impl<W: AsyncWrite + Unpin + AsTcp> Downstream for H1Out<'_, W> {
     async fn interim(
         &mut self,
         out: &mut Vec<u8>,
@@ -139,7 +140,7 @@ impl<W: AsyncWrite + Unpin> Downstream for H1Out<'_, W> {
         })
     }
 
-    async fn body<R: AsyncRead + Unpin>(
+    async fn body<R: AsyncRead + Unpin + AsTcp>(
         &mut self,
         out: &mut Vec<u8>,
         src: &mut R,
@@ -243,7 +244,7 @@ impl<'a> H1Body<'a, tokio::io::Empty> {
     }
 }
 
-impl<R: AsyncRead + Unpin> RequestBody for H1Body<'_, R> {
+impl<R: AsyncRead + Unpin + AsTcp> RequestBody for H1Body<'_, R> {
     fn has_more(&self) -> bool {
         self.left > 0
             || self.more.as_ref().is_some_and(|m| {
@@ -277,7 +278,10 @@ impl<R: AsyncRead + Unpin> RequestBody for H1Body<'_, R> {
         self.taken
     }
 
-    async fn send_to<W: AsyncWrite + Unpin>(&mut self, dst: &mut W) -> Result<(), CopyError> {
+    async fn send_to<W: AsyncWrite + Unpin + AsTcp>(
+        &mut self,
+        dst: &mut W,
+    ) -> Result<(), CopyError> {
         let mut more = self.more.as_deref_mut();
         if let Some(m) = more.as_deref_mut() {
             // A retry: what the last try passed on goes again first, piece by piece as it went.

@@ -424,7 +424,9 @@ where
                         // The pipe holds the bytes from here on: the buffer goes back now.
                         buf.clear();
                         super::bufpool::release(&mut buf);
-                        let pumped = super::splice::pump(from, to, &pipe, |k| {
+                        // Unbounded, and no timeout of its own: the idle watch ends the
+                        // connection when neither direction moves.
+                        let pumped = super::splice::pump(from, to, &pipe, u64::MAX, None, |k| {
                             count.moved.fetch_add(k as u64, Relaxed);
                             count.spliced.fetch_add(k as u64, Relaxed);
                             meter.touch();

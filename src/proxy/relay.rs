@@ -53,7 +53,11 @@ pub(crate) async fn relay<D: Downstream, B: RequestBody>(
     bufs: &mut Bufs<'_>,
     expect: Expect,
 ) -> Result<Relayed, ProxyError> {
-    match both_ways(ex, &mut co, down, body, bufs, expect).await? {
+    let end = match both_ways(ex, &mut co, down, body, bufs, expect).await {
+        Ok(end) => end,
+        Err(e) => return Err(e.seen_on(&co.stream)),
+    };
+    match end {
         End::Tunnel => Ok(Relayed::Tunnel(co.stream)),
         End::Done { pool } => {
             if pool && bufs.up.is_empty() {

@@ -11,6 +11,7 @@ use super::exchange::{self, Bufs, Exchange, Request};
 use super::finish::{self, LogLine, Next};
 use super::h1::{H1Body, H1Out};
 use super::read::{self, NoRequest};
+use super::splice::AsTcp;
 use crate::http::framing::Body;
 use crate::http::response::ResponseHead;
 use crate::state::DataPlane;
@@ -29,17 +30,38 @@ use tokio::time::Instant;
 /// still sends; see [`Session::linger`].
 const LINGER: Duration = Duration::from_secs(2);
 
-/// A client transport the session can serve.
-pub trait ClientStream: AsyncRead + AsyncWrite + Unpin + Send {
+/// A client transport the session can serve. `AsTcp`: the plain socket under it, if any, so
+/// that long bodies can be spliced.
+pub trait ClientStream: AsyncRead + AsyncWrite + Unpin + Send + AsTcp {
     /// Resolves once a read would not block (bytes, EOF or an error), holding no buffer
     /// meanwhile: idle keep-alive connections wait here. A stream that keeps decrypted bytes
     /// of its own must resolve at once while it holds some.
     fn wait_readable(&self) -> impl Future<Output = std::io::Result<()>> + Send;
+
+    /// Borrowed halves, so that an upload and its answer move at the same time.
+    fn halves(
+        &mut self,
+    ) -> (
+        impl AsyncRead + Unpin + Send + AsTcp + '_,
+        impl AsyncWrite + Unpin + Send + AsTcp + '_,
+    ) {
+        tokio::io::split(self)
+    }
 }
 
 impl ClientStream for TcpStream {
     fn wait_readable(&self) -> impl Future<Output = std::io::Result<()>> + Send {
         self.readable()
+    }
+
+    /// A plain socket's own halves: no lock, and each gives the socket to splice with.
+    fn halves(
+        &mut self,
+    ) -> (
+        impl AsyncRead + Unpin + Send + AsTcp + '_,
+        impl AsyncWrite + Unpin + Send + AsTcp + '_,
+    ) {
+        self.split()
     }
 }
 
@@ -297,7 +319,7 @@ impl<S: ClientStream> Session<S> {
             }
             framing => {
                 // The upload and the answer move at the same time: each gets its half.
-                let (r, w) = tokio::io::split(&mut *client);
+                let (r, w) = client.halves();
                 let mut down = H1Out {
                     w,
                     minor,

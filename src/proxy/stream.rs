@@ -1,6 +1,7 @@
 //! TLS byte streams for the proxy: the client side's TLS stream as a session transport, and a
 //! backend connection that is plain TCP or TLS, with borrowed halves for the exchange (no lock
 //! for plain TCP) and a liveness probe for the idle pool.
+use super::splice::AsTcp;
 use std::io;
 use std::pin::Pin;
 use std::task::{Context, Poll};
@@ -9,6 +10,9 @@ use tokio::net::TcpStream;
 
 pub type ServerTls = tokio_rustls::server::TlsStream<TcpStream>;
 pub type ClientTls = tokio_rustls::client::TlsStream<TcpStream>;
+
+/// TLS bytes are not the body's: a TLS client keeps the copy loop.
+impl AsTcp for ServerTls {}
 
 impl super::session::ClientStream for ServerTls {
     async fn wait_readable(&self) -> io::Result<()> {
@@ -54,6 +58,12 @@ impl BackendStream {
             // One request per stream: never idle, never pooled.
             BackendStream::H2(_) => false,
         }
+    }
+
+    /// Whether the backend refused the request without processing it (an HTTP/2 stream
+    /// refused or above a GOAWAY's last stream, RFC 9113 §8.7); never for HTTP/1.1.
+    pub fn not_processed(&self) -> bool {
+        matches!(self, BackendStream::H2(h) if h.not_processed())
     }
 }
 
@@ -187,14 +197,24 @@ impl AsyncWrite for BackendStream {
     }
 }
 
+/// A plain half gives its socket (for splicing a body); TLS and HTTP/2 halves none.
+impl<P: AsTcp, T, H> AsTcp for Half<P, T, H> {
+    fn tcp(&self) -> Option<&TcpStream> {
+        match self {
+            Half::Plain(p) => p.tcp(),
+            _ => None,
+        }
+    }
+}
+
 impl BackendStream {
     /// Borrowed halves, for reading and writing at once within one exchange (no lock for
     /// plain TCP).
     pub fn halves(
         &mut self,
     ) -> (
-        impl AsyncRead + Unpin + Send + '_,
-        impl AsyncWrite + Unpin + Send + '_,
+        impl AsyncRead + Unpin + Send + AsTcp + '_,
+        impl AsyncWrite + Unpin + Send + AsTcp + '_,
     ) {
         match self {
             BackendStream::Plain(p) => {

@@ -11,7 +11,8 @@ use tokio::io::{AsyncReadExt, AsyncWriteExt, DuplexStream};
 use tokio::net::{TcpListener, TcpStream};
 use tokio::time::timeout;
 
-/// Duplex clients have nothing to wait on without a read.
+/// Duplex clients have nothing to wait on without a read (and no socket to splice with,
+/// `splice::AsTcp`).
 impl ClientStream for DuplexStream {
     fn wait_readable(&self) -> impl Future<Output = std::io::Result<()>> + Send {
         std::future::ready(Ok(()))

@@ -41,6 +41,9 @@ pub struct H2Upstream {
     head: Vec<u8>,
     up: Up,
     down: Down,
+    /// The client sent `TE: trailers`, which the forwarded head lost as hop-by-hop: HTTP/2
+    /// carries that one value (RFC 9113 §8.2.2), so the backend gets it.
+    te_trailers: bool,
     _lease: Lease,
 }
 
@@ -56,6 +59,8 @@ pub struct Up {
     stream: Option<SendStream<Bytes>>,
     /// A chunked body's trailer section while it arrives.
     trailers: Vec<u8>,
+    /// The backend refused the stream unprocessed (see [`not_processed`]).
+    refused: bool,
 }
 
 enum UpBody {
@@ -80,6 +85,8 @@ pub struct Down {
     /// expectation to forward).
     continue_100: bool,
     grpc: bool,
+    /// The backend refused the stream unprocessed before any answer (see [`not_processed`]).
+    refused: bool,
 }
 
 #[derive(Clone, Copy, PartialEq, Eq)]
@@ -102,6 +109,21 @@ fn h2_err(e: h2::Error) -> io::Error {
     io::Error::new(kind, e)
 }
 
+/// Whether a stream's error says the backend did not process it (RFC 9113 §8.7), so that
+/// sending it again is safe whatever its method: the backend reset it with REFUSED_STREAM,
+/// or its GOAWAY named a last stream below this one (the h2 crate fails exactly those
+/// streams with the remote GOAWAY; a stream at or below it that dies later sees an I/O
+/// error instead). Any other reset may come after the backend acted on the request.
+fn not_processed(e: &h2::Error) -> bool {
+    e.is_remote() && (e.is_go_away() || e.reason() == Some(h2::Reason::REFUSED_STREAM))
+}
+
+/// [`h2_err`], noting in `refused` when the backend did not process the stream.
+fn stream_err(e: h2::Error, refused: &mut bool) -> io::Error {
+    *refused |= not_processed(&e);
+    h2_err(e)
+}
+
 impl H2Upstream {
     pub fn new(r: Ready, tls: bool, label: &str) -> Self {
         H2Upstream {
@@ -113,6 +135,7 @@ impl H2Upstream {
                 body: UpBody::Head,
                 stream: None,
                 trailers: Vec::new(),
+                refused: false,
             },
             down: Down {
                 state: DownState::Idle,
@@ -121,9 +144,23 @@ impl H2Upstream {
                 out: VecDeque::new(),
                 continue_100: false,
                 grpc: false,
+                refused: false,
             },
+            te_trailers: false,
             _lease: r.lease,
         }
+    }
+
+    /// Sends `te: trailers` with the request (the client asked for trailers).
+    pub fn te_trailers(&mut self) {
+        self.te_trailers = true;
+    }
+
+    /// Whether the backend refused this stream without processing it and before any answer
+    /// came (REFUSED_STREAM, or a GOAWAY below it): it may be sent again whatever its method.
+    pub fn not_processed(&self) -> bool {
+        (self.up.refused || self.down.refused)
+            && matches!(self.down.state, DownState::Idle | DownState::Head)
     }
 
     /// The read half (the answer) and the write half (the body), apart.
@@ -147,7 +184,13 @@ impl H2Upstream {
         self.head.truncate(end);
         let head = std::mem::take(&mut self.head);
         let req = match to_h2(&head, self.scheme, &self.fallback) {
-            Ok(r) => r,
+            Ok(mut r) => {
+                if self.te_trailers {
+                    let te = HeaderValue::from_static("trailers");
+                    r.request.headers_mut().insert(http::header::TE, te);
+                }
+                r
+            }
             Err(e) => {
                 // Nothing reached the backend and it is not at fault: answered as a 400 of
                 // our own, as a client-side problem (never an outlier report against it).
@@ -168,7 +211,11 @@ impl H2Upstream {
             return Err(io::Error::other("request already sent"));
         };
         let end_stream = matches!(req.body, UpBody::Done);
-        let (response, stream) = send.send_request(req.request, end_stream).map_err(h2_err)?;
+        // Refused here, the stream never existed: nothing reached the backend.
+        let (response, stream) = send.send_request(req.request, end_stream).map_err(|e| {
+            self.up.refused = true;
+            h2_err(e)
+        })?;
         self.down.response = Some(response);
         self.down.state = DownState::Head;
         self.down.continue_100 = req.continue_100;
@@ -357,12 +404,12 @@ impl Up {
             UpBody::Done => Poll::Ready(Err(io::Error::other("bytes after the request body"))),
             UpBody::Length(left) => {
                 let want = (buf.len() as u64).min(*left) as usize;
-                let cap = ready!(capacity(stream, cx, want))?;
+                let cap = ready!(capacity(stream, cx, want, &mut self.refused))?;
                 let n = cap.min(want);
                 let last = n as u64 == *left;
                 stream
                     .send_data(Bytes::copy_from_slice(&buf[..n]), last)
-                    .map_err(h2_err)?;
+                    .map_err(|e| stream_err(e, &mut self.refused))?;
                 *left -= n as u64;
                 if last {
                     self.body = UpBody::Done;
@@ -377,9 +424,13 @@ impl Up {
                 if done {
                     let fields = trailer_fields(&self.trailers);
                     if fields.is_empty() {
-                        stream.send_data(Bytes::new(), true).map_err(h2_err)?;
+                        stream
+                            .send_data(Bytes::new(), true)
+                            .map_err(|e| stream_err(e, &mut self.refused))?;
                     } else {
-                        stream.send_trailers(fields).map_err(h2_err)?;
+                        stream
+                            .send_trailers(fields)
+                            .map_err(|e| stream_err(e, &mut self.refused))?;
                     }
                     self.body = UpBody::Done;
                 }
@@ -393,7 +444,7 @@ impl Up {
                 if f.data.is_empty() {
                     return Poll::Ready(Ok(f.consumed));
                 }
-                let cap = match capacity(stream, cx, f.data.len()) {
+                let cap = match capacity(stream, cx, f.data.len(), &mut self.refused) {
                     Poll::Ready(Ok(c)) => c,
                     other => {
                         *dec = before;
@@ -413,7 +464,7 @@ impl Up {
                 };
                 stream
                     .send_data(Bytes::copy_from_slice(&buf[data]), false)
-                    .map_err(h2_err)?;
+                    .map_err(|e| stream_err(e, &mut self.refused))?;
                 Poll::Ready(Ok(consumed))
             }
         }
@@ -425,6 +476,7 @@ fn capacity(
     stream: &mut SendStream<Bytes>,
     cx: &mut Context<'_>,
     want: usize,
+    refused: &mut bool,
 ) -> Poll<io::Result<usize>> {
     if want == 0 {
         return Poll::Ready(Ok(0));
@@ -437,7 +489,7 @@ fn capacity(
         }
         match ready!(stream.poll_capacity(cx)) {
             Some(Ok(_)) => {}
-            Some(Err(e)) => return Poll::Ready(Err(h2_err(e))),
+            Some(Err(e)) => return Poll::Ready(Err(stream_err(e, refused))),
             None => return Poll::Ready(Err(io::ErrorKind::BrokenPipe.into())),
         }
     }
@@ -459,7 +511,8 @@ impl Down {
                 let Some(f) = self.response.as_mut() else {
                     return Poll::Ready(Err(io::Error::other("no response")));
                 };
-                let resp = ready!(Pin::new(f).poll(cx)).map_err(h2_err)?;
+                let resp =
+                    ready!(Pin::new(f).poll(cx)).map_err(|e| stream_err(e, &mut self.refused))?;
                 self.response = None;
                 let (parts, recv) = resp.into_parts();
                 let end = recv.is_end_stream();

@@ -97,6 +97,9 @@ pub struct Failure {
     pub reused: bool,
     /// Whether any byte came back from the backend on this connection for this request.
     pub answered: bool,
+    /// The backend said it did not process the request (HTTP/2 REFUSED_STREAM, or a GOAWAY
+    /// whose last stream is below it: RFC 9113 §8.7).
+    pub not_processed: bool,
 }
 
 /// What the policy needs to know about the request.
@@ -106,6 +109,8 @@ pub struct RequestFacts {
     pub has_idempotency_key: bool,
     /// The body can be sent again: none went yet, or every byte that went is kept (at most
     /// `max_retry_body` of them; `proxy::replay`). False for protocol switches and tunnels.
+    /// Whatever the method: only the idempotent ones (or a key) are retried after a failure
+    /// the backend may have acted on.
     pub body_kept: bool,
 }
 
@@ -148,6 +153,11 @@ pub fn decide(
         // Nothing reached the backend (SPEC §4): always the next candidate, at most once per
         // address, which the caller bounds by the candidate list.
         return Decision::RetryFree;
+    }
+    if f.not_processed && !f.answered && req.body_kept && !stale_retried {
+        // The backend says it never processed it: safe to send again whatever the method
+        // (RFC 9113 §8.7), once, on a new connection like the stale-connection retry.
+        return Decision::FreshConnection;
     }
     let replayable = (req.idempotent || req.has_idempotency_key) && req.body_kept;
     if !replayable {
@@ -201,6 +211,7 @@ mod tests {
             relayed: 0,
             reused: false,
             answered: false,
+            not_processed: false,
         }
     }
 
@@ -321,6 +332,51 @@ mod tests {
             ..stale
         };
         assert_eq!(decide(&c, &get(), &answered, 1, false), Decision::GiveUp);
+    }
+
+    #[test]
+    fn a_request_the_backend_did_not_process_gets_one_fresh_try_whatever_its_method() {
+        let c = RetryConfig {
+            on: OnSet::of(&[]),
+            attempts: 1,
+            ..RetryConfig::default()
+        };
+        let refused = Failure {
+            not_processed: true,
+            ..failure(What::Reset)
+        };
+        // On a new connection too, not only on a reused one.
+        assert_eq!(
+            decide(&c, &post(), &refused, 1, false),
+            Decision::FreshConnection
+        );
+        assert_eq!(
+            decide(&c, &get(), &refused, 1, false),
+            Decision::FreshConnection
+        );
+        // Once.
+        assert_eq!(decide(&c, &post(), &refused, 2, true), Decision::GiveUp);
+        // Not when the body could not be kept, nor once an answer began.
+        let lost = RequestFacts {
+            body_kept: false,
+            ..post()
+        };
+        assert_eq!(decide(&c, &lost, &refused, 1, false), Decision::GiveUp);
+        let answered = Failure {
+            answered: true,
+            ..refused
+        };
+        assert_eq!(decide(&c, &post(), &answered, 1, false), Decision::GiveUp);
+        let relayed = Failure {
+            relayed: 10,
+            ..refused
+        };
+        assert_eq!(decide(&c, &post(), &relayed, 1, false), Decision::GiveUp);
+        // Any other reset of a POST without a key is never sent again.
+        assert_eq!(
+            decide(&c, &post(), &failure(What::Reset), 1, false),
+            Decision::GiveUp
+        );
     }
 
     #[test]

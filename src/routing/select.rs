@@ -44,6 +44,11 @@ impl Pool {
         self
     }
 
+    /// Whether any address speaks HTTP/2 (`h2c` / `h2`).
+    pub fn any_h2(&self) -> bool {
+        self.upstreams.iter().any(|u| u.protocol.is_h2())
+    }
+
     /// Whether any address could take a request now (in service, or usable UNKNOWN, or an
     /// ejected one whose time is up), without claiming a probe.
     pub fn has_usable(&self, now_ms: u64) -> bool {

@@ -16,6 +16,8 @@ use crate::proxy::error::ProxyError;
 use crate::proxy::exchange::{self, Bufs, Exchange, Request};
 use crate::proxy::finish::{self, LogLine};
 use crate::proxy::io::write_all;
+use crate::proxy::replay::Kept;
+use crate::proxy::splice::AsTcp;
 use crate::proxy::{bufpool, read, request_id};
 use bytes::{Bytes, BytesMut};
 use h2::server::SendResponse;
@@ -110,6 +112,9 @@ struct Writer<'a> {
     /// DATA bytes handed to h2, for the access log.
     sent: &'a mut u64,
 }
+
+/// An HTTP/2 stream has no socket of its own to splice to.
+impl AsTcp for Writer<'_> {}
 
 impl AsyncWrite for Writer<'_> {
     fn poll_write(
@@ -314,7 +319,7 @@ impl Downstream for H2Out<'_> {
         })
     }
 
-    async fn body<R: AsyncRead + Unpin>(
+    async fn body<R: AsyncRead + Unpin + AsTcp>(
         &mut self,
         out: &mut Vec<u8>,
         src: &mut R,
@@ -397,28 +402,86 @@ impl Downstream for H2Out<'_> {
 }
 
 /// The request body of a stream, going to an HTTP/1.1 backend with the framing its forwarded
-/// head announced (a length, or chunked when the client gave none).
-pub(crate) struct H2Body {
+/// head announced (a length, or chunked when the client gave none). When the request may be
+/// retried, the pieces passed on are kept (`replay`, the rules of HTTP/1 bodies): DATA
+/// frames as they came (no copy), chunks as framed.
+pub(crate) struct H2Body<'a> {
     recv: RecvStream,
+    /// The stream's answer: once its head is out the request is never tried again, and what
+    /// was kept is let go (a long gRPC stream would otherwise hold it to its end).
+    cell: &'a Cell,
     /// DATA bytes taken from the client, for the access log.
     received: u64,
     chunked: bool,
+    /// The announced length (`content-length`), if any.
+    length: Option<u64>,
     idle: Duration,
     scratch: Vec<u8>,
+    /// What a retry needs: boxed, and only once asked to keep, so that a stream that is
+    /// never retried carries none of it.
+    kept: Option<Box<Kept>>,
+    /// The whole body went up once (its end included): a replay is all there is to send.
+    done: bool,
+    /// Window of a DATA frame taken but whose write did not finish (a try abandoned
+    /// mid-write): released with the next try, since the frame is kept.
+    unreleased: usize,
 }
 
-impl RequestBody for H2Body {
+impl H2Body<'_> {
+    /// Writes a piece; kept first when keeping, so that a try abandoned mid-write leaves it
+    /// to the replay.
+    async fn pass<W: AsyncWrite + Unpin>(
+        &mut self,
+        dst: &mut W,
+        b: Bytes,
+    ) -> Result<(), CopyError> {
+        if let Some(k) = self.kept.as_deref_mut() {
+            k.push(b.clone());
+        }
+        write_all(dst, &b, self.idle).await.map_err(CopyError::Sink)
+    }
+
+    fn keeping(&mut self) -> bool {
+        if self.kept.is_some() && self.cell.with(|s| !matches!(s, Slot::Respond(_))) {
+            self.kept = None;
+        }
+        self.kept.as_ref().is_some_and(|k| k.on())
+    }
+}
+
+impl RequestBody for H2Body<'_> {
     fn bytes_in(&self) -> u64 {
         self.received
     }
 
     fn has_more(&self) -> bool {
-        !self.recv.is_end_stream()
+        self.kept.as_ref().is_some_and(|k| k.pending_replay())
+            || (!self.done && !self.recv.is_end_stream())
     }
 
     fn coalesce(&mut self, _out: &mut Vec<u8>) {}
 
-    async fn send_to<W: AsyncWrite + Unpin>(&mut self, dst: &mut W) -> Result<(), CopyError> {
+    async fn send_to<W: AsyncWrite + Unpin + AsTcp>(
+        &mut self,
+        dst: &mut W,
+    ) -> Result<(), CopyError> {
+        if let Some(k) = self.kept.as_deref_mut() {
+            // A retry: what the last try passed on goes again first, piece by piece.
+            while let Some(b) = k.next_replay() {
+                write_all(dst, &b, self.idle)
+                    .await
+                    .map_err(CopyError::Sink)?;
+                k.sent();
+            }
+            k.replayed();
+        }
+        if self.unreleased > 0 {
+            let _ = self.recv.flow_control().release_capacity(self.unreleased);
+            self.unreleased = 0;
+        }
+        if self.done {
+            return Ok(());
+        }
         loop {
             let next = match tokio::time::timeout(self.idle, self.recv.data()).await {
                 Ok(n) => n,
@@ -434,18 +497,31 @@ impl RequestBody for H2Body {
                 continue;
             }
             self.received += n as u64;
+            self.unreleased = n;
             if self.chunked {
                 use std::io::Write;
                 self.scratch.clear();
                 let _ = write!(self.scratch, "{n:x}\r\n");
                 self.scratch.extend_from_slice(&data);
                 self.scratch.extend_from_slice(b"\r\n");
-                write_all(dst, &self.scratch, self.idle).await
+                if self.keeping() {
+                    // The chunk as framed is the piece kept (one copy, as unkept ones get).
+                    let b = Bytes::copy_from_slice(&self.scratch);
+                    self.pass(dst, b).await?;
+                } else {
+                    write_all(dst, &self.scratch, self.idle)
+                        .await
+                        .map_err(CopyError::Sink)?;
+                }
+            } else if self.keeping() {
+                self.pass(dst, data).await?;
             } else {
-                write_all(dst, &data, self.idle).await
+                write_all(dst, &data, self.idle)
+                    .await
+                    .map_err(CopyError::Sink)?;
             }
-            .map_err(CopyError::Sink)?;
             // The client may send more only once these bytes are on their way.
+            self.unreleased = 0;
             let _ = self.recv.flow_control().release_capacity(n);
         }
         if self.chunked {
@@ -455,23 +531,42 @@ impl RequestBody for H2Body {
                 Ok(Err(e)) => return Err(CopyError::Source(io::Error::other(e))),
                 Err(_) => return Err(CopyError::Source(io::ErrorKind::TimedOut.into())),
             };
-            self.scratch.clear();
-            self.scratch.extend_from_slice(b"0\r\n");
+            let mut last = b"0\r\n".to_vec();
             for (n, v) in t.iter().flatten() {
                 if crate::http::trailers::forbidden(n.as_str().as_bytes()) {
                     continue;
                 }
-                self.scratch.extend_from_slice(n.as_str().as_bytes());
-                self.scratch.extend_from_slice(b": ");
-                self.scratch.extend_from_slice(v.as_bytes());
-                self.scratch.extend_from_slice(b"\r\n");
+                last.extend_from_slice(n.as_str().as_bytes());
+                last.extend_from_slice(b": ");
+                last.extend_from_slice(v.as_bytes());
+                last.extend_from_slice(b"\r\n");
             }
-            self.scratch.extend_from_slice(b"\r\n");
-            write_all(dst, &self.scratch, self.idle)
-                .await
-                .map_err(CopyError::Sink)?;
+            last.extend_from_slice(b"\r\n");
+            // Taken from the stream once: a replay resends this piece, never reads it again.
+            self.done = true;
+            return self.pass(dst, Bytes::from(last)).await;
         }
+        self.done = true;
         Ok(())
+    }
+
+    fn keep(&mut self, limit: u64) {
+        let mut k = Kept::default();
+        k.start(limit, self.length);
+        self.kept = Some(Box::new(k));
+    }
+
+    fn replayable(&self) -> bool {
+        match &self.kept {
+            None => self.received == 0,
+            Some(k) => k.whole(self.received),
+        }
+    }
+
+    fn rewind(&mut self) {
+        if let Some(k) = self.kept.as_deref_mut() {
+            k.rewind();
+        }
     }
 }
 
@@ -561,10 +656,18 @@ pub(crate) async fn serve(
     }
     let mut body = H2Body {
         recv,
+        cell: &cell,
         received: 0,
         chunked: req.framing.body == Body::Chunked,
+        length: match req.framing.body {
+            Body::Length(n) => Some(n),
+            _ => None,
+        },
         idle: s.idle_timeout,
         scratch: Vec::new(),
+        kept: None,
+        done: false,
+        unreleased: 0,
     };
     let mut ex = Exchange::new(
         &conn.dp,

@@ -78,6 +78,14 @@ pub(crate) fn request_head(
             cookies += 1;
             continue;
         }
+        if n == b"te" {
+            // The one TE value HTTP/2 allows (RFC 9113 §8.2.2): kept, so that an HTTP/2
+            // backend gets it again; the forward to an HTTP/1.1 one drops it as hop-by-hop.
+            if list_items(value.as_bytes()).any(|t| t.eq_ignore_ascii_case(b"trailers")) {
+                out.extend_from_slice(b"te: trailers\r\n");
+            }
+            continue;
+        }
         // Host came from :authority; expect asks for a 100 that HTTP/2 does not need.
         if n == b"host" || n == b"expect" || connection_specific(n) {
             continue;
@@ -306,7 +314,7 @@ mod tests {
         let h = head(req, false);
         assert_eq!(
             h,
-            "POST /up HTTP/1.1\r\nhost: h.test\r\ntransfer-encoding: chunked\r\n\r\n"
+            "POST /up HTTP/1.1\r\nhost: h.test\r\nte: trailers\r\ntransfer-encoding: chunked\r\n\r\n"
         );
         let req = http::Request::post("/up")
             .header("content-length", "5")
