@@ -322,6 +322,9 @@ async fn session(
                         }
                         Ok(Checked::Differs { at }) => {
                             if defer_load(&mut deferred, at, watch_seen) {
+                                // A whole interval from now, not a missed tick at once: the
+                                // events on their way need the time.
+                                tick.reset();
                                 log::debug!(
                                     "etcd sync: the refresh check read revision {at}, the watch \
                                      is at {watch_seen}; checking again at the next refresh"
