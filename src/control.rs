@@ -177,10 +177,12 @@ pub async fn register(
     }
     let replaced = control.services.iter().any(|s| s.service == reg.service);
     control.services = next;
+    let t0 = Instant::now();
     // rebuild() also restarts checking of an address whose checks had stopped.
     rebuild(shared, &control);
+    // The rebuild time in the same words as fleet.rs's, for scripts/fleet-scale.sh.
     log::info!(
-        "{} service {} at {} with {} route(s)",
+        "{} service {} at {} with {} route(s); table rebuilt in {:.1} ms",
         if replaced {
             "re-registered"
         } else {
@@ -188,7 +190,8 @@ pub async fn register(
         },
         reg.service,
         reg.url,
-        reg.routes.len()
+        reg.routes.len(),
+        t0.elapsed().as_secs_f64() * 1000.0
     );
     Ok(())
 }

@@ -322,6 +322,108 @@ fn a_missed_update_is_healed_even_after_later_events_arrive() {
 }
 
 #[test]
+fn a_registration_at_rest_reads_no_table() {
+    // The registry was verified by a refresh: the registration checks it and guards its write
+    // instead of reading the whole prefix first, which every other replica's event waits for.
+    let e = Etcd::start();
+    let b = Backend::start("svc");
+    for i in 0..20 {
+        put_service(&e, &format!("rest-{i}"), &[format!("/rest-{i}/*")], &b);
+    }
+    let rs = replicas(&e, 2, 0.2);
+    converge(&[&rs[0], &rs[1]], "/rest-19/x", 200, Duration::from_secs(3));
+    for round in 0..3 {
+        std::thread::sleep(Duration::from_millis(600)); // a refresh check or more
+        let loads0 = metric(&rs[0], "switchyard_store_full_loads_total");
+        let name = format!("quick-{round}");
+        let (s, v) = register(&rs[0], &name, &format!("/{name}/*"), &b);
+        assert_eq!(s, 200, "{v}");
+        converge(
+            &[&rs[1]],
+            &format!("/{name}/x"),
+            200,
+            Duration::from_secs(2),
+        );
+        assert_eq!(
+            metric(&rs[0], "switchyard_store_full_loads_total"),
+            loads0,
+            "round {round}: the registration read the whole prefix"
+        );
+    }
+    // Still a conflict with what another replica registered is refused.
+    let (s, _) = register(&rs[1], "thief", "/quick-0/*", &b);
+    assert_eq!(s, 409);
+}
+
+#[test]
+fn a_registration_racing_an_event_it_has_not_seen_is_refused() {
+    // Replica 1's watch lags 1.5 s and its refresh waits 30 s: it registers against a registry
+    // that it believes verified but that misses replica 0's registration of the same route.
+    // The guard of its write sees the newer key, and the full read then finds the conflict.
+    let e = Etcd::start();
+    let b = Backend::start("svc");
+    let quick = Switchyard::start(&fleet_config(&e.endpoint(), 30.0));
+    let late = Switchyard::start_with(
+        &fleet_config(&e.endpoint(), 30.0),
+        &[("SWITCHYARD_FAULT_WATCH_LAG_MS", "1500")],
+    );
+    for sy in [&quick, &late] {
+        assert!(wait_until(Duration::from_secs(10), || ready(sy) == 200));
+    }
+    for round in 0..3 {
+        let path = format!("/race-{round}/*");
+        let (s, v) = register(&quick, &format!("first-{round}"), &path, &b);
+        assert_eq!(s, 200, "{v}");
+        let (s, v) = register(&late, &format!("second-{round}"), &path, &b);
+        assert_eq!(s, 409, "round {round}: a clashing route was stored: {v}");
+        // Past the lag: the late replica has the event, and routes it to the first service.
+        converge(
+            &[&late],
+            &format!("/race-{round}/x"),
+            200,
+            Duration::from_secs(3),
+        );
+    }
+    assert!(late
+        .log_text()
+        .contains("fault injection: every watch response"));
+}
+
+#[test]
+fn a_refresh_check_ahead_of_the_watch_waits_for_it_instead_of_loading() {
+    // The watch lags 250 ms, the refresh runs every 400 ms: most writes have a check read etcd
+    // before their event arrives. That check looks again at the next refresh, by when the
+    // event is in, instead of reading the whole prefix (which fifty replicas did at once in
+    // scripts/fleet-scale.sh, during the propagation they were part of).
+    let e = Etcd::start();
+    let b = Backend::start("svc");
+    let sy = Switchyard::start_with(
+        &fleet_config(&e.endpoint(), 0.4),
+        &[
+            ("SWITCHYARD_FAULT_WATCH_LAG_MS", "250"),
+            ("RUST_LOG", "switchyard::fleet=debug,info"),
+        ],
+    );
+    assert!(wait_until(Duration::from_secs(10), || ready(&sy) == 200));
+    std::thread::sleep(Duration::from_millis(500));
+    let loads0 = metric(&sy, "switchyard_store_full_loads_total");
+    let checks0 = metric(&sy, "switchyard_store_refresh_checks_total");
+    for i in 0..8 {
+        put_service(&e, &format!("lag-{i}"), &[format!("/lag-{i}/*")], &b);
+        converge(&[&sy], &format!("/lag-{i}/x"), 200, Duration::from_secs(2));
+        std::thread::sleep(Duration::from_millis(330));
+    }
+    std::thread::sleep(Duration::from_millis(900));
+    assert!(metric(&sy, "switchyard_store_refresh_checks_total") - checks0 >= 8.0);
+    assert_eq!(
+        metric(&sy, "switchyard_store_full_loads_total"),
+        loads0,
+        "a check that ran ahead of the watch read the whole prefix; its log:\n{}",
+        sy.log_text()
+    );
+}
+
+#[test]
 fn garbage_in_etcd_is_ignored_not_fatal() {
     let e = Etcd::start();
     let rs = replicas(&e, 1, 0.5);

@@ -27,6 +27,21 @@ pub struct SyncStatus {
     pub full_loads: AtomicU64,
     /// Periodic refreshes answered by the cheap check (`Mirror`), whatever it found.
     pub refresh_checks: AtomicU64,
+    /// A revision at which this replica's registry (`Control::services`) held at least every
+    /// registration etcd held, as the fleet loop verified it (a full load, a passing refresh
+    /// check) or a registration's own guarded write left it; 0 = not known. A registration
+    /// checks conflicts against that registry and guards its write with "nothing under the
+    /// prefix modified after it" instead of reading the whole prefix first (`put_txn`).
+    pub registry_at: AtomicI64,
+}
+
+/// What the periodic refresh's cheap check found.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Checked {
+    /// What the replica holds is etcd's prefix (verified at a new revision).
+    Same,
+    /// It is not, read at cluster revision `at`.
+    Differs { at: i64 },
 }
 
 pub struct EtcdStore {
@@ -106,7 +121,7 @@ impl EtcdStore {
     /// The periodic refresh's cheap question: does `mirror` still equal the prefix? An
     /// index-only count, then, if anything was written anywhere since, a keys-only range of
     /// what changed; at rest each answers a header and a count (see `mirror.rs`).
-    pub async fn unchanged(&self, mirror: &mut Mirror) -> Result<bool, StoreError> {
+    pub async fn unchanged(&self, mirror: &mut Mirror) -> Result<Checked, StoreError> {
         let c = self.client().await?;
         let prefix = self.services_prefix();
         self.status.refresh_checks.fetch_add(1, Relaxed);
@@ -115,7 +130,7 @@ impl EtcdStore {
             .await
             .map_err(unavailable)?;
         if mirror.quiet(quick.count, quick.header.map_or(0, |h| h.revision)) {
-            return Ok(true);
+            return Ok(Checked::Same);
         }
         let resp = c
             .range_prefix_modified_since(prefix.as_bytes(), mirror.verified() + 1)
@@ -127,7 +142,25 @@ impl EtcdStore {
             .iter()
             .map(|kv| (kv.key.as_slice(), kv.mod_revision))
             .collect();
-        Ok(mirror.check(resp.count, &changed, at))
+        Ok(if mirror.check(resp.count, &changed, at) {
+            Checked::Same
+        } else {
+            Checked::Differs { at }
+        })
+    }
+
+    /// The fleet loop verified the registry at `revision` (0: it no longer knows).
+    pub fn registry_verified(&self, revision: i64) {
+        self.status.registry_at.store(revision, Relaxed);
+    }
+
+    /// A watch event at `revision` changed the registry: the verified revision no longer
+    /// describes it, except when the event is the one our own guarded write already applied.
+    pub fn registry_applied(&self, revision: i64) {
+        let _ = self
+            .status
+            .registry_at
+            .fetch_update(Relaxed, Relaxed, |at| (revision > at).then_some(0));
     }
 
     /// Decodes one stored value; None (logged) if it is not a registration of that name.
@@ -172,12 +205,60 @@ impl EtcdStore {
         self.status.connected.store(false, Relaxed);
     }
 
+    /// Puts `reg` only if nothing under the prefix was modified after `revision`; the new
+    /// revision when it was stored, None when something was.
+    async fn guarded_put(
+        &self,
+        reg: &Registration,
+        value: &[u8],
+        revision: i64,
+    ) -> Result<Option<i64>, StoreError> {
+        let prefix = self.services_prefix();
+        let unchanged = compare_mod_revision(
+            prefix.as_bytes(),
+            &prefix_end(prefix.as_bytes()),
+            CompareResult::Less,
+            revision + 1,
+        );
+        let put = put_op(self.key(&reg.service).as_bytes(), value);
+        let c = self.client().await?;
+        let resp = c
+            .txn(vec![unchanged], vec![put], Vec::new())
+            .await
+            .map_err(unavailable)?;
+        Ok(resp
+            .succeeded
+            .then(|| resp.header.map_or(revision, |h| h.revision)))
+    }
+
+    /// `local` is this replica's registry after the change (`reg` in it).
     async fn put_txn(
         &self,
         reg: &Registration,
+        local: &[Registration],
         check: ConflictCheck<'_>,
     ) -> Result<(), StoreError> {
         let value = serde_json::to_vec(reg).map_err(|e| StoreError::Unavailable(e.to_string()))?;
+        // When the registry is known to hold everything etcd held at some revision, checking
+        // it is checking etcd, as long as nothing was modified since: the guard of the write
+        // says so. That spares the whole-prefix read (and its decoding) on the way from a
+        // registration to every replica's watch, which waits for this write.
+        let known = self.status.registry_at.load(Relaxed);
+        if known > 0 {
+            if let Some(conflict) = check(reg, local) {
+                return Err(StoreError::Conflict(conflict));
+            }
+            if let Some(at) = self.guarded_put(reg, &value, known).await? {
+                self.mark_synced(at);
+                // `local` becomes the registry (under the control lock) and held everything
+                // etcd did at `known`; nothing was modified between that and `at`.
+                let _ = self
+                    .status
+                    .registry_at
+                    .compare_exchange(known, at, Relaxed, Relaxed);
+                return Ok(());
+            }
+        }
         for _ in 0..TXN_ATTEMPTS {
             let (current, revision) = self.load_all().await?;
             let others: Vec<Registration> = current
@@ -189,21 +270,10 @@ impl EtcdStore {
             }
             // Succeeds only if nothing under the prefix changed since it was read: the
             // conflict check above saw exactly what is stored.
-            let prefix = self.services_prefix();
-            let unchanged = compare_mod_revision(
-                prefix.as_bytes(),
-                &prefix_end(prefix.as_bytes()),
-                CompareResult::Less,
-                revision + 1,
-            );
-            let put = put_op(self.key(&reg.service).as_bytes(), &value);
-            let c = self.client().await?;
-            let resp = c
-                .txn(vec![unchanged], vec![put], Vec::new())
-                .await
-                .map_err(unavailable)?;
-            if resp.succeeded {
-                self.mark_synced(resp.header.map_or(revision, |h| h.revision));
+            if let Some(at) = self.guarded_put(reg, &value, revision).await? {
+                self.mark_synced(at);
+                // The registry was not what was checked: the next check verifies it.
+                self.registry_verified(0);
                 return Ok(());
             }
         }
@@ -225,11 +295,11 @@ impl Store for EtcdStore {
     fn put<'a>(
         &'a self,
         reg: &'a Registration,
-        _all: &'a [Registration],
+        all: &'a [Registration],
         check: ConflictCheck<'a>,
     ) -> BoxFuture<'a, Result<(), StoreError>> {
         Box::pin(async move {
-            let r = self.put_txn(reg, check).await;
+            let r = self.put_txn(reg, all, check).await;
             if matches!(r, Err(StoreError::Unavailable(_))) {
                 self.disconnected().await;
             }
@@ -243,6 +313,8 @@ impl Store for EtcdStore {
         _all: &'a [Registration],
     ) -> BoxFuture<'a, Result<(), StoreError>> {
         Box::pin(async move {
+            // Unguarded: what else changed meanwhile is not known.
+            self.registry_verified(0);
             let c = self.client().await?;
             let r = c
                 .delete(self.key(service).as_bytes())
