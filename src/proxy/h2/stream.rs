@@ -651,7 +651,7 @@ fn head_error(e: crate::http::head::HeadError) -> ProxyError {
     }
 }
 
-/// Translates, parses and checks the stream's head into `req`.
+/// Translates the stream's head into `req` (its bytes and their index) and checks it.
 fn prepare(
     req: &mut Request,
     parts: &http::request::Parts,
@@ -659,18 +659,21 @@ fn prepare(
     max_header_bytes: usize,
     policy: &crate::http::admit::Policy<'_>,
 ) -> Result<(), ProxyError> {
-    translate::request_head(parts, end_stream, &mut req.bytes).map_err(|r| match r {
+    translate::request_head(
+        parts,
+        end_stream,
+        max_header_bytes,
+        &mut req.bytes,
+        &mut req.head,
+    )
+    .map_err(|r| match r {
         translate::Refusal::Connect => ProxyError::refuse(
             ErrorKind::BadRequest,
             "CONNECT is not supported over HTTP/2",
         ),
         translate::Refusal::Malformed(m) => ProxyError::client(ErrorKind::BadRequest, m),
+        translate::Refusal::Head(e) => head_error(e),
     })?;
-    if req.bytes.len() > max_header_bytes {
-        return Err(head_error(crate::http::head::HeadError::TooLarge));
-    }
-    let len = req.bytes.len();
-    crate::http::head::parse(&req.bytes, len, &mut req.head).map_err(head_error)?;
     read::prepare(req, policy)
 }
 

@@ -2,6 +2,8 @@
 //! request head becomes the HTTP/1.1 head the phases parse and forward (`:authority` as
 //! `Host`, cookies joined, connection-specific fields out), and an HTTP/1.1 response head
 //! becomes HTTP/2 header fields. Also the gRPC status mapping of SPEC §10.
+use crate::http::head::{HeadError, HeaderRange, RequestHead, MAX_HEADERS};
+use crate::http::kind::{self, Kind};
 use crate::http::response::ResponseHead;
 use crate::http::{list_items, name_is};
 use http::header::{HeaderMap, HeaderName, HeaderValue};
@@ -29,19 +31,27 @@ pub(crate) enum Refusal {
     Connect,
     /// Something no HTTP/1.1 head can carry.
     Malformed(&'static str),
+    /// What `http::head::parse` refuses in the head written (its size included).
+    Head(HeadError),
 }
 
-/// Writes the HTTP/1.1 head equivalent to an HTTP/2 request into `out` (cleared first):
-/// `METHOD path HTTP/1.1`, `Host` from `:authority` (else the `host` field), the fields in
-/// order with cookies joined by `; ` into one (RFC 9113 §8.2.3), no `expect` (HTTP/2 flow
-/// control does its job) and, for a body of unknown length, `Transfer-Encoding: chunked` so
-/// that the HTTP/1.1 framing rules apply unchanged.
+/// Writes the HTTP/1.1 head equivalent to an HTTP/2 request into `out` and its index into
+/// `head` (both cleared first): `METHOD path HTTP/1.1`, `Host` from `:authority` (else the
+/// `host` field), the fields in order with cookies joined by `; ` into one (RFC 9113 §8.2.3), no
+/// `expect` (HTTP/2 flow control does its job) and, for a body of unknown length,
+/// `Transfer-Encoding: chunked` so that the HTTP/1.1 framing rules apply unchanged.
+///
+/// `head` is what `http::head::parse` makes of `out`, with the same refusals in the same order,
+/// built as the bytes are written: parsing them again cost more than writing them.
 pub(crate) fn request_head(
     parts: &http::request::Parts,
     end_stream: bool,
+    max_header_bytes: usize,
     out: &mut Vec<u8>,
+    head: &mut RequestHead,
 ) -> Result<(), Refusal> {
     out.clear();
+    head.headers.clear();
     if parts.method == http::Method::CONNECT {
         return Err(Refusal::Connect);
     }
@@ -51,81 +61,260 @@ pub(crate) fn request_head(
         .map(|p| p.as_str())
         .filter(|p| !p.is_empty())
         .ok_or(Refusal::Malformed("missing :path"))?;
-    let authority = parts.uri.authority().map(|a| a.as_str().as_bytes());
+    let host = match parts.uri.authority() {
+        Some(a) => Some(a.as_str().as_bytes()),
+        None => parts.headers.get("host").map(HeaderValue::as_bytes),
+    };
+    let fields = || {
+        parts
+            .headers
+            .iter()
+            .map(|(n, v)| (n.as_str().as_bytes(), v.as_bytes()))
+    };
+    let line = Line {
+        method: parts.method.as_str().as_bytes(),
+        path: path.as_bytes(),
+        host,
+    };
+    write_head(&line, fields, end_stream, max_header_bytes, out, head)
+}
+
+/// The request line's parts and the `Host` value of a head to write.
+struct Line<'a> {
+    method: &'a [u8],
+    path: &'a [u8],
+    host: Option<&'a [u8]>,
+}
+
+/// [`request_head`] over the fields as bytes (the `http` crate's types cannot hold most of
+/// what the checks guard against, so the tests call this).
+fn write_head<'a, I: Iterator<Item = (&'a [u8], &'a [u8])>>(
+    line: &Line<'_>,
+    fields: impl Fn() -> I,
+    end_stream: bool,
+    max_header_bytes: usize,
+    out: &mut Vec<u8>,
+    head: &mut RequestHead,
+) -> Result<(), Refusal> {
+    out.clear();
+    head.headers.clear();
     // The whole head in one allocation rather than a doubling per few fields.
-    let fields: usize = parts
-        .headers
-        .iter()
-        .map(|(n, v)| n.as_str().len() + v.len() + 4)
-        .sum();
+    let (mut bytes, mut n) = (0, 0);
+    for (name, value) in fields() {
+        bytes += name.len() + value.len() + 4;
+        n += 1;
+    }
     out.reserve(
-        parts.method.as_str().len() + path.len() + authority.map_or(0, <[u8]>::len) + fields + 64,
+        line.method.len() + line.path.len() + line.host.map_or(0, <[u8]>::len) + bytes + 64,
     );
-    out.extend_from_slice(parts.method.as_str().as_bytes());
+    head.headers.reserve(n + 2);
+    // Anything httparse might take otherwise than as written (bytes the `http` crate's types
+    // do not hold today): the head is then parsed after all, for its exact refusal or index.
+    let mut odd = line.method.is_empty() || !line.method.iter().all(|b| is_token(*b));
+    out.extend_from_slice(line.method);
+    head.method = 0..out.len();
     out.push(b' ');
-    out.extend_from_slice(path.as_bytes());
+    let at = out.len();
+    out.extend_from_slice(line.path);
+    head.target = at..out.len();
+    odd |= !uri_ok(line.path);
     out.extend_from_slice(b" HTTP/1.1\r\n");
-    let host = authority.or_else(|| parts.headers.get("host").map(HeaderValue::as_bytes));
-    if let Some(h) = host {
-        push_field(out, b"host", h)?;
+    let mut w = Fields { out, head, odd };
+    if let Some(h) = line.host {
+        w.push(b"host", Kind::Host, h)?;
     }
     let mut cookies = 0;
     let mut has_length = false;
-    for (name, value) in &parts.headers {
-        let n = name.as_str().as_bytes();
+    for (n, value) in fields() {
         if n == b"cookie" {
             cookies += 1;
             continue;
         }
-        if n == b"te" {
-            // The one TE value HTTP/2 allows (RFC 9113 §8.2.2): kept, so that an HTTP/2
-            // backend gets it again; the forward to an HTTP/1.1 one drops it as hop-by-hop.
-            if list_items(value.as_bytes()).any(|t| t.eq_ignore_ascii_case(b"trailers")) {
-                out.extend_from_slice(b"te: trailers\r\n");
+        let kind = kind::classify(n);
+        match kind {
+            Kind::HopByHop if n == b"te" => {
+                // The one TE value HTTP/2 allows (RFC 9113 §8.2.2): kept, so that an HTTP/2
+                // backend gets it again; the forward to an HTTP/1.1 one drops it as hop-by-hop.
+                if list_items(value).any(|t| t.eq_ignore_ascii_case(b"trailers")) {
+                    w.push(b"te", Kind::HopByHop, b"trailers")?;
+                }
+                continue;
             }
-            continue;
+            // Host came from :authority; expect asks for a 100 that HTTP/2 does not need.
+            Kind::Host if n == b"host" => continue,
+            Kind::Expect if n == b"expect" => continue,
+            // CONNECTION_SPECIFIC by their kinds (proxy-authenticate is hop-by-hop but not
+            // connection-specific).
+            Kind::Connection | Kind::TransferEncoding | Kind::Upgrade => continue,
+            Kind::HopByHop if n.len() != "proxy-authenticate".len() => continue,
+            Kind::ContentLength => has_length |= n == b"content-length",
+            _ => {}
         }
-        // Host came from :authority; expect asks for a 100 that HTTP/2 does not need.
-        if n == b"host" || n == b"expect" || connection_specific(n) {
-            continue;
-        }
-        has_length |= n == b"content-length";
-        push_field(out, n, value.as_bytes())?;
+        w.push(n, kind, value)?;
     }
     if cookies > 0 {
-        out.extend_from_slice(b"cookie: ");
-        for (i, v) in parts.headers.get_all("cookie").iter().enumerate() {
-            if i > 0 {
-                out.extend_from_slice(b"; ");
+        w.open(b"cookie");
+        let mut first = true;
+        for (n, v) in fields() {
+            if n != b"cookie" {
+                continue;
             }
-            check_value(v.as_bytes())?;
-            out.extend_from_slice(v.as_bytes());
+            if !first {
+                w.out.extend_from_slice(b"; ");
+            }
+            first = false;
+            w.out.extend_from_slice(v);
         }
-        out.extend_from_slice(b"\r\n");
+        w.close(Kind::Other)?;
     }
     if !end_stream && !has_length {
-        out.extend_from_slice(b"transfer-encoding: chunked\r\n");
+        w.push(b"transfer-encoding", Kind::TransferEncoding, b"chunked")?;
     }
+    let Fields { out, head, odd } = w;
     out.extend_from_slice(b"\r\n");
+    head.minor_version = 1;
+    head.len = out.len();
+    if out.len() > max_header_bytes {
+        return Err(Refusal::Head(HeadError::TooLarge));
+    }
+    if odd {
+        crate::http::head::parse(out, out.len(), head).map_err(Refusal::Head)?;
+    }
     Ok(())
 }
 
-/// A value an HTTP/1.1 head can carry: the `http` crate already refuses CR, LF and NUL, this
-/// keeps it that way whatever a future version accepts.
-fn check_value(v: &[u8]) -> Result<(), Refusal> {
-    if v.iter().any(|b| matches!(b, b'\r' | b'\n' | 0)) {
-        return Err(Refusal::Malformed("invalid byte in header value"));
-    }
-    Ok(())
+/// The head's fields as they are written, each indexed as `http::head::parse` indexes it.
+struct Fields<'o> {
+    out: &'o mut Vec<u8>,
+    head: &'o mut RequestHead,
+    /// See `odd` in [`write_head`].
+    odd: bool,
 }
 
-fn push_field(out: &mut Vec<u8>, name: &[u8], value: &[u8]) -> Result<(), Refusal> {
-    check_value(value)?;
-    out.extend_from_slice(name);
-    out.extend_from_slice(b": ");
-    out.extend_from_slice(value);
-    out.extend_from_slice(b"\r\n");
-    Ok(())
+impl Fields<'_> {
+    fn push(&mut self, name: &[u8], kind: Kind, value: &[u8]) -> Result<(), Refusal> {
+        self.open(name);
+        self.out.extend_from_slice(value);
+        self.close(kind)
+    }
+
+    /// Writes `name: `; the value follows, then [`Self::close`].
+    fn open(&mut self, name: &[u8]) {
+        let at = self.out.len();
+        self.out.extend_from_slice(name);
+        // The name's range rides in the last field until `close` (no allocation of its own).
+        self.head.headers.push(HeaderRange {
+            name: at..self.out.len(),
+            value: 0..0,
+            kind: Kind::Other,
+        });
+        self.out.extend_from_slice(b": ");
+    }
+
+    /// Ends the field whose value was just written: checks it and sets its ranges.
+    fn close(&mut self, kind: Kind) -> Result<(), Refusal> {
+        let count = self.head.headers.len();
+        let Some(h) = self.head.headers.last_mut() else {
+            return Ok(());
+        };
+        let start = h.name.end + 2;
+        let value = &self.out[start..];
+        let (forbidden, invalid) = value_bytes(value);
+        if forbidden {
+            // The `http` crate already refuses CR, LF and NUL; this keeps it that way whatever
+            // a future version accepts (and before the size check, as ever).
+            return Err(Refusal::Malformed("invalid byte in header value"));
+        }
+        let name = &self.out[h.name.clone()];
+        self.odd |=
+            invalid || name.is_empty() || !name.iter().all(|b| is_token(*b)) || count > MAX_HEADERS;
+        let blank = |b: &u8| matches!(b, b' ' | b'\t');
+        h.value = match (value.first(), value.last()) {
+            (None, _) => 0..0,
+            (Some(f), Some(l)) if !blank(f) && !blank(l) => start..start + value.len(),
+            _ => {
+                // httparse's trim: blanks before the value and after it.
+                let lead = value.iter().take_while(|b| blank(b)).count();
+                let trail = value[lead..].iter().rev().take_while(|b| blank(b)).count();
+                if lead == value.len() {
+                    0..0
+                } else {
+                    start + lead..start + value.len() - trail
+                }
+            }
+        };
+        h.kind = kind;
+        self.out.extend_from_slice(b"\r\n");
+        Ok(())
+    }
+}
+
+/// Whether a value has CR, LF or NUL, and whether it has any byte httparse refuses in a value
+/// (the other controls and DEL; the same set as the `http` crate's).
+#[inline]
+fn value_bytes(v: &[u8]) -> (bool, bool) {
+    // Eight bytes at a time for the common answer (a byte at a time cost ~10 instructions a
+    // byte); a tab (or anything odd) sends the value to the exact look.
+    if !any_below_or_del(v, 0x20) {
+        return (false, false);
+    }
+    let (mut forbidden, mut invalid) = (false, false);
+    for &b in v {
+        forbidden |= b == b'\r' || b == b'\n' || b == 0;
+        invalid |= (b < 0x20 && b != b'\t') || b == 0x7f;
+    }
+    (forbidden, invalid)
+}
+
+/// Whether any byte of `v` is below `n` (at most 0x80) or DEL.
+#[inline]
+fn any_below_or_del(v: &[u8], n: u8) -> bool {
+    const ONES: u64 = u64::from_ne_bytes([1; 8]);
+    const HIGH: u64 = ONES << 7;
+    // Exact as a yes or no (the borrows only run into bytes already found).
+    let hit = |w: u64| {
+        let below = w.wrapping_sub(ONES * u64::from(n)) & !w;
+        let del = w ^ (ONES * 0x7f);
+        (below | (del.wrapping_sub(ONES) & !del)) & HIGH != 0
+    };
+    let mut words = v.chunks_exact(8);
+    for c in &mut words {
+        if c.first_chunk::<8>()
+            .is_some_and(|c| hit(u64::from_ne_bytes(*c)))
+        {
+            return true;
+        }
+    }
+    let rest = words.remainder();
+    let mut w = [b'a'; 8];
+    w[..rest.len()].copy_from_slice(rest);
+    hit(u64::from_ne_bytes(w))
+}
+
+/// httparse's `tchar` (method and header name bytes).
+static TCHAR: [bool; 256] = {
+    let mut t = [false; 256];
+    let mut i = 0;
+    while i < 256 {
+        let b = i as u8;
+        t[i] = b.is_ascii_alphanumeric()
+            || matches!(
+                b,
+                b'!' | b'#'..=b'\'' | b'*' | b'+' | b'-' | b'.' | b'^' | b'_' | b'`' | b'|' | b'~'
+            );
+        i += 1;
+    }
+    t
+};
+
+#[inline]
+fn is_token(b: u8) -> bool {
+    TCHAR[usize::from(b)]
+}
+
+/// A request target httparse takes: visible ASCII or any byte from 0x80, valid UTF-8.
+fn uri_ok(t: &[u8]) -> bool {
+    !t.is_empty() && !any_below_or_del(t, 0x21) && (t.is_ascii() || std::str::from_utf8(t).is_ok())
 }
 
 /// What the gateway adds to a response for an HTTP/2 client.
@@ -319,7 +508,14 @@ mod tests {
 
     fn head(req: http::Request<()>, end: bool) -> String {
         let mut out = Vec::new();
-        request_head(&parts(req), end, &mut out).unwrap();
+        request_head(
+            &parts(req),
+            end,
+            65536,
+            &mut out,
+            &mut RequestHead::default(),
+        )
+        .unwrap();
         String::from_utf8(out).unwrap()
     }
 
@@ -360,12 +556,464 @@ mod tests {
         assert_eq!(h, "POST /up HTTP/1.1\r\ncontent-length: 5\r\n\r\n");
     }
 
+    /// The translation as it was, before it indexed the head itself: bytes only, which the
+    /// stream then checked for size and parsed (`reference`). Kept verbatim over raw fields.
+    fn old_translation<'a>(
+        line: &Line<'_>,
+        fields: &[(&'a [u8], &'a [u8])],
+        end_stream: bool,
+        out: &mut Vec<u8>,
+    ) -> Result<(), Refusal> {
+        fn check_value(v: &[u8]) -> Result<(), Refusal> {
+            if v.iter().any(|b| matches!(b, b'\r' | b'\n' | 0)) {
+                return Err(Refusal::Malformed("invalid byte in header value"));
+            }
+            Ok(())
+        }
+        fn push_field(out: &mut Vec<u8>, name: &[u8], value: &[u8]) -> Result<(), Refusal> {
+            check_value(value)?;
+            out.extend_from_slice(name);
+            out.extend_from_slice(b": ");
+            out.extend_from_slice(value);
+            out.extend_from_slice(b"\r\n");
+            Ok(())
+        }
+        out.clear();
+        out.extend_from_slice(line.method);
+        out.push(b' ');
+        out.extend_from_slice(line.path);
+        out.extend_from_slice(b" HTTP/1.1\r\n");
+        if let Some(h) = line.host {
+            push_field(out, b"host", h)?;
+        }
+        let mut cookies = 0;
+        let mut has_length = false;
+        for (n, value) in fields {
+            let n = *n;
+            if n == b"cookie" {
+                cookies += 1;
+                continue;
+            }
+            if n == b"te" {
+                if list_items(value).any(|t| t.eq_ignore_ascii_case(b"trailers")) {
+                    out.extend_from_slice(b"te: trailers\r\n");
+                }
+                continue;
+            }
+            if n == b"host" || n == b"expect" || connection_specific(n) {
+                continue;
+            }
+            has_length |= n == b"content-length";
+            push_field(out, n, value)?;
+        }
+        if cookies > 0 {
+            out.extend_from_slice(b"cookie: ");
+            for (i, (_, v)) in fields.iter().filter(|(n, _)| *n == b"cookie").enumerate() {
+                if i > 0 {
+                    out.extend_from_slice(b"; ");
+                }
+                check_value(v)?;
+                out.extend_from_slice(v);
+            }
+            out.extend_from_slice(b"\r\n");
+        }
+        if !end_stream && !has_length {
+            out.extend_from_slice(b"transfer-encoding: chunked\r\n");
+        }
+        out.extend_from_slice(b"\r\n");
+        Ok(())
+    }
+
+    /// What a head came to either way: the refusal, or the bytes and every field of their index.
+    #[derive(Debug, PartialEq)]
+    enum Outcome {
+        Refused(Refusal),
+        Head(Vec<u8>, String),
+    }
+
+    fn index(h: &RequestHead) -> String {
+        let fields: Vec<_> = h
+            .headers
+            .iter()
+            .map(|f| format!("{:?}={:?}:{:?}", f.name, f.value, f.kind))
+            .collect();
+        format!(
+            "{:?} {:?} 1.{} len {} [{}]",
+            h.method,
+            h.target,
+            h.minor_version,
+            h.len,
+            fields.join(" ")
+        )
+    }
+
+    /// The old way: translate, size check, `http::head::parse`.
+    fn reference(line: &Line<'_>, fields: &[(&[u8], &[u8])], end: bool, max: usize) -> Outcome {
+        let mut out = Vec::new();
+        if let Err(r) = old_translation(line, fields, end, &mut out) {
+            return Outcome::Refused(r);
+        }
+        if out.len() > max {
+            return Outcome::Refused(Refusal::Head(HeadError::TooLarge));
+        }
+        let mut h = RequestHead::default();
+        match crate::http::head::parse(&out, out.len(), &mut h) {
+            Ok(()) => Outcome::Head(out, index(&h)),
+            Err(e) => Outcome::Refused(Refusal::Head(e)),
+        }
+    }
+
+    /// The new way, into vectors that held another head before (as a stream's scratch does).
+    fn direct(
+        line: &Line<'_>,
+        fields: &[(&[u8], &[u8])],
+        end: bool,
+        max: usize,
+        out: &mut Vec<u8>,
+        h: &mut RequestHead,
+    ) -> Outcome {
+        match write_head(line, || fields.iter().copied(), end, max, out, h) {
+            Ok(()) => Outcome::Head(out.clone(), index(h)),
+            Err(r) => Outcome::Refused(r),
+        }
+    }
+
+    struct Rng(u64);
+    impl Rng {
+        fn next(&mut self) -> u64 {
+            self.0 ^= self.0 << 13;
+            self.0 ^= self.0 >> 7;
+            self.0 ^= self.0 << 17;
+            self.0
+        }
+        fn below(&mut self, n: usize) -> usize {
+            (self.next() % n as u64) as usize
+        }
+        fn pick<'a, T: ?Sized>(&mut self, from: &[&'a T]) -> &'a T {
+            from[self.below(from.len())]
+        }
+        /// Mostly the first choices, now and then the odd ones after them.
+        fn bytes(&mut self, alphabet: &[u8], odd: &[u8], len: usize) -> Vec<u8> {
+            (0..len)
+                .map(|_| {
+                    if self.below(40) == 0 {
+                        odd[self.below(odd.len())]
+                    } else {
+                        alphabet[self.below(alphabet.len())]
+                    }
+                })
+                .collect()
+        }
+    }
+
+    const NAMES: [&str; 34] = [
+        "host",
+        "cookie",
+        "te",
+        "expect",
+        "content-length",
+        "transfer-encoding",
+        "connection",
+        "keep-alive",
+        "proxy-connection",
+        "upgrade",
+        "trailer",
+        "proxy-authenticate",
+        "x-forwarded-for",
+        "x_forwarded_for",
+        "x-forwarded-proto",
+        "x-request-id",
+        "x_request_id",
+        "via",
+        "idempotency-key",
+        "accept",
+        "user-agent",
+        "content-type",
+        "x-a",
+        "a_b",
+        "x-shard",
+        "x_api_key",
+        "x-api-key-name",
+        "HOST",
+        "Cookie",
+        "TE",
+        "Content-Length",
+        "Transfer-Encoding",
+        "Expect",
+        "Connection",
+    ];
+
+    #[test]
+    fn the_head_is_indexed_as_parsing_it_would() {
+        let mut rng = Rng(0x2545_f491_4f6c_dd1d);
+        let name_odd = [b' ', b':', b'(', b'"', 0x7f, 0x80, b'\t', 0, b'\r', b'A'];
+        let value_odd = [0x7f, 0x80, 0xff, 0x01, 0x1f, b'\r', b'\n', 0, b'\t', b' '];
+        // The vectors a stream reuses: whatever the last head left in them must not show.
+        let (mut out, mut h) = (Vec::new(), RequestHead::default());
+        for round in 0..30_000 {
+            let method: Vec<u8> = match rng.below(12) {
+                0 => {
+                    let n = 1 + rng.below(6);
+                    rng.bytes(b"GETPOSTX", &[b' ', 0x01, b'/', 0x80], n)
+                }
+                1 => Vec::new(),
+                _ => rng
+                    .pick(&["GET", "POST", "HEAD", "PUT", "OPTIONS", "PATCH"])
+                    .into(),
+            };
+            let path: Vec<u8> = match rng.below(8) {
+                0 => {
+                    let mut p = b"/".to_vec();
+                    let n = rng.below(30);
+                    p.extend(rng.bytes(
+                        b"ab/?=&%.",
+                        &[b' ', 0x7f, 0x80, 0xc3, 0xa9, 0x01, b'#'],
+                        n,
+                    ));
+                    p
+                }
+                1 => "*".into(),
+                2 => "/caf\u{e9}?q=\u{2603}".into(),
+                _ => rng
+                    .pick(&["/", "/a/b?x=1", "/api/v1/items", "//admin/../x"])
+                    .into(),
+            };
+            let host: Option<Vec<u8>> = match rng.below(6) {
+                0 => None,
+                1 => {
+                    let n = rng.below(12);
+                    Some(rng.bytes(b"ab.:8 ", &value_odd, n))
+                }
+                _ => Some(rng.pick(&["api.test", "api.test:8443", "h"]).into()),
+            };
+            let count = match rng.below(50) {
+                0 => 120 + rng.below(20),
+                _ => rng.below(12),
+            };
+            let mut fields: Vec<(Vec<u8>, Vec<u8>)> = Vec::new();
+            for _ in 0..count {
+                let name: Vec<u8> = if rng.below(8) == 0 {
+                    let n = rng.below(10);
+                    rng.bytes(b"abcxyz-_019", &name_odd, n)
+                } else {
+                    rng.pick(&NAMES).into()
+                };
+                let len = match rng.below(60) {
+                    0 => 1000 + rng.below(6000),
+                    _ => rng.below(24),
+                };
+                let mut value = rng.bytes(b"abc=;, \t1/", &value_odd, len);
+                if rng.below(10) == 0 {
+                    value.extend_from_slice(b" trailers,");
+                }
+                fields.push((name, value));
+            }
+            let line = Line {
+                method: &method,
+                path: &path,
+                host: host.as_deref(),
+            };
+            let fields: Vec<(&[u8], &[u8])> =
+                fields.iter().map(|(n, v)| (&n[..], &v[..])).collect();
+            let end = rng.below(2) == 0;
+            // Limits at the head's own size (and on either side of it), and roomy ones.
+            let mut whole = Vec::new();
+            let size = match old_translation(&line, &fields, end, &mut whole) {
+                Ok(()) => whole.len(),
+                Err(_) => 100,
+            };
+            let max = match rng.below(5) {
+                0 => size - 1,
+                1 => size,
+                2 => size + 1,
+                3 => rng.below(size * 2),
+                _ => 65536,
+            };
+            assert_eq!(
+                direct(&line, &fields, end, max, &mut out, &mut h),
+                reference(&line, &fields, end, max),
+                "round {round}: {:?} {:?} {:?} {:?} end {end} max {max}",
+                String::from_utf8_lossy(&method),
+                String::from_utf8_lossy(&path),
+                host.as_deref().map(String::from_utf8_lossy),
+                fields
+                    .iter()
+                    .map(|(n, v)| format!(
+                        "{}: {}",
+                        String::from_utf8_lossy(n),
+                        String::from_utf8_lossy(v)
+                    ))
+                    .collect::<Vec<_>>(),
+            );
+        }
+    }
+
+    #[test]
+    fn adversarial_heads_are_indexed_as_parsing_them_would() {
+        let long = "v".repeat(70_000);
+        let blanks = [" ", "\t", "  a  ", "\t a\tb \t", "", " \t ", "a b", "; "];
+        type Case<'a> = (Vec<(&'a str, &'a str)>, Option<&'a str>);
+        let mut cases: Vec<Case> = vec![
+            (vec![("cookie", ""), ("cookie", "")], Some("h")),
+            (
+                vec![("cookie", " a=1"), ("x-a", "1"), ("cookie", "b=2 ")],
+                Some("h"),
+            ),
+            (vec![("cookie", "\t"), ("cookie", " ")], None),
+            (
+                vec![("te", "gzip, trailers"), ("te", "x"), ("te", "\0")],
+                Some("h"),
+            ),
+            (vec![("te", "trailers\r\n")], Some("h")),
+            (vec![("connection", "\0"), ("upgrade", "\r")], Some("h")),
+            (
+                vec![("proxy-authenticate", "x"), ("x_a", "\u{7f}")],
+                Some("h"),
+            ),
+            (vec![("host", "other"), ("content-length", "5")], Some("h")),
+            (vec![("host", "other"), ("content-length", "5")], None),
+            (vec![("content_length", "5"), ("Content-Length", "6")], None),
+            (vec![("x-long", &long)], Some("h")),
+            (vec![("x-long", &long), ("x-nul", "\0")], Some("h")),
+            (vec![("x-long", &long), ("x-del", "\u{7f}")], Some("h")),
+            (vec![("", "x")], Some("h")),
+            (vec![("x a", "x")], Some("h")),
+            (vec![("x", "\u{e9}")], Some(" h\t")),
+        ];
+        for b in blanks {
+            cases.push((vec![("x-b", b), ("cookie", b), ("cookie", b)], Some(b)));
+        }
+        let many: Vec<String> = (0..140).map(|i| format!("x-{i}")).collect();
+        for n in 126..=130 {
+            cases.push((
+                many[..n].iter().map(|s| (s.as_str(), "1")).collect(),
+                Some("h"),
+            ));
+            let mut f: Vec<_> = many[..n].iter().map(|s| (s.as_str(), "1")).collect();
+            f.push(("x-bad", "\u{1}"));
+            cases.push((f, Some("h")));
+        }
+        let (mut out, mut h) = (Vec::new(), RequestHead::default());
+        for (fields, host) in &cases {
+            let fields: Vec<(&[u8], &[u8])> = fields
+                .iter()
+                .map(|(n, v)| (n.as_bytes(), v.as_bytes()))
+                .collect();
+            for method in ["GET", "POST", "G T", "GET\u{1}", ""] {
+                for path in ["/", "/a b", "/\u{7f}", "/\u{e9}", "?x"] {
+                    let line = Line {
+                        method: method.as_bytes(),
+                        path: path.as_bytes(),
+                        host: host.map(str::as_bytes),
+                    };
+                    for end in [true, false] {
+                        for max in [64, 100, 1000, 4096, 65536, 80_000, usize::MAX] {
+                            assert_eq!(
+                                direct(&line, &fields, end, max, &mut out, &mut h),
+                                reference(&line, &fields, end, max),
+                                "{method:?} {path:?} {host:?} {fields:?} end {end} max {max}"
+                            );
+                        }
+                    }
+                }
+            }
+        }
+        // Not a gap in the comparison: each kind of outcome came up.
+        let line = Line {
+            method: b"GET",
+            path: b"/",
+            host: Some(b"h"),
+        };
+        let f = |v: &'static [u8]| [(&b"x"[..], v)];
+        assert_eq!(
+            direct(&line, &f(b"\0"), true, 65536, &mut out, &mut h),
+            Outcome::Refused(Refusal::Malformed("invalid byte in header value"))
+        );
+        assert_eq!(
+            direct(&line, &f(b"\x01"), true, 65536, &mut out, &mut h),
+            Outcome::Refused(Refusal::Head(HeadError::Malformed(
+                "invalid byte in header value"
+            )))
+        );
+        assert_eq!(
+            direct(&line, &f(b"\x01"), true, 10, &mut out, &mut h),
+            Outcome::Refused(Refusal::Head(HeadError::TooLarge))
+        );
+    }
+
+    /// The same comparison through the `http` crate's request parts, as h2 hands them over.
+    #[test]
+    fn stream_heads_are_indexed_as_parsing_them_would() {
+        let mut rng = Rng(0x9e37_79b9_7f4a_7c15);
+        let (mut out, mut h) = (Vec::new(), RequestHead::default());
+        for _ in 0..5_000 {
+            let uri = match rng.below(4) {
+                0 => "/p?q=1".to_string(),
+                1 => "https://api.test:8443/a/b?x=1".to_string(),
+                2 => "http://h/".to_string(),
+                _ => format!("https://x.test/{}", "s".repeat(rng.below(40))),
+            };
+            let method = rng.pick(&["GET", "POST", "HEAD", "DELETE"]);
+            let mut b = http::Request::builder().method(method).uri(uri);
+            for _ in 0..rng.below(14) {
+                let name = rng.pick(&NAMES).to_ascii_lowercase();
+                let n = rng.below(20);
+                let v = rng.bytes(b"ab=; \t,", &[0x80, 0xff, b'\t', b' '], n);
+                b = b.header(name, HeaderValue::from_bytes(&v).unwrap());
+            }
+            let p = parts(b.body(()).unwrap());
+            let end = rng.below(2) == 0;
+            let fields: Vec<(&[u8], &[u8])> = p
+                .headers
+                .iter()
+                .map(|(n, v)| (n.as_str().as_bytes(), v.as_bytes()))
+                .collect();
+            let authority = p.uri.authority().map(|a| a.as_str().as_bytes());
+            let line = Line {
+                method: p.method.as_str().as_bytes(),
+                path: p.uri.path_and_query().unwrap().as_str().as_bytes(),
+                host: authority.or_else(|| p.headers.get("host").map(HeaderValue::as_bytes)),
+            };
+            let want = reference(&line, &fields, end, 65536);
+            let got = match request_head(&p, end, 65536, &mut out, &mut h) {
+                Ok(()) => Outcome::Head(out.clone(), index(&h)),
+                Err(r) => Outcome::Refused(r),
+            };
+            assert_eq!(got, want, "{p:?}");
+            assert!(matches!(got, Outcome::Head(..)));
+        }
+    }
+
+    #[test]
+    fn the_word_look_finds_every_byte_the_byte_look_does() {
+        for len in 0..20 {
+            for at in 0..len {
+                for b in 0..=255u8 {
+                    for fill in [b'a', b' ', 0xff, b'\t'] {
+                        let mut v = vec![fill; len];
+                        v[at] = b;
+                        for n in [0x20, 0x21] {
+                            let naive = v.iter().any(|c| *c < n || *c == 0x7f);
+                            assert_eq!(any_below_or_del(&v, n), naive, "{v:?} {n}");
+                        }
+                    }
+                }
+            }
+        }
+    }
+
     #[test]
     fn connect_is_refused() {
         let req = http::Request::connect("a.test:443").body(()).unwrap();
         let mut out = Vec::new();
         assert_eq!(
-            request_head(&parts(req), true, &mut out),
+            request_head(
+                &parts(req),
+                true,
+                65536,
+                &mut out,
+                &mut RequestHead::default()
+            ),
             Err(Refusal::Connect)
         );
     }
