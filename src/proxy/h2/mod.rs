@@ -171,7 +171,8 @@ where
                         respond.send_reset(h2::Reason::REFUSED_STREAM);
                         continue;
                     }
-                    let run = stream::serve(&c, req, respond);
+                    let (parts, recv) = req.into_parts();
+                    let run = stream::serve(&c, parts, recv, respond);
                     streams.push(run_boxed(reuse(&mut free, run)));
                 }
                 Some(Err(e)) => {

@@ -57,15 +57,15 @@ struct Scratch {
 }
 
 thread_local! {
-    static SCRATCH: std::cell::RefCell<Vec<Scratch>> = const { std::cell::RefCell::new(Vec::new()) };
+    static SCRATCH: std::cell::RefCell<Vec<Box<Scratch>>> = const { std::cell::RefCell::new(Vec::new()) };
 }
 
 impl Scratch {
-    fn take() -> Scratch {
+    fn take() -> Box<Scratch> {
         SCRATCH.with(|f| f.borrow_mut().pop()).unwrap_or_default()
     }
 
-    fn keep(mut self) {
+    fn keep(mut self: Box<Self>) {
         let fields = self.req.head.headers.capacity() + self.resp.headers.capacity();
         let bytes = self.req.bytes.capacity() + self.req.canon.capacity() + self.out.capacity();
         if bytes + fields * std::mem::size_of::<crate::http::head::HeaderRange>()
@@ -678,15 +678,18 @@ fn prepare(
 }
 
 /// Serves one stream to its end.
+///
+/// The request comes in its parts (split by the caller): the arguments stay in the future for
+/// its whole life, so a whole `http::Request` there would be a second copy of the parts.
 pub(crate) async fn serve(
     conn: &Conn,
-    request: http::Request<RecvStream>,
+    parts: http::request::Parts,
+    recv: RecvStream,
     respond: SendResponse<Bytes>,
 ) {
     let started = Instant::now();
     let table = conn.dp.table.load_full();
     let s = &*table.server;
-    let (parts, recv) = request.into_parts();
     let end_stream = recv.is_end_stream();
     let cell = Cell(Mutex::new(Slot::Respond(respond)));
     let mut down = H2Out {
@@ -697,19 +700,15 @@ pub(crate) async fn serve(
         gateway: &s.gateway_header,
         sent: 0,
     };
-    let Scratch {
-        mut req,
-        mut resp,
-        mut out,
-    } = Scratch::take();
+    let mut scratch = Scratch::take();
+    let Scratch { req, resp, out } = &mut *scratch;
     req.h2 = true;
     let access_log = s.access_log;
     let policy = crate::http::admit::Policy {
         underscore: s.underscore_headers,
         via_token: s.via_name.as_bytes(),
     };
-    let prepared = prepare(&mut req, &parts, end_stream, s.max_header_bytes, &policy);
-    if let Err(e) = prepared {
+    if let Err(e) = prepare(req, &parts, end_stream, s.max_header_bytes, &policy) {
         if req.rid.is_empty() {
             request_id::generate(&mut req.rid);
         }
@@ -760,9 +759,9 @@ pub(crate) async fn serve(
     let mut up = BytesMut::new();
     let mut timer = conn.take_timer();
     let mut bufs = Bufs {
-        out: &mut out,
+        out,
         up: &mut up,
-        resp: &mut resp,
+        resp,
         timer: &mut timer,
     };
     let result = {
@@ -782,7 +781,7 @@ pub(crate) async fn serve(
     }
     drop(ex);
     conn.keep_timer(timer);
-    Scratch { req, resp, out }.keep();
+    scratch.keep();
 }
 
 /// The plain listener's own answers (ACME challenge, redirect to https) on an h2c stream.
