@@ -553,6 +553,24 @@ fn drain_sends_goaway_and_in_flight_streams_finish() {
     assert!(text.contains("status codes: 4 2xx"), "{text}");
 }
 
+/// A client connection without streams for `idle_timeout` gets GOAWAY and is closed, counted
+/// from its last stream: one that came since the timer was set keeps the connection open.
+#[test]
+fn an_idle_client_connection_is_closed_idle_timeout_after_its_last_stream() {
+    let f = fleet("idle_timeout = 0.8\ndrain_timeout = 0.3");
+    let v = py(json!({"op": "idle", "port": f.sy.http.port(), "at": [0.0, 0.5], "timeout": 5}));
+    assert_eq!(v["statuses"], json!([200, 200]), "{v}");
+    let goaway = v["goaway"]
+        .as_f64()
+        .unwrap_or_else(|| panic!("no GOAWAY: {v}"));
+    // The last stream came at 0.5 s: not before 1.3 s (the timer was first set for 0.8 s).
+    assert!((1.25..2.2).contains(&goaway), "{v}");
+    assert!(
+        v["eof"].as_f64().is_some_and(|e| e >= goaway && e < 3.5),
+        "{v}"
+    );
+}
+
 /// The guards hold over HTTP/2 exactly as over HTTP/1 (SPEC §3, §4): an encoded or
 /// slash-doubled spelling of a keyed path still needs the key, `%2F` and dot segments are
 /// 400, and a forged identity header under an `_` alias never reaches the backend.

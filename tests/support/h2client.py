@@ -183,6 +183,63 @@ def raw_flood(c):
     return {"goaway": goaway_of(frames), "eof": any(f[0] == "eof" for f in frames)}
 
 
+def idle(c):
+    """One GET at each time of `at` (seconds from the start, each answered before the next),
+    then nothing: reports the statuses and when the GOAWAY and the close came."""
+    s = connect(c)
+    conn = h2.connection.H2Connection(config=h2.config.H2Configuration(client_side=True))
+    conn.initiate_connection()
+    s.sendall(conn.data_to_send())
+    start = time.time()
+    statuses, goaway, eof = [], None, None
+
+    def pump(until_done=None):
+        nonlocal goaway, eof
+        try:
+            d = s.recv(65536)
+        except socket.timeout:
+            d = b""
+        if not d:
+            eof = time.time() - start
+            return
+        if goaway is not None:
+            # The state machine is closed; what follows the GOAWAY (a PING) is not its business.
+            return until_done
+        try:
+            events = conn.receive_data(d)
+        except h2.exceptions.ProtocolError:
+            # A frame after the GOAWAY in the same read (a PING): the connection is closed.
+            if conn.state_machine.state != h2.connection.ConnectionState.CLOSED:
+                raise
+            goaway = time.time() - start
+            return until_done
+        for ev in events:
+            if isinstance(ev, h2.events.ResponseReceived):
+                statuses.append(int(dict(ev.headers)[b":status"]))
+            elif isinstance(ev, h2.events.StreamEnded) and ev.stream_id == until_done:
+                until_done = None
+            elif isinstance(ev, h2.events.DataReceived):
+                conn.acknowledge_received_data(ev.flow_controlled_length, ev.stream_id)
+            elif isinstance(ev, h2.events.ConnectionTerminated) and goaway is None:
+                goaway = time.time() - start
+        s.sendall(conn.data_to_send())
+        return until_done
+
+    for at in c["at"]:
+        time.sleep(max(0, start + at - time.time()))
+        sid = conn.get_next_available_stream_id()
+        conn.send_headers(sid, [(":method", "GET"), (":path", "/"), (":scheme", "http"),
+                                (":authority", "localhost")], end_stream=True)
+        s.sendall(conn.data_to_send())
+        while sid is not None and eof is None:
+            sid = pump(sid)
+    while eof is None:
+        pump()
+    s.close()
+    return {"statuses": statuses, "goaway": goaway, "eof": eof}
+
+
 cmd = json.loads(sys.argv[1])
-op = {"requests": requests, "rapid_reset": rapid_reset, "raw_flood": raw_flood}[cmd["op"]]
+op = {"requests": requests, "rapid_reset": rapid_reset, "raw_flood": raw_flood,
+      "idle": idle}[cmd["op"]]
 print(json.dumps(op(cmd)))

@@ -151,6 +151,14 @@ where
     let mut going_away = false;
     let idle = tokio::time::sleep(idle_timeout);
     tokio::pin!(idle);
+    // The deadline the last accepted stream asked of `idle`, kept here rather than moved into
+    // the timer (a reset per stream moved it in the timer wheel each time): the timer is left
+    // at an earlier deadline, and when it fires there it moves on to this one. It fires when
+    // it did, at the deadline set last.
+    let mut idle_after: Option<tokio::time::Instant> = None;
+    // The flood guard's signal, one registration for the connection rather than one per turn.
+    let notified = shared.notify.notified();
+    tokio::pin!(notified);
     loop {
         tokio::select! {
             // Streams before the connection: what they queue goes out in the connection's
@@ -163,7 +171,13 @@ where
             }
             r = conn.accept() => match r {
                 Some(Ok((req, respond))) => {
-                    idle.as_mut().reset(tokio::time::Instant::now() + idle_timeout);
+                    let at = tokio::time::Instant::now() + idle_timeout;
+                    if at < idle.deadline() {
+                        idle.as_mut().reset(at);
+                        idle_after = None;
+                    } else {
+                        idle_after = Some(at);
+                    }
                     stats.streams.fetch_add(1, Relaxed);
                     if streams.len() >= max {
                         stats.refused_streams.fetch_add(1, Relaxed);
@@ -190,7 +204,8 @@ where
                 }
                 None => break,
             },
-            () = shared.notify.notified() => {
+            () = &mut notified => {
+                notified.set(shared.notify.notified());
                 let Some(f) = shared.tripped() else { continue };
                 stats.flood(f);
                 log::warn!("HTTP/2 client {peer}: {} flood, GOAWAY and close", f.label());
@@ -204,8 +219,15 @@ where
                 // GOAWAY at once; the streams in flight finish (the drain bounds the wait).
                 conn.graceful_shutdown();
                 idle.as_mut().reset(tokio::time::Instant::now() + drain_timeout);
+                idle_after = None;
             }
             () = &mut idle => {
+                if let Some(at) = idle_after.take() {
+                    if at > tokio::time::Instant::now() {
+                        idle.as_mut().reset(at);
+                        continue;
+                    }
+                }
                 if going_away || streams.is_empty() {
                     if going_away {
                         break;
