@@ -258,7 +258,10 @@ async fn run_boxed<F: Future<Output = ()>>(mut run: Pin<Box<F>>) -> Pin<Box<F>> 
     run
 }
 
-/// `run` in the box of a finished stream when there is one.
+/// `run` in the box of a finished stream when there is one. Inlined where the stream's future
+/// is made, so that only its arguments are written into the box: called, it took the whole
+/// future (2.5 KiB, mostly room for the states to come) and copied all of it.
+#[inline(always)]
 fn reuse<F: Future>(free: &mut Vec<Pin<Box<F>>>, run: F) -> Pin<Box<F>> {
     match free.pop() {
         Some(mut b) => {
