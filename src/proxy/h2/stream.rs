@@ -766,7 +766,9 @@ pub(crate) async fn serve(
     };
     let result = {
         let run = exchange::run(&mut ex, &mut bufs, &mut down, &mut body);
+        // In this order, not at random: the random start cost a random number per poll.
         tokio::select! {
+            biased;
             r = run => Some(r),
             () = cell.reset() => None,
         }

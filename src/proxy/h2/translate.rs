@@ -460,9 +460,12 @@ fn push_server_timing(out: &mut Vec<u8>, ms: f64) {
 
 /// Whether a request is gRPC: `content-type: application/grpc` or `application/grpc+…`.
 pub(crate) fn is_grpc(headers: &HeaderMap) -> bool {
+    // The first content-type, found by a walk over the few fields of a request (a standard
+    // name compares as a number) rather than a hash lookup, which cost more.
     headers
-        .get(http::header::CONTENT_TYPE)
-        .map(HeaderValue::as_bytes)
+        .iter()
+        .find(|(n, _)| *n == http::header::CONTENT_TYPE)
+        .map(|(_, v)| v.as_bytes())
         .is_some_and(|v| {
             let base = b"application/grpc";
             v.len() >= base.len()
@@ -1103,6 +1106,16 @@ mod tests {
         assert!(!is_grpc(&h));
         h.insert("content-type", HeaderValue::from_static("application/json"));
         assert!(!is_grpc(&h));
+        // The first content-type decides, among other fields.
+        h.append("content-type", HeaderValue::from_static("application/grpc"));
+        assert!(!is_grpc(&h));
+        let mut h = HeaderMap::new();
+        h.insert("x-a", HeaderValue::from_static("application/grpc"));
+        h.insert("te", HeaderValue::from_static("trailers"));
+        assert!(!is_grpc(&h));
+        h.append("content-type", HeaderValue::from_static("application/grpc"));
+        h.append("content-type", HeaderValue::from_static("application/json"));
+        assert!(is_grpc(&h));
         let map: Vec<u32> = [400, 401, 403, 404, 429, 502, 503, 504, 500]
             .iter()
             .map(|s| grpc_status(*s))
