@@ -57,6 +57,8 @@ struct Scratch {
 }
 
 thread_local! {
+    // Boxed on purpose: a stream holds (and the pool hands over) a pointer, not the struct.
+    #[allow(clippy::vec_box)]
     static SCRATCH: std::cell::RefCell<Vec<Box<Scratch>>> = const { std::cell::RefCell::new(Vec::new()) };
 }
 
@@ -712,7 +714,7 @@ pub(crate) async fn serve(
         if req.rid.is_empty() {
             request_id::generate(&mut req.rid);
         }
-        let log = LogLine::own(access_log, &conn.peer_ip, &req, conn.tls);
+        let log = LogLine::own(access_log, &conn.peer_ip, req, conn.tls);
         if let Some((status, _)) = finish::answer(&mut down, &e, &req.rid, false).await {
             finish::record(&conn.dp, &log, None, None, status, started);
         }
@@ -722,7 +724,7 @@ pub(crate) async fn serve(
     if conn.plain {
         if let Some(a) = conn.dp.tls.plain_answer(req.target(), req.header("host")) {
             let status = plain_answer(&cell, a, &req.rid, s.gateway_header.as_str());
-            let log = LogLine::own(access_log, &conn.peer_ip, &req, conn.tls);
+            let log = LogLine::own(access_log, &conn.peer_ip, req, conn.tls);
             finish::record(&conn.dp, &log, None, None, status, started);
             conn.guard.completed.fetch_add(1, Relaxed);
             return;
@@ -746,7 +748,7 @@ pub(crate) async fn serve(
     let mut ex = Exchange::new(
         &conn.dp,
         &table,
-        &req,
+        req,
         &conn.peer_ip,
         conn.peer,
         conn.proto,
