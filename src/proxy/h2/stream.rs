@@ -1,6 +1,6 @@
 //! One HTTP/2 stream as one request through the same phases as HTTP/1 (route, connect, send,
-//! relay, finish): its head is translated to HTTP/1.1 form and parsed and checked like any
-//! other ([`translate`], `read::prepare`), [`H2Out`] is its [`Downstream`] and [`H2Body`] its
+//! relay, finish): its head is translated to HTTP/1.1 form, indexed as it is written, and
+//! checked like any other ([`translate`], `read::prepare`), [`H2Out`] is its [`Downstream`] and [`H2Body`] its
 //! [`RequestBody`]. Flow control holds both ways: request DATA is released to the client only
 //! once written to the backend, and response bytes are sent only as the client's window
 //! allows. A client RST_STREAM ends the exchange at once (the backend connection is dropped).
