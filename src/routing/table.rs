@@ -205,7 +205,11 @@ impl Table {
         host: Option<&'h [u8]>,
         path: Option<&[u8]>,
     ) -> Option<(&'t Rule, Group<'h>)> {
-        let Some(path) = path else {
+        // Without a rule that names a path there is nothing to look up (every trie is
+        // empty): the catch-all, without splitting the path.
+        let nothing_but_catch_all =
+            self.routes.is_empty() && self.shards.is_empty() && self.path_routes.is_empty();
+        let Some(path) = path.filter(|_| !nothing_but_catch_all) else {
             return self.catch_all.as_ref().map(|r| (r, Group::Any));
         };
         let segs = Segments::new(path);
