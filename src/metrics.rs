@@ -245,11 +245,12 @@ impl Metrics {
         self.duration.observe(took);
     }
 
-    /// Counts a finished request under its client protocol (`HTTP/1.0`, `HTTP/1.1`, `HTTP/2`).
+    /// Counts a finished request under its client protocol, by its index in [`PROTOCOLS`]
+    /// (no name compared per request).
     #[inline]
-    pub fn count_protocol(&self, protocol: &str) {
-        if let Some(i) = PROTOCOLS.iter().position(|p| *p == protocol) {
-            self.by_protocol[i].fetch_add(1, Relaxed);
+    pub fn count_protocol(&self, slot: usize) {
+        if let Some(c) = self.by_protocol.get(slot) {
+            c.fetch_add(1, Relaxed);
         }
     }
 }

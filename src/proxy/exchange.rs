@@ -75,10 +75,14 @@ impl Request {
     }
     /// The client's protocol, as access log lines and metrics name it.
     pub fn protocol(&self) -> &'static str {
+        crate::metrics::PROTOCOLS[self.protocol_slot()]
+    }
+    /// [`Self::protocol`] as its index in `metrics::PROTOCOLS`.
+    pub fn protocol_slot(&self) -> usize {
         match (self.h2, self.head.minor_version) {
-            (true, _) => "HTTP/2",
-            (false, 0) => "HTTP/1.0",
-            _ => "HTTP/1.1",
+            (true, _) => 2,
+            (false, 0) => 0,
+            _ => 1,
         }
     }
     pub fn is_connect(&self) -> bool {
@@ -492,5 +496,36 @@ async fn hold(ex: &Exchange<'_>, pool: &Pool, e: ProxyError) -> Result<(), Proxy
             let _ = ex;
             Err(ProxyError::refuse(ErrorKind::ServiceUnavailable, msg))
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::Request;
+    use crate::metrics::Metrics;
+    use std::sync::atomic::Ordering::Relaxed;
+
+    #[test]
+    fn protocols_are_named_and_counted_in_their_slots() {
+        let m = Metrics::default();
+        let mut req = Request::default();
+        for (h2, minor, name) in [
+            (false, 0, "HTTP/1.0"),
+            (false, 1, "HTTP/1.1"),
+            (true, 0, "HTTP/2"),
+            (true, 1, "HTTP/2"),
+        ] {
+            req.h2 = h2;
+            req.head.minor_version = minor;
+            assert_eq!(req.protocol(), name);
+            m.count_protocol(req.protocol_slot());
+        }
+        let counted: Vec<u64> = m.by_protocol.iter().map(|c| c.load(Relaxed)).collect();
+        assert_eq!(counted, [1, 1, 2]);
+        // The names prometheus labels the counters with, in the same order.
+        assert_eq!(
+            crate::metrics::PROTOCOLS,
+            ["HTTP/1.0", "HTTP/1.1", "HTTP/2"]
+        );
     }
 }

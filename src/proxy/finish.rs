@@ -187,7 +187,7 @@ pub(crate) fn record(
     let took = now.saturating_duration_since(started);
     dp.metrics
         .observe(rule, upstream, status, took, (log.bytes_in, log.bytes_out));
-    dp.metrics.count_protocol(log.req.protocol());
+    dp.metrics.count_protocol(log.req.protocol_slot());
     access_log(dp, log, rule, upstream, status, took);
     now
 }
