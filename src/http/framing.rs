@@ -46,6 +46,11 @@ const fn bad(message: &'static str) -> FramingError {
 /// Parses a Content-Length value: one or more comma-separated decimal numbers that must all
 /// be equal (RFC 9110 §8.6). No sign, no whitespace inside a number, no overflow.
 pub fn parse_content_length(v: &[u8]) -> Option<u64> {
+    let digits = |d: &[u8]| d.iter().fold(0u64, |acc, d| acc * 10 + u64::from(d - b'0'));
+    // The usual value, digits alone: what the list below gives for it, without splitting.
+    if !v.is_empty() && v.len() <= 19 && v.iter().all(u8::is_ascii_digit) {
+        return Some(digits(v));
+    }
     let mut found: Option<u64> = None;
     let mut any = false;
     for item in v.split(|b| *b == b',') {
@@ -53,9 +58,7 @@ pub fn parse_content_length(v: &[u8]) -> Option<u64> {
         if item.is_empty() || item.len() > 19 || !item.iter().all(u8::is_ascii_digit) {
             return None;
         }
-        let n = item
-            .iter()
-            .fold(0u64, |acc, d| acc * 10 + u64::from(d - b'0'));
+        let n = digits(item);
         if found.is_some_and(|f| f != n) {
             return None;
         }
@@ -222,6 +225,13 @@ mod tests {
     #[test]
     fn content_length_values() {
         assert_eq!(parse_content_length(b"10"), Some(10));
+        assert_eq!(parse_content_length(b"0"), Some(0));
+        assert_eq!(
+            parse_content_length(b"9999999999999999999"),
+            Some(9_999_999_999_999_999_999)
+        );
+        assert_eq!(parse_content_length(b" 10 "), Some(10));
+        assert_eq!(parse_content_length(b"10,"), None);
         assert_eq!(parse_content_length(b"10, 10"), Some(10));
         assert_eq!(parse_content_length(b"10, 11"), None);
         assert_eq!(parse_content_length(b"+10"), None);
