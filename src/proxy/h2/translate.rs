@@ -2,6 +2,7 @@
 //! request head becomes the HTTP/1.1 head the phases parse and forward (`:authority` as
 //! `Host`, cookies joined, connection-specific fields out), and an HTTP/1.1 response head
 //! becomes HTTP/2 header fields. Also the gRPC status mapping of SPEC §10.
+use crate::http::kind::Kind;
 use crate::http::response::ResponseHead;
 use crate::http::{list_items, name_is};
 use http::header::{HeaderMap, HeaderName, HeaderValue};
@@ -137,53 +138,109 @@ pub(crate) struct Added<'a> {
     pub edits: &'a crate::http::edits::HeaderEdits,
 }
 
-/// The HTTP/2 fields of an HTTP/1.1 response head (`buf` holds its bytes): connection-specific
-/// fields and those its `Connection` lists are dropped, as is any field HTTP/2 cannot carry
-/// (an invalid name from a backend is not worth failing the answer for).
+/// Whether a backend's response field of this kind stays out of the HTTP/2 answer: the
+/// connection-specific fields ([`connection_specific`]) and the length, which the relay
+/// decides. From the kind set at parse, a byte compared instead of the name against seven
+/// strings. `Proxy-Authenticate`, the one other hop-by-hop kind (and the only one 18 bytes
+/// long), goes on as it always did.
+#[inline]
+fn dropped_kind(kind: Kind, name_len: usize) -> bool {
+    match kind {
+        Kind::Connection | Kind::TransferEncoding | Kind::Upgrade | Kind::ContentLength => true,
+        Kind::HopByHop => name_len != "proxy-authenticate".len(),
+        _ => false,
+    }
+}
+
+/// The `http` constant for the names backends send on nearly every answer: a length and a
+/// word compare, where `HeaderName::from_bytes` lowercases the name through a table and then
+/// searches every standard name of that length.
+#[inline]
+fn known_name(name: &[u8]) -> Option<HeaderName> {
+    use http::header;
+    let is = |lower| name_is(name, lower);
+    Some(match name.len() {
+        4 if is("date") => header::DATE,
+        4 if is("etag") => header::ETAG,
+        4 if is("vary") => header::VARY,
+        6 if is("server") => header::SERVER,
+        10 if is("set-cookie") => header::SET_COOKIE,
+        12 if is("content-type") => header::CONTENT_TYPE,
+        13 if is("cache-control") => header::CACHE_CONTROL,
+        13 if is("last-modified") => header::LAST_MODIFIED,
+        _ => return None,
+    })
+}
+
+/// A value of the gateway's own making or one httparse accepted, without the byte-by-byte
+/// check `HeaderValue::from_maybe_shared` repeats.
+///
+/// Sound: `HeaderValue`'s invariant is the bytes `HeaderValue::from_bytes` accepts, HTAB and
+/// 0x20..=0xFF but DEL (its `unsafe` marks that invariant; the "valid UTF-8" of its docs is
+/// not what the type relies on, `from_bytes` itself takes obs-text). The callers hand it
+/// either ASCII digits, `upstream;dur=` and a dot, or a backend value as httparse parsed it,
+/// and httparse accepts exactly HTAB, 0x20..=0x7E and 0x80..=0xFF in a value
+/// (`tests::httparse_and_header_value_accept_the_same_bytes` pins the two together over all
+/// 256 bytes, so an httparse that starts to accept more fails it). Debug builds check anyway.
+#[inline]
+fn checked_value(b: bytes::Bytes) -> HeaderValue {
+    // SAFETY: see above: every caller's bytes are ones `HeaderValue::from_bytes` accepts.
+    unsafe { HeaderValue::from_maybe_shared_unchecked(b) }
+}
+
+const X_GATEWAY: HeaderName = HeaderName::from_static("x-gateway");
+const SERVER_TIMING: HeaderName = HeaderName::from_static("server-timing");
+
+/// The HTTP/2 fields of an HTTP/1.1 response head (`buf` holds its bytes, as parsed by
+/// `response::parse`): connection-specific fields and those its `Connection` lists are
+/// dropped, as is any field HTTP/2 cannot carry (an invalid name from a backend is not worth
+/// failing the answer for).
 ///
 /// The values kept and those the gateway adds are copied into one buffer, and each field's
 /// value is a slice of it: two allocations for all of them instead of one or two each, and
 /// the map sized once for exactly the fields it gets.
 pub(crate) fn response_headers(buf: &[u8], resp: &ResponseHead, add: &Added<'_>) -> HeaderMap {
-    // The Connection values, found once rather than in a scan of every field per field (a
-    // response rarely has more than one; beyond four the scan is kept).
-    let mut lists: [&[u8]; 4] = [&[]; 4];
-    let (mut n_lists, mut many) = (0, false);
-    for h in &resp.headers {
-        if name_is(&buf[h.name.clone()], "connection") {
-            if n_lists < lists.len() {
-                lists[n_lists] = &buf[h.value.clone()];
-                n_lists += 1;
+    // The names `Connection` lists, found once rather than in a scan of every field per
+    // field. A token that names a field dropped anyway is left out (`keep-alive`, nginx's on
+    // every answer): a field of that name has the same kind whatever its case. Beyond eight
+    // tokens the scan is kept.
+    let mut tokens: [&[u8]; 8] = [&[]; 8];
+    let (mut n_tokens, mut many) = (0, false);
+    for h in resp.headers.iter().filter(|h| h.kind == Kind::Connection) {
+        for t in list_items(&buf[h.value.clone()]) {
+            if dropped_kind(crate::http::kind::classify(t), t.len()) {
+                continue;
+            }
+            if n_tokens < tokens.len() {
+                tokens[n_tokens] = t;
+                n_tokens += 1;
             } else {
                 many = true;
             }
         }
     }
     let listed = |name: &[u8]| {
-        if many {
-            return resp
-                .headers
-                .iter()
-                .filter(|h| name_is(&buf[h.name.clone()], "connection"))
-                .flat_map(|h| list_items(&buf[h.value.clone()]))
-                .any(|t| t.eq_ignore_ascii_case(name));
-        }
-        lists[..n_lists]
+        tokens[..n_tokens]
             .iter()
-            .flat_map(|v| list_items(v))
             .any(|t| t.eq_ignore_ascii_case(name))
+            || (many
+                && resp
+                    .headers
+                    .iter()
+                    .filter(|h| h.kind == Kind::Connection)
+                    .flat_map(|h| list_items(&buf[h.value.clone()]))
+                    .any(|t| t.eq_ignore_ascii_case(name)))
     };
     // Which fields go on (a response head has at most MAX_HEADERS = 128 fields), and how
     // many value bytes they bring.
     let mut kept: u128 = 0;
     let (mut n_kept, mut value_bytes) = (0, 0);
     for (i, h) in resp.headers.iter().enumerate().take(128) {
+        if dropped_kind(h.kind, h.name.len()) {
+            continue;
+        }
         let name = &buf[h.name.clone()];
-        if connection_specific(name)
-            || name_is(name, "content-length")
-            || listed(name)
-            || add.edits.drops(name)
-        {
+        if (n_tokens > 0 && listed(name)) || add.edits.drops(name) {
             continue;
         }
         kept |= 1 << i;
@@ -214,13 +271,11 @@ pub(crate) fn response_headers(buf: &[u8], resp: &ResponseHead, add: &Added<'_>)
             continue;
         }
         let end = at + h.value.len();
-        let value = values.slice(at..end);
+        let value = checked_value(values.slice(at..end));
         at = end;
-        if let (Ok(n), Ok(v)) = (
-            HeaderName::from_bytes(&buf[h.name.clone()]),
-            HeaderValue::from_maybe_shared(value),
-        ) {
-            map.append(n, v);
+        let name = &buf[h.name.clone()];
+        if let Some(n) = known_name(name).or_else(|| HeaderName::from_bytes(name).ok()) {
+            map.append(n, value);
         }
     }
     // The sets come as the HTTP/1.1 lines the other side writes; validated at config load.
@@ -238,19 +293,21 @@ pub(crate) fn response_headers(buf: &[u8], resp: &ResponseHead, add: &Added<'_>)
         }
     }
     if add.content_length.is_some() {
-        if let Ok(v) = HeaderValue::from_maybe_shared(values.slice(length_at..gateway_at)) {
-            map.insert(http::header::CONTENT_LENGTH, v);
-        }
+        map.insert(
+            http::header::CONTENT_LENGTH,
+            checked_value(values.slice(length_at..gateway_at)),
+        );
     }
+    // `gateway_header` is printable ASCII (checked at config load), checked again here all
+    // the same: a few bytes, and not this function's invariant to rely on.
     if let Ok(v) = HeaderValue::from_maybe_shared(values.slice(gateway_at..timing_at)) {
-        map.insert(HeaderName::from_static("x-gateway"), v);
+        map.insert(X_GATEWAY, v);
     }
-    if let Ok(mut v) = HeaderValue::from_maybe_shared(values.slice(timing_at..)) {
-        // A new value on nearly every answer: entered in the HPACK table, it would only push
-        // out the fields that repeat (and make every later lookup of the name walk them all).
-        v.set_sensitive(true);
-        map.insert(HeaderName::from_static("server-timing"), v);
-    }
+    let mut v = checked_value(values.slice(timing_at..));
+    // A new value on nearly every answer: entered in the HPACK table, it would only push
+    // out the fields that repeat (and make every later lookup of the name walk them all).
+    v.set_sensitive(true);
+    map.insert(SERVER_TIMING, v);
     map
 }
 
@@ -413,13 +470,19 @@ mod tests {
         for gone in ["connection", "x-hop", "keep-alive", "transfer-encoding"] {
             assert!(m.get(gone).is_none(), "{gone}");
         }
-        // Five Connection fields: the last one's token still drops its field.
-        let raw = b"HTTP/1.1 200 OK\r\nConnection: a\r\nConnection: b\r\nConnection: c\r\nConnection: d\r\nConnection: x-late\r\nX-Late: 1\r\nA: 1\r\nX-Kept: yes\r\n\r\n";
+        // Nine tokens over four Connection fields, keep-alive not counted: the ninth still
+        // drops its field, as the first does.
+        let raw = b"HTTP/1.1 200 OK\r\nConnection: a, b, c\r\nConnection: d, Keep-Alive, e\r\nConnection: f,g, h\r\nConnection: X-LATE\r\nX-Late: 1\r\nA: 1\r\nH: 1\r\nKeep-Alive: 5\r\nX-Kept: yes\r\nDATE: d\r\nProxy-Authenticate: Basic\r\n\r\n";
         let mut r = ResponseHead::default();
         crate::http::response::parse(raw, raw.len(), &mut r).unwrap();
         let m5 = response_headers(raw, &r, &add);
-        assert!(m5.get("x-late").is_none() && m5.get("a").is_none());
+        for gone in ["x-late", "a", "h", "keep-alive", "connection"] {
+            assert!(m5.get(gone).is_none(), "{gone}");
+        }
         assert_eq!(m5.get("x-kept").unwrap(), "yes");
+        // Known names by their constants, and the one hop-by-hop name HTTP/2 always carried.
+        assert_eq!(m5.get(http::header::DATE).unwrap(), "d");
+        assert_eq!(m5.get("proxy-authenticate").unwrap(), "Basic");
         // The length is the one the relay decided, not the backend's.
         assert_eq!(m.get_all("content-length").iter().count(), 1);
         assert_eq!(m.get("content-length").unwrap(), "3");
@@ -435,6 +498,96 @@ mod tests {
             let mut v = b"x".to_vec();
             push_server_timing(&mut v, ms);
             assert_eq!(v[1..], *format!("upstream;dur={want}").as_bytes(), "{ms}");
+        }
+    }
+
+    /// `checked_value`'s soundness: a byte is in a value httparse parses exactly when
+    /// `HeaderValue` would take it, at every position of a value long enough for httparse's
+    /// vectorised scans (16 and 32 bytes at a time) as well as its byte loop.
+    #[test]
+    fn httparse_and_header_value_accept_the_same_bytes() {
+        for b in 0..=255u8 {
+            let accepted = HeaderValue::from_bytes(&[b'a', b, b'a']).is_ok();
+            for len in [3, 17, 40, 70] {
+                for at in 1..len - 1 {
+                    let mut value = vec![b'a'; len];
+                    value[at] = b;
+                    let mut raw = b"HTTP/1.1 200 OK\r\nX-V: ".to_vec();
+                    raw.extend_from_slice(&value);
+                    raw.extend_from_slice(b"\r\nX-W: 1\r\n\r\n");
+                    let mut r = ResponseHead::default();
+                    let parsed = crate::http::response::parse(&raw, raw.len(), &mut r).is_ok()
+                        && r.headers.len() == 2
+                        && raw[r.headers[0].value.clone()] == value[..];
+                    assert_eq!(parsed, accepted, "byte {b:#04x} at {at} of {len}");
+                }
+            }
+        }
+    }
+
+    #[test]
+    fn kinds_drop_what_the_names_did() {
+        let names = [
+            "connection",
+            "keep-alive",
+            "proxy-connection",
+            "transfer-encoding",
+            "upgrade",
+            "te",
+            "trailer",
+            "content-length",
+            "proxy-authenticate",
+            "content_length",
+            "transfer_encoding",
+            "host",
+            "via",
+            "expect",
+            "x-request-id",
+            "x-forwarded-for",
+            "idempotency-key",
+            "x-shard",
+            "date",
+            "server",
+            "tee",
+            "t",
+            "",
+        ];
+        for n in names {
+            for s in [n.to_string(), n.to_ascii_uppercase(), n.replace('-', "_")] {
+                let b = s.as_bytes();
+                let by_name = connection_specific(b) || name_is(b, "content-length");
+                let kind = crate::http::kind::classify(b);
+                assert_eq!(dropped_kind(kind, b.len()), by_name, "{s}");
+            }
+        }
+    }
+
+    #[test]
+    fn known_names_are_the_ones_http_parses() {
+        for n in [
+            "date",
+            "etag",
+            "vary",
+            "server",
+            "set-cookie",
+            "content-type",
+            "cache-control",
+            "last-modified",
+        ] {
+            for s in [n.to_string(), n.to_ascii_uppercase(), {
+                let mut c = n.to_string();
+                c[..1].make_ascii_uppercase();
+                c
+            }] {
+                assert_eq!(
+                    known_name(s.as_bytes()),
+                    Some(HeaderName::from_bytes(s.as_bytes()).unwrap()),
+                    "{s}"
+                );
+            }
+        }
+        for s in ["dat", "datex", "x-date", "servers", "content_type", ""] {
+            assert_eq!(known_name(s.as_bytes()), None, "{s}");
         }
     }
 
