@@ -35,6 +35,12 @@ use tokio::time::Instant;
 
 /// The most response bytes asked of the flow-control window at once.
 const SEND_CHUNK: usize = 64 * 1024;
+/// The largest body sent straight from the head's buffer, as one DATA frame, when all of it
+/// came with the head (`H2Out::final_head`). It goes without asking for window first: the
+/// `h2` crate then holds what the client's window does not allow yet, and this bounds that to
+/// one default-sized frame per stream (the copy loop holds as much in its read buffer while
+/// it waits for window, so memory per stream does not grow).
+const SMALL_BODY: u64 = 16 * 1024;
 /// Room for the fields the gateway adds to a forwarded head.
 const FORWARD_ADDS: usize = 512;
 
@@ -157,6 +163,14 @@ impl Cell {
         self.with(|slot| match std::mem::replace(slot, Slot::Done) {
             Slot::Send(mut s) => s.send_trailers(fields).map_err(h2_io),
             _ => Ok(()),
+        })
+    }
+
+    /// Sends the whole body as the last DATA frame, as the copy loop's [`Writer`] would.
+    fn last(&self, data: Bytes) -> io::Result<()> {
+        self.with(|slot| match std::mem::replace(slot, Slot::Done) {
+            Slot::Send(mut s) => s.send_data(data, true).map_err(h2_io),
+            _ => Err(io::ErrorKind::BrokenPipe.into()),
         })
     }
 
@@ -296,6 +310,8 @@ pub(crate) struct H2Out<'a> {
     gateway: &'a str,
     /// Body bytes written to the client (DATA payloads), for the access log.
     sent: u64,
+    /// A whole body that came with the head, for `body` to send in one frame.
+    small: Option<Bytes>,
 }
 
 impl H2Out<'_> {
@@ -380,6 +396,21 @@ impl Downstream for H2Out<'_> {
             Relay::Length(n) => n,
             _ => 0,
         };
+        // The usual small answer: its whole body came in the read with the head. One DATA
+        // frame with END_STREAM, without the copy loop's window reservation and its polls;
+        // `body` sends it, so that a failure there is what it was from the copy loop.
+        let length = matches!(f.relay, Relay::Length(_));
+        if length && !end && left <= SMALL_BODY && up.len() as u64 >= left {
+            let n = left as usize;
+            self.small = Some(Bytes::copy_from_slice(&up[..n]));
+            bytes::Buf::advance(up, n);
+            return Ok(Written {
+                relay: f.relay,
+                left: 0,
+                close: false,
+                len: resp.len.max(1),
+            });
+        }
         Ok(Written {
             relay: if end { Relay::None } else { f.relay },
             left,
@@ -418,7 +449,14 @@ impl Downstream for H2Out<'_> {
             Relay::UntilClose { .. } => {
                 body::copy_until_close(src, pending, &mut dst, idle, false, out).await?
             }
-            Relay::Length(_) => {}
+            Relay::Length(_) => {
+                if let Some(data) = self.small.take() {
+                    let n = data.len() as u64;
+                    self.cell.last(data).map_err(CopyError::Sink)?;
+                    self.sent += n;
+                    return Ok(());
+                }
+            }
         }
         self.cell.end().map_err(CopyError::Sink)
     }
@@ -693,6 +731,7 @@ pub(crate) async fn serve(
         idle: s.idle_timeout,
         gateway: &s.gateway_header,
         sent: 0,
+        small: None,
     };
     let Scratch {
         mut req,
