@@ -5,6 +5,7 @@
 use crate::http::kind::Kind;
 use crate::http::response::ResponseHead;
 use crate::http::{list_items, name_is};
+use bytes::{Bytes, BytesMut};
 use http::header::{HeaderMap, HeaderName, HeaderValue};
 
 /// Fields that describe one connection: never valid in HTTP/2 (RFC 9113 §8.2.2), and
@@ -183,7 +184,7 @@ fn known_name(name: &[u8]) -> Option<HeaderName> {
 /// (`tests::httparse_and_header_value_accept_the_same_bytes` pins the two together over all
 /// 256 bytes, so an httparse that starts to accept more fails it). Debug builds check anyway.
 #[inline]
-fn checked_value(b: bytes::Bytes) -> HeaderValue {
+fn checked_value(b: Bytes) -> HeaderValue {
     // SAFETY: see above: every caller's bytes are ones `HeaderValue::from_bytes` accepts.
     unsafe { HeaderValue::from_maybe_shared_unchecked(b) }
 }
@@ -196,9 +197,8 @@ const SERVER_TIMING: HeaderName = HeaderName::from_static("server-timing");
 /// dropped, as is any field HTTP/2 cannot carry (an invalid name from a backend is not worth
 /// failing the answer for).
 ///
-/// The values kept and those the gateway adds are copied into one buffer, and each field's
-/// value is a slice of it: two allocations for all of them instead of one or two each, and
-/// the map sized once for exactly the fields it gets.
+/// The values kept and those the gateway adds are copied into one buffer ([`carve`]), and
+/// each field's value is a slice of it, and the map sized once for exactly the fields it gets.
 pub(crate) fn response_headers(buf: &[u8], resp: &ResponseHead, add: &Added<'_>) -> HeaderMap {
     // The names `Connection` lists, found once rather than in a scan of every field per
     // field. A token that names a field dropped anyway is left out (`keep-alive`, nginx's on
@@ -249,21 +249,22 @@ pub(crate) fn response_headers(buf: &[u8], resp: &ResponseHead, add: &Added<'_>)
     }
     let sets = add.edits.lines();
     let n_sets = sets.iter().filter(|b| **b == b'\n').count();
-    let mut values = Vec::with_capacity(value_bytes + 20 + add.gateway.len() + 40);
-    for (i, h) in resp.headers.iter().enumerate().take(128) {
-        if kept & (1 << i) != 0 {
-            values.extend_from_slice(&buf[h.value.clone()]);
+    let (mut length_at, mut gateway_at, mut timing_at) = (0, 0, 0);
+    let values = carve(value_bytes + 20 + add.gateway.len() + 40, |values| {
+        for (i, h) in resp.headers.iter().enumerate().take(128) {
+            if kept & (1 << i) != 0 {
+                values.extend_from_slice(&buf[h.value.clone()]);
+            }
         }
-    }
-    let length_at = values.len();
-    if let Some(n) = add.content_length {
-        crate::http::push_u64(&mut values, n);
-    }
-    let gateway_at = values.len();
-    values.extend_from_slice(add.gateway.as_bytes());
-    let timing_at = values.len();
-    push_server_timing(&mut values, add.upstream_ms);
-    let values = bytes::Bytes::from(values);
+        length_at = values.len();
+        if let Some(n) = add.content_length {
+            put_decimal(values, n);
+        }
+        gateway_at = values.len();
+        values.extend_from_slice(add.gateway.as_bytes());
+        timing_at = values.len();
+        push_server_timing(values, add.upstream_ms);
+    });
     let mut map = HeaderMap::with_capacity(n_kept + n_sets + 3);
     let mut at = 0;
     for (i, h) in resp.headers.iter().enumerate().take(128) {
@@ -311,12 +312,57 @@ pub(crate) fn response_headers(buf: &[u8], resp: &ResponseHead, add: &Added<'_>)
     map
 }
 
+/// The block response field values are cut from, per thread (see [`carve`]).
+const VALUE_BLOCK: usize = 4 * 1024;
+
+thread_local! {
+    static VALUES: std::cell::RefCell<BytesMut> = std::cell::RefCell::new(BytesMut::new());
+}
+
+/// One response's field values, written by `fill` (at most `need` bytes), as one `Bytes`
+/// cut from a block the thread's responses share. Each response used to cost two allocations
+/// and two frees for its values (the buffer, and the shared header `Bytes` adds on the first
+/// slice); a block holds a few dozen responses' values, and once they are all gone (h2 drops
+/// the fields when it has encoded them) it is taken back as it is. A response that still
+/// holds some (its HEADERS queued behind a stalled client) keeps only its block, at most 4 KiB,
+/// alive. Larger values get a buffer of their own.
+fn carve(need: usize, fill: impl FnOnce(&mut BytesMut)) -> Bytes {
+    if need > VALUE_BLOCK / 4 {
+        let mut own = BytesMut::with_capacity(need);
+        fill(&mut own);
+        return own.freeze();
+    }
+    VALUES.with(|block| {
+        let mut block = block.borrow_mut();
+        if block.capacity() < need {
+            block.reserve(VALUE_BLOCK);
+        }
+        fill(&mut block);
+        block.split().freeze()
+    })
+}
+
+/// `n` in decimal.
+fn put_decimal(out: &mut BytesMut, mut n: u64) {
+    let mut tmp = [0u8; 20];
+    let mut i = tmp.len();
+    loop {
+        i -= 1;
+        tmp[i] = b'0' + (n % 10) as u8;
+        n /= 10;
+        if n == 0 {
+            break;
+        }
+    }
+    out.extend_from_slice(&tmp[i..]);
+}
+
 /// `upstream;dur=` and the milliseconds to three places, from whole microseconds as on
 /// HTTP/1 (`rewrite::response_head`): float formatting costs more than the rest of the field.
-fn push_server_timing(out: &mut Vec<u8>, ms: f64) {
+fn push_server_timing(out: &mut BytesMut, ms: f64) {
     let us = (ms * 1000.0).round().max(0.0) as u64;
     out.extend_from_slice(b"upstream;dur=");
-    crate::http::push_u64(out, us / 1000);
+    put_decimal(out, us / 1000);
     let frac = us % 1000;
     out.extend_from_slice(&[
         b'.',
@@ -495,7 +541,7 @@ mod tests {
             (12.3456, "12.346"),
             (0.05, "0.050"),
         ] {
-            let mut v = b"x".to_vec();
+            let mut v = BytesMut::from(&b"x"[..]);
             push_server_timing(&mut v, ms);
             assert_eq!(v[1..], *format!("upstream;dur={want}").as_bytes(), "{ms}");
         }
@@ -589,6 +635,57 @@ mod tests {
         for s in ["dat", "datex", "x-date", "servers", "content_type", ""] {
             assert_eq!(known_name(s.as_bytes()), None, "{s}");
         }
+    }
+
+    #[test]
+    fn values_cut_from_shared_blocks_stay_whole() {
+        // Answers with values of every size, some kept alive across several blocks (as
+        // HEADERS queued for a stalled client would), others dropped at once so that blocks
+        // are taken back: every value reads as it was written.
+        let mut alive = Vec::new();
+        for i in 0..3000usize {
+            let raw = format!(
+                "HTTP/1.1 200 OK\r\nX-A: {}\r\nX-B: {i}\r\n\r\n",
+                "v".repeat(i % 1500)
+            );
+            let mut r = ResponseHead::default();
+            crate::http::response::parse(raw.as_bytes(), raw.len(), &mut r).unwrap();
+            let add = Added {
+                gateway: "gw",
+                upstream_ms: i as f64,
+                content_length: Some(i as u64 * 7919),
+                edits: &crate::http::edits::NONE.response,
+            };
+            let m = response_headers(raw.as_bytes(), &r, &add);
+            if i % 7 == 0 {
+                alive.push((i, m));
+            } else {
+                check_values(i, &m);
+            }
+        }
+        for (i, m) in &alive {
+            check_values(*i, m);
+        }
+        for n in [0u64, 9, 10, 99, 100, 12345, u64::MAX] {
+            let mut v = BytesMut::new();
+            put_decimal(&mut v, n);
+            assert_eq!(v[..], *n.to_string().as_bytes());
+        }
+    }
+
+    fn check_values(i: usize, m: &HeaderMap) {
+        assert_eq!(
+            m.get("x-a").unwrap().as_bytes(),
+            "v".repeat(i % 1500).as_bytes()
+        );
+        assert_eq!(m.get("x-b").unwrap(), i.to_string().as_str());
+        assert_eq!(
+            m.get("content-length").unwrap(),
+            (i as u64 * 7919).to_string().as_str()
+        );
+        assert_eq!(m.get("x-gateway").unwrap(), "gw");
+        let timing = format!("upstream;dur={i}.000");
+        assert_eq!(m.get("server-timing").unwrap(), timing.as_str());
     }
 
     #[test]
