@@ -90,6 +90,26 @@ impl Scratch {
     }
 }
 
+/// How often an answer on a connection lets its `server-timing` into the HPACK table.
+const TIMING_SEED_SECS: u64 = 30;
+
+/// Whether this answer's `server-timing` may be indexed (else it is never-indexed, since its
+/// value changes on nearly every answer). One such answer per connection every
+/// [`TIMING_SEED_SECS`] puts the name in the client's table; the never-indexed ones after it
+/// then refer to the name by its index (the `h2` encoder does so for a sensitive field whose
+/// name it finds) and Huffman-code only the value. Robust to eviction: once other fields
+/// push the entry out, answers go back to a literal name until the next one, never worse than
+/// before; and the entries of this name, which the encoder walks on each lookup, stay as few
+/// as the table's lifetime over 30 s.
+fn seed_timing(now_secs: u64, last: &std::sync::atomic::AtomicU64) -> bool {
+    let l = last.load(Relaxed);
+    if l != 0 && now_secs < l.saturating_add(TIMING_SEED_SECS) {
+        return false;
+    }
+    last.store(now_secs, Relaxed);
+    true
+}
+
 /// Finished streams' timers a connection keeps, still armed, for its next streams.
 const TIMERS_KEPT: usize = 32;
 
@@ -312,6 +332,9 @@ pub(crate) struct H2Out<'a> {
     sent: u64,
     /// A whole body that came with the head, for `body` to send in one frame.
     small: Option<Bytes>,
+    /// The connection's [`seed_timing`] clock, and the stream's arrival on it.
+    timing_seeded: &'a std::sync::atomic::AtomicU64,
+    arrived_secs: u64,
 }
 
 impl H2Out<'_> {
@@ -343,6 +366,7 @@ impl Downstream for H2Out<'_> {
                 upstream_ms: 0.0,
                 content_length: None,
                 edits: &crate::http::edits::NONE.response,
+                index_timing: false,
             },
         );
         r.headers_mut().remove("server-timing");
@@ -387,6 +411,7 @@ impl Downstream for H2Out<'_> {
                 upstream_ms: added.upstream_ms,
                 content_length: f.content_length,
                 edits: added.edits,
+                index_timing: seed_timing(self.arrived_secs, self.timing_seeded),
             },
         );
         let end = matches!(f.relay, Relay::None | Relay::Length(0));
@@ -732,6 +757,8 @@ pub(crate) async fn serve(
         gateway: &s.gateway_header,
         sent: 0,
         small: None,
+        timing_seeded: &conn.timing_seeded,
+        arrived_secs: crate::clock::mono_secs(started),
     };
     let Scratch {
         mut req,
@@ -864,4 +891,20 @@ fn plain_answer(cell: &Cell, a: crate::tls::PlainAnswer, rid: &[u8], gateway: &s
         log::debug!("h2 stream gone before the plain answer");
     }
     status
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use std::sync::atomic::AtomicU64;
+
+    #[test]
+    fn server_timing_is_seeded_once_per_connection_every_30_s() {
+        let last = AtomicU64::new(0);
+        let seeded: Vec<u64> = [5, 5, 6, 34, 35, 36, 64, 65, 200]
+            .into_iter()
+            .filter(|t| seed_timing(*t, &last))
+            .collect();
+        assert_eq!(seeded, [5, 35, 65, 200]);
+    }
 }

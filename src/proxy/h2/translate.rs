@@ -137,6 +137,8 @@ pub(crate) struct Added<'a> {
     pub content_length: Option<u64>,
     /// The rule's response header sets and removals.
     pub edits: &'a crate::http::edits::HeaderEdits,
+    /// `server-timing` may enter the HPACK table (see `stream::H2Out::final_head`).
+    pub index_timing: bool,
 }
 
 /// Whether a backend's response field of this kind stays out of the HTTP/2 answer: the
@@ -307,7 +309,7 @@ pub(crate) fn response_headers(buf: &[u8], resp: &ResponseHead, add: &Added<'_>)
     let mut v = checked_value(values.slice(timing_at..));
     // A new value on nearly every answer: entered in the HPACK table, it would only push
     // out the fields that repeat (and make every later lookup of the name walk them all).
-    v.set_sensitive(true);
+    v.set_sensitive(!add.index_timing);
     map.insert(SERVER_TIMING, v);
     map
 }
@@ -483,6 +485,7 @@ mod tests {
             upstream_ms: 1.5,
             content_length: Some(3),
             edits: &crate::http::edits::NONE.response,
+            index_timing: false,
         };
         let m = response_headers(raw, &r, &add);
         assert_eq!(m.get("x-kept").unwrap(), "yes");
@@ -535,6 +538,15 @@ mod tests {
         assert_eq!(m.get("x-gateway").unwrap(), "sy");
         assert_eq!(m.get("server-timing").unwrap(), "upstream;dur=1.500");
         assert!(m.get("server-timing").unwrap().is_sensitive());
+        let seed = response_headers(
+            raw,
+            &r,
+            &Added {
+                index_timing: true,
+                ..add
+            },
+        );
+        assert!(!seed.get("server-timing").unwrap().is_sensitive());
         for (ms, want) in [
             (0.0, "0.000"),
             (-1.0, "0.000"),
@@ -655,6 +667,7 @@ mod tests {
                 upstream_ms: i as f64,
                 content_length: Some(i as u64 * 7919),
                 edits: &crate::http::edits::NONE.response,
+                index_timing: false,
             };
             let m = response_headers(raw.as_bytes(), &r, &add);
             if i % 7 == 0 {
