@@ -233,6 +233,33 @@ fn bodies_stream_both_ways_within_flow_control() {
         (r[1]["status"].clone(), r[1]["len"].clone()),
         (json!(200), json!(700_000))
     );
+    // Bodies either side of the one-frame bound (sent with the head, or through the copy
+    // loop), to a client with a window smaller than the larger ones: whole, and the access
+    // log counts exactly what went out.
+    let sizes = [0, 1, 64, 16_384, 16_385, 70_000];
+    let reqs: Vec<Value> = sizes
+        .iter()
+        .map(|n| json!({"path": format!("/bytes/{n}")}))
+        .collect();
+    let v = py(json!({"op": "requests", "port": port, "window": 8192, "requests": reqs}));
+    let r = v["responses"].as_array().unwrap();
+    for (x, n) in r.iter().zip(sizes) {
+        assert_eq!(
+            (x["status"].clone(), x["len"].clone()),
+            (json!(200), json!(n))
+        );
+        // `in/out`: the head's bytes in, the body's bytes out.
+        let line = format!("\"GET /bytes/{n} HTTP/2\" 200 ");
+        assert!(f.sy.wait_log(&line, Duration::from_secs(5)), "{line}");
+        let log = f.sy.log_text();
+        let counts = log
+            .lines()
+            .find_map(|l| l.split_once(&line))
+            .and_then(|(_, rest)| rest.split(' ').next())
+            .and_then(|c| c.split_once('/'))
+            .map(|(_, out)| out.to_string());
+        assert_eq!(counts, Some(n.to_string()), "{log}");
+    }
 }
 
 #[test]

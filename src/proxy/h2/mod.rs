@@ -78,6 +78,9 @@ pub(crate) struct Conn {
     pub guard: Arc<guard::Shared>,
     /// Timers of finished streams, still armed, for the next ones (`stream::take_timer`).
     pub timers: std::sync::Mutex<Vec<crate::proxy::deadline::Timer>>,
+    /// When (`clock::mono_secs`, 0 for never) an answer last let its `server-timing` into
+    /// the HPACK table (`stream::seed_timing`).
+    pub timing_seeded: AtomicU64,
 }
 
 /// Whether `bytes` (what the client sent first) start the HTTP/2 preface; `None` while too
@@ -133,6 +136,7 @@ where
         tls,
         guard: shared.clone(),
         timers: std::sync::Mutex::default(),
+        timing_seeded: AtomicU64::new(0),
     };
     // The streams run inside this task, polled next to the connection (as nginx and HAProxy
     // run a connection's streams in its event handler): no task, no cross-task wake-up per

@@ -35,6 +35,12 @@ use tokio::time::Instant;
 
 /// The most response bytes asked of the flow-control window at once.
 const SEND_CHUNK: usize = 64 * 1024;
+/// The largest body sent straight from the head's buffer, as one DATA frame, when all of it
+/// came with the head (`H2Out::final_head`). It goes without asking for window first: the
+/// `h2` crate then holds what the client's window does not allow yet, and this bounds that to
+/// one default-sized frame per stream (the copy loop holds as much in its read buffer while
+/// it waits for window, so memory per stream does not grow).
+const SMALL_BODY: u64 = 16 * 1024;
 /// Room for the fields the gateway adds to a forwarded head.
 const FORWARD_ADDS: usize = 512;
 
@@ -84,6 +90,26 @@ impl Scratch {
             }
         });
     }
+}
+
+/// How often an answer on a connection lets its `server-timing` into the HPACK table.
+const TIMING_SEED_SECS: u64 = 30;
+
+/// Whether this answer's `server-timing` may be indexed (else it is never-indexed, since its
+/// value changes on nearly every answer). One such answer per connection every
+/// [`TIMING_SEED_SECS`] puts the name in the client's table; the never-indexed ones after it
+/// then refer to the name by its index (the `h2` encoder does so for a sensitive field whose
+/// name it finds) and Huffman-code only the value. Robust to eviction: once other fields
+/// push the entry out, answers go back to a literal name until the next one, never worse than
+/// before; and the entries of this name, which the encoder walks on each lookup, stay as few
+/// as the table's lifetime over 30 s.
+fn seed_timing(now_secs: u64, last: &std::sync::atomic::AtomicU64) -> bool {
+    let l = last.load(Relaxed);
+    if l != 0 && now_secs < l.saturating_add(TIMING_SEED_SECS) {
+        return false;
+    }
+    last.store(now_secs, Relaxed);
+    true
 }
 
 /// Finished streams' timers a connection keeps, still armed, for its next streams.
@@ -159,6 +185,14 @@ impl Cell {
         self.with(|slot| match std::mem::replace(slot, Slot::Done) {
             Slot::Send(mut s) => s.send_trailers(fields).map_err(h2_io),
             _ => Ok(()),
+        })
+    }
+
+    /// Sends the whole body as the last DATA frame, as the copy loop's [`Writer`] would.
+    fn last(&self, data: Bytes) -> io::Result<()> {
+        self.with(|slot| match std::mem::replace(slot, Slot::Done) {
+            Slot::Send(mut s) => s.send_data(data, true).map_err(h2_io),
+            _ => Err(io::ErrorKind::BrokenPipe.into()),
         })
     }
 
@@ -298,6 +332,11 @@ pub(crate) struct H2Out<'a> {
     gateway: &'a str,
     /// Body bytes written to the client (DATA payloads), for the access log.
     sent: u64,
+    /// A whole body that came with the head, for `body` to send in one frame.
+    small: Option<Bytes>,
+    /// The connection's [`seed_timing`] clock, and the stream's arrival on it.
+    timing_seeded: &'a std::sync::atomic::AtomicU64,
+    arrived_secs: u64,
 }
 
 impl H2Out<'_> {
@@ -329,6 +368,7 @@ impl Downstream for H2Out<'_> {
                 upstream_ms: 0.0,
                 content_length: None,
                 edits: &crate::http::edits::NONE.response,
+                index_timing: false,
             },
         );
         r.headers_mut().remove("server-timing");
@@ -373,6 +413,7 @@ impl Downstream for H2Out<'_> {
                 upstream_ms: added.upstream_ms,
                 content_length: f.content_length,
                 edits: added.edits,
+                index_timing: seed_timing(self.arrived_secs, self.timing_seeded),
             },
         );
         let end = matches!(f.relay, Relay::None | Relay::Length(0));
@@ -382,6 +423,21 @@ impl Downstream for H2Out<'_> {
             Relay::Length(n) => n,
             _ => 0,
         };
+        // The usual small answer: its whole body came in the read with the head. One DATA
+        // frame with END_STREAM, without the copy loop's window reservation and its polls;
+        // `body` sends it, so that a failure there is what it was from the copy loop.
+        let length = matches!(f.relay, Relay::Length(_));
+        if length && !end && left <= SMALL_BODY && up.len() as u64 >= left {
+            let n = left as usize;
+            self.small = Some(Bytes::copy_from_slice(&up[..n]));
+            bytes::Buf::advance(up, n);
+            return Ok(Written {
+                relay: f.relay,
+                left: 0,
+                close: false,
+                len: resp.len.max(1),
+            });
+        }
         Ok(Written {
             relay: if end { Relay::None } else { f.relay },
             left,
@@ -420,7 +476,14 @@ impl Downstream for H2Out<'_> {
             Relay::UntilClose { .. } => {
                 body::copy_until_close(src, pending, &mut dst, idle, false, out).await?
             }
-            Relay::Length(_) => {}
+            Relay::Length(_) => {
+                if let Some(data) = self.small.take() {
+                    let n = data.len() as u64;
+                    self.cell.last(data).map_err(CopyError::Sink)?;
+                    self.sent += n;
+                    return Ok(());
+                }
+            }
         }
         self.cell.end().map_err(CopyError::Sink)
     }
@@ -701,6 +764,9 @@ pub(crate) async fn serve(
         idle: s.idle_timeout,
         gateway: &s.gateway_header,
         sent: 0,
+        small: None,
+        timing_seeded: &conn.timing_seeded,
+        arrived_secs: crate::clock::mono_secs(started),
     };
     let mut scratch = Scratch::take();
     let Scratch { req, resp, out } = &mut *scratch;
@@ -831,4 +897,20 @@ fn plain_answer(cell: &Cell, a: crate::tls::PlainAnswer, rid: &[u8], gateway: &s
         log::debug!("h2 stream gone before the plain answer");
     }
     status
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use std::sync::atomic::AtomicU64;
+
+    #[test]
+    fn server_timing_is_seeded_once_per_connection_every_30_s() {
+        let last = AtomicU64::new(0);
+        let seeded: Vec<u64> = [5, 5, 6, 34, 35, 36, 64, 65, 200]
+            .into_iter()
+            .filter(|t| seed_timing(*t, &last))
+            .collect();
+        assert_eq!(seeded, [5, 35, 65, 200]);
+    }
 }
