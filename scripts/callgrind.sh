@@ -3,6 +3,7 @@
 # deterministic where wall-clock numbers on a shared 2-core machine are not.
 #
 # Usage: scripts/callgrind.sh [switchyard binary] [keepalive|close|l4|l4-close|h2c]
+#        scripts/callgrind.sh /usr/sbin/haproxy h2c   (HAProxy counted the same way; L7 modes)
 #        (needs valgrind, nginx, wrk; h2c needs h2load)
 # h2c: a fixed number of prior-knowledge HTTP/2 requests from h2load (CG_H2_REQUESTS, 4
 # connections x 25 streams like the bench) to the same HTTP/1.1 backends. It uses ports of its
@@ -60,7 +61,34 @@ targets = ["127.0.0.1:${P}01", "127.0.0.1:${P}02"]
 CONF
 nginx -p "$WORK" -c "$WORK/back.conf" &
 PIDS+=($!)
-RUST_LOG=warn valgrind --tool=callgrind --callgrind-out-file="$WORK/cg.%p" "$BIN" -c "$WORK/sy.toml" 2>"$WORK/vg.log" &
+if [ "$(basename "$BIN")" = haproxy ]; then
+    # The yardstick: HAProxy on the same listeners and backends (one thread, connection reuse),
+    # counted the same way. `scripts/callgrind.sh /usr/sbin/haproxy h2c` (or keepalive, close).
+    cat >"$WORK/ha.cfg" <<CONF
+global
+    nbthread 1
+    maxconn 6000
+defaults
+    timeout connect 2s
+    timeout client 60s
+    timeout server 60s
+    maxconn 6000
+frontend fe
+    mode http
+    bind 127.0.0.1:${P}10 $([ "$MODE" = h2c ] && echo "proto h2")
+    option http-keep-alive
+    default_backend be
+backend be
+    mode http
+    balance roundrobin
+    http-reuse always
+    server b1 127.0.0.1:${P}01
+    server b2 127.0.0.1:${P}02
+CONF
+    valgrind --tool=callgrind --callgrind-out-file="$WORK/cg.%p" "$BIN" -db -f "$WORK/ha.cfg" 2>"$WORK/vg.log" &
+else
+    RUST_LOG=warn valgrind --tool=callgrind --callgrind-out-file="$WORK/cg.%p" "$BIN" -c "$WORK/sy.toml" 2>"$WORK/vg.log" &
+fi
 SP=$!
 PIDS+=($SP)
 for _ in $(seq 1 150); do (exec 3<>/dev/tcp/127.0.0.1/${P}10) 2>/dev/null && break; sleep 0.2; done
