@@ -5,6 +5,7 @@
 use crate::http::head::{HeadError, HeaderRange, RequestHead, MAX_HEADERS};
 use crate::http::kind::{self, Kind};
 use crate::http::response::ResponseHead;
+use crate::http::token;
 use crate::http::{list_items, name_is};
 use bytes::{Bytes, BytesMut};
 use http::header::{HeaderMap, HeaderName, HeaderValue};
@@ -111,7 +112,7 @@ fn write_head<'a, I: Iterator<Item = (&'a [u8], &'a [u8])>>(
     head.headers.reserve(n + 2);
     // Anything httparse might take otherwise than as written (bytes the `http` crate's types
     // do not hold today): the head is then parsed after all, for its exact refusal or index.
-    let mut odd = line.method.is_empty() || !line.method.iter().all(|b| is_token(*b));
+    let mut odd = !token::is_token(line.method);
     out.extend_from_slice(line.method);
     head.method = 0..out.len();
     out.push(b' ');
@@ -227,8 +228,7 @@ impl Fields<'_> {
             return Err(Refusal::Malformed("invalid byte in header value"));
         }
         let name = &self.out[h.name.clone()];
-        self.odd |=
-            invalid || name.is_empty() || !name.iter().all(|b| is_token(*b)) || count > MAX_HEADERS;
+        self.odd |= invalid || !token::is_token(name) || count > MAX_HEADERS;
         let blank = |b: &u8| matches!(b, b' ' | b'\t');
         h.value = match (value.first(), value.last()) {
             (None, _) => 0..0,
@@ -290,27 +290,6 @@ fn any_below_or_del(v: &[u8], n: u8) -> bool {
     let mut w = [b'a'; 8];
     w[..rest.len()].copy_from_slice(rest);
     hit(u64::from_ne_bytes(w))
-}
-
-/// httparse's `tchar` (method and header name bytes).
-static TCHAR: [bool; 256] = {
-    let mut t = [false; 256];
-    let mut i = 0;
-    while i < 256 {
-        let b = i as u8;
-        t[i] = b.is_ascii_alphanumeric()
-            || matches!(
-                b,
-                b'!' | b'#'..=b'\'' | b'*' | b'+' | b'-' | b'.' | b'^' | b'_' | b'`' | b'|' | b'~'
-            );
-        i += 1;
-    }
-    t
-};
-
-#[inline]
-fn is_token(b: u8) -> bool {
-    TCHAR[usize::from(b)]
 }
 
 /// A request target httparse takes: visible ASCII or any byte from 0x80, valid UTF-8.
