@@ -145,10 +145,7 @@ fn write_head<'a, I: Iterator<Item = (&'a [u8], &'a [u8])>>(
             // Host came from :authority; expect asks for a 100 that HTTP/2 does not need.
             Kind::Host if n == b"host" => continue,
             Kind::Expect if n == b"expect" => continue,
-            // CONNECTION_SPECIFIC by their kinds (proxy-authenticate is hop-by-hop but not
-            // connection-specific).
-            Kind::Connection | Kind::TransferEncoding | Kind::Upgrade => continue,
-            Kind::HopByHop if n.len() != "proxy-authenticate".len() => continue,
+            _ if connection_specific_kind(kind, n.len()) => continue,
             Kind::ContentLength => has_length |= n == b"content-length",
             _ => {}
         }
@@ -308,18 +305,23 @@ pub(crate) struct Added<'a> {
     pub index_timing: bool,
 }
 
-/// Whether a backend's response field of this kind stays out of the HTTP/2 answer: the
-/// connection-specific fields ([`connection_specific`]) and the length, which the relay
-/// decides. From the kind set at parse, a byte compared instead of the name against seven
-/// strings. `Proxy-Authenticate`, the one other hop-by-hop kind (and the only one 18 bytes
-/// long), goes on as it always did.
+/// [`connection_specific`] from the kind set at parse (a byte compared instead of the name
+/// against seven strings). `Proxy-Authenticate`, the one other hop-by-hop kind (and the only
+/// one 18 bytes long), is not connection-specific and crosses as it always did.
 #[inline]
-fn dropped_kind(kind: Kind, name_len: usize) -> bool {
+fn connection_specific_kind(kind: Kind, name_len: usize) -> bool {
     match kind {
-        Kind::Connection | Kind::TransferEncoding | Kind::Upgrade | Kind::ContentLength => true,
+        Kind::Connection | Kind::TransferEncoding | Kind::Upgrade => true,
         Kind::HopByHop => name_len != "proxy-authenticate".len(),
         _ => false,
     }
+}
+
+/// Whether a backend's response field of this kind stays out of the HTTP/2 answer: the
+/// connection-specific fields and the length, which the relay decides.
+#[inline]
+fn dropped_kind(kind: Kind, name_len: usize) -> bool {
+    kind == Kind::ContentLength || connection_specific_kind(kind, name_len)
 }
 
 /// The `http` constant for the names backends send on nearly every answer: a length and a
