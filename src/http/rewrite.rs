@@ -350,18 +350,8 @@ pub fn response_head(buf: &[u8], head: &ResponseHead, reply: &Reply<'_>, out: &m
     }
     out.extend_from_slice(b"X-Gateway: ");
     out.extend_from_slice(reply.gateway.as_bytes());
-    // `{:.3}` of the milliseconds, from whole microseconds: float formatting was the
-    // costliest part of this head.
-    let us = (reply.upstream_ms * 1000.0).round().max(0.0) as u64;
-    out.extend_from_slice(b"\r\nServer-Timing: upstream;dur=");
-    push_u64(out, us / 1000);
-    let frac = us % 1000;
-    out.extend_from_slice(&[
-        b'.',
-        b'0' + (frac / 100) as u8,
-        b'0' + (frac / 10 % 10) as u8,
-        b'0' + (frac % 10) as u8,
-    ]);
+    out.extend_from_slice(b"\r\nServer-Timing: ");
+    super::push_server_timing(out, reply.upstream_ms);
     out.extend_from_slice(b"\r\n");
     if reply.switching {
         out.extend_from_slice(b"Connection: upgrade\r\n");

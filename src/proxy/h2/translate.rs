@@ -429,12 +429,12 @@ pub(crate) fn response_headers(buf: &[u8], resp: &ResponseHead, add: &Added<'_>)
         }
         length_at = values.len();
         if let Some(n) = add.content_length {
-            put_decimal(values, n);
+            crate::http::push_u64(values, n);
         }
         gateway_at = values.len();
         values.extend_from_slice(add.gateway.as_bytes());
         timing_at = values.len();
-        push_server_timing(values, add.upstream_ms);
+        crate::http::push_server_timing(values, add.upstream_ms);
     });
     let mut map = HeaderMap::with_capacity(n_kept + n_sets + 3);
     let mut at = 0;
@@ -511,36 +511,6 @@ fn carve(need: usize, fill: impl FnOnce(&mut BytesMut)) -> Bytes {
         fill(&mut block);
         block.split().freeze()
     })
-}
-
-/// `n` in decimal.
-fn put_decimal(out: &mut BytesMut, mut n: u64) {
-    let mut tmp = [0u8; 20];
-    let mut i = tmp.len();
-    loop {
-        i -= 1;
-        tmp[i] = b'0' + (n % 10) as u8;
-        n /= 10;
-        if n == 0 {
-            break;
-        }
-    }
-    out.extend_from_slice(&tmp[i..]);
-}
-
-/// `upstream;dur=` and the milliseconds to three places, from whole microseconds as on
-/// HTTP/1 (`rewrite::response_head`): float formatting costs more than the rest of the field.
-fn push_server_timing(out: &mut BytesMut, ms: f64) {
-    let us = (ms * 1000.0).round().max(0.0) as u64;
-    out.extend_from_slice(b"upstream;dur=");
-    put_decimal(out, us / 1000);
-    let frac = us % 1000;
-    out.extend_from_slice(&[
-        b'.',
-        b'0' + (frac / 100) as u8,
-        b'0' + (frac / 10 % 10) as u8,
-        b'0' + (frac % 10) as u8,
-    ]);
 }
 
 /// Whether a request is gRPC: `content-type: application/grpc` or `application/grpc+…`.
@@ -1185,7 +1155,7 @@ mod tests {
             (0.05, "0.050"),
         ] {
             let mut v = BytesMut::from(&b"x"[..]);
-            push_server_timing(&mut v, ms);
+            crate::http::push_server_timing(&mut v, ms);
             assert_eq!(v[1..], *format!("upstream;dur={want}").as_bytes(), "{ms}");
         }
     }
@@ -1312,7 +1282,7 @@ mod tests {
         }
         for n in [0u64, 9, 10, 99, 100, 12345, u64::MAX] {
             let mut v = BytesMut::new();
-            put_decimal(&mut v, n);
+            crate::http::push_u64(&mut v, n);
             assert_eq!(v[..], *n.to_string().as_bytes());
         }
     }
