@@ -237,16 +237,7 @@ mod tests {
         assert_eq!(check_target(b"/pub?x=%23"), Ok(()));
     }
 
-    /// A tiny deterministic generator: property tests without a dependency.
-    struct Rng(u64);
-    impl Rng {
-        fn next(&mut self) -> u64 {
-            self.0 ^= self.0 << 13;
-            self.0 ^= self.0 >> 7;
-            self.0 ^= self.0 << 17;
-            self.0
-        }
-    }
+    use crate::http::test_rng::Rng;
 
     fn gen_path(r: &mut Rng) -> Vec<u8> {
         const PIECES: [&[u8]; 22] = [

@@ -163,6 +163,40 @@ pub fn push_server_timing<B: bytes::BufMut>(out: &mut B, upstream_ms: f64) {
     ]);
 }
 
+/// A tiny deterministic generator (xorshift) for the property tests of the wire rules, without
+/// a dependency.
+#[cfg(test)]
+pub(crate) mod test_rng {
+    pub(crate) struct Rng(pub u64);
+
+    impl Rng {
+        pub(crate) fn next(&mut self) -> u64 {
+            self.0 ^= self.0 << 13;
+            self.0 ^= self.0 >> 7;
+            self.0 ^= self.0 << 17;
+            self.0
+        }
+        pub(crate) fn below(&mut self, n: usize) -> usize {
+            (self.next() % n as u64) as usize
+        }
+        pub(crate) fn pick<'a, T: ?Sized>(&mut self, from: &[&'a T]) -> &'a T {
+            from[self.below(from.len())]
+        }
+        /// Mostly the first choices, now and then the odd ones after them.
+        pub(crate) fn bytes(&mut self, alphabet: &[u8], odd: &[u8], len: usize) -> Vec<u8> {
+            (0..len)
+                .map(|_| {
+                    if self.below(40) == 0 {
+                        odd[self.below(odd.len())]
+                    } else {
+                        alphabet[self.below(alphabet.len())]
+                    }
+                })
+                .collect()
+        }
+    }
+}
+
 #[cfg(test)]
 mod tests {
     #[test]

@@ -736,33 +736,7 @@ mod tests {
         }
     }
 
-    struct Rng(u64);
-    impl Rng {
-        fn next(&mut self) -> u64 {
-            self.0 ^= self.0 << 13;
-            self.0 ^= self.0 >> 7;
-            self.0 ^= self.0 << 17;
-            self.0
-        }
-        fn below(&mut self, n: usize) -> usize {
-            (self.next() % n as u64) as usize
-        }
-        fn pick<'a, T: ?Sized>(&mut self, from: &[&'a T]) -> &'a T {
-            from[self.below(from.len())]
-        }
-        /// Mostly the first choices, now and then the odd ones after them.
-        fn bytes(&mut self, alphabet: &[u8], odd: &[u8], len: usize) -> Vec<u8> {
-            (0..len)
-                .map(|_| {
-                    if self.below(40) == 0 {
-                        odd[self.below(odd.len())]
-                    } else {
-                        alphabet[self.below(alphabet.len())]
-                    }
-                })
-                .collect()
-        }
-    }
+    use crate::http::test_rng::Rng;
 
     const NAMES: [&str; 34] = [
         "host",
