@@ -47,13 +47,13 @@ impl IdlePool {
         None
     }
 
-    /// Returns a connection for reuse; closes it if the pool is full.
-    pub fn release(&self, stream: BackendStream) {
+    /// Returns a connection for reuse, idle since `since`; closes it if the pool is full.
+    pub fn release(&self, stream: BackendStream, since: Instant) {
         if let BackendStream::H2(_) = stream {
             // An HTTP/2 stream is done once answered; its connection stays in `h2pool`.
             return;
         }
-        let _ = self.mine().push((stream, Instant::now()));
+        let _ = self.mine().push((stream, since));
     }
 
     pub fn len(&self) -> usize {

@@ -178,7 +178,9 @@ where
             }
             r = conn.accept() => match r {
                 Some(Ok((req, respond))) => {
-                    let at = tokio::time::Instant::now() + idle_timeout;
+                    // One clock read for the idle deadline and the stream's start.
+                    let now = tokio::time::Instant::now();
+                    let at = now + idle_timeout;
                     if at < idle.deadline() {
                         idle.as_mut().reset(at);
                         idle_after = None;
@@ -193,7 +195,7 @@ where
                         continue;
                     }
                     let (parts, recv) = req.into_parts();
-                    let run = stream::serve(&c, parts, recv, respond);
+                    let run = stream::serve(&c, parts, recv, respond, now);
                     streams.push(run_boxed(reuse(&mut free, run)));
                 }
                 Some(Err(e)) => {
