@@ -39,6 +39,8 @@ const PENDING_ACCEPT_RESETS: usize = 50;
 /// streams finds one each; with 8, two in three of those streams allocated and copied their
 /// ~2.5 KiB future. At most 80 KiB per connection, freed with it.
 const FREE_BOXES: usize = 32;
+/// Finished streams' timers a connection keeps, still armed, for its next streams.
+const TIMERS_KEPT: usize = 32;
 /// Streams we reset for protocol errors before the connection is given up.
 const LOCAL_ERROR_RESETS: usize = 256;
 
@@ -79,8 +81,6 @@ pub(crate) struct Conn {
     /// The TLS version, for the access log; None on the plain listener.
     pub tls: Option<&'static str>,
     pub guard: Arc<guard::Shared>,
-    /// Timers of finished streams, still armed, for the next ones (`stream::take_timer`).
-    pub timers: std::sync::Mutex<Vec<crate::proxy::deadline::Timer>>,
     /// When (`clock::mono_secs`, 0 for never) an answer last let its `server-timing` into
     /// the HPACK table (`stream::seed_timing`).
     pub timing_seeded: AtomicU64,
@@ -138,7 +138,6 @@ where
         plain: tls.is_none(),
         tls,
         guard: shared.clone(),
-        timers: std::sync::Mutex::default(),
         timing_seeded: AtomicU64::new(0),
     };
     // The streams run inside this task, polled next to the connection (as nginx and HAProxy
@@ -149,8 +148,10 @@ where
     // its stream after h2 closed it.
     let max = 2 * s.h2_max_concurrent_streams as usize;
     let mut streams = FuturesUnordered::new();
-    // The boxes of finished streams, reused for new ones (see `run_boxed`).
+    // The boxes of finished streams, reused for new ones (see `run_boxed`), and their
+    // timers, still armed (see `stream::serve`).
     let mut free = Vec::new();
+    let mut timers = Vec::new();
     let idle_timeout = s.idle_timeout;
     let drain_timeout = s.drain_timeout;
     drop(table);
@@ -171,9 +172,12 @@ where
             // Streams before the connection: what they queue goes out in the connection's
             // poll right after.
             biased;
-            Some(done) = streams.next(), if !streams.is_empty() => {
+            Some((done, timer)) = streams.next(), if !streams.is_empty() => {
                 if free.len() < FREE_BOXES {
                     free.push(done);
+                }
+                if timers.len() < TIMERS_KEPT {
+                    timers.push(timer);
                 }
             }
             r = conn.accept() => match r {
@@ -195,7 +199,7 @@ where
                         continue;
                     }
                     let (parts, recv) = req.into_parts();
-                    let run = stream::serve(&c, parts, recv, respond, now);
+                    let run = stream::serve(&c, parts, recv, respond, now, timers.pop().unwrap_or_default());
                     streams.push(run_boxed(reuse(&mut free, run)));
                 }
                 Some(Err(e)) => {
@@ -262,9 +266,9 @@ where
 /// the phases' state inline (several KiB), too large for the allocator's fast bins, so a
 /// connection reuses the boxes of finished streams for new ones (the set's own allocation per
 /// stream is then a small one), and only the box's pointer moves into the set.
-async fn run_boxed<F: Future<Output = ()>>(mut run: Pin<Box<F>>) -> Pin<Box<F>> {
-    run.as_mut().await;
-    run
+async fn run_boxed<F: Future>(mut run: Pin<Box<F>>) -> (Pin<Box<F>>, F::Output) {
+    let out = run.as_mut().await;
+    (run, out)
 }
 
 /// `run` in the box of a finished stream when there is one. Inlined where the stream's future

@@ -112,29 +112,6 @@ fn seed_timing(now_secs: u64, last: &std::sync::atomic::AtomicU64) -> bool {
     true
 }
 
-/// Finished streams' timers a connection keeps, still armed, for its next streams.
-const TIMERS_KEPT: usize = 32;
-
-impl Conn {
-    /// A timer for a stream's waits (the backend's answer head). A fresh tokio timer per
-    /// stream costs an allocation, a wheel insertion and removal and, whenever its deadline
-    /// is earlier than every other one (the first streams after a quiet moment, each of a
-    /// burst), a driver wake-up: an eventfd write. A finished stream's timer is still armed
-    /// at about the deadline the next stream needs; `deadline::Timer` keeps it there until
-    /// it fires and only then moves it, so the next streams reuse it as it is.
-    fn take_timer(&self) -> Timer {
-        let kept = self.timers.lock().unwrap_or_else(|e| e.into_inner()).pop();
-        kept.unwrap_or_default()
-    }
-
-    fn keep_timer(&self, t: Timer) {
-        let mut kept = self.timers.lock().unwrap_or_else(|e| e.into_inner());
-        if kept.len() < TIMERS_KEPT {
-            kept.push(t);
-        }
-    }
-}
-
 /// Where the answer of a stream stands. Shared by the exchange (which answers through it) and
 /// the reset watch (which polls it for the client's RST_STREAM); both live in the stream's
 /// one task, so the lock is never contended (the `h2` crate takes its own connection-wide
@@ -746,14 +723,21 @@ fn prepare(
 ///
 /// The request comes in its parts (split by the caller): the arguments stay in the future for
 /// its whole life, so a whole `http::Request` there would be a second copy of the parts.
-/// `started`: when the connection accepted it.
+/// `started`: when the connection accepted it. `timer` bounds the stream's waits (the
+/// backend's answer head) and is given back for the connection's next streams: a fresh tokio
+/// timer per stream cost an allocation, a wheel insertion and removal and, whenever its
+/// deadline was earlier than every other one (the first streams after a quiet moment, each
+/// of a burst), a driver wake-up: an eventfd write. A finished stream's timer is still armed
+/// at about the deadline the next stream needs; `deadline::Timer` keeps it there until it
+/// fires and only then moves it, so the next streams reuse it as it is.
 pub(crate) async fn serve(
     conn: &Conn,
     parts: http::request::Parts,
     recv: RecvStream,
     respond: SendResponse<Bytes>,
     started: Instant,
-) {
+    mut timer: Timer,
+) -> Timer {
     let table = conn.dp.table.load_full();
     let s = &*table.server;
     let end_stream = recv.is_end_stream();
@@ -786,7 +770,7 @@ pub(crate) async fn serve(
             finish::record(&conn.dp, &log, None, None, status, started);
         }
         conn.guard.completed.fetch_add(1, Relaxed);
-        return;
+        return timer;
     }
     if conn.plain {
         if let Some(a) = conn.dp.tls.plain_answer(req.target(), req.header("host")) {
@@ -794,7 +778,7 @@ pub(crate) async fn serve(
             let log = LogLine::own(access_log, &conn.peer_ip, req, conn.tls);
             finish::record(&conn.dp, &log, None, None, status, started);
             conn.guard.completed.fetch_add(1, Relaxed);
-            return;
+            return timer;
         }
     }
     let mut body = H2Body {
@@ -809,7 +793,9 @@ pub(crate) async fn serve(
         idle: s.idle_timeout,
         scratch: Vec::new(),
         kept: None,
-        done: false,
+        // A stream that ended with its head has no body to take (and `has_more` need not
+        // ask the `h2` crate, a lock each time, again).
+        done: end_stream && req.framing.body != Body::Chunked,
         unreleased: 0,
     };
     let mut ex = Exchange::new(
@@ -826,7 +812,6 @@ pub(crate) async fn serve(
     // gateway adds to it (X-Forwarded-*, X-Request-Id, Via) in one allocation.
     out.reserve(req.bytes.len() + FORWARD_ADDS);
     let mut up = BytesMut::new();
-    let mut timer = conn.take_timer();
     let mut bufs = Bufs {
         out,
         up: &mut up,
@@ -852,8 +837,8 @@ pub(crate) async fn serve(
         conn.guard.completed.fetch_add(1, Relaxed);
     }
     drop(ex);
-    conn.keep_timer(timer);
     scratch.keep();
+    timer
 }
 
 /// The plain listener's own answers (ACME challenge, redirect to https) on an h2c stream.
