@@ -17,6 +17,9 @@
 #        BENCH_TARGETS="switchyard haproxy" BENCH_PIN=0 BENCH_NOBUILD=1 scripts/bench.sh
 #        BENCH_BASELINE=/tmp/switchyard-before scripts/bench.sh   (adds target "baseline": an
 #        older switchyard binary measured in the same rounds, for before/after numbers)
+#        BENCH_PGO=1 scripts/bench.sh   (adds target "switchyard-pgo": the profile-guided build
+#        of scripts/pgo-build.sh, in the baseline's slot; with BENCH_NOBUILD=1 an existing
+#        target/pgo/release/switchyard is used as it is)
 #        BENCH_WORKERS=2 scripts/bench.sh   (every proxy with N event loops: switchyard
 #        `workers = N`, HAProxy `nbthread N`, nginx `worker_processes N`; with N > 1 the proxies
 #        get the last N cores, or all cores when there are no more than N, shared with the load)
@@ -35,11 +38,21 @@ BIG_CONNS=${BENCH_BIG_CONNS:-8}
 WORKERS=${BENCH_WORKERS:-1}
 SCENARIOS=$(for s in $SCENARIOS; do [ "$s" = big ] && echo big-down big-up || echo "$s"; done | xargs)
 TARGETS=${BENCH_TARGETS:-"direct switchyard haproxy nginx"}
+ROOT=$(cd "$(dirname "$0")/.." && pwd)
+# The name the baseline slot is reported under.
+BL_NAME=baseline
+if [ "${BENCH_PGO:-0}" = 1 ]; then
+    PGO_BIN="${CARGO_TARGET_DIR:-$ROOT/target}/pgo/release/switchyard"
+    if [ -z "${BENCH_NOBUILD:-}" ] || [ ! -x "$PGO_BIN" ]; then
+        PGO_BIN=$("$ROOT/scripts/pgo-build.sh" | tail -n 1)
+    fi
+    BENCH_BASELINE=$PGO_BIN
+    BL_NAME=switchyard-pgo
+fi
 if [ -n "${BENCH_BASELINE:-}" ] && [[ " $TARGETS " != *" baseline "* ]]; then
     TARGETS="baseline $TARGETS"
 fi
 BASE_PORT=${BENCH_BASE_PORT:-18080}
-ROOT=$(cd "$(dirname "$0")/.." && pwd)
 WORK=$(mktemp -d /tmp/switchyard-bench.XXXXXX)
 RAW="$WORK/raw.tsv"
 
@@ -528,7 +541,7 @@ done
 # One table: medians over rounds for req/s and latencies; CPU over the summed rounds.
 echo
 echo "load after: $(cut -d' ' -f1-3 /proc/loadavg)"
-awk -F'\t' -v hz="$HZ" '
+awk -F'\t' -v hz="$HZ" -v bl="$BL_NAME" '
 function median(list,   n, a, i, j, t) {
     n = split(list, a, " ")
     for (i = 1; i <= n; i++) for (j = i + 1; j <= n; j++) if (a[j] < a[i]) { t = a[i]; a[i] = a[j]; a[j] = t }
@@ -558,7 +571,8 @@ END {
         cg = (g in cpu && cpu[g] > 0 && cpu[k] >= 0) ? sprintf("%.2f", cpu[k] / cpu[g]) : "-"
         cs = cpu[k] >= 0 ? sprintf("%.4f", cpu[k]) : "-"
         l50 = q50[k] > 0 ? sprintf("%.3f", q50[k]) : "-"; l99 = q99[k] > 0 ? sprintf("%.3f", q99[k]) : "-"
-        printf "| %s | %s | %.0f | %s | %s | %s | %s | %s | %s | %s |%s\n", parts[1], parts[2], m[k], l50, l99, cs, rr, pr, cr, cg, (k in errs) ? " errors: " errs[k] : ""
+        name = parts[2] == "baseline" ? bl : parts[2]
+        printf "| %s | %s | %.0f | %s | %s | %s | %s | %s | %s | %s |%s\n", parts[1], name, m[k], l50, l99, cs, rr, pr, cr, cg, (k in errs) ? " errors: " errs[k] : ""
     }
 }' "$RAW"
 if [ -n "${BENCH_RAW_OUT:-}" ]; then cp "$RAW" "$BENCH_RAW_OUT"; fi
