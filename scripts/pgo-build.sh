@@ -2,14 +2,16 @@
 # The release binary built with profile-guided optimization: an instrumented build runs a
 # short loopback load through two nginx backends (the bench's scenarios: HTTP/1.1 keep-alive
 # and close, a 1 MiB answer and a 1 MiB upload, L4, h2c, HTTPS and HTTP/2 over TLS), and the
-# second build lays out and inlines the code by what that load ran. On this project's HTTP/2 path it cuts the instructions per request by a fifth and the
-# instruction-cache misses by nearly two thirds (docs/performance.md, "Profile-guided build").
-# `cargo build --release` stays the plain build; this is the one to ship and to benchmark.
+# second build lays out and inlines the code by what that load ran. On the HTTP/2 path it
+# cuts the instructions per request by a fifth and the instruction-cache misses by more than
+# half (docs/performance.md, "HTTP/2, fourth pass"). `cargo build --release` stays the plain
+# build; this is the one to run where CPU per request matters, and the one to benchmark.
 #
 # Usage: scripts/pgo-build.sh          -> target/pgo/release/switchyard
-#        PGO_SECONDS=3 (seconds per load step), PGO_PORT_PREFIX=197 (ports PREFIX01..PREFIX12)
-# Needs cargo and, installed from Debian when missing: llvm-profdata of rustc's LLVM major
-# version (package llvm-N), nginx, wrk, h2load (nghttp2-client), openssl.
+#        PGO_SECONDS=3 (seconds per load step), PGO_PORT_PREFIX=197 (ports PREFIX01..PREFIX13)
+# Needs cargo and, installed when missing: llvm-profdata of rustc's LLVM major version
+# (rustup's llvm-tools, or Debian's llvm-N), and Debian's nginx, wrk, nghttp2-client (h2load)
+# and openssl.
 # Everything listens on 127.0.0.1; every process started here is stopped by PID on exit.
 set -euo pipefail
 ROOT=$(cd "$(dirname "$0")/.." && pwd)
