@@ -89,21 +89,8 @@ cleanup() {
 }
 trap cleanup EXIT INT TERM
 
-need() {
-    local missing=()
-    for pair in "$@"; do
-        command -v "${pair%%:*}" >/dev/null 2>&1 || missing+=("${pair#*:}")
-    done
-    if [ ${#missing[@]} -gt 0 ]; then
-        echo "installing ${missing[*]}" >&2
-        # Debian's postinst would start the system services; they must not take our ports.
-        if [ ! -e /usr/sbin/policy-rc.d ]; then
-            printf '#!/bin/sh\nexit 101\n' >/usr/sbin/policy-rc.d && chmod +x /usr/sbin/policy-rc.d
-        fi
-        apt-get update -qq >&2
-        DEBIAN_FRONTEND=noninteractive apt-get install -y -qq "${missing[@]}" >&2
-    fi
-}
+# shellcheck source=scripts/loopback-lib.sh
+. "$ROOT/scripts/loopback-lib.sh"
 need nginx:nginx haproxy:haproxy wrk:wrk taskset:util-linux h2load:nghttp2-client openssl:openssl curl:curl
 STREAM_MOD=$(ls /usr/lib/nginx/modules/ngx_stream_module.so 2>/dev/null || true)
 if [ -z "$STREAM_MOD" ]; then
@@ -129,16 +116,8 @@ else
     LOAD_CPU=""
 fi
 
-BODY='hello from the backend, a small body of 64 bytes for the bench.'
 # The big-down body, served by the backends from a file (sendfile), and the big-up request.
-head -c 1048576 /dev/urandom >"$WORK/big.bin"
-# nginx workers run unprivileged: they must reach the file (mktemp -d is 0700).
-chmod 711 "$WORK" && chmod 644 "$WORK/big.bin"
-cat >"$WORK/upload.lua" <<'EOF'
-wrk.method = "POST"
-wrk.body = string.rep("u", 1048576)
-wrk.headers["Content-Type"] = "application/octet-stream"
-EOF
+backend_files "$WORK"
 
 # --- one ECDSA P-256 certificate for every TLS listener (HAProxy wants cert and key in one file).
 mkdir -p "$WORK/tls"
@@ -151,33 +130,7 @@ cat "$WORK/tls/cert.pem" "$WORK/tls/key.pem" >"$WORK/tls/both.pem"
 for port in $BACK1 $BACK2; do
     d="$WORK/back$port"
     mkdir -p "$d"
-    cat >"$d/nginx.conf" <<EOF
-daemon off;
-worker_processes 1;
-pid $d/nginx.pid;
-error_log $d/error.log warn;
-events { worker_connections 16384; }
-http {
-    access_log off;
-    keepalive_requests 1000000;
-    sendfile on;
-    client_max_body_size 4m;
-    client_body_buffer_size 2m;
-    server {
-        listen 127.0.0.1:$port reuseport backlog=4096;
-        location / { return 200 '$BODY'; }
-        location = /big { alias $WORK/big.bin; default_type application/octet-stream; }
-        # Reads the whole body into memory, then answers from a subrequest without it (a bare
-        # return would answer first and leave the body to a lingering close).
-        location = /upload {
-            proxy_pass http://127.0.0.1:$port/uploaded;
-            proxy_pass_request_body off;
-            proxy_set_header Content-Length "";
-        }
-        location = /uploaded { return 200 'ok'; }
-    }
-}
-EOF
+    backend_conf "$WORK" "$d" "$port"
     $LOAD_CPU nginx -p "$d" -c "$d/nginx.conf" >"$d/out.log" 2>&1 &
     PIDS+=($!)
 done

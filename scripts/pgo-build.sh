@@ -20,21 +20,10 @@ P=${PGO_PORT_PREFIX:-197}
 TARGET=${CARGO_TARGET_DIR:-$ROOT/target}
 PROF="$TARGET/pgo-profile"
 
-need() {
-    local missing=()
-    for pair in "$@"; do
-        command -v "${pair%%:*}" >/dev/null 2>&1 || missing+=("${pair#*:}")
-    done
-    if [ ${#missing[@]} -gt 0 ]; then
-        echo "installing ${missing[*]}" >&2
-        # Debian's postinst would start the system services; they must not take our ports.
-        if [ ! -e /usr/sbin/policy-rc.d ]; then
-            printf '#!/bin/sh\nexit 101\n' >/usr/sbin/policy-rc.d && chmod +x /usr/sbin/policy-rc.d
-        fi
-        apt-get update -qq >&2
-        DEBIAN_FRONTEND=noninteractive apt-get install -y -qq --no-install-recommends "${missing[@]}" >&2
-    fi
-}
+# shellcheck source=scripts/loopback-lib.sh
+. "$ROOT/scripts/loopback-lib.sh"
+# llvm-N recommends its -dev package, which llvm-profdata does not need.
+NEED_APT_FLAGS=--no-install-recommends
 
 # llvm-profdata must read what rustc's own LLVM wrote: the same major version.
 # Looked for as Debian's llvm-N, rustup's llvm-tools component, or a plain llvm-profdata;
@@ -79,41 +68,14 @@ cleanup() {
     rm -rf "$WORK"
 }
 trap cleanup EXIT INT TERM
-BODY='hello from the backend, a small body of 64 bytes for the bench.'
-cat >"$WORK/back.conf" <<CONF
-daemon off;
-worker_processes 1;
-pid $WORK/back.pid;
-error_log $WORK/back.err warn;
-events { worker_connections 4096; }
-http {
-    access_log off;
-    keepalive_requests 1000000;
-    client_max_body_size 4m;
-    client_body_buffer_size 2m;
-    server {
-        listen 127.0.0.1:${P}01;
-        location / { return 200 '$BODY'; }
-        location = /big { alias $WORK/big.bin; default_type application/octet-stream; }
-        location = /upload {
-            proxy_pass http://127.0.0.1:${P}01/uploaded;
-            proxy_pass_request_body off;
-            proxy_set_header Content-Length "";
-        }
-        location = /uploaded { return 200 'ok'; }
-    }
-    server { listen 127.0.0.1:${P}02; location / { return 200 '$BODY'; } }
-}
-CONF
-head -c 1048576 /dev/urandom >"$WORK/big.bin"
-chmod 644 "$WORK/big.bin"
-cat >"$WORK/upload.lua" <<'EOF'
-wrk.method = "POST"
-wrk.body = string.rep("u", 1048576)
-wrk.headers["Content-Type"] = "application/octet-stream"
-EOF
-nginx -p "$WORK" -c "$WORK/back.conf" >"$WORK/back.out" 2>&1 &
-PIDS+=($!)
+backend_files "$WORK"
+# The bench's two backends (`loopback-lib.sh`), so that the load runs what the bench measures.
+for port in ${P}01 ${P}02; do
+    mkdir -p "$WORK/back$port"
+    backend_conf "$WORK" "$WORK/back$port" "$port"
+    nginx -p "$WORK/back$port" -c "$WORK/back$port/nginx.conf" >"$WORK/back$port/out.log" 2>&1 &
+    PIDS+=($!)
+done
 openssl req -x509 -newkey ec -pkeyopt ec_paramgen_curve:P-256 -nodes -days 2 \
     -keyout "$WORK/key.pem" -out "$WORK/cert.pem" -subj /CN=localhost \
     -addext subjectAltName=DNS:localhost,IP:127.0.0.1 2>/dev/null
